@@ -1,0 +1,14 @@
+//! The contract between refgate's halves.
+//!
+//! * [`raw`] (always, `no_std`): the fixed-layout records the eBPF programs write into the ring
+//!   buffer, and the keys/values of the maps both sides touch.
+//! * [`event`] and [`trace`] (feature `std`): the decoded event model and the `trace.bin` file
+//!   format (header, framed records), which is the contract between `record` and `replay`.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod raw;
+
+#[cfg(feature = "std")]
+pub mod event;
+#[cfg(feature = "std")]
+pub mod trace;

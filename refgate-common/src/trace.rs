@@ -1,0 +1,1 @@
+//! The `trace.bin` file format. (Being written: see the format issue.)

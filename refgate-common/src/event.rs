@@ -128,7 +128,11 @@ pub enum EventKind {
     },
     /// One `btrfs_run_delayed_refs` call (kprobe + kretprobe). The event's timestamp is the
     /// *entry*. `arg` is interpreted per [`crate::trace::RunArg`] in the header.
-    RunDelayedRefsCall { arg: u64, ret: i64, duration_ns: u64 },
+    RunDelayedRefsCall {
+        arg: u64,
+        ret: i64,
+        duration_ns: u64,
+    },
 }
 
 impl EventKind {
@@ -195,6 +199,9 @@ pub enum Record {
     Event(Event),
     Task(Task),
     /// A btrfs filesystem seen in the trace: its table index and its fsid.
-    Filesystem { id: FsId, fsid: [u8; 16] },
+    Filesystem {
+        id: FsId,
+        fsid: [u8; 16],
+    },
     Stats(Stats),
 }

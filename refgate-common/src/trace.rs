@@ -1,1 +1,810 @@
-//! The `trace.bin` file format. (Being written: see the format issue.)
+//! The `trace.bin` file format: the contract between `refgate record` and `refgate replay`.
+//!
+//! # Layout
+//!
+//! ```text
+//! offset 0   magic        8 bytes  "\x89REFGATE"
+//! offset 8   version      u16 LE   FORMAT_VERSION (a reader rejects newer versions)
+//! offset 10  header frame          frame whose payload is the postcard-encoded TraceHeader
+//!            block frame …         frames whose payload is a block of records
+//!            end frame             written by TraceWriter::finish
+//!
+//! frame   = len: u32 LE | crc: u32 LE | payload: len bytes
+//!           crc = CRC32 (crc32fast, IEEE) of the 4 length bytes followed by the payload
+//! payload = kind: u8 | …
+//!           kind 0: records, stored:     the encoded records
+//!           kind 1: records, LZ4 block:  raw length (postcard varint u32) | LZ4 block
+//!           kind 2: end of trace         (nothing follows; no frame may follow)
+//! ```
+//!
+//! A block holds many records, each a postcard value (see `wire.rs`) delta-encoded against the
+//! previous record *of the same block*: timestamps as signed differences, bytenrs as signed
+//! differences in 4 KiB units, tids and lock addresses interned per block. Every block starts
+//! afresh, so a damaged frame costs only itself and what follows it. The writer ends a block when
+//! it reaches [`BLOCK_TARGET`] bytes of encoded records or when [`TraceWriter::flush`] is called
+//! (the recorder calls it about once a second), so memory is bounded and a crash loses at most
+//! the unflushed tail.
+//!
+//! The reader checks every frame's length and CRC before decoding it and yields every record of
+//! every intact frame; where it stops early it says exactly where and why ([`Damage`]). It never
+//! panics, whatever the input (see `tests/trace_bad_input.rs`).
+//!
+//! # Compatibility
+//!
+//! Enum variants ([`crate::event::Record`], [`crate::event::EventKind`], the wire enum, the
+//! header's enums) are only ever appended, and fields only ever appended to the end of
+//! [`TraceHeader`]: postcard encodes a variant as its index and a struct as its fields in order,
+//! and a reader ignores header bytes past the fields it knows. Anything else bumps
+//! [`FORMAT_VERSION`], and a reader refuses a version newer than its own with an error saying to
+//! upgrade.
+//!
+//! # Size and speed
+//!
+//! Measured by `cargo bench -p refgate-common --features std --bench trace` (see
+//! `refgate-common/BENCHMARKS.md` for the figures, the stream and the machine). SEE BENCHMARKS.
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Record;
+
+mod wire;
+
+/// First bytes of every trace file.
+pub const MAGIC: [u8; 8] = *b"\x89REFGATE";
+/// The format version this code writes, and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// The oldest format version this code reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
+/// The writer ends a block once its encoded records reach this many bytes.
+pub const BLOCK_TARGET: usize = 64 * 1024;
+/// No frame is larger than this; a larger length field means corruption.
+pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
+/// Bytes before the header frame's payload: magic, version, frame length and CRC.
+const PREFIX_LEN: u64 = 8 + 2 + 8;
+
+const KIND_STORED: u8 = 0;
+const KIND_LZ4: u8 = 1;
+const KIND_END: u8 = 2;
+
+/// Which clock `Event::ts_ns` counts. Variants are only ever appended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
+    #[default]
+    Monotonic,
+}
+
+/// How a probe is attached. Variants are only ever appended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Tracepoint,
+    Kprobe,
+    Kretprobe,
+    Fentry,
+    Fexit,
+    RawTracepoint,
+}
+
+impl ProbeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Tracepoint => "tracepoint",
+            ProbeKind::Kprobe => "kprobe",
+            ProbeKind::Kretprobe => "kretprobe",
+            ProbeKind::Fentry => "fentry",
+            ProbeKind::Fexit => "fexit",
+            ProbeKind::RawTracepoint => "raw_tracepoint",
+        }
+    }
+}
+
+/// One probe the recorder tried to attach.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProbeInfo {
+    /// As the kernel names it, e.g. `btrfs:add_delayed_tree_ref`, `btrfs_run_delayed_refs`.
+    pub name: String,
+    pub kind: ProbeKind,
+    pub attached: bool,
+    /// Why it is not attached (empty when it is), e.g. "CONFIG_KPROBES is not set".
+    pub note: String,
+}
+
+/// What the second argument of `btrfs_run_delayed_refs` means on the recorded kernel
+/// (kernel-delayed-refs.md §6). Variants are only ever appended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunArg {
+    /// Not known (e.g. the kprobe was not attached).
+    #[default]
+    Unknown,
+    /// `unsigned long count`: number of refs/heads to run (kernels up to 6.6).
+    Count,
+    /// `u64 min_bytes` (kernels from 6.7).
+    MinBytes,
+}
+
+/// How the trace came to be: it is a recording, not a synthesis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// The recorder's command line, one argument per element.
+    pub command_line: Vec<String>,
+    /// Whether the workload was refgate's own `--scratch` workload on a scratch filesystem.
+    pub scratch: bool,
+    /// Free text: what ran while recording.
+    pub workload: String,
+}
+
+/// Everything known about a recording before its first record. Fields are only ever appended.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceHeader {
+    /// `uname -r` of the recorded kernel.
+    pub kernel_release: String,
+    /// Every probe the recorder tried, attached or not.
+    pub probes: Vec<ProbeInfo>,
+    pub clock: Clock,
+    /// Possible CPUs on the recorded machine (the index range of `Event::cpu`).
+    pub cpu_count: u32,
+    /// Version of the refgate that recorded.
+    pub tool_version: String,
+    pub hostname: String,
+    /// Wall-clock start of the recording, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    pub provenance: Provenance,
+    /// Meaning of `RunDelayedRefsCall::arg`.
+    pub run_arg: RunArg,
+    /// The filesystem's nodesize, if known.
+    pub nodesize: Option<u32>,
+}
+
+/// Why a trace could not be opened or read to its end. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read {name}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{name} is empty: the recording produced nothing; re-run `refgate record` and check its \
+         messages for why it stopped before writing the trace header"
+    )]
+    Empty { name: String },
+    #[error(
+        "{name} is not a refgate trace (it starts with {found}, not the refgate magic \
+         \"\\x89REFGATE\"); pass a file written by `refgate record`"
+    )]
+    Foreign { name: String, found: String },
+    #[error(
+        "{name} was written by a newer refgate (format v{found}); this refgate reads up to \
+         v{supported}; upgrade refgate to read it"
+    )]
+    NewerVersion {
+        name: String,
+        found: u16,
+        supported: u16,
+    },
+    #[error(
+        "{name} claims trace format v{found}, which no refgate wrote (this refgate reads \
+         v{oldest} to v{supported}); the file is corrupt or not from `refgate record`"
+    )]
+    UnsupportedVersion {
+        name: String,
+        found: u16,
+        oldest: u16,
+        supported: u16,
+    },
+    #[error(
+        "{name} is cut inside its header: it has {len} bytes, the header needs {needed}; the \
+         recorder stopped before it wrote anything usable; re-run `refgate record`"
+    )]
+    CutHeader { name: String, len: u64, needed: u64 },
+    #[error(
+        "{name} has a corrupt header ({detail}); nothing in it can be trusted; re-run \
+         `refgate record`"
+    )]
+    BadHeader { name: String, detail: String },
+    #[error(
+        "{name} is corrupt at byte offset {offset}: the frame there fails its checksum (CRC32 \
+         stored {stored:#010x}, computed {computed:#010x}); every record before that offset is \
+         intact and readable, the rest is lost; re-record if the tail matters"
+    )]
+    CrcMismatch {
+        name: String,
+        offset: u64,
+        stored: u32,
+        computed: u32,
+    },
+    #[error(
+        "{name} is corrupt at byte offset {offset}: a frame length of {len} bytes is impossible \
+         (at most {max}); every record before that offset is intact and readable, the rest is \
+         lost; re-record if the tail matters"
+    )]
+    BadFrameLength {
+        name: String,
+        offset: u64,
+        len: u32,
+        max: u32,
+    },
+    #[error(
+        "{name} is cut at byte offset {offset}: the frame starting there needs {needed} bytes \
+         but the file ends after {available} (the recorder was stopped or crashed mid-write); \
+         every record before that offset is intact and readable"
+    )]
+    CutFrame {
+        name: String,
+        offset: u64,
+        needed: u64,
+        available: u64,
+    },
+    #[error(
+        "{name} has an undecodable record in the frame at byte offset {offset} (record {record} \
+         of that frame: {detail}); the frame's checksum is good, so it was written by an \
+         incompatible or faulty refgate; every record before it is intact and readable"
+    )]
+    Undecodable {
+        name: String,
+        offset: u64,
+        record: u64,
+        detail: String,
+    },
+    #[error(
+        "{name} ends at byte offset {offset} without its end-of-trace frame: the recorder was \
+         stopped before it finished, so up to its last second of events is missing; every \
+         record before that offset is intact and readable"
+    )]
+    Unfinished { name: String, offset: u64 },
+    #[error(
+        "{name} has data after its end-of-trace frame, at byte offset {offset}; it was appended \
+         to or overwritten in place; every record before that offset is intact and readable"
+    )]
+    TrailingData { name: String, offset: u64 },
+}
+
+/// Where and why a [`TraceReader`] stopped before the end of a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    /// Byte offset in the file of the frame (or missing frame) where reading stopped. Every
+    /// record stored before this offset has been yielded.
+    pub offset: u64,
+    pub reason: DamageReason,
+}
+
+/// Why reading stopped. Variants are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum DamageReason {
+    /// The file ends inside the frame that starts at the offset.
+    CutFrame { needed: u64, available: u64 },
+    /// The frame's CRC32 does not match its contents.
+    CrcMismatch { stored: u32, computed: u32 },
+    /// The frame's length field is impossible.
+    BadFrameLength { len: u32 },
+    /// The frame is intact but a record in it (0-based index) cannot be decoded.
+    Undecodable { record: u64, detail: String },
+    /// The file ends at a frame boundary, but without the end-of-trace frame.
+    Unfinished,
+    /// Bytes follow the end-of-trace frame.
+    TrailingData,
+    /// The operating system reported an error reading the file.
+    Io { detail: String },
+}
+
+impl Damage {
+    /// The error a caller that needs the whole trace should report.
+    pub fn to_error(&self, name: &str) -> TraceError {
+        let name = name.to_string();
+        let offset = self.offset;
+        match self.reason.clone() {
+            DamageReason::CutFrame { needed, available } => TraceError::CutFrame {
+                name,
+                offset,
+                needed,
+                available,
+            },
+            DamageReason::CrcMismatch { stored, computed } => TraceError::CrcMismatch {
+                name,
+                offset,
+                stored,
+                computed,
+            },
+            DamageReason::BadFrameLength { len } => TraceError::BadFrameLength {
+                name,
+                offset,
+                len,
+                max: MAX_FRAME,
+            },
+            DamageReason::Undecodable { record, detail } => TraceError::Undecodable {
+                name,
+                offset,
+                record,
+                detail,
+            },
+            DamageReason::Unfinished => TraceError::Unfinished { name, offset },
+            DamageReason::TrailingData => TraceError::TrailingData { name, offset },
+            DamageReason::Io { detail } => TraceError::Io {
+                name,
+                source: io::Error::other(format!("at byte offset {offset}: {detail}")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_error("the trace"))
+    }
+}
+
+fn frame_crc(len: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> io::Result<u64> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "trace frame of {} bytes exceeds the format's limit of {MAX_FRAME}",
+                    payload.len()
+                ),
+            )
+        })?;
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&frame_crc(len, payload).to_le_bytes());
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    Ok(8 + payload.len() as u64)
+}
+
+/// Streaming trace writer with bounded memory (one block of at most about [`BLOCK_TARGET`]
+/// bytes, plus one record).
+pub struct TraceWriter<W: Write> {
+    w: W,
+    enc: wire::Encoder,
+    /// The current block's payload: kind byte, then the encoded records.
+    block: Vec<u8>,
+    /// Scratch space for compression.
+    packed: Vec<u8>,
+    bytes_written: u64,
+    records: u64,
+}
+
+impl<W: Write> TraceWriter<W> {
+    /// Write the file prefix and `header` to `w`.
+    pub fn new(mut w: W, header: &TraceHeader) -> io::Result<Self> {
+        w.write_all(&MAGIC)?;
+        w.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        let payload = postcard::to_stdvec(header).map_err(io::Error::other)?;
+        let n = write_frame(&mut w, &payload)?;
+        let mut block = Vec::with_capacity(BLOCK_TARGET + 1024);
+        block.push(KIND_STORED);
+        Ok(TraceWriter {
+            w,
+            enc: wire::Encoder::new(),
+            block,
+            packed: Vec::new(),
+            bytes_written: 10 + n,
+            records: 0,
+        })
+    }
+
+    /// Append one record. It reaches `W` when its block fills up or at the next [`flush`].
+    ///
+    /// [`flush`]: TraceWriter::flush
+    pub fn write(&mut self, rec: &Record) -> io::Result<()> {
+        self.enc
+            .encode(rec, &mut self.block)
+            .map_err(io::Error::other)?;
+        self.records += 1;
+        if self.block.len() >= BLOCK_TARGET {
+            self.end_block()?;
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> io::Result<()> {
+        if self.block.len() <= 1 {
+            return Ok(());
+        }
+        let n = write_frame(&mut self.w, &self.block)?;
+        self.bytes_written += n;
+        self.block.truncate(1);
+        self.enc.reset();
+        let _ = &self.packed;
+        Ok(())
+    }
+
+    /// End the current block (if any record is pending) and flush `W`: after this returns, a
+    /// crash loses nothing written so far.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.end_block()?;
+        self.w.flush()
+    }
+
+    /// Flush, write the end-of-trace frame and return `W`.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.end_block()?;
+        self.bytes_written += write_frame(&mut self.w, &[KIND_END])?;
+        self.w.flush()?;
+        Ok(self.w)
+    }
+
+    /// Bytes handed to `W` so far (pending records not included).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Records written so far (including pending ones).
+    pub fn records_written(&self) -> u64 {
+        self.records
+    }
+}
+
+/// Read until `buf` is full or end of file; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Read exactly `len` bytes into `buf` (growing it as data arrives, so a corrupt length does
+/// not allocate up front); returns the bytes read.
+fn read_payload<R: Read>(r: &mut R, len: u32, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    let mut take = r.take(len as u64);
+    loop {
+        match take.read_to_end(buf) {
+            Ok(_) => return Ok(buf.len()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Streaming trace reader. Iterate it for the records in order; afterwards [`damage`] says
+/// whether and where it stopped early.
+///
+/// [`damage`]: TraceReader::damage
+pub struct TraceReader<R: Read> {
+    r: R,
+    name: String,
+    header: TraceHeader,
+    version: u16,
+    /// File offset of the next frame.
+    offset: u64,
+    /// Offset of the frame the current block came from.
+    frame_offset: u64,
+    /// The current block's records (decompressed), and the read position in it.
+    block: Vec<u8>,
+    pos: usize,
+    record_in_frame: u64,
+    frame_buf: Vec<u8>,
+    dec: wire::Decoder,
+    damage: Option<Damage>,
+    done: bool,
+    finished: bool,
+}
+
+impl TraceReader<BufReader<File>> {
+    /// Open the trace at `path`; errors name the file.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self, TraceError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|source| TraceError::Io {
+            name: name.clone(),
+            source,
+        })?;
+        TraceReader::open_named(BufReader::with_capacity(256 * 1024, f), name)
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Read and check the prefix and header of the trace in `r` (called "the trace" in errors).
+    pub fn open(r: R) -> Result<Self, TraceError> {
+        Self::open_named(r, "the trace".to_string())
+    }
+
+    /// Like [`open`](TraceReader::open), naming the trace `name` in errors.
+    pub fn open_named(mut r: R, name: String) -> Result<Self, TraceError> {
+        let io_err = |name: &String, source| TraceError::Io {
+            name: name.clone(),
+            source,
+        };
+        let mut prefix = [0u8; PREFIX_LEN as usize];
+        let n = read_full(&mut r, &mut prefix).map_err(|e| io_err(&name, e))?;
+        if n == 0 {
+            return Err(TraceError::Empty { name });
+        }
+        let magic_len = n.min(MAGIC.len());
+        if prefix[..magic_len] != MAGIC[..magic_len] {
+            return Err(TraceError::Foreign {
+                name,
+                found: show_bytes(&prefix[..magic_len]),
+            });
+        }
+        if n < 10 {
+            return Err(TraceError::CutHeader {
+                name,
+                len: n as u64,
+                needed: PREFIX_LEN,
+            });
+        }
+        let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+        if version > FORMAT_VERSION {
+            return Err(TraceError::NewerVersion {
+                name,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version < OLDEST_FORMAT_VERSION {
+            return Err(TraceError::UnsupportedVersion {
+                name,
+                found: version,
+                oldest: OLDEST_FORMAT_VERSION,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if n < PREFIX_LEN as usize {
+            return Err(TraceError::CutHeader {
+                name,
+                len: n as u64,
+                needed: PREFIX_LEN,
+            });
+        }
+        let len = u32::from_le_bytes(prefix[10..14].try_into().unwrap());
+        let stored = u32::from_le_bytes(prefix[14..18].try_into().unwrap());
+        if len > MAX_FRAME {
+            return Err(TraceError::BadHeader {
+                name,
+                detail: format!("header length {len} is impossible"),
+            });
+        }
+        let mut payload = Vec::new();
+        let got = read_payload(&mut r, len, &mut payload).map_err(|e| io_err(&name, e))?;
+        if got < len as usize {
+            return Err(TraceError::CutHeader {
+                name,
+                len: PREFIX_LEN + got as u64,
+                needed: PREFIX_LEN + len as u64,
+            });
+        }
+        let computed = frame_crc(len, &payload);
+        if computed != stored {
+            return Err(TraceError::BadHeader {
+                name,
+                detail: format!("CRC32 stored {stored:#010x}, computed {computed:#010x}"),
+            });
+        }
+        // Trailing bytes are fields appended by a later writer of the same version.
+        let (header, _) = postcard::take_from_bytes::<TraceHeader>(&payload).map_err(|e| {
+            TraceError::BadHeader {
+                name: name.clone(),
+                detail: format!("undecodable: {e}"),
+            }
+        })?;
+        let offset = PREFIX_LEN + len as u64;
+        Ok(TraceReader {
+            r,
+            name,
+            header,
+            version,
+            offset,
+            frame_offset: offset,
+            block: Vec::new(),
+            pos: 0,
+            record_in_frame: 0,
+            frame_buf: Vec::new(),
+            dec: wire::Decoder::new(),
+            damage: None,
+            done: false,
+            finished: false,
+        })
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// The format version of the file.
+    pub fn format_version(&self) -> u16 {
+        self.version
+    }
+
+    /// The name used in errors (the path for [`TraceReader::open_path`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where and why reading stopped early, once the iterator has returned `None`. `None` for a
+    /// complete trace (and while records remain).
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    /// [`damage`](TraceReader::damage) as an error naming the file.
+    pub fn damage_error(&self) -> Option<TraceError> {
+        self.damage.as_ref().map(|d| d.to_error(&self.name))
+    }
+
+    /// Whether the end-of-trace frame has been read (the recorder finished cleanly).
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Read all remaining records, or fail with the damage if the trace is not whole.
+    pub fn read_all(&mut self) -> Result<Vec<Record>, TraceError> {
+        let v: Vec<Record> = self.by_ref().collect();
+        match self.damage_error() {
+            Some(e) => Err(e),
+            None => Ok(v),
+        }
+    }
+
+    fn stop(&mut self, offset: u64, reason: DamageReason) {
+        self.damage = Some(Damage { offset, reason });
+        self.done = true;
+    }
+
+    /// Read the next frame into `self.block`. Returns false when there is nothing more.
+    fn next_frame(&mut self) -> bool {
+        loop {
+            let at = self.offset;
+            let mut head = [0u8; 8];
+            let n = match read_full(&mut self.r, &mut head) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.stop(
+                        at,
+                        DamageReason::Io {
+                            detail: e.to_string(),
+                        },
+                    );
+                    return false;
+                }
+            };
+            if self.finished {
+                if n > 0 {
+                    self.stop(at, DamageReason::TrailingData);
+                } else {
+                    self.done = true;
+                }
+                return false;
+            }
+            if n == 0 {
+                self.stop(at, DamageReason::Unfinished);
+                return false;
+            }
+            if n < 8 {
+                self.stop(
+                    at,
+                    DamageReason::CutFrame {
+                        needed: 8,
+                        available: n as u64,
+                    },
+                );
+                return false;
+            }
+            let len = u32::from_le_bytes(head[..4].try_into().unwrap());
+            let stored = u32::from_le_bytes(head[4..].try_into().unwrap());
+            if len > MAX_FRAME || len == 0 {
+                self.stop(at, DamageReason::BadFrameLength { len });
+                return false;
+            }
+            let got = match read_payload(&mut self.r, len, &mut self.frame_buf) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.stop(
+                        at,
+                        DamageReason::Io {
+                            detail: e.to_string(),
+                        },
+                    );
+                    return false;
+                }
+            };
+            if got < len as usize {
+                self.stop(
+                    at,
+                    DamageReason::CutFrame {
+                        needed: 8 + len as u64,
+                        available: 8 + got as u64,
+                    },
+                );
+                return false;
+            }
+            let computed = frame_crc(len, &self.frame_buf);
+            if computed != stored {
+                self.stop(at, DamageReason::CrcMismatch { stored, computed });
+                return false;
+            }
+            self.offset = at + 8 + len as u64;
+            self.frame_offset = at;
+            self.record_in_frame = 0;
+            self.dec.reset();
+            self.block.clear();
+            self.pos = 0;
+            let undecodable = |detail: String| DamageReason::Undecodable { record: 0, detail };
+            match self.frame_buf[0] {
+                KIND_STORED => {
+                    std::mem::swap(&mut self.block, &mut self.frame_buf);
+                    self.pos = 1;
+                    return true;
+                }
+                KIND_LZ4 => {
+                    self.stop(at, undecodable("LZ4 blocks not supported yet".into()));
+                    return false;
+                }
+                KIND_END => {
+                    if len != 1 {
+                        self.stop(at, undecodable("malformed end-of-trace frame".into()));
+                        return false;
+                    }
+                    self.finished = true;
+                    continue;
+                }
+                k => {
+                    self.stop(at, undecodable(format!("unknown frame kind {k}")));
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for TraceReader<R> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        loop {
+            if self.pos < self.block.len() {
+                return match self.dec.decode(&self.block[self.pos..]) {
+                    Ok((rec, rest)) => {
+                        self.pos = self.block.len() - rest.len();
+                        self.record_in_frame += 1;
+                        Some(rec)
+                    }
+                    Err(detail) => {
+                        self.pos = self.block.len();
+                        let (at, record) = (self.frame_offset, self.record_in_frame);
+                        self.stop(at, DamageReason::Undecodable { record, detail });
+                        None
+                    }
+                };
+            }
+            if self.done || !self.next_frame() {
+                return None;
+            }
+        }
+    }
+}
+
+fn show_bytes(b: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &c in b {
+        if c.is_ascii_graphic() || c == b' ' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s.push('"');
+    s
+}

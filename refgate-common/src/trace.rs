@@ -416,11 +416,35 @@ impl<W: Write> TraceWriter<W> {
         if self.block.len() <= 1 {
             return Ok(());
         }
-        let n = write_frame(&mut self.w, &self.block)?;
-        self.bytes_written += n;
+        let raw = &self.block[1..];
+        if raw.len() > MAX_FRAME as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "trace block of {} bytes exceeds the format's limit of {MAX_FRAME} (a single \
+                     record is too large)",
+                    raw.len()
+                ),
+            ));
+        }
+        self.packed.clear();
+        self.packed.push(KIND_LZ4);
+        let mut packed = std::mem::take(&mut self.packed);
+        packed = postcard::to_extend(&(raw.len() as u32), packed).map_err(io::Error::other)?;
+        let at = packed.len();
+        packed.resize(at + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+        let n = lz4_flex::block::compress_into(raw, &mut packed[at..]).map_err(io::Error::other)?;
+        packed.truncate(at + n);
+        let frame: &[u8] = if packed.len() < self.block.len() {
+            &packed
+        } else {
+            &self.block
+        };
+        let written = write_frame(&mut self.w, frame);
+        self.packed = packed;
+        self.bytes_written += written?;
         self.block.truncate(1);
         self.enc.reset();
-        let _ = &self.packed;
         Ok(())
     }
 
@@ -748,10 +772,17 @@ impl<R: Read> TraceReader<R> {
                     self.pos = 1;
                     return true;
                 }
-                KIND_LZ4 => {
-                    self.stop(at, undecodable("LZ4 blocks not supported yet".into()));
-                    return false;
-                }
+                KIND_LZ4 => match unpack_lz4(&self.frame_buf[1..], &mut self.block) {
+                    Ok(()) => {
+                        self.pos = 1;
+                        return true;
+                    }
+                    Err(detail) => {
+                        self.block.clear();
+                        self.stop(at, undecodable(detail));
+                        return false;
+                    }
+                },
                 KIND_END => {
                     if len != 1 {
                         self.stop(at, undecodable("malformed end-of-trace frame".into()));
@@ -793,6 +824,24 @@ impl<R: Read> Iterator for TraceReader<R> {
                 return None;
             }
         }
+    }
+}
+
+/// Decompress an LZ4 block payload (raw length, then the LZ4 block) into `out[1..]`.
+fn unpack_lz4(payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let (raw_len, packed) = postcard::take_from_bytes::<u32>(payload)
+        .map_err(|e| format!("LZ4 block without a valid length: {e}"))?;
+    if raw_len > MAX_FRAME {
+        return Err(format!("LZ4 block claims an impossible {raw_len} bytes"));
+    }
+    out.clear();
+    out.resize(1 + raw_len as usize, KIND_STORED);
+    match lz4_flex::block::decompress_into(packed, &mut out[1..]) {
+        Ok(n) if n == raw_len as usize => Ok(()),
+        Ok(n) => Err(format!(
+            "LZ4 block decompresses to {n} bytes, not the {raw_len} it claims"
+        )),
+        Err(e) => Err(format!("LZ4 block does not decompress: {e}")),
     }
 }
 

@@ -320,3 +320,34 @@ proptest! {
         prop_assert_eq!(&records[..got.len()], &got[..]);
     }
 }
+
+/// An LZ4 frame with a good CRC whose contents do not decompress, or claim a wrong length.
+#[test]
+fn bad_lz4_block_with_good_crc() {
+    let records = small_records();
+    let (bytes, marks) = write_trace(&records, &[3], false);
+    let at = marks[1].0 as usize;
+    for payload in [
+        &[1u8, 10, 0xff, 0xff, 0xff][..], // claims 10 bytes, garbage LZ4
+        &[1u8, 0xff, 0xff, 0xff, 0xff, 0x7f][..], // impossible raw length
+        &[1u8][..],                       // no length at all
+        &[1u8, 40, 0x10, b'a'][..],       // valid LZ4 of 1 byte, claims 40
+    ] {
+        let mut b = bytes[..at].to_vec();
+        let len = payload.len() as u32;
+        b.extend_from_slice(&len.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&len.to_le_bytes());
+        h.update(payload);
+        b.extend_from_slice(&h.finalize().to_le_bytes());
+        b.extend_from_slice(payload);
+        let (got, damage) = read_lossy(&b).unwrap();
+        assert_eq!(got, records[..4]);
+        let d = damage.unwrap();
+        assert_eq!(d.offset, at as u64);
+        assert!(
+            matches!(&d.reason, DamageReason::Undecodable { detail, .. } if detail.contains("LZ4")),
+            "{d:?}"
+        );
+    }
+}

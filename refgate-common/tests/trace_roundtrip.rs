@@ -77,12 +77,12 @@ fn big_streams_span_many_blocks_and_flushes_end_frames() {
     let records: Vec<Record> = (0..100_000u64)
         .map(|i| {
             Record::Event(Event {
-                ts_ns: i * 1000,
+                ts_ns: i * 1000 + (i * 7919) % 1000,
                 cpu: (i % 2) as u32,
                 tid: 100 + (i % 3) as u32,
                 kind: EventKind::AddRefHead(RefHead {
                     fs: 0,
-                    bytenr: (i % 5000) << 14,
+                    bytenr: ((i * 2_654_435_761) % 50_000) << 14,
                     num_bytes: 16384,
                     action: ADD_DELAYED_REF,
                     is_data: false,
@@ -99,12 +99,17 @@ fn big_streams_span_many_blocks_and_flushes_end_frames() {
         "a record waits for its block"
     );
     w.flush().unwrap();
-    assert!(w.bytes_written() > after_header, "flush ends the block");
+    let after_flush = w.bytes_written();
+    assert!(after_flush > after_header, "flush ends the block");
     for r in &records[1..] {
         w.write(r).unwrap();
     }
     // Bounded memory: blocks reach the writer as they fill, not at the end.
-    assert!(w.bytes_written() > (BLOCK_TARGET as u64) * 2);
+    assert!(
+        w.bytes_written() > after_flush + BLOCK_TARGET as u64,
+        "{}",
+        w.bytes_written()
+    );
     let bytes = w.finish().unwrap();
     assert_eq!(read_back(&bytes).1, records);
 }
@@ -123,4 +128,26 @@ fn open_path_reads_a_file() {
     let mut r = TraceReader::open_path(&p).unwrap();
     assert_eq!(r.read_all().unwrap(), recs);
     assert_eq!(r.format_version(), FORMAT_VERSION);
+}
+
+/// The writer stores a block as-is when LZ4 would not make it smaller, and compresses it when it
+/// does; both kinds read back.
+#[test]
+fn stored_and_compressed_blocks_both_read_back() {
+    let fsid: [u8; 16] = std::array::from_fn(|i| (i * 37) as u8);
+    let one = vec![Record::Filesystem { id: 3, fsid }];
+    let (bytes, marks) = write_trace(&one, &[], true);
+    let first_payload = marks[0].0 as usize + 8;
+    assert_eq!(bytes[first_payload], 0, "a tiny block is stored");
+    assert_eq!(read_back(&bytes).1, one);
+
+    let many: Vec<Record> = (0..2000).map(|_| one[0].clone()).collect();
+    let (bytes, marks) = write_trace(&many, &[], true);
+    assert_eq!(
+        bytes[marks[0].0 as usize + 8],
+        1,
+        "a repetitive block is LZ4"
+    );
+    assert!(bytes.len() < 2000 * 4, "and small: {} bytes", bytes.len());
+    assert_eq!(read_back(&bytes).1, many);
 }

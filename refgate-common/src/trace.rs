@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Record;
 
+pub mod summary;
 mod wire;
 
 /// First bytes of every trace file.
@@ -76,6 +77,15 @@ pub enum Clock {
     /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
     #[default]
     Monotonic,
+}
+
+impl Clock {
+    /// The clock's POSIX name, e.g. `CLOCK_MONOTONIC`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::Monotonic => "CLOCK_MONOTONIC",
+        }
+    }
 }
 
 /// How a probe is attached. Variants are only ever appended.

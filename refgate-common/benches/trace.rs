@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p refgate-common --features std --bench trace`
 //! `REFGATE_BENCH_TRACE=path/to/trace.bin cargo bench -p refgate-common --features std --bench trace`
-//! measures a real recording instead of the synthetic stream (re-encoding its records).
+//! measures a real recording instead of the synthetic stream (re-encoding its records);
+//! `REFGATE_BENCH_SAVE=path` saves the encoded stream. Without `--bench` (as under
+//! `cargo test --benches`) it runs once on a small stream.
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -325,6 +327,10 @@ fn main() {
     // About one flush per 40,000 records: a second of a busy recording.
     let flush_every = 40_000;
     let bytes = encode(&records, flush_every);
+    if let Some(path) = std::env::var_os("REFGATE_BENCH_SAVE") {
+        std::fs::write(&path, &bytes).unwrap();
+        println!("saved the encoded stream to {}", path.to_string_lossy());
+    }
     assert_eq!(decode(&bytes), records.len());
     let enc = best_of(runs, || {
         black_box(encode(black_box(&records), flush_every));

@@ -1,1 +1,31 @@
-//! The kernel model (being written).
+//! refgate-replay: a userspace reimplementation of the btrfs delayed-ref machinery as
+//! specified in `kernel-delayed-refs.md` (cited as §N below), its runner policies, a
+//! synthetic/recorded workload model and a multi-threaded replay engine.
+//!
+//! Entry points: [`engine::run`] / [`engine::run_live`] with a [`workload::Workload`], a
+//! [`policy::Policy`] from [`policy::by_name`] and [`params::Params`].
+
+pub mod engine;
+pub mod error;
+pub mod extent_tree;
+pub mod gate;
+pub mod head;
+pub mod invariant;
+pub mod live;
+pub mod metrics;
+pub mod params;
+pub mod policy;
+pub mod refkey;
+pub mod root;
+pub mod run_modern;
+pub mod run_v3;
+pub mod spinlock;
+mod sync;
+pub mod workload;
+
+pub use engine::{Report, run, run_live};
+pub use error::ModelError;
+pub use invariant::InvariantViolation;
+pub use params::Params;
+pub use policy::{Policy, by_name};
+pub use workload::{SynthParams, Workload};

@@ -1,0 +1,172 @@
+//! The extent-tree oracle (spec §7.1): per extent its item (`refs`, flags) and keyed backrefs,
+//! behind one lock standing for the extent root's node lock during a COW search (§2.7, §7.2).
+//! Running a ref is the only writer.
+
+use crate::error::ModelError;
+use crate::head::ExtentOp;
+use crate::live::{ThreadState, WorkerState};
+use crate::metrics::ThreadMetrics;
+use crate::refkey::{BackrefKey, RefAction};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExtentItem {
+    pub num_bytes: u64,
+    pub refs: u64,
+    pub flags: u64,
+    pub key: Option<u64>,
+    pub backrefs: BTreeMap<BackrefKey, u64>,
+}
+
+#[derive(Default, Debug)]
+struct Tree {
+    items: HashMap<u64, ExtentItem>,
+    /// Extents allocated and freed inside a transaction: pinned, never inserted (§2.7).
+    pinned: u64,
+    pinned_bytes: u64,
+}
+
+/// One ref node's effect (§2.7 `run_one_delayed_ref`).
+#[derive(Clone, Copy, Debug)]
+pub struct RunRef {
+    pub bytenr: u64,
+    pub num_bytes: u64,
+    pub key: BackrefKey,
+    pub action: RefAction,
+    pub ref_mod: u32,
+    pub insert_reserved: bool,
+    pub extent_op: Option<ExtentOp>,
+}
+
+pub struct ExtentTree {
+    tree: Mutex<Tree>,
+    /// Busy-work per update while holding the lock (the COW search cost, §7.2 `c_ext`).
+    ext_cost_ns: u64,
+}
+
+pub(crate) fn burn(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let t = Instant::now();
+    while (t.elapsed().as_nanos() as u64) < ns {
+        std::hint::spin_loop();
+    }
+}
+
+impl ExtentTree {
+    pub fn new(initial: impl IntoIterator<Item = (u64, ExtentItem)>, ext_cost_ns: u64) -> Self {
+        Self {
+            tree: Mutex::new(Tree { items: initial.into_iter().collect(), ..Default::default() }),
+            ext_cost_ns,
+        }
+    }
+
+    fn with<R>(&self, m: &mut ThreadMetrics, ws: &WorkerState, f: impl FnOnce(&mut Tree) -> R) -> R {
+        m.extent_tree_acquisitions += 1;
+        let mut g = match self.tree.try_lock() {
+            Some(g) => g,
+            None => {
+                let prev = ws.set(ThreadState::WaitingExtentTree);
+                let t = Instant::now();
+                let g = self.tree.lock();
+                m.extent_tree.record(t.elapsed().as_nanos() as u64);
+                ws.set(prev);
+                g
+            }
+        };
+        burn(self.ext_cost_ns);
+        f(&mut g)
+    }
+
+    /// Tree/data ref node (§2.7): alloc_reserved_*, `__btrfs_inc_extent_ref`,
+    /// `__btrfs_free_extent`.
+    pub fn run_ref(&self, r: &RunRef, m: &mut ThreadMetrics, ws: &WorkerState) -> Result<(), ModelError> {
+        if !r.key.is_data() && r.ref_mod != 1 {
+            return Err(ModelError::TreeRefMod { bytenr: r.bytenr, ref_mod: r.ref_mod });
+        }
+        let m64 = r.ref_mod as u64;
+        self.with(m, ws, |t| match r.action {
+            RefAction::Add if r.insert_reserved => {
+                if t.items.contains_key(&r.bytenr) {
+                    return Err(ModelError::ExtentExists { bytenr: r.bytenr });
+                }
+                let mut it = ExtentItem { num_bytes: r.num_bytes, refs: m64, ..Default::default() };
+                it.backrefs.insert(r.key, m64);
+                if let Some(op) = r.extent_op {
+                    it.flags = op.flags.unwrap_or(0);
+                    it.key = op.key;
+                }
+                t.items.insert(r.bytenr, it);
+                Ok(())
+            }
+            RefAction::Add => {
+                let it = t.items.get_mut(&r.bytenr).ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
+                it.refs += m64;
+                *it.backrefs.entry(r.key).or_insert(0) += m64;
+                apply_op(it, r.extent_op);
+                Ok(())
+            }
+            RefAction::Drop => {
+                let it = t.items.get_mut(&r.bytenr).ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
+                let have = it.backrefs.get(&r.key).copied().unwrap_or(0);
+                if have < m64 || it.refs < m64 {
+                    return Err(ModelError::BackrefUnderflow { bytenr: r.bytenr, key: r.key, have, drop: m64 });
+                }
+                it.refs -= m64;
+                if have == m64 {
+                    it.backrefs.remove(&r.key);
+                } else {
+                    it.backrefs.insert(r.key, have - m64);
+                }
+                if it.refs == 0 {
+                    if !it.backrefs.is_empty() {
+                        return Err(ModelError::OrphanBackrefs { bytenr: r.bytenr });
+                    }
+                    t.items.remove(&r.bytenr);
+                } else {
+                    apply_op(it, r.extent_op);
+                }
+                Ok(())
+            }
+        })
+    }
+
+    /// `run_delayed_extent_op` (§2.4 step 6): update flags/key of an existing item.
+    pub fn run_extent_op(&self, bytenr: u64, op: ExtentOp, m: &mut ThreadMetrics, ws: &WorkerState) -> Result<(), ModelError> {
+        self.with(m, ws, |t| {
+            let it = t.items.get_mut(&bytenr).ok_or(ModelError::ExtentMissing { bytenr })?;
+            apply_op(it, Some(op));
+            Ok(())
+        })
+    }
+
+    /// Head run with `must_insert_reserved` and no refs left: `btrfs_pin_extent` (§2.7).
+    pub fn pin(&self, num_bytes: u64, m: &mut ThreadMetrics, ws: &WorkerState) {
+        self.with(m, ws, |t| {
+            t.pinned += 1;
+            t.pinned_bytes += num_bytes;
+        })
+    }
+
+    pub fn snapshot(&self) -> HashMap<u64, ExtentItem> {
+        self.tree.lock().items.clone()
+    }
+    pub fn pinned(&self) -> (u64, u64) {
+        let t = self.tree.lock();
+        (t.pinned, t.pinned_bytes)
+    }
+}
+
+fn apply_op(it: &mut ExtentItem, op: Option<ExtentOp>) {
+    if let Some(op) = op {
+        if let Some(f) = op.flags {
+            it.flags |= f;
+        }
+        if op.key.is_some() {
+            it.key = op.key;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! What the model counts about itself: lock spinning and waits, gate decisions, run calls
+//! (design.md "Replay"). Per-thread accumulators are plain integers (one writer, no sharing);
+//! the engine merges them after the run. The live view is in [`crate::live`].
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+fn new_hist() -> Histogram<u64> {
+    // 1 ns .. 1 hour at 2 significant digits: a few KiB per histogram.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("static bounds")
+}
+
+/// Waits of one kind (count, total, distribution) in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct WaitStats {
+    pub count: u64,
+    pub total_ns: u64,
+    hist: Histogram<u64>,
+}
+
+impl Default for WaitStats {
+    fn default() -> Self {
+        Self { count: 0, total_ns: 0, hist: new_hist() }
+    }
+}
+
+impl WaitStats {
+    pub fn record(&mut self, ns: u64) {
+        self.count += 1;
+        self.total_ns += ns;
+        self.hist.saturating_record(ns.max(1));
+    }
+    pub fn merge(&mut self, o: &WaitStats) {
+        self.count += o.count;
+        self.total_ns += o.total_ns;
+        self.hist.add(&o.hist).expect("same bounds");
+    }
+    pub fn summary(&self) -> WaitSummary {
+        let q = |p: f64| if self.count == 0 { 0 } else { self.hist.value_at_quantile(p) };
+        WaitSummary {
+            count: self.count,
+            total_ns: self.total_ns,
+            p50_ns: q(0.5),
+            p99_ns: q(0.99),
+            max_ns: if self.count == 0 { 0 } else { self.hist.max() },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WaitSummary {
+    pub count: u64,
+    pub total_ns: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// A spinlock's cost: acquisitions, contended acquisitions, CPU burnt spinning (time inside
+/// spin bursts only; time given away by yielding is not CPU we burnt) and the full wait of
+/// each contended acquisition.
+#[derive(Clone, Debug, Default)]
+pub struct SpinStats {
+    pub acquisitions: u64,
+    pub contended: u64,
+    pub spin_ns: u64,
+    pub yields: u64,
+    pub wait: WaitStats,
+}
+
+impl SpinStats {
+    pub fn merge(&mut self, o: &SpinStats) {
+        self.acquisitions += o.acquisitions;
+        self.contended += o.contended;
+        self.spin_ns += o.spin_ns;
+        self.yields += o.yields;
+        self.wait.merge(&o.wait);
+    }
+    pub fn summary(&self) -> SpinSummary {
+        SpinSummary {
+            acquisitions: self.acquisitions,
+            contended: self.contended,
+            spin_cpu_seconds: self.spin_ns as f64 / 1e9,
+            yields: self.yields,
+            wait: self.wait.summary(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SpinSummary {
+    pub acquisitions: u64,
+    pub contended: u64,
+    pub spin_cpu_seconds: f64,
+    pub yields: u64,
+    /// Wait of contended acquisitions only.
+    pub wait: WaitSummary,
+}
+
+/// The seed gate's decisions (§2.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GateStats {
+    /// Throttled callers that won the `procs_running_refs` cmpxchg (first try or re-check).
+    pub acquisitions: u64,
+    /// run_all / run_most callers that incremented `procs_running_refs` without the gate.
+    pub bypasses: u64,
+    /// Throttled callers that returned because `num_entries < 16348`.
+    pub early_returns: u64,
+    /// Sleeps on `delayed_refs->wait`.
+    pub sleeps: u64,
+    /// Wake-all calls at runner exit that found waiters.
+    pub wake_alls: u64,
+    /// Sleepers woken.
+    pub wakeups: u64,
+    /// Returns because `refs_newer(seq0, 256)` said enough progress was made.
+    pub refs_newer_exits: u64,
+}
+
+impl GateStats {
+    pub fn merge(&mut self, o: &GateStats) {
+        self.acquisitions += o.acquisitions;
+        self.bypasses += o.bypasses;
+        self.early_returns += o.early_returns;
+        self.sleeps += o.sleeps;
+        self.wake_alls += o.wake_alls;
+        self.wakeups += o.wakeups;
+        self.refs_newer_exits += o.refs_newer_exits;
+    }
+}
+
+/// Everything one worker thread counted.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadMetrics {
+    /// `delayed_refs->lock`.
+    pub dr_lock: SpinStats,
+    /// Per-head spinlock (modern `head->lock`; in the v3.x model only taken under `dr_lock`).
+    pub head_lock: SpinStats,
+    /// Blocking on a head's `mutex` (§2.4, §2.9).
+    pub head_mutex: WaitStats,
+    /// Blocking on the extent-tree lock (§2.7, §7.2).
+    pub extent_tree: WaitStats,
+    pub extent_tree_acquisitions: u64,
+    pub gate: GateStats,
+    /// Latency of each `btrfs_run_delayed_refs` call.
+    pub run_calls: WaitStats,
+    /// Add-API calls (tree, data, extent op).
+    pub adds: u64,
+    /// Ref nodes run against the extent tree.
+    pub refs_run: u64,
+    /// Heads deleted by a runner (`run_delayed_ref_head`).
+    pub heads_run: u64,
+    pub extent_ops_run: u64,
+    /// Nodes dropped by insert-time cancellation (§1.4) and run-time merging (§2.6).
+    pub insert_cancels: u64,
+    pub run_merges: u64,
+    /// Heads given back because their selected ref was held back by seq (§1.6, §2.4 step 4).
+    pub seq_holdbacks: u64,
+    /// Nodes walked by `btrfs_find_ref_cluster` under the lock (§2.2).
+    pub nodes_walked: u64,
+    /// `-EAGAIN` from the head lock dance: the head left the tree while we slept (§2.4).
+    pub head_eagain: u64,
+}
+
+impl ThreadMetrics {
+    pub fn merge(&mut self, o: &ThreadMetrics) {
+        self.dr_lock.merge(&o.dr_lock);
+        self.head_lock.merge(&o.head_lock);
+        self.head_mutex.merge(&o.head_mutex);
+        self.extent_tree.merge(&o.extent_tree);
+        self.extent_tree_acquisitions += o.extent_tree_acquisitions;
+        self.gate.merge(&o.gate);
+        self.run_calls.merge(&o.run_calls);
+        self.adds += o.adds;
+        self.refs_run += o.refs_run;
+        self.heads_run += o.heads_run;
+        self.extent_ops_run += o.extent_ops_run;
+        self.insert_cancels += o.insert_cancels;
+        self.run_merges += o.run_merges;
+        self.seq_holdbacks += o.seq_holdbacks;
+        self.nodes_walked += o.nodes_walked;
+        self.head_eagain += o.head_eagain;
+    }
+}

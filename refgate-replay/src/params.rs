@@ -1,0 +1,64 @@
+//! The model's parameters: the kernel's constants as defaults (spec §0.3), plus the knobs
+//! the spec's modelling advice asks for (§7.2 costs).
+
+use crate::gate::GateParams;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Params {
+    /// Heads per `btrfs_find_ref_cluster` (§2.2).
+    pub cluster_heads: usize,
+    /// Throttled runners stop below this many ready heads; handle ends run only above it
+    /// (§2.1 step 6a, §2.8).
+    pub throttle_ready_heads: u64,
+    /// `num_entries < 16348` (§2.3).
+    pub gate_entries_threshold: u64,
+    /// `refs_newer(seq, 256)` (§2.3).
+    pub gate_progress_quantum: i32,
+    /// `__btrfs_end_transaction` runs refs up to this many times (K3.8: 2, K3.9: 1; §2.8).
+    /// `None`: the policy's kernel value.
+    pub end_trans_loops: Option<u32>,
+    /// Spin iterations before yielding on a contended spinlock.
+    pub spin_limit: u32,
+    /// Model the v3.x tree-mod-seq hold-back of fs-tree refs (§1.6).
+    pub seq_holdback: bool,
+    /// Busy-work per node walked by `btrfs_find_ref_cluster` under the lock (§7.2 `c_walk`).
+    pub walk_cost_ns: u64,
+    /// Busy-work per extent-tree update under its lock (§7.2 `c_ext`).
+    pub ext_cost_ns: u64,
+    /// `btrfs_calc_delayed_ref_bytes(1)` = nodesize × BTRFS_MAX_LEVEL × 2 (§4.6).
+    pub delayed_ref_bytes: u64,
+    /// Modern: a handle end kicks the (single) space flusher once this many entries are
+    /// queued — a stand-in for "`delayed_refs_rsv` outgrew the global reserve" (§4.7).
+    pub modern_flush_entries: u64,
+    /// Check the §1.5 counters before and after every commit's run-all.
+    pub check_counters: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            cluster_heads: 32,
+            throttle_ready_heads: 64,
+            gate_entries_threshold: 16348,
+            gate_progress_quantum: 256,
+            end_trans_loops: None,
+            spin_limit: 64,
+            seq_holdback: true,
+            walk_cost_ns: 0,
+            ext_cost_ns: 0,
+            delayed_ref_bytes: 16384 * 8 * 2,
+            modern_flush_entries: 4096,
+            check_counters: true,
+        }
+    }
+}
+
+impl Params {
+    pub fn gate(&self) -> GateParams {
+        GateParams {
+            entries_threshold: self.gate_entries_threshold,
+            progress_quantum: self.gate_progress_quantum,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The 6.7+ runner (spec §4.4–§4.6): per-head `processing` claims from the shared cursor,
+//! `btrfs_run_delayed_refs_for_head`, `cleanup_ref_head`, driven by `min_bytes`.
+
+use crate::error::ModelError;
+use crate::extent_tree::RunRef;
+use crate::head::DelayedRefHead;
+use crate::live::ThreadState;
+use crate::refkey::Era;
+use crate::root::{FsModel, HeadLock, TransHandle, Worker};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// `btrfs_select_ref_head` (§4.4): claim the first unclaimed head at/after the cursor
+/// (wrapping once), then take its mutex. `Some(None)` is `-EAGAIN`.
+pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<DelayedRefHead>>> {
+    let mut g = fs.lock_root(w);
+    let mut start = g.c.run_delayed_start;
+    let head = loop {
+        let found = g.heads.range(start..).map(|(_, h)| h).find(|h| !h.claimed()).cloned();
+        match found {
+            Some(h) => break h,
+            None if start == 0 => return None,
+            None => {
+                start = 0;
+                g.c.run_delayed_start = 0;
+            }
+        }
+    };
+    head.set_claimed(true);
+    g.c.num_heads_ready -= 1;
+    let num_bytes = fs.lock_head(&head, w).num_bytes;
+    g.c.run_delayed_start = head.bytenr + num_bytes;
+    fs.publish(&g.c);
+    match fs.delayed_ref_lock(w, g, &head) {
+        HeadLock::Locked(g) => {
+            drop(g);
+            Some(Some(head))
+        }
+        HeadLock::Gone(g) => {
+            drop(g);
+            Some(None)
+        }
+    }
+}
+
+/// `__btrfs_run_delayed_refs(trans, min_bytes)` (§4.5). Returns bytes of reservation released.
+fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_bytes: u64) -> Result<u64, ModelError> {
+    let era = Era::Modern;
+    let (mut min_bytes, mut max_count) = (min_bytes, 0u64);
+    if min_bytes == 0 {
+        // Only the heads that exist now (racy snapshot, as in the kernel).
+        max_count = fs.num_heads_ready_racy();
+        min_bytes = u64::MAX;
+    }
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    let mut locked: Option<Arc<DelayedRefHead>> = None;
+    loop {
+        let head = match &locked {
+            Some(hd) => hd.clone(),
+            None => match btrfs_select_ref_head(fs, w) {
+                None => break,
+                // "select again" (§4.5 observation).
+                Some(None) => continue,
+                Some(Some(hd)) => {
+                    count += 1;
+                    locked = Some(hd.clone());
+                    hd
+                }
+            },
+        };
+        // `btrfs_run_delayed_refs_for_head`: head mutex + head spinlock.
+        let mut hi = fs.lock_head(&head, w);
+        let fence = fs.tree_mod.lowest();
+        loop {
+            let dropped = hi.merge_delayed_refs(era, fence);
+            if dropped > 0 {
+                w.m.run_merges += dropped;
+                h.dec_updates(dropped);
+                fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
+            }
+            let Some(k) = hi.select_delayed_ref(era) else { break };
+            // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
+            let n = hi.erase_ref(&k);
+            let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+            let op = hi.extent_op.take();
+            let num_bytes = hi.num_bytes;
+            drop(hi);
+            fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+            let rr = RunRef {
+                bytenr: head.bytenr,
+                num_bytes,
+                key: k.backref(era),
+                action: n.action,
+                ref_mod: n.ref_mod,
+                insert_reserved: must_insert,
+                extent_op: op,
+            };
+            if let Err(e) = fs.extent_tree.run_ref(&rr, &mut w.m, fs.ws(w.id)) {
+                head.mutex_unlock();
+                return Err(e);
+            }
+            w.m.refs_run += 1;
+            w.ws().add_refs_run(1);
+            bytes += fs.params.delayed_ref_bytes;
+            hi = fs.lock_head(&head, w);
+        }
+        // `cleanup_ref_head` (§4.4).
+        if hi.extent_op.is_some() && !hi.must_insert_reserved {
+            let op = hi.extent_op.take().expect("checked");
+            drop(hi);
+            if let Err(e) = fs.extent_tree.run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id)) {
+                head.mutex_unlock();
+                return Err(e);
+            }
+            w.m.extent_ops_run += 1;
+            // Return 1: loop again on the same head.
+            continue;
+        }
+        drop(hi);
+        let mut g = fs.lock_root(w);
+        let mut hi = fs.lock_head(&head, w);
+        if !hi.refs.is_empty() || (hi.extent_op.is_some() && !hi.must_insert_reserved) {
+            // Refs or an op reappeared meanwhile.
+            continue;
+        }
+        // `btrfs_delete_ref_head`: processing ⇒ num_heads_ready was already taken.
+        hi.extent_op = None;
+        g.heads.remove(&head.bytenr);
+        head.set_in_tree(false);
+        g.c.num_heads -= 1;
+        fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+        fs.publish(&g.c);
+        let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+        let num_bytes = hi.num_bytes;
+        drop(hi);
+        drop(g);
+        if must_insert {
+            fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+        }
+        w.m.heads_run += 1;
+        head.mutex_unlock();
+        locked = None;
+        if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count)) {
+            break;
+        }
+    }
+    Ok(bytes)
+}
+
+/// K6.7+ `btrfs_run_delayed_refs(trans, min_bytes)` (§4.6): `u64::MAX` runs until the queue
+/// is empty (polling with `cond_resched` while other tasks hold the remaining heads), `0`
+/// runs the heads that exist now, `N` releases at least N bytes of reservation.
+pub fn run_delayed_refs(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_bytes: u64) -> Result<u64, ModelError> {
+    let t0 = Instant::now();
+    let prev = w.set_state(ThreadState::RunningRefs);
+    let r = (|| {
+        if min_bytes != u64::MAX {
+            return run_delayed_refs_once(fs, w, h, min_bytes);
+        }
+        let mut bytes = 0;
+        loop {
+            bytes += run_delayed_refs_once(fs, w, h, u64::MAX)?;
+            let g = fs.lock_root(w);
+            if g.heads.is_empty() {
+                return Ok(bytes);
+            }
+            drop(g);
+            std::thread::yield_now();
+        }
+    })();
+    w.m.run_calls.record(t0.elapsed().as_nanos() as u64);
+    w.set_state(prev);
+    r
+}

@@ -1,0 +1,362 @@
+//! The 3.7–3.10 runner (spec §2): `btrfs_run_delayed_refs` with the shared cursor and
+//! 32-head clusters, `run_clustered_refs`, and (when gated) the seed's admission gate.
+
+use crate::error::ModelError;
+use crate::extent_tree::RunRef;
+use crate::gate::GateEntry;
+use crate::head::DelayedRefHead;
+use crate::live::ThreadState;
+use crate::refkey::Era;
+use crate::root::{FsModel, HeadLock, RootInner, TransHandle, Worker};
+use crate::spinlock::SpinGuard;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The `count` argument of K3.6–K3.13 `btrfs_run_delayed_refs` (§6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunCount {
+    /// `(unsigned long)-1`: until the tree is empty.
+    All,
+    /// `0`: budget `2 × num_entries`, ignores the 64-ready-heads floor.
+    Most,
+    /// A positive node budget, checked per cluster; subject to the gate when gated.
+    Nodes(u64),
+}
+
+/// `btrfs_find_ref_cluster` (§2.2), lock held. Claims up to `cluster_heads` contiguous
+/// unclaimed heads starting after `start`, advancing the shared cursor.
+pub fn btrfs_find_ref_cluster(
+    fs: &FsModel,
+    w: &mut Worker,
+    g: &mut RootInner,
+    start: u64,
+) -> VecDeque<Arc<DelayedRefHead>> {
+    let max = fs.params.cluster_heads.max(1);
+    let mut cluster = VecDeque::new();
+    let mut walked = 0u64;
+    let mut from = start;
+    loop {
+        let RootInner { heads, c } = &mut *g;
+        let range = if from == 0 { heads.range(..) } else { heads.range(from + 1..) };
+        let mut first = true;
+        for (&bytenr, head) in range {
+            // Every ref node before a head is walked over too (one rbtree for both), except
+            // those of the head we landed on by search.
+            if !first {
+                walked += head.lock.lock(&mut w.m.head_lock, fs.ws(w.id)).refs.len() as u64;
+            }
+            first = false;
+            walked += 1;
+            if !head.claimed() {
+                head.set_claimed(true);
+                c.run_delayed_start = bytenr;
+                c.num_heads_ready -= 1;
+                cluster.push_back(head.clone());
+                if cluster.len() == max {
+                    break;
+                }
+            } else if !cluster.is_empty() {
+                // Keep the cluster contiguous.
+                break;
+            }
+        }
+        if cluster.is_empty() && from != 0 {
+            from = 0;
+            continue;
+        }
+        break;
+    }
+    w.m.nodes_walked += walked;
+    fs.walk_cost(walked);
+    fs.publish(&g.c);
+    cluster
+}
+
+/// `run_clustered_refs` (§2.4): lock held on entry and exit; returns nodes run.
+fn run_clustered_refs<'a>(
+    fs: &'a FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    mut g: SpinGuard<'a, RootInner>,
+    mut cluster: VecDeque<Arc<DelayedRefHead>>,
+) -> Result<(u64, SpinGuard<'a, RootInner>), ModelError> {
+    let era = Era::V3;
+    let mut count = 0u64;
+    let mut locked: Option<Arc<DelayedRefHead>> = None;
+    loop {
+        let head = match &locked {
+            Some(hd) => hd.clone(),
+            None => {
+                let Some(hd) = cluster.front().cloned() else { break };
+                // Step 1.
+                match fs.delayed_ref_lock(w, g, &hd) {
+                    HeadLock::Locked(ng) => g = ng,
+                    HeadLock::Gone(ng) => {
+                        // Whoever removed it unlinked it from our cluster (§2.4 step 1).
+                        g = ng;
+                        cluster.pop_front();
+                        count += 1;
+                        continue;
+                    }
+                }
+                locked = Some(hd.clone());
+                hd
+            }
+        };
+        let mut hi = fs.lock_head(&head, w);
+        // Step 2: run-time merge, fenced by the oldest tree-mod-seq element (§2.6).
+        let fence = if fs.params.seq_holdback { fs.tree_mod.lowest() } else { 0 };
+        let dropped = hi.merge_delayed_refs(era, fence);
+        if dropped > 0 {
+            fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
+            h.dec_updates(dropped);
+            w.m.run_merges += dropped;
+        }
+        // Step 3.
+        let sel = hi.select_delayed_ref(era);
+        // Step 4: seq hold-back gives the head back (§1.6).
+        if let Some(k) = sel {
+            let seq = k.seq(era);
+            if fs.params.seq_holdback && seq != 0 && fs.tree_mod.hold_back(seq) {
+                drop(hi);
+                head.set_claimed(false);
+                cluster.pop_front();
+                head.mutex_unlock();
+                locked = None;
+                g.c.num_heads_ready += 1;
+                fs.publish(&g.c);
+                w.m.seq_holdbacks += 1;
+                drop(g);
+                g = fs.lock_root(w);
+                continue;
+            }
+        }
+        // Step 5.
+        let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+        let mut op = hi.extent_op.take();
+        match sel {
+            None => {
+                // Step 6: the head itself.
+                if op.is_some() && must_insert {
+                    op = None;
+                }
+                if let Some(op) = op {
+                    drop(hi);
+                    drop(g);
+                    let res = fs.extent_tree.run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id));
+                    if let Err(e) = res {
+                        head.mutex_unlock();
+                        return Err(e);
+                    }
+                    w.m.extent_ops_run += 1;
+                    // `goto next`: no count; the head stays locked and is revisited.
+                    g = fs.lock_root(w);
+                    continue;
+                }
+                // Step 7: erase the head (num_heads is not decremented, §1.1 item 4).
+                let num_bytes = hi.num_bytes;
+                drop(hi);
+                g.heads.remove(&head.bytenr);
+                head.set_in_tree(false);
+                head.set_claimed(false);
+                fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+                fs.publish(&g.c);
+                cluster.pop_front();
+                drop(g);
+                if must_insert {
+                    // §2.7: allocated and freed in this transaction, never inserted.
+                    fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+                }
+                head.mutex_unlock();
+                locked = None;
+                w.m.heads_run += 1;
+                count += 1;
+                g = fs.lock_root(w);
+            }
+            Some(k) => {
+                // Step 7: erase the ref and correct the head's ref_mod.
+                let n = hi.erase_ref(&k);
+                let num_bytes = hi.num_bytes;
+                drop(hi);
+                fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+                fs.publish(&g.c);
+                drop(g);
+                // Step 8.
+                let rr = RunRef {
+                    bytenr: head.bytenr,
+                    num_bytes,
+                    key: k.backref(era),
+                    action: n.action,
+                    ref_mod: n.ref_mod,
+                    insert_reserved: must_insert,
+                    extent_op: op,
+                };
+                if let Err(e) = fs.extent_tree.run_ref(&rr, &mut w.m, fs.ws(w.id)) {
+                    head.mutex_unlock();
+                    return Err(e);
+                }
+                w.m.refs_run += 1;
+                w.ws().add_refs_run(1);
+                count += 1;
+                g = fs.lock_root(w);
+            }
+        }
+    }
+    Ok((count, g))
+}
+
+/// K3.6–K3.10 `btrfs_run_delayed_refs(trans, root, count)` (§2.1). `gated` adds the seed's
+/// admission gate and accounting (§2.3). Returns the nodes this call ran.
+pub fn run_delayed_refs(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    count: RunCount,
+    gated: bool,
+) -> Result<u64, ModelError> {
+    let t0 = Instant::now();
+    let prev = w.set_state(ThreadState::RunningRefs);
+    let r = run_delayed_refs_inner(fs, w, h, count, gated);
+    w.m.run_calls.record(t0.elapsed().as_nanos() as u64);
+    w.set_state(prev);
+    r
+}
+
+fn run_delayed_refs_inner(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    count: RunCount,
+    gated: bool,
+) -> Result<u64, ModelError> {
+    // Step 2: `btrfs_delayed_refs_qgroup_accounting` releases our seq element (§1.6).
+    fs.tree_mod.put(&mut h.seq_elem);
+    // Step 3.
+    let run_all = count == RunCount::All;
+    let run_most = matches!(count, RunCount::Most | RunCount::Nodes(0));
+    let mut count = match count {
+        RunCount::All => u64::MAX,
+        RunCount::Most | RunCount::Nodes(0) => fs.num_entries_racy() * 2,
+        RunCount::Nodes(n) => n,
+    };
+    let gate = &fs.root.gate;
+    // Step 4: the gate (K3.9).
+    if gated {
+        if run_all || run_most {
+            gate.enter_bypass(&mut w.m.gate);
+        } else {
+            let live = &fs.live;
+            let ws = fs.ws(w.id);
+            let e = gate.enter_throttled(
+                &fs.params.gate(),
+                &|| fs.num_entries_racy(),
+                &mut w.m.gate,
+                &mut |sleeping| {
+                    if sleeping {
+                        ws.set(ThreadState::SleepingOnGate);
+                    } else {
+                        ws.set(ThreadState::RunningRefs);
+                    }
+                    live.gate_sleepers.store(gate.sleepers(), std::sync::atomic::Ordering::Relaxed);
+                },
+            );
+            if e != GateEntry::Run {
+                return Ok(0);
+            }
+        }
+        fs.live.procs_running_refs.store(gate.procs_running_refs(), std::sync::atomic::Ordering::Relaxed);
+    }
+    let res = run_loop(fs, w, h, &mut count, run_all, run_most, gated);
+    match res {
+        Ok((total, g)) => {
+            // Step 8 (`out:`): decrement, barrier, wake all, with the lock held.
+            if gated {
+                gate.exit(&mut w.m.gate);
+                fs.live.procs_running_refs.store(gate.procs_running_refs(), std::sync::atomic::Ordering::Relaxed);
+            }
+            drop(g);
+            Ok(total)
+        }
+        Err(e) => {
+            // K3.9's error path does not wake; we do (as K3.11 does) so that an aborted
+            // replay cannot strand sleepers.
+            if gated {
+                gate.exit(&mut w.m.gate);
+            }
+            Err(e)
+        }
+    }
+}
+
+type Out<'a> = (u64, SpinGuard<'a, RootInner>);
+
+fn run_loop<'a>(
+    fs: &'a FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    count: &mut u64,
+    run_all: bool,
+    run_most: bool,
+    gated: bool,
+) -> Result<Out<'a>, ModelError> {
+    let mut total = 0u64;
+    loop {
+        // Step 5 (`again:`).
+        let mut loops = 0;
+        let mut g = fs.lock_root(w);
+        loop {
+            // Step 6a.
+            if !run_all && !run_most && g.c.num_heads_ready < fs.params.throttle_ready_heads {
+                break;
+            }
+            // Step 6b.
+            let delayed_start = g.c.run_delayed_start;
+            let start = g.c.run_delayed_start;
+            let cluster = btrfs_find_ref_cluster(fs, w, &mut g, start);
+            if cluster.is_empty() {
+                break;
+            }
+            // Step 6c.
+            let (ret, ng) = run_clustered_refs(fs, w, h, g, cluster)?;
+            g = ng;
+            total += ret;
+            // Step 6d.
+            if gated {
+                fs.root.gate.add_progress(ret);
+            }
+            // Step 6e.
+            *count -= ret.min(*count);
+            if *count == 0 {
+                break;
+            }
+            // Step 6f: stall detection.
+            if delayed_start >= g.c.run_delayed_start {
+                if loops == 0 {
+                    loops = 1;
+                } else {
+                    if run_all {
+                        return Err(ModelError::Bug("run_all found no runnable refs (§2.1 BUG_ON(run_all))".into()));
+                    }
+                    break;
+                }
+            }
+            if ret > 0 {
+                loops = 0;
+            }
+        }
+        if !run_all {
+            return Ok((total, g));
+        }
+        // Step 7: run_all returns only on an empty tree, waiting on the first head's owner.
+        if g.heads.is_empty() {
+            return Ok((total, g));
+        }
+        let head = g.heads.values().next().cloned().expect("non-empty");
+        drop(g);
+        head.mutex_lock(&mut w.m.head_mutex, fs.ws(w.id));
+        head.mutex_unlock();
+        std::thread::yield_now();
+    }
+}

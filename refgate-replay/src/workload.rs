@@ -1,0 +1,474 @@
+//! What the engine replays: per-task streams of add-API calls grouped into transaction
+//! handles and transactions, plus the extent tree's initial state.
+//!
+//! A later issue builds this from a recorded trace (per-task `add_delayed_*` events →
+//! [`Op::AddRef`] via [`RefSpec::from_tree_event`]/[`RefSpec::from_data_event`], handle
+//! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
+
+use crate::extent_tree::ExtentItem;
+use crate::head::ExtentOp;
+use crate::refkey::{AddAction, BackrefKey, RefSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One operation inside a transaction handle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `btrfs_add_delayed_tree_ref` / `_data_ref`, optionally with an extent op (the
+    /// kernel passes one with ADD_EXTENT of tree blocks).
+    AddRef { r: RefSpec, extent_op: Option<ExtentOp> },
+    /// `btrfs_add_delayed_extent_op`.
+    AddExtentOp { bytenr: u64, num_bytes: u64, is_data: bool, op: ExtentOp },
+    /// `btrfs_lookup_extent_info`: a head-mutex reader (§2.9).
+    LookupExtentInfo { bytenr: u64 },
+    /// `btrfs_should_end_transaction` poll; if it says so the handle ends and a new one starts.
+    ShouldEnd,
+    /// Time spent outside delayed-ref code.
+    Think { ns: u64 },
+}
+
+/// One `btrfs_trans_handle` from start to `btrfs_end_transaction`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handle {
+    pub ops: Vec<Op>,
+}
+
+/// A task's share of one transaction: its handles, then optionally a commit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskTransaction {
+    pub handles: Vec<Handle>,
+    /// The task calls `btrfs_commit_transaction` at the end of this transaction.
+    pub commit: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: u32,
+    /// One entry per transaction of the workload (possibly empty).
+    pub transactions: Vec<TaskTransaction>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    pub tasks: Vec<Task>,
+    /// Extent items present before the first transaction.
+    pub initial: Vec<(u64, ExtentItem)>,
+    /// Number of transactions; every one ends with a commit that drains the queue.
+    pub transactions: usize,
+}
+
+impl Workload {
+    /// Operations the engine will execute (progress denominator).
+    pub fn total_ops(&self) -> u64 {
+        self.tasks
+            .iter()
+            .flat_map(|t| &t.transactions)
+            .flat_map(|tt| &tt.handles)
+            .map(|h| h.ops.len() as u64)
+            .sum()
+    }
+
+    /// Add-API calls (adds + drops + extent ops).
+    pub fn total_adds(&self) -> u64 {
+        self.ops()
+            .filter(|o| matches!(o, Op::AddRef { .. } | Op::AddExtentOp { .. }))
+            .count() as u64
+    }
+
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.tasks
+            .iter()
+            .flat_map(|t| &t.transactions)
+            .flat_map(|tt| &tt.handles)
+            .flat_map(|h| &h.ops)
+    }
+
+    /// §7.4 net effect: initial backrefs plus +1 per ADD/ADD_EXTENT call and −1 per DROP.
+    pub fn expected_backrefs(&self) -> BTreeMap<u64, BTreeMap<BackrefKey, i64>> {
+        let mut m: BTreeMap<u64, BTreeMap<BackrefKey, i64>> = BTreeMap::new();
+        for (b, it) in &self.initial {
+            let e = m.entry(*b).or_default();
+            for (k, v) in &it.backrefs {
+                *e.entry(*k).or_insert(0) += *v as i64;
+            }
+        }
+        for op in self.ops() {
+            if let Op::AddRef { r, .. } = op {
+                *m.entry(r.bytenr).or_default().entry(r.key).or_insert(0) += r.action.count_mod();
+            }
+        }
+        m
+    }
+
+    /// The scaling mode: `n` copies of every task, copy `i` shifted by `i × stride` bytes
+    /// (bytenrs, SHARED_* parents, lookups), so `n × tasks` writers work on disjoint extents.
+    /// Task ids become `i × tasks + id`.
+    pub fn replicate(&self, n: usize, stride: u64) -> Workload {
+        let ntasks = self.tasks.len() as u32;
+        let shift_key = |k: BackrefKey, off: u64| -> BackrefKey {
+            use refgate_common::event::{SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY};
+            if k.ref_type == SHARED_BLOCK_REF_KEY || k.ref_type == SHARED_DATA_REF_KEY {
+                BackrefKey { a: k.a + off, ..k }
+            } else {
+                k
+            }
+        };
+        let mut out = Workload { transactions: self.transactions, ..Default::default() };
+        for i in 0..n {
+            let off = i as u64 * stride;
+            for (b, it) in &self.initial {
+                let mut it = it.clone();
+                it.backrefs = it.backrefs.into_iter().map(|(k, v)| (shift_key(k, off), v)).collect();
+                out.initial.push((b + off, it));
+            }
+            for t in &self.tasks {
+                let mut t = t.clone();
+                t.id += i as u32 * ntasks;
+                for tt in &mut t.transactions {
+                    for h in &mut tt.handles {
+                        for op in &mut h.ops {
+                            match op {
+                                Op::AddRef { r, .. } => {
+                                    r.bytenr += off;
+                                    r.key = shift_key(r.key, off);
+                                }
+                                Op::AddExtentOp { bytenr, .. } | Op::LookupExtentInfo { bytenr } => *bytenr += off,
+                                Op::ShouldEnd | Op::Think { .. } => {}
+                            }
+                        }
+                    }
+                }
+                out.tasks.push(t);
+            }
+        }
+        out
+    }
+
+    /// The smallest stride that keeps replicas disjoint (see [`Workload::replicate`]).
+    pub fn span(&self) -> u64 {
+        let mut hi = 0u64;
+        for (b, it) in &self.initial {
+            hi = hi.max(b + it.num_bytes);
+        }
+        for op in self.ops() {
+            match op {
+                Op::AddRef { r, .. } => hi = hi.max(r.bytenr + r.num_bytes).max(r.key.a + 1),
+                Op::AddExtentOp { bytenr, num_bytes, .. } => hi = hi.max(bytenr + num_bytes),
+                _ => {}
+            }
+        }
+        hi.next_power_of_two()
+    }
+
+    /// Structural checks: every task has one entry per transaction and the net effect never
+    /// goes negative (a recorded trace that fails this is missing events, §7.4).
+    pub fn validate(&self) -> Result<(), String> {
+        for t in &self.tasks {
+            if t.transactions.len() != self.transactions {
+                return Err(format!("task {} has {} transactions, expected {}", t.id, t.transactions.len(), self.transactions));
+            }
+        }
+        for (b, keys) in self.expected_backrefs() {
+            for (k, v) in keys {
+                if v < 0 {
+                    return Err(format!("extent {b}: backref {k:?} nets to {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parameters of the synthetic generator.
+#[derive(Clone, Debug, Serialize)]
+pub struct SynthParams {
+    pub seed: u64,
+    pub tasks: usize,
+    pub transactions: usize,
+    pub handles_per_transaction: usize,
+    pub ops_per_handle: usize,
+    /// Pre-existing extents every task may add refs to and drop (non-base) refs from.
+    pub shared_extents: usize,
+    /// Fraction of extents that are data extents.
+    pub data_fraction: f64,
+    /// Probability that a newly allocated extent is freed again in the same transaction
+    /// (insert-time cancellation / pinned never-inserted extents, §1.4, §2.7).
+    pub cancel_prob: f64,
+    pub extent_op_prob: f64,
+    pub lookup_prob: f64,
+    pub should_end_prob: f64,
+    /// Fraction of tree refs that are COW-induced (no seq, §1.6).
+    pub for_cow_fraction: f64,
+    /// Probability of a second, concurrent committer in a transaction.
+    pub second_committer_prob: f64,
+}
+
+impl Default for SynthParams {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            tasks: 8,
+            transactions: 4,
+            handles_per_transaction: 8,
+            ops_per_handle: 16,
+            shared_extents: 256,
+            data_fraction: 0.5,
+            cancel_prob: 0.2,
+            extent_op_prob: 0.03,
+            lookup_prob: 0.03,
+            should_end_prob: 0.02,
+            for_cow_fraction: 0.3,
+            second_committer_prob: 0.3,
+        }
+    }
+}
+
+/// splitmix64: small, deterministic, good enough for workload generation.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+const TREE_BYTES: u64 = 16384;
+const DATA_BYTES: u64 = 131072;
+const SHARED_BASE: u64 = 1 << 30;
+const PRIVATE_BASE: u64 = 1 << 40;
+
+struct Shared {
+    bytenr: u64,
+    num_bytes: u64,
+    is_data: bool,
+    /// Committed non-base backrefs and their counts at the start of the transaction, minus
+    /// drops already handed out in it (the shared drop budget).
+    budget: Vec<(BackrefKey, u64)>,
+    /// Backrefs added in this transaction (committed at its end).
+    added: Vec<BackrefKey>,
+}
+
+struct Private {
+    bytenr: u64,
+    is_data: bool,
+    root: u64,
+    /// Live backrefs (the owner's program order makes any of them droppable).
+    backrefs: BTreeMap<BackrefKey, u64>,
+}
+
+/// A deterministic synthetic workload: `tasks` writers, each allocating private extents
+/// (ADD_EXTENT, more refs, frees — some within the same transaction), adding refs to and
+/// dropping refs from a pool of shared extents, issuing extent ops, lookups and
+/// should-end polls; every transaction ends with one or two committers.
+///
+/// Causality is kept the way the kernel keeps it: a task only drops a shared backref that
+/// was committed before the transaction (from a budget shared by all tasks) or that it
+/// added itself earlier; shared extents keep a base backref nobody drops (so concurrent
+/// adds always find the item); private extents are touched by their owner only. Any
+/// interleaving of the tasks is therefore a valid execution.
+pub fn synthetic(p: &SynthParams) -> Workload {
+    let mut rng = Rng(p.seed ^ 0x5eed);
+    let mut fresh_parent = 1u64 << 44;
+    let mut next_private = PRIVATE_BASE;
+    let mut shared: Vec<Shared> = Vec::new();
+    let mut initial = Vec::new();
+    for i in 0..p.shared_extents {
+        let is_data = rng.chance(p.data_fraction);
+        let num_bytes = if is_data { DATA_BYTES } else { TREE_BYTES };
+        let bytenr = SHARED_BASE + i as u64 * DATA_BYTES;
+        let base = if is_data { BackrefKey::data(0, 5, 256 + i as u64, 0) } else { BackrefKey::tree(0, 5) };
+        let mut it = ExtentItem { num_bytes, refs: 1, ..Default::default() };
+        it.backrefs.insert(base, 1);
+        initial.push((bytenr, it));
+        shared.push(Shared { bytenr, num_bytes, is_data, budget: Vec::new(), added: Vec::new() });
+    }
+    let mut privates: Vec<Vec<Private>> = (0..p.tasks).map(|_| Vec::new()).collect();
+    let mut tasks: Vec<Task> = (0..p.tasks).map(|i| Task { id: i as u32, transactions: Vec::new() }).collect();
+
+    let tree_ref = |rng: &mut Rng, bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
+        r: RefSpec { bytenr, num_bytes: TREE_BYTES, action, key, ref_root: root, level: 0, for_cow: rng.chance(p.for_cow_fraction) },
+        extent_op: None,
+    };
+    let data_ref = |bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
+        r: RefSpec { bytenr, num_bytes: DATA_BYTES, action, key, ref_root: root, level: 0, for_cow: false },
+        extent_op: None,
+    };
+
+    for _t in 0..p.transactions {
+        // Commit last transaction's adds into the shared budget.
+        for s in &mut shared {
+            for k in s.added.drain(..) {
+                match s.budget.iter_mut().find(|(bk, _)| *bk == k) {
+                    Some((_, c)) => *c += 1,
+                    None => s.budget.push((k, 1)),
+                }
+            }
+        }
+        let committer = rng.below(p.tasks as u64) as usize;
+        let second = if p.tasks > 1 && rng.chance(p.second_committer_prob) {
+            Some((committer + 1 + rng.below(p.tasks as u64 - 1) as usize) % p.tasks)
+        } else {
+            None
+        };
+        for (ti, task) in tasks.iter_mut().enumerate() {
+            let root = 256 + ti as u64 % 4;
+            let mut tt = TaskTransaction { handles: Vec::new(), commit: ti == committer || Some(ti) == second };
+            // Backrefs this task added to shared extents in this transaction.
+            let mut my_shared_adds: Vec<(usize, BackrefKey)> = Vec::new();
+            for _ in 0..p.handles_per_transaction {
+                let mut h = Handle::default();
+                for _ in 0..p.ops_per_handle {
+                    let roll = rng.below(100);
+                    if rng.chance(p.lookup_prob) && !shared.is_empty() {
+                        let s = &shared[rng.below(shared.len() as u64) as usize];
+                        h.ops.push(Op::LookupExtentInfo { bytenr: s.bytenr });
+                    }
+                    if rng.chance(p.should_end_prob) {
+                        h.ops.push(Op::ShouldEnd);
+                    }
+                    if rng.chance(p.extent_op_prob) && !shared.is_empty() {
+                        let s = &shared[rng.below(shared.len() as u64) as usize];
+                        let op = ExtentOp { flags: Some(1 << rng.below(8)), key: None };
+                        h.ops.push(Op::AddExtentOp { bytenr: s.bytenr, num_bytes: s.num_bytes, is_data: s.is_data, op });
+                    }
+                    let mine = &mut privates[ti];
+                    if roll < 30 || shared.is_empty() {
+                        // Allocate a private extent.
+                        let is_data = rng.chance(p.data_fraction);
+                        let num_bytes = if is_data { DATA_BYTES } else { TREE_BYTES };
+                        let bytenr = next_private;
+                        next_private += num_bytes;
+                        let key = if is_data { BackrefKey::data(0, root, 1000 + rng.below(64), 0) } else { BackrefKey::tree(0, root) };
+                        let mut op = if is_data { data_ref(bytenr, key, root, AddAction::AddExtent) } else { tree_ref(&mut rng, bytenr, key, root, AddAction::AddExtent) };
+                        if !is_data && let Op::AddRef { extent_op, .. } = &mut op {
+                            *extent_op = Some(ExtentOp { flags: Some(2), key: Some(bytenr) });
+                        }
+                        h.ops.push(op);
+                        let mut pr = Private { bytenr, is_data, root, backrefs: BTreeMap::new() };
+                        pr.backrefs.insert(key, 1);
+                        if rng.chance(p.cancel_prob) {
+                            // Freed again right away: cancels at insertion or nets to a pinned head.
+                            let d = if is_data { data_ref(bytenr, key, root, AddAction::Drop) } else { tree_ref(&mut rng, bytenr, key, root, AddAction::Drop) };
+                            h.ops.push(d);
+                        } else {
+                            mine.push(pr);
+                        }
+                    } else if roll < 45 && !mine.is_empty() {
+                        // Another ref to one of my extents.
+                        let i = rng.below(mine.len() as u64) as usize;
+                        let pr = &mut mine[i];
+                        let key = if pr.is_data {
+                            if rng.chance(0.5) && let Some(k) = pr.backrefs.keys().next().copied() { k } else { BackrefKey::data(0, pr.root, 1000 + rng.below(64), 4096 * rng.below(4)) }
+                        } else {
+                            fresh_parent += 1;
+                            BackrefKey::tree(fresh_parent, pr.root)
+                        };
+                        *pr.backrefs.entry(key).or_insert(0) += 1;
+                        let (b, r) = (pr.bytenr, pr.root);
+                        h.ops.push(if pr.is_data { data_ref(b, key, r, AddAction::Add) } else { tree_ref(&mut rng, b, key, r, AddAction::Add) });
+                    } else if roll < 60 && !mine.is_empty() {
+                        // Drop one of my extents' refs (possibly freeing it).
+                        let i = rng.below(mine.len() as u64) as usize;
+                        let pr = &mut mine[i];
+                        let key = *pr.backrefs.keys().nth(rng.below(pr.backrefs.len() as u64) as usize).unwrap();
+                        let c = pr.backrefs.get_mut(&key).unwrap();
+                        *c -= 1;
+                        if *c == 0 {
+                            pr.backrefs.remove(&key);
+                        }
+                        let (b, r, d) = (pr.bytenr, pr.root, pr.is_data);
+                        h.ops.push(if d { data_ref(b, key, r, AddAction::Drop) } else { tree_ref(&mut rng, b, key, r, AddAction::Drop) });
+                        if mine[i].backrefs.is_empty() {
+                            mine.swap_remove(i);
+                        }
+                    } else if roll < 82 {
+                        // Add a ref to a shared extent.
+                        let si = rng.below(shared.len() as u64) as usize;
+                        let s = &mut shared[si];
+                        let key = if s.is_data {
+                            BackrefKey::data(0, root, 2000 + rng.below(8), 4096 * rng.below(2))
+                        } else {
+                            fresh_parent += 1;
+                            BackrefKey::tree(fresh_parent, root)
+                        };
+                        s.added.push(key);
+                        my_shared_adds.push((si, key));
+                        let b = s.bytenr;
+                        h.ops.push(if s.is_data { data_ref(b, key, root, AddAction::Add) } else { tree_ref(&mut rng, b, key, root, AddAction::Add) });
+                    } else {
+                        // Drop a shared backref: my own add from this transaction, or budget.
+                        let pick = if !my_shared_adds.is_empty() && rng.chance(0.5) {
+                            let (si, key) = my_shared_adds.swap_remove(rng.below(my_shared_adds.len() as u64) as usize);
+                            let s = &mut shared[si];
+                            let pos = s.added.iter().position(|k| *k == key).expect("recorded add");
+                            s.added.swap_remove(pos);
+                            Some((si, key))
+                        } else {
+                            let si = rng.below(shared.len() as u64) as usize;
+                            let s = &mut shared[si];
+                            if s.budget.is_empty() {
+                                None
+                            } else {
+                                let j = rng.below(s.budget.len() as u64) as usize;
+                                let key = s.budget[j].0;
+                                s.budget[j].1 -= 1;
+                                if s.budget[j].1 == 0 {
+                                    s.budget.swap_remove(j);
+                                }
+                                Some((si, key))
+                            }
+                        };
+                        if let Some((si, key)) = pick {
+                            let s = &shared[si];
+                            let r = if key.ref_type == refgate_common::event::SHARED_BLOCK_REF_KEY { root } else { key.a };
+                            h.ops.push(if s.is_data { data_ref(s.bytenr, key, r, AddAction::Drop) } else { tree_ref(&mut rng, s.bytenr, key, r, AddAction::Drop) });
+                        }
+                    }
+                }
+                tt.handles.push(h);
+            }
+            task.transactions.push(tt);
+        }
+    }
+    Workload { tasks, initial, transactions: p.transactions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_is_deterministic_and_valid() {
+        let p = SynthParams::default();
+        let a = synthetic(&p);
+        let b = synthetic(&p);
+        assert_eq!(a, b);
+        a.validate().unwrap();
+        assert!(a.total_adds() > 1000);
+        assert!(a.tasks.iter().all(|t| t.transactions.len() == p.transactions));
+        // Every transaction has a committer.
+        for t in 0..p.transactions {
+            assert!(a.tasks.iter().any(|task| task.transactions[t].commit));
+        }
+    }
+
+    #[test]
+    fn replicate_is_disjoint() {
+        let w = synthetic(&SynthParams { tasks: 2, transactions: 2, ..Default::default() });
+        let r = w.replicate(3, w.span());
+        assert_eq!(r.tasks.len(), 6);
+        let e1 = w.expected_backrefs();
+        let e3 = r.expected_backrefs();
+        assert_eq!(e3.len(), 3 * e1.len());
+        r.validate().unwrap();
+    }
+}

@@ -1,2 +1,283 @@
+//! refgate's eBPF programs. Nothing else lives here: the decoding, pairing with tracefs
+//! `format` offsets and every decision that needs kernel-version knowledge happen in user space.
+//!
+//! * One tracepoint program per btrfs delayed-ref tracepoint: it copies the raw tracepoint
+//!   record into the ring buffer (one `bpf_probe_read_kernel`) after the cheap filters
+//!   (filesystem, extent-tree owner).
+//! * `lock:contention_begin/end`: a begin whose kernel stack holds a btrfs frame opens an
+//!   interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule); the matching end
+//!   emits one record with the wait time and the stack, so user space can name the lock's role.
+//!   Contention with no btrfs frame on the stack is only counted.
+//! * kprobe/kretprobe on `btrfs_run_delayed_refs`, attached only where the kernel has kprobes.
+//!
+//! Lost events are never silent: every failed ring-buffer reservation bumps a per-CPU counter.
 #![no_std]
 #![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+    },
+    macros::{kprobe, kretprobe, map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use aya_log_ebpf::warn;
+use refgate_common::raw::{
+    RAW_DATA_LEN, RawContention, RawEvent, RawKind, RawRunCall, STACK_DEPTH, WaitKey, WaitStart,
+    counter,
+};
+
+// ---- configuration, written by the loader before the programs are loaded ----
+// Offsets come from tracefs `format` files (never baked in, design.md "Recording").
+
+/// 1 when `--mount` restricts recording to one filesystem.
+#[unsafe(no_mangle)]
+static FILTER_FSID_ON: u8 = 0;
+#[unsafe(no_mangle)]
+static FILTER_FSID_LO: u64 = 0;
+#[unsafe(no_mangle)]
+static FILTER_FSID_HI: u64 = 0;
+/// Offset of `fsid` in every btrfs record we take (8 on 4.19+ kernels).
+#[unsafe(no_mangle)]
+static FSID_OFF: u32 = 8;
+/// Offset of `owner` in `btrfs_tree_lock`.
+#[unsafe(no_mangle)]
+static TREE_LOCK_OWNER_OFF: u32 = 64;
+/// Offsets of `lock_addr`, `flags` (begin) and `ret` (end) in the lock events.
+#[unsafe(no_mangle)]
+static LOCK_ADDR_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static LOCK_FLAGS_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static LOCK_RET_OFF: u32 = 16;
+/// Kernel text range of btrfs (built in: the contiguous fs/btrfs text; module: btrfs.ko),
+/// from /proc/kallsyms. A contended lock is btrfs's if a return address on the stack is in it.
+#[unsafe(no_mangle)]
+static BTRFS_TEXT_LO: u64 = 0;
+#[unsafe(no_mangle)]
+static BTRFS_TEXT_HI: u64 = 0;
+
+/// BTRFS_EXTENT_TREE_OBJECTID: only extent-tree block locks matter here (spec §5.5).
+const EXTENT_TREE_OBJECTID: u64 = 2;
+
+#[inline(always)]
+fn cfg<T: Copy>(v: &T) -> T {
+    // Globals are patched at load time; a volatile read stops the compiler folding the default.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+// ---- maps ----
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Open contention intervals of btrfs tasks.
+#[map]
+static WAITS: HashMap<WaitKey, WaitStart> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// Per-CPU scratch for the stack of a `contention_begin` (too big for the 512-byte BPF stack).
+#[map]
+static SCRATCH: PerCpuArray<WaitStart> = PerCpuArray::with_max_entries(1, 0);
+
+/// Entry time and argument of an in-flight `btrfs_run_delayed_refs` call, by tid.
+#[map]
+static RUN_CALLS: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn bump(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reserves a ring-buffer record and fills the common header; counts a loss on failure.
+#[inline(always)]
+fn begin_record(kind: RawKind) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<RawEvent>> {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        bump(counter::LOST);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).pid_tgid = bpf_get_current_pid_tgid();
+        (*ev).cpu = bpf_get_smp_processor_id();
+        (*ev).kind = kind as u32;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    Some(entry)
+}
+
+/// Common path of the btrfs tracepoints: filter, then copy the record verbatim.
+#[inline(always)]
+fn btrfs_event(ctx: &TracePointContext, kind: RawKind) -> u32 {
+    if cfg(&FILTER_FSID_ON) != 0 {
+        let off = cfg(&FSID_OFF) as usize;
+        let lo: u64 = unsafe { ctx.read_at(off) }.unwrap_or(0);
+        let hi: u64 = unsafe { ctx.read_at(off + 8) }.unwrap_or(0);
+        if lo != cfg(&FILTER_FSID_LO) || hi != cfg(&FILTER_FSID_HI) {
+            bump(counter::OTHER_FS);
+            return 0;
+        }
+    }
+    if kind as u32 == RawKind::TreeLock as u32 {
+        let owner: u64 = unsafe { ctx.read_at(cfg(&TREE_LOCK_OWNER_OFF) as usize) }.unwrap_or(0);
+        if owner != EXTENT_TREE_OBJECTID {
+            bump(counter::TREE_LOCK_NOT_EXTENT);
+            return 0;
+        }
+    }
+    let Some(mut entry) = begin_record(kind) else {
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // The tracepoint record lives in a per-CPU perf buffer larger than RAW_DATA_LEN, so
+    // reading a fixed length past a shorter record stays inside valid memory.
+    let data = unsafe { &mut (&mut (*ev).data)[..RAW_DATA_LEN] };
+    if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, data) }.is_err() {
+        entry.discard(0);
+        return 0;
+    }
+    entry.submit(0);
+    0
+}
+
+macro_rules! btrfs_tracepoint {
+    ($name:ident, $kind:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            btrfs_event(&ctx, $kind)
+        }
+    };
+}
+
+btrfs_tracepoint!(add_delayed_tree_ref, RawKind::AddDelayedTreeRef);
+btrfs_tracepoint!(add_delayed_data_ref, RawKind::AddDelayedDataRef);
+btrfs_tracepoint!(add_delayed_ref_head, RawKind::AddDelayedRefHead);
+btrfs_tracepoint!(run_delayed_tree_ref, RawKind::RunDelayedTreeRef);
+btrfs_tracepoint!(run_delayed_data_ref, RawKind::RunDelayedDataRef);
+btrfs_tracepoint!(run_delayed_ref_head, RawKind::RunDelayedRefHead);
+btrfs_tracepoint!(btrfs_transaction_commit, RawKind::TransactionCommit);
+btrfs_tracepoint!(btrfs_tree_lock, RawKind::TreeLock);
+
+#[tracepoint]
+pub fn contention_begin(ctx: TracePointContext) -> u32 {
+    let lock_addr: u64 = unsafe { ctx.read_at(cfg(&LOCK_ADDR_OFF) as usize) }.unwrap_or(0);
+    let key = WaitKey {
+        lock_addr,
+        tid: bpf_get_current_pid_tgid() as u32,
+        _pad: 0,
+    };
+    // A mutex emits several begins before one end; the first opens the interval (§5.6).
+    if unsafe { WAITS.get(&key) }.is_some() {
+        return 0;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            scratch.stack.as_mut_ptr().cast(),
+            (8 * STACK_DEPTH) as u32,
+            0,
+        )
+    };
+    if n <= 0 {
+        bump(counter::CONTENTION_NOT_BTRFS);
+        return 0;
+    }
+    let nframes = (n as usize / 8).min(STACK_DEPTH);
+    let (lo, hi) = (cfg(&BTRFS_TEXT_LO), cfg(&BTRFS_TEXT_HI));
+    // bpf_get_stack zero-fills the buffer past the frames it wrote, so scanning every slot is
+    // exact, and a constant trip count is what the verifier can follow.
+    let btrfs = scratch.stack.iter().any(|&ip| ip >= lo && ip < hi);
+    if !btrfs {
+        bump(counter::CONTENTION_NOT_BTRFS);
+        return 0;
+    }
+    scratch.begin_ns = unsafe { bpf_ktime_get_ns() };
+    scratch.flags = unsafe { ctx.read_at::<u32>(cfg(&LOCK_FLAGS_OFF) as usize) }.unwrap_or(0);
+    scratch.nframes = nframes as u32;
+    if WAITS.insert(&key, &*scratch, 0).is_err() {
+        bump(counter::WAIT_MAP_FULL);
+        warn!(&ctx, "refgate: contention interval map full, interval dropped");
+    }
+    0
+}
+
+#[tracepoint]
+pub fn contention_end(ctx: TracePointContext) -> u32 {
+    let lock_addr: u64 = unsafe { ctx.read_at(cfg(&LOCK_ADDR_OFF) as usize) }.unwrap_or(0);
+    let key = WaitKey {
+        lock_addr,
+        tid: bpf_get_current_pid_tgid() as u32,
+        _pad: 0,
+    };
+    // Non-btrfs intervals were never stored: the common case is this cheap miss.
+    let Some(start) = (unsafe { WAITS.get(&key) }) else {
+        return 0;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(mut entry) = begin_record(RawKind::Contention) {
+        let ev = entry.as_mut_ptr();
+        let c = unsafe { &mut *((*ev).data.as_mut_ptr() as *mut RawContention) };
+        c.lock_addr = lock_addr;
+        c.flags = start.flags;
+        c.ret = unsafe { ctx.read_at::<i32>(cfg(&LOCK_RET_OFF) as usize) }.unwrap_or(0);
+        c.begin_ns = start.begin_ns;
+        c.wait_ns = now.wrapping_sub(start.begin_ns);
+        c.nframes = start.nframes;
+        c._pad = 0;
+        c.stack = start.stack;
+        entry.submit(0);
+    }
+    let _ = WAITS.remove(&key);
+    0
+}
+
+#[kprobe]
+pub fn btrfs_run_delayed_refs(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // Second argument: `unsigned long count` (≤ 6.6) or `u64 min_bytes` (6.7+), spec §6.
+    let arg: u64 = ctx.arg(1).unwrap_or(0);
+    let _ = RUN_CALLS.insert(&tid, &[unsafe { bpf_ktime_get_ns() }, arg], 0);
+    0
+}
+
+#[kretprobe]
+pub fn btrfs_run_delayed_refs_ret(ctx: RetProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(&[entry_ns, arg]) = (unsafe { RUN_CALLS.get(&tid) }) else {
+        return 0;
+    };
+    let ret: i64 = ctx.ret::<i32>() as i64;
+    if let Some(mut entry) = begin_record(RawKind::RunDelayedRefsCall) {
+        let ev = entry.as_mut_ptr();
+        let c = unsafe { &mut *((*ev).data.as_mut_ptr() as *mut RawRunCall) };
+        c.arg = arg;
+        c.ret = ret;
+        c.entry_ns = entry_ns;
+        c.duration_ns = unsafe { bpf_ktime_get_ns() }.wrapping_sub(entry_ns);
+        entry.submit(0);
+    }
+    let _ = RUN_CALLS.remove(&tid);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

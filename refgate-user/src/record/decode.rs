@@ -1,0 +1,287 @@
+//! Turning ring-buffer records into trace records: field offsets from tracefs `format` files,
+//! small tables for tasks and filesystems, and the lock-role verdict for contention.
+use std::{collections::HashMap, path::Path};
+
+use anyhow::Result;
+use refgate_common::{
+    event::{DataRef, Event, EventKind, FsId, Record, RefHead, Task, TreeRef},
+    raw::{RAW_DATA_LEN, RawContention, RawEvent, RawKind, RawRunCall},
+};
+
+use super::{roles::RoleNamer, tracefs::Layout};
+
+/// Offsets of the fields refgate reads, per tracepoint.
+#[derive(Clone, Debug)]
+pub struct Layouts {
+    fsid: usize,
+    tree: [usize; 8],   // bytenr num_bytes action parent ref_root level type seq
+    data: [usize; 9],   // bytenr num_bytes action parent ref_root owner offset type seq
+    head: [usize; 4],   // bytenr num_bytes action is_data
+    commit: [usize; 2], // generation root_objectid
+    tree_lock: [usize; 4], // block generation diff_ns owner is_log_tree
+    tree_lock_log: usize,
+    pub lock_addr: usize,
+    pub lock_flags: usize,
+    pub lock_ret: usize,
+}
+
+impl Layouts {
+    /// Reads every layout from tracefs and checks sizes and bounds against what refgate copies.
+    pub fn read(tracefs: &Path) -> Result<Layouts> {
+        let lim = RAW_DATA_LEN;
+        let get = |cat: &str, tp: &str| Layout::read(tracefs, cat, tp);
+        let f = |l: &Layout, tp: &str, name: &str, size: usize| {
+            l.field(tp, name, size, lim).map(|f| f.offset)
+        };
+        let t = get("btrfs", "add_delayed_tree_ref")?;
+        let tp = "btrfs:add_delayed_tree_ref";
+        let tree = [
+            f(&t, tp, "bytenr", 8)?,
+            f(&t, tp, "num_bytes", 8)?,
+            f(&t, tp, "action", 4)?,
+            f(&t, tp, "parent", 8)?,
+            f(&t, tp, "ref_root", 8)?,
+            f(&t, tp, "level", 4)?,
+            f(&t, tp, "type", 4)?,
+            f(&t, tp, "seq", 8)?,
+        ];
+        let fsid = f(&t, tp, "fsid", 16)?;
+        let d = get("btrfs", "add_delayed_data_ref")?;
+        let tp = "btrfs:add_delayed_data_ref";
+        let data = [
+            f(&d, tp, "bytenr", 8)?,
+            f(&d, tp, "num_bytes", 8)?,
+            f(&d, tp, "action", 4)?,
+            f(&d, tp, "parent", 8)?,
+            f(&d, tp, "ref_root", 8)?,
+            f(&d, tp, "owner", 8)?,
+            f(&d, tp, "offset", 8)?,
+            f(&d, tp, "type", 4)?,
+            f(&d, tp, "seq", 8)?,
+        ];
+        let h = get("btrfs", "add_delayed_ref_head")?;
+        let tp = "btrfs:add_delayed_ref_head";
+        let head = [
+            f(&h, tp, "bytenr", 8)?,
+            f(&h, tp, "num_bytes", 8)?,
+            f(&h, tp, "action", 4)?,
+            f(&h, tp, "is_data", 4)?,
+        ];
+        // The run-side records share the add-side classes (spec §5.1–5.3); make sure.
+        for (cat, tp, want) in [
+            ("btrfs", "run_delayed_tree_ref", &t),
+            ("btrfs", "run_delayed_data_ref", &d),
+            ("btrfs", "run_delayed_ref_head", &h),
+        ] {
+            let l = get(cat, tp)?;
+            if l.fields != want.fields {
+                anyhow::bail!("tracepoint {cat}:{tp} has a layout different from its add-side twin on this kernel; refgate does not know how to read it");
+            }
+        }
+        let c = get("btrfs", "btrfs_transaction_commit")?;
+        let tp = "btrfs:btrfs_transaction_commit";
+        let commit = [f(&c, tp, "generation", 8)?, f(&c, tp, "root_objectid", 8)?];
+        let k = get("btrfs", "btrfs_tree_lock")?;
+        let tp = "btrfs:btrfs_tree_lock";
+        let tree_lock = [
+            f(&k, tp, "block", 8)?,
+            f(&k, tp, "generation", 8)?,
+            f(&k, tp, "diff_ns", 8)?,
+            f(&k, tp, "owner", 8)?,
+        ];
+        let tree_lock_log = f(&k, tp, "is_log_tree", 4)?;
+        for (name, l) in [("commit", &c), ("tree_lock", &k), ("head", &h), ("data", &d)] {
+            if l.field(name, "fsid", 16, lim)?.offset != fsid {
+                anyhow::bail!("btrfs tracepoints disagree on where `fsid` is on this kernel");
+            }
+        }
+        let b = get("lock", "contention_begin")?;
+        let e = get("lock", "contention_end")?;
+        Ok(Layouts {
+            fsid,
+            tree,
+            data,
+            head,
+            commit,
+            tree_lock,
+            tree_lock_log,
+            lock_addr: f(&b, "lock:contention_begin", "lock_addr", 8)?,
+            lock_flags: f(&b, "lock:contention_begin", "flags", 4)?,
+            lock_ret: f(&e, "lock:contention_end", "ret", 4)?,
+        })
+    }
+
+    pub fn fsid_offset(&self) -> usize {
+        self.fsid
+    }
+    pub fn tree_lock_owner_offset(&self) -> usize {
+        self.tree_lock[3]
+    }
+}
+
+fn u64_at(d: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(d[off..off + 8].try_into().expect("8 bytes"))
+}
+fn i32_at(d: &[u8], off: usize) -> i32 {
+    i32::from_ne_bytes(d[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// Stateful decoder: emits `Task`/`Filesystem` records the first time a task or fs appears.
+pub struct Decoder {
+    layouts: Layouts,
+    roles: RoleNamer,
+    tasks: HashMap<u32, ()>,
+    filesystems: HashMap<[u8; 16], FsId>,
+}
+
+impl Decoder {
+    pub fn new(layouts: Layouts, roles: RoleNamer) -> Self {
+        Decoder {
+            layouts,
+            roles,
+            tasks: HashMap::new(),
+            filesystems: HashMap::new(),
+        }
+    }
+
+    fn fs(&mut self, d: &[u8], out: &mut Vec<Record>) -> FsId {
+        let fsid: [u8; 16] = d[self.layouts.fsid..self.layouts.fsid + 16].try_into().expect("16");
+        let next = self.filesystems.len() as FsId;
+        *self.filesystems.entry(fsid).or_insert_with(|| {
+            out.push(Record::Filesystem { id: next, fsid });
+            next
+        })
+    }
+
+    /// Appends the records for one raw event to `out`. Unknown kinds are skipped (counted by
+    /// the caller through the return value).
+    pub fn decode(&mut self, ev: &RawEvent, out: &mut Vec<Record>) -> bool {
+        let Some(kind) = RawKind::from_u32(ev.kind) else {
+            return false;
+        };
+        let tid = ev.pid_tgid as u32;
+        if self.tasks.insert(tid, ()).is_none() {
+            let end = ev.comm.iter().position(|&b| b == 0).unwrap_or(16);
+            out.push(Record::Task(Task {
+                tid,
+                tgid: (ev.pid_tgid >> 32) as u32,
+                comm: String::from_utf8_lossy(&ev.comm[..end]).into_owned(),
+            }));
+        }
+        let d = &ev.data[..];
+        let lay = &self.layouts;
+        let mut ts_ns = ev.ts_ns;
+        let kind = match kind {
+            RawKind::AddDelayedTreeRef | RawKind::RunDelayedTreeRef => {
+                let t = lay.tree;
+                let r = TreeRef {
+                    fs: 0,
+                    bytenr: u64_at(d, t[0]),
+                    num_bytes: u64_at(d, t[1]),
+                    action: i32_at(d, t[2]) as u8,
+                    parent: u64_at(d, t[3]),
+                    ref_root: u64_at(d, t[4]),
+                    level: i32_at(d, t[5]) as u8,
+                    ref_type: i32_at(d, t[6]) as u8,
+                    seq: u64_at(d, t[7]),
+                };
+                let r = TreeRef { fs: self.fs(d, out), ..r };
+                if kind == RawKind::AddDelayedTreeRef {
+                    EventKind::AddTreeRef(r)
+                } else {
+                    EventKind::RunTreeRef(r)
+                }
+            }
+            RawKind::AddDelayedDataRef | RawKind::RunDelayedDataRef => {
+                let t = lay.data;
+                let r = DataRef {
+                    fs: 0,
+                    bytenr: u64_at(d, t[0]),
+                    num_bytes: u64_at(d, t[1]),
+                    action: i32_at(d, t[2]) as u8,
+                    parent: u64_at(d, t[3]),
+                    ref_root: u64_at(d, t[4]),
+                    owner: u64_at(d, t[5]),
+                    offset: u64_at(d, t[6]),
+                    ref_type: i32_at(d, t[7]) as u8,
+                    seq: u64_at(d, t[8]),
+                };
+                let r = DataRef { fs: self.fs(d, out), ..r };
+                if kind == RawKind::AddDelayedDataRef {
+                    EventKind::AddDataRef(r)
+                } else {
+                    EventKind::RunDataRef(r)
+                }
+            }
+            RawKind::AddDelayedRefHead | RawKind::RunDelayedRefHead => {
+                let t = lay.head;
+                let r = RefHead {
+                    fs: 0,
+                    bytenr: u64_at(d, t[0]),
+                    num_bytes: u64_at(d, t[1]),
+                    action: i32_at(d, t[2]) as u8,
+                    is_data: i32_at(d, t[3]) != 0,
+                };
+                let r = RefHead { fs: self.fs(d, out), ..r };
+                if kind == RawKind::AddDelayedRefHead {
+                    EventKind::AddRefHead(r)
+                } else {
+                    EventKind::RunRefHead(r)
+                }
+            }
+            RawKind::TransactionCommit => {
+                let (generation, root_objectid) = (u64_at(d, lay.commit[0]), u64_at(d, lay.commit[1]));
+                EventKind::TransactionCommit {
+                    fs: self.fs(d, out),
+                    generation,
+                    root_objectid,
+                }
+            }
+            RawKind::TreeLock => {
+                let t = lay.tree_lock;
+                let (block, generation, wait_ns, owner) =
+                    (u64_at(d, t[0]), u64_at(d, t[1]), u64_at(d, t[2]), u64_at(d, t[3]));
+                let is_log_tree = i32_at(d, lay.tree_lock_log) != 0;
+                EventKind::TreeLock {
+                    fs: self.fs(d, out),
+                    block,
+                    generation,
+                    wait_ns,
+                    owner,
+                    is_log_tree,
+                }
+            }
+            RawKind::Contention => {
+                // SAFETY: the eBPF side wrote a RawContention at the start of `data`, which is
+                // large enough and 8-byte aligned within the repr(C) RawEvent.
+                let c: RawContention =
+                    unsafe { std::ptr::read_unaligned(d.as_ptr() as *const RawContention) };
+                let n = (c.nframes as usize).min(c.stack.len());
+                EventKind::Contention {
+                    role: self.roles.role(c.flags, &c.stack[..n]),
+                    lock_addr: c.lock_addr,
+                    flags: c.flags,
+                    ret: c.ret,
+                    wait_ns: c.wait_ns,
+                }
+            }
+            RawKind::RunDelayedRefsCall => {
+                // SAFETY: as above, a RawRunCall.
+                let c: RawRunCall = unsafe { std::ptr::read_unaligned(d.as_ptr() as *const RawRunCall) };
+                ts_ns = c.entry_ns;
+                EventKind::RunDelayedRefsCall {
+                    arg: c.arg,
+                    ret: c.ret,
+                    duration_ns: c.duration_ns,
+                }
+            }
+        };
+        out.push(Record::Event(Event {
+            ts_ns,
+            cpu: ev.cpu,
+            tid,
+            kind,
+        }));
+        true
+    }
+}

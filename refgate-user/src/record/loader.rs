@@ -1,0 +1,158 @@
+//! Loading refgate's eBPF object and attaching what this kernel allows, strongest first
+//! (design.md "Recording"): kprobes on `btrfs_run_delayed_refs` where the kernel has them,
+//! always the tracepoints. Every choice is reported and goes into the trace header.
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{KProbe, TracePoint},
+};
+
+use super::{decode::Layouts, kallsyms::Kallsyms};
+
+/// The eBPF object built by build.rs (aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refgate"));
+
+/// One probe refgate tried, and what came of it.
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    /// As the kernel names it: `btrfs:add_delayed_tree_ref`, `kprobe:btrfs_run_delayed_refs`.
+    pub name: String,
+    /// `tracepoint`, `kprobe`, `kretprobe`, `fentry`.
+    pub kind: &'static str,
+    pub attached: bool,
+    /// Why not, in plain words (empty when attached).
+    pub note: String,
+}
+
+/// (eBPF program, tracepoint category, tracepoint name)
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("add_delayed_tree_ref", "btrfs", "add_delayed_tree_ref"),
+    ("add_delayed_data_ref", "btrfs", "add_delayed_data_ref"),
+    ("add_delayed_ref_head", "btrfs", "add_delayed_ref_head"),
+    ("run_delayed_tree_ref", "btrfs", "run_delayed_tree_ref"),
+    ("run_delayed_data_ref", "btrfs", "run_delayed_data_ref"),
+    ("run_delayed_ref_head", "btrfs", "run_delayed_ref_head"),
+    ("btrfs_transaction_commit", "btrfs", "btrfs_transaction_commit"),
+    ("btrfs_tree_lock", "btrfs", "btrfs_tree_lock"),
+    ("contention_begin", "lock", "contention_begin"),
+    ("contention_end", "lock", "contention_end"),
+];
+
+pub struct Config<'a> {
+    pub layouts: &'a Layouts,
+    pub filter_fsid: Option<[u8; 16]>,
+    pub btrfs_text: (u64, u64),
+    pub ksyms: &'a Kallsyms,
+}
+
+/// Loads the object with its configuration globals and attaches every probe it can.
+pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this refgate binary was built without its eBPF programs (AYA_BUILD_SKIP was set). \
+             Rebuild it with `cargo xtask setup && cargo build --release` to record."
+        );
+    }
+    let (on, lo, hi) = match cfg.filter_fsid {
+        Some(f) => (
+            1u8,
+            u64::from_ne_bytes(f[..8].try_into().expect("8")),
+            u64::from_ne_bytes(f[8..].try_into().expect("8")),
+        ),
+        None => (0u8, 0, 0),
+    };
+    let l = cfg.layouts;
+    let (fsid_off, owner_off) = (l.fsid_offset() as u32, l.tree_lock_owner_offset() as u32);
+    let (lock_addr, lock_flags, lock_ret) = (l.lock_addr as u32, l.lock_flags as u32, l.lock_ret as u32);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("FILTER_FSID_ON", &on, true)
+        .override_global("FILTER_FSID_LO", &lo, true)
+        .override_global("FILTER_FSID_HI", &hi, true)
+        .override_global("FSID_OFF", &fsid_off, true)
+        .override_global("TREE_LOCK_OWNER_OFF", &owner_off, true)
+        .override_global("LOCK_ADDR_OFF", &lock_addr, true)
+        .override_global("LOCK_FLAGS_OFF", &lock_flags, true)
+        .override_global("LOCK_RET_OFF", &lock_ret, true)
+        .override_global("BTRFS_TEXT_LO", &cfg.btrfs_text.0, true)
+        .override_global("BTRFS_TEXT_HI", &cfg.btrfs_text.1, true)
+        .load(EBPF_OBJECT)
+        .context(
+            "loading refgate's eBPF programs into the kernel failed. refgate record needs root \
+             (CAP_BPF, CAP_PERFMON) and a kernel with BPF ring buffers (5.8 or newer)",
+        )?;
+
+    let mut probes = Vec::new();
+    for &(prog, cat, name) in TRACEPOINTS {
+        let full = format!("{cat}:{name}");
+        let res = (|| -> Result<()> {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing from the eBPF object"))?
+                .try_into()?;
+            p.load().with_context(|| format!("the kernel refused to load the program for {full}"))?;
+            p.attach(cat, name).with_context(|| format!("attaching to {full}"))?;
+            Ok(())
+        })();
+        probes.push(status(full, "tracepoint", res));
+    }
+    // Tracepoints are the floor: without the delayed-ref ones there is nothing to record.
+    if let Some(p) = probes.iter().find(|p| !p.attached && p.name.starts_with("btrfs:")) {
+        bail!(
+            "could not attach {}: {}. Is btrfs loaded (`modprobe btrfs`) and is this kernel 5.0 \
+             or newer?",
+            p.name,
+            p.note
+        );
+    }
+    probes.extend(attach_kprobes(&mut ebpf, cfg.ksyms));
+    probes.push(ProbeStatus {
+        name: "fentry:btrfs_run_delayed_refs".into(),
+        kind: "fentry",
+        attached: false,
+        note: "not attempted: refgate uses the kprobe where one exists (fentry adds nothing \
+               here, and aya 0.14 cannot attach fentry to functions in modules)"
+            .into(),
+    });
+    Ok((ebpf, probes))
+}
+
+fn status(name: String, kind: &'static str, res: Result<()>) -> ProbeStatus {
+    ProbeStatus {
+        name,
+        kind,
+        attached: res.is_ok(),
+        note: res.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+    }
+}
+
+/// kprobe + kretprobe on `btrfs_run_delayed_refs`, where the kernel has kprobes.
+fn attach_kprobes(ebpf: &mut Ebpf, ksyms: &Kallsyms) -> Vec<ProbeStatus> {
+    const FUNC: &str = "btrfs_run_delayed_refs";
+    let pairs = [
+        ("btrfs_run_delayed_refs", "kprobe"),
+        ("btrfs_run_delayed_refs_ret", "kretprobe"),
+    ];
+    let why_not = if !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        Some("this kernel has no kprobes (CONFIG_KPROBES is not set); recording with tracepoints only".to_string())
+    } else if !ksyms.has(FUNC) {
+        Some(format!("{FUNC} is not in /proc/kallsyms on this kernel (inlined or renamed)"))
+    } else {
+        None
+    };
+    pairs
+        .iter()
+        .map(|&(prog, kind)| {
+            let name = format!("{kind}:{FUNC}");
+            let res = match &why_not {
+                Some(w) => Err(anyhow::anyhow!("{w}")),
+                None => (|| -> Result<()> {
+                    let p: &mut KProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
+                    p.load()?;
+                    p.attach(FUNC, 0)?;
+                    Ok(())
+                })(),
+            };
+            status(name, kind, res)
+        })
+        .collect()
+}

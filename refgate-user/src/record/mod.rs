@@ -1,0 +1,344 @@
+//! `refgate record`: kernel probes → ring buffer → decoder → trace writer, with live counters.
+pub mod decode;
+pub mod kallsyms;
+pub mod loader;
+pub mod roles;
+pub mod scratch;
+pub mod status;
+pub mod tracefs;
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use refgate_common::{
+    event::{Record, Stats},
+    raw::{RawEvent, counter},
+    trace::{ProbeInfo, ProbeKind, Provenance, RunArg, TraceHeader, TraceWriter},
+};
+use tokio::io::unix::AsyncFd;
+
+use self::{
+    decode::{Decoder, Layouts},
+    kallsyms::Kallsyms,
+    loader::ProbeStatus,
+    roles::RoleNamer,
+    scratch::ScratchFs,
+    status::Live,
+};
+
+pub struct RecordArgs {
+    pub output: PathBuf,
+    pub mount: Option<PathBuf>,
+    pub duration: Option<Duration>,
+    pub scratch: bool,
+    /// Scale of the `--scratch` workload (files per writer).
+    pub scratch_files: usize,
+    pub plain: bool,
+    pub command_line: Vec<String>,
+}
+
+/// Checks what recording needs before touching anything, so that the error is the real one.
+fn preflight() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "refgate record needs root: it loads eBPF programs (CAP_BPF, CAP_PERFMON) and may \
+             mount tracefs. Run it as `sudo refgate record …`. (Replaying and inspecting traces \
+             needs no privileges.)"
+        );
+    }
+    let fss = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fss.lines().any(|l| l.split_whitespace().last() == Some("btrfs")) {
+        bail!(
+            "this kernel has no btrfs (not in /proc/filesystems). Load it with `modprobe btrfs` \
+             (or use a kernel built with CONFIG_BTRFS_FS) and run refgate again."
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: RecordArgs) -> Result<()> {
+    preflight()?;
+    let tracefs = tracefs::ensure_mounted()?;
+    let layouts = Layouts::read(&tracefs).context(
+        "reading btrfs and lock tracepoint layouts from tracefs (a kernel of 5.19 or newer with \
+         btrfs is needed for every probe refgate uses)",
+    )?;
+    let ksyms = Kallsyms::load()?;
+    let btrfs_text = ksyms
+        .btrfs_text()
+        .context("btrfs_run_delayed_refs is not in /proc/kallsyms: is btrfs loaded?")?;
+
+    // The scratch filesystem exists before the probes, so its mkfs/mount is not recorded, and
+    // its guard unmounts it on every exit path below (including errors and Ctrl-C).
+    let scratch = if args.scratch {
+        Some(ScratchFs::create()?)
+    } else {
+        None
+    };
+    let mount = scratch.as_ref().map(|s| s.mountpoint().to_path_buf()).or(args.mount.clone());
+    let fs_info = match &mount {
+        Some(m) => Some(scratch::fs_info(m)?),
+        None => None,
+    };
+
+    let file = File::create(&args.output).with_context(|| {
+        format!("cannot create the trace file {}", args.output.display())
+    })?;
+    let res = record_into(file, &args, &layouts, &ksyms, btrfs_text, scratch.as_ref(), fs_info);
+    if let Err(e) = &res {
+        // Keep whatever was recorded, but never leave an empty file that looks like a trace.
+        let len = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
+        if len == 0 || e.downcast_ref::<NothingRecorded>().is_some() {
+            let _ = std::fs::remove_file(&args.output);
+        } else {
+            eprintln!(
+                "refgate: stopped by an error; the events recorded before it are kept in {} \
+                 (a complete, readable trace up to that point)",
+                args.output.display()
+            );
+        }
+    }
+    drop(scratch);
+    res
+}
+
+/// An error before anything reached the file: the file is removed.
+#[derive(Debug)]
+struct NothingRecorded;
+impl std::fmt::Display for NothingRecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("nothing recorded")
+    }
+}
+
+fn header(args: &RecordArgs, probes: &[ProbeStatus], fs_info: Option<scratch::FsInfo>) -> TraceHeader {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let kprobe = probes.iter().any(|p| p.kind == "kprobe" && p.attached);
+    TraceHeader {
+        run_arg: match (kprobe, kernel_version(&release)) {
+            (false, _) | (_, None) => RunArg::Unknown,
+            (true, Some(v)) if v >= (6, 7) => RunArg::MinBytes,
+            (true, Some(_)) => RunArg::Count,
+        },
+        kernel_release: release,
+        probes: probes
+            .iter()
+            .map(|p| ProbeInfo {
+                name: p.name.clone(),
+                kind: match p.kind {
+                    "kprobe" => ProbeKind::Kprobe,
+                    "kretprobe" => ProbeKind::Kretprobe,
+                    "fentry" => ProbeKind::Fentry,
+                    _ => ProbeKind::Tracepoint,
+                },
+                attached: p.attached,
+                note: p.note.clone(),
+            })
+            .collect(),
+        clock: Default::default(),
+        cpu_count: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(0),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        start_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        provenance: Provenance {
+            command_line: args.command_line.clone(),
+            scratch: args.scratch,
+            workload: if args.scratch {
+                scratch::DESCRIPTION.to_string()
+            } else {
+                match &args.mount {
+                    Some(m) => format!("whatever ran on {} while recording", m.display()),
+                    None => "whatever ran on the host's btrfs filesystems while recording".into(),
+                }
+            },
+        },
+        nodesize: fs_info.map(|f| f.nodesize),
+    }
+}
+
+/// `6.18.44-foo` → (6, 18).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+type Counters = PerCpuArray<MapData, u64>;
+
+fn read_counters(arr: &Counters, ncpus: usize) -> Stats {
+    let sum = |idx: u32| arr.get(&idx, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+    Stats {
+        lost_per_cpu: arr
+            .get(&counter::LOST, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_else(|_| vec![0; ncpus]),
+        contention_not_btrfs: sum(counter::CONTENTION_NOT_BTRFS),
+        tree_lock_not_extent: sum(counter::TREE_LOCK_NOT_EXTENT),
+        other_fs: sum(counter::OTHER_FS),
+        unpaired_contention: sum(counter::WAIT_MAP_FULL),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_into(
+    file: File,
+    args: &RecordArgs,
+    layouts: &Layouts,
+    ksyms: &Kallsyms,
+    btrfs_text: (u64, u64),
+    scratch: Option<&ScratchFs>,
+    fs_info: Option<scratch::FsInfo>,
+) -> Result<()> {
+    let cfg = loader::Config {
+        layouts,
+        filter_fsid: fs_info.map(|f| f.fsid),
+        btrfs_text,
+        ksyms,
+    };
+    let (mut ebpf, probes) = loader::load_and_attach(&cfg).map_err(|e| e.context(NothingRecorded))?;
+    let mut live = Live::new(!args.plain, &probes);
+    for p in &probes {
+        if !p.attached {
+            live.note(&format!("{} not attached: {}", p.name, p.note));
+        }
+    }
+    let header = header(args, &probes, fs_info);
+    let mut writer = TraceWriter::new(BufWriter::new(file), &header)?;
+    let ncpus = header.cpu_count as usize;
+
+    let logger = aya_log::EbpfLogger::init(&mut ebpf)
+        .map_err(|e| log::warn!("eBPF diagnostics unavailable: {e}"))
+        .ok();
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    let counters = Counters::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
+    let mut decoder = Decoder::new(layouts.clone(), RoleNamer::new(ksyms.clone(), btrfs_text));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _rt = rt.enter();
+    let mut ring = watch(ring)?;
+    let mut logger = logger.map(watch).transpose()?;
+    let workload = scratch.map(|s| {
+        let mnt = s.mountpoint().to_path_buf();
+        let (files, stop) = (args.scratch_files, s.stop.clone());
+        std::thread::spawn(move || scratch::run_workload(&mnt, files, stop))
+    });
+    let started = Instant::now();
+    let why: &'static str = rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut out = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut decoder, &mut writer, &mut live, &mut out)?;
+                    guard.clear_ready();
+                }
+                Some(()) = async {
+                    match logger.as_mut() {
+                        Some(l) => {
+                            let mut g = l.readable_mut().await.ok()?;
+                            g.get_inner_mut().flush();
+                            g.clear_ready();
+                            Some(())
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tick.tick() => {
+                    let stats = read_counters(&counters, ncpus);
+                    writer.write(&Record::Stats(stats.clone()))?;
+                    writer.flush()?;
+                    live.tick(&stats, started.elapsed());
+                    if workload.as_ref().is_some_and(|w| w.is_finished()) {
+                        return anyhow::Ok("the scratch workload finished");
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return Ok("interrupted (Ctrl-C)"),
+                _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => return Ok("--duration elapsed"),
+            }
+        }
+    })?;
+    if let Some(s) = scratch {
+        s.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    // Detach every probe (dropping the object closes programs and links), then take what is
+    // still in the ring buffer, so that nothing recorded is lost at the end.
+    drop(ebpf);
+    let mut out = Vec::with_capacity(64);
+    drain(ring.get_mut(), &mut decoder, &mut writer, &mut live, &mut out)?;
+    if let Some(l) = logger.as_mut() {
+        l.get_mut().flush();
+    }
+    let stats = read_counters(&counters, ncpus);
+    writer.write(&Record::Stats(stats.clone()))?;
+    let mut w = writer.finish()?;
+    std::io::Write::flush(&mut w)?;
+    live.finish(&stats, started.elapsed(), why, &args.output);
+    if let Some(w) = workload {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("the scratch workload failed (the trace is kept)")),
+            Err(_) => bail!("the scratch workload thread panicked (the trace is kept)"),
+        }
+    }
+    Ok(())
+}
+
+/// Registers a ring buffer with tokio's reactor.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
+    // SAFETY: the AsyncFd owns `inner`, so its fd stays open for as long as it is registered.
+    unsafe { AsyncFd::register(inner) }.map_err(|e| anyhow::anyhow!("watching a ring buffer: {}", e.into_parts().1))
+}
+
+/// Reads every record currently in the ring buffer.
+fn drain(
+    ring: &mut RingBuf<aya::maps::MapData>,
+    decoder: &mut Decoder,
+    writer: &mut TraceWriter<BufWriter<File>>,
+    live: &mut Live,
+    out: &mut Vec<Record>,
+) -> Result<()> {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<RawEvent>() {
+            live.bad_record();
+            continue;
+        }
+        // SAFETY: the eBPF side submits whole RawEvents; every bit pattern is valid.
+        let ev: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const RawEvent) };
+        drop(item);
+        out.clear();
+        if !decoder.decode(&ev, out) {
+            live.bad_record();
+            continue;
+        }
+        for r in out.iter() {
+            if let Record::Event(e) = r {
+                live.event(e);
+            }
+            writer.write(r)?;
+        }
+    }
+    Ok(())
+}

@@ -49,24 +49,47 @@ impl RawKind {
     }
 }
 
-/// One ring-buffer record.
+/// The common start of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct RawEvent {
+pub struct RawHeader {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
     pub ts_ns: u64,
     /// `bpf_get_current_pid_tgid()`: tgid in the high half, tid in the low half.
     pub pid_tgid: u64,
     pub cpu: u32,
-    /// A [`RawKind`] value.
+    /// A [`RawKind`] value; it says which record type follows.
     pub kind: u32,
     /// `bpf_get_current_comm()`.
     pub comm: [u8; 16],
-    /// Tracepoint record bytes from offset 0, or a [`RawContention`] / [`RawRunCall`].
-    pub data: [u8; RAW_DATA_LEN + 8 * STACK_DEPTH],
 }
 
-/// Payload of [`RawKind::Contention`], written into [`RawEvent::data`].
+/// A btrfs tracepoint record: header + the tracepoint's raw bytes from offset 0. Records are
+/// kept small: every byte costs ring-buffer bandwidth and cache misses in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawEvent {
+    pub hdr: RawHeader,
+    pub data: [u8; RAW_DATA_LEN],
+}
+
+/// [`RawKind::Contention`] record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawContentionEvent {
+    pub hdr: RawHeader,
+    pub c: RawContention,
+}
+
+/// [`RawKind::RunDelayedRefsCall`] record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawRunCallEvent {
+    pub hdr: RawHeader,
+    pub c: RawRunCall,
+}
+
+/// Payload of [`RawKind::Contention`].
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct RawContention {
@@ -135,6 +158,8 @@ pub mod counter {
 mod pod {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.
     unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::RawContentionEvent {}
+    unsafe impl aya::Pod for super::RawRunCallEvent {}
     unsafe impl aya::Pod for super::WaitStart {}
     unsafe impl aya::Pod for super::WaitKey {}
 }

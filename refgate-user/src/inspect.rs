@@ -1,20 +1,22 @@
-//! `refgate inspect`: a summary of a trace file.
+//! `refgate inspect`: a summary of a trace file (refgate_common::trace::summary does the work).
 use std::path::Path;
 
 use anyhow::Result;
-use refgate_common::trace::TraceReader;
+use refgate_common::trace::{
+    TraceReader,
+    summary::{render_text, summarize},
+};
 
 pub fn run(path: &Path, json: bool) -> Result<()> {
-    let mut reader = TraceReader::open_path(path)?;
-    let records = reader.by_ref().count();
-    let h = reader.header().clone();
+    let summary = summarize(TraceReader::open_path(path)?);
     if json {
-        println!("{}", serde_json::json!({"kernel_release": h.kernel_release, "records": records}));
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("{} records, kernel {}", records, h.kernel_release);
+        print!("{}", render_text(&summary));
     }
-    if let Some(e) = reader.damage_error() {
-        eprintln!("refgate: {e}");
+    // A damaged file is still summarised up to the damage; say so on stderr as well.
+    if let Some(msg) = &summary.damage_message {
+        eprintln!("refgate: {msg}");
     }
     Ok(())
 }

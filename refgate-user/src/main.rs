@@ -39,6 +39,9 @@ enum Command {
         /// Plain progress lines instead of the live status.
         #[arg(long)]
         no_tui: bool,
+        /// Measure the probes' in-kernel cost per event (BPF run-time statistics).
+        #[arg(long)]
+        probe_cost: bool,
     },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
     Inspect {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             scratch,
             scratch_files,
             no_tui,
+            probe_cost,
         } => record::run(record::RecordArgs {
             output,
             mount,
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             scratch,
             scratch_files,
             plain: no_tui,
+            probe_cost,
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),

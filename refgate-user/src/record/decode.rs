@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path};
 use anyhow::Result;
 use refgate_common::{
     event::{DataRef, Event, EventKind, FsId, Record, RefHead, Task, TreeRef},
-    raw::{RAW_DATA_LEN, RawContention, RawEvent, RawKind, RawRunCall},
+    raw::{RAW_DATA_LEN, RawContentionEvent, RawEvent, RawHeader, RawKind, RawRunCallEvent},
 };
 
 use super::{roles::RoleNamer, tracefs::Layout};
@@ -153,24 +153,44 @@ impl Decoder {
         })
     }
 
-    /// Appends the records for one raw event to `out`. Unknown kinds are skipped (counted by
-    /// the caller through the return value).
-    pub fn decode(&mut self, ev: &RawEvent, out: &mut Vec<Record>) -> bool {
-        let Some(kind) = RawKind::from_u32(ev.kind) else {
+    /// Appends the records for one ring-buffer record to `out`. A record too short for its
+    /// kind, or of an unknown kind, is skipped (the caller counts the `false`).
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<Record>) -> bool {
+        /// Reads a `T` from the start of `bytes` if it is long enough.
+        fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+            // SAFETY: length checked; the eBPF side writes repr(C) plain-old-data records in
+            // which every bit pattern is valid.
+            (bytes.len() >= std::mem::size_of::<T>())
+                .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+        }
+        let Some(hdr) = read::<RawHeader>(bytes) else {
             return false;
         };
-        let tid = ev.pid_tgid as u32;
+        let Some(kind) = RawKind::from_u32(hdr.kind) else {
+            return false;
+        };
+        let ev: RawEvent;
+        let d: &[u8] = match kind {
+            RawKind::Contention | RawKind::RunDelayedRefsCall => &[],
+            _ => match read::<RawEvent>(bytes) {
+                Some(e) => {
+                    ev = e;
+                    &ev.data
+                }
+                None => return false,
+            },
+        };
+        let tid = hdr.pid_tgid as u32;
         if self.tasks.insert(tid, ()).is_none() {
-            let end = ev.comm.iter().position(|&b| b == 0).unwrap_or(16);
+            let end = hdr.comm.iter().position(|&b| b == 0).unwrap_or(16);
             out.push(Record::Task(Task {
                 tid,
-                tgid: (ev.pid_tgid >> 32) as u32,
-                comm: String::from_utf8_lossy(&ev.comm[..end]).into_owned(),
+                tgid: (hdr.pid_tgid >> 32) as u32,
+                comm: String::from_utf8_lossy(&hdr.comm[..end]).into_owned(),
             }));
         }
-        let d = &ev.data[..];
         let lay = &self.layouts;
-        let mut ts_ns = ev.ts_ns;
+        let mut ts_ns = hdr.ts_ns;
         let kind = match kind {
             RawKind::AddDelayedTreeRef | RawKind::RunDelayedTreeRef => {
                 let t = lay.tree;
@@ -252,10 +272,9 @@ impl Decoder {
                 }
             }
             RawKind::Contention => {
-                // SAFETY: the eBPF side wrote a RawContention at the start of `data`, which is
-                // large enough and 8-byte aligned within the repr(C) RawEvent.
-                let c: RawContention =
-                    unsafe { std::ptr::read_unaligned(d.as_ptr() as *const RawContention) };
+                let Some(RawContentionEvent { c, .. }) = read(bytes) else {
+                    return false;
+                };
                 let n = (c.nframes as usize).min(c.stack.len());
                 EventKind::Contention {
                     role: self.roles.role(c.flags, &c.stack[..n]),
@@ -266,8 +285,9 @@ impl Decoder {
                 }
             }
             RawKind::RunDelayedRefsCall => {
-                // SAFETY: as above, a RawRunCall.
-                let c: RawRunCall = unsafe { std::ptr::read_unaligned(d.as_ptr() as *const RawRunCall) };
+                let Some(RawRunCallEvent { c, .. }) = read(bytes) else {
+                    return false;
+                };
                 ts_ns = c.entry_ns;
                 EventKind::RunDelayedRefsCall {
                     arg: c.arg,
@@ -278,7 +298,7 @@ impl Decoder {
         };
         out.push(Record::Event(Event {
             ts_ns,
-            cpu: ev.cpu,
+            cpu: hdr.cpu,
             tid,
             kind,
         }));

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-pub const DESCRIPTION: &str = "refgate --scratch workload: on a fresh 2 GiB loopback btrfs, 4 \
+pub const DESCRIPTION: &str = "on a fresh 2 GiB loopback btrfs, 4 \
     writer threads create small files (inline extents) and 256 KiB files of random data (data \
     extents), fsync some, reflink-copy the large ones (FICLONE), a snapshot of the subvolume is \
     taken mid-way and the writers then overwrite and delete files under it, the snapshot is \

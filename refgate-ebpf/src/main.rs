@@ -21,7 +21,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
-    macros::{kprobe, kretprobe, map, tracepoint},
+    macros::{kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
@@ -133,27 +133,32 @@ fn submit<T>(entry: RingBufEntry<T>) {
     entry.submit(flags as u64);
 }
 
+/// What a tracepoint program returns. Non-zero lets the kernel pass the event on to the other
+/// perf events of the same tracepoint (`perf_trace_run_bpf_submit` drops it for everyone on 0):
+/// refgate must not blind `perf` or other tracers running beside it.
+const PASS: u32 = 1;
+
 /// Common path of the btrfs tracepoints: filter, then copy the record verbatim.
 #[inline(always)]
-fn btrfs_event(ctx: &TracePointContext, kind: RawKind) -> u32 {
+fn btrfs_event(ctx: &TracePointContext, kind: RawKind) {
     if cfg(&FILTER_FSID_ON) != 0 {
         let off = cfg(&FSID_OFF) as usize;
         let lo: u64 = unsafe { ctx.read_at(off) }.unwrap_or(0);
         let hi: u64 = unsafe { ctx.read_at(off + 8) }.unwrap_or(0);
         if lo != cfg(&FILTER_FSID_LO) || hi != cfg(&FILTER_FSID_HI) {
             bump(counter::OTHER_FS);
-            return 0;
+            return;
         }
     }
     if kind as u32 == RawKind::TreeLock as u32 {
         let owner: u64 = unsafe { ctx.read_at(cfg(&TREE_LOCK_OWNER_OFF) as usize) }.unwrap_or(0);
         if owner != EXTENT_TREE_OBJECTID {
             bump(counter::TREE_LOCK_NOT_EXTENT);
-            return 0;
+            return;
         }
     }
     let Some(mut entry) = begin_record::<RawEvent>(kind) else {
-        return 0;
+        return;
     };
     let ev = entry.as_mut_ptr();
     // The tracepoint record lives in a per-CPU perf buffer larger than RAW_DATA_LEN, so
@@ -161,18 +166,29 @@ fn btrfs_event(ctx: &TracePointContext, kind: RawKind) -> u32 {
     let data = unsafe { &mut (*ev).data };
     if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, data) }.is_err() {
         entry.discard(BPF_RB_NO_WAKEUP as u64);
-        return 0;
+        return;
     }
     submit(entry);
-    0
+}
+
+/// Defines a tracepoint program by hand rather than with `#[tracepoint]`: aya-ebpf 0.2's
+/// macro discards the function's value and always returns 0, which would hide every event of
+/// the tracepoint from `perf` and other tracers (see [`PASS`]).
+macro_rules! tracepoint_program {
+    ($name:ident, $section:literal, $body:expr) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = $section)]
+        pub fn $name(ctx: *mut core::ffi::c_void) -> u32 {
+            let ctx = TracePointContext::new(ctx);
+            $body(&ctx);
+            PASS
+        }
+    };
 }
 
 macro_rules! btrfs_tracepoint {
     ($name:ident, $kind:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            btrfs_event(&ctx, $kind)
-        }
+        tracepoint_program!($name, "tracepoint", |ctx| btrfs_event(ctx, $kind));
     };
 }
 
@@ -185,8 +201,10 @@ btrfs_tracepoint!(run_delayed_ref_head, RawKind::RunDelayedRefHead);
 btrfs_tracepoint!(btrfs_transaction_commit, RawKind::TransactionCommit);
 btrfs_tracepoint!(btrfs_tree_lock, RawKind::TreeLock);
 
-#[tracepoint]
-pub fn contention_begin(ctx: TracePointContext) -> u32 {
+tracepoint_program!(contention_begin, "tracepoint", contention_begin_inner);
+
+#[inline(always)]
+fn contention_begin_inner(ctx: &TracePointContext) {
     let lock_addr: u64 = unsafe { ctx.read_at(cfg(&LOCK_ADDR_OFF) as usize) }.unwrap_or(0);
     let key = WaitKey {
         lock_addr,
@@ -195,10 +213,10 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     };
     // A mutex emits several begins before one end; the first opens the interval (§5.6).
     if unsafe { WAITS.get(&key) }.is_some() {
-        return 0;
+        return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     let scratch = unsafe { &mut *scratch };
     let n = unsafe {
@@ -211,7 +229,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     };
     if n <= 0 {
         bump(counter::CONTENTION_NOT_BTRFS);
-        return 0;
+        return;
     }
     let nframes = (n as usize / 8).min(STACK_DEPTH);
     let (lo, hi) = (cfg(&BTRFS_TEXT_LO), cfg(&BTRFS_TEXT_HI));
@@ -220,20 +238,21 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let btrfs = scratch.stack.iter().any(|&ip| ip >= lo && ip < hi);
     if !btrfs {
         bump(counter::CONTENTION_NOT_BTRFS);
-        return 0;
+        return;
     }
     scratch.begin_ns = unsafe { bpf_ktime_get_ns() };
     scratch.flags = unsafe { ctx.read_at::<u32>(cfg(&LOCK_FLAGS_OFF) as usize) }.unwrap_or(0);
     scratch.nframes = nframes as u32;
     if WAITS.insert(&key, &*scratch, 0).is_err() {
         bump(counter::WAIT_MAP_FULL);
-        warn!(&ctx, "refgate: contention interval map full, interval dropped");
+        warn!(ctx, "refgate: contention interval map full, interval dropped");
     }
-    0
 }
 
-#[tracepoint]
-pub fn contention_end(ctx: TracePointContext) -> u32 {
+tracepoint_program!(contention_end, "tracepoint", contention_end_inner);
+
+#[inline(always)]
+fn contention_end_inner(ctx: &TracePointContext) {
     let lock_addr: u64 = unsafe { ctx.read_at(cfg(&LOCK_ADDR_OFF) as usize) }.unwrap_or(0);
     let key = WaitKey {
         lock_addr,
@@ -242,7 +261,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     };
     // Non-btrfs intervals were never stored: the common case is this cheap miss.
     let Some(start) = (unsafe { WAITS.get(&key) }) else {
-        return 0;
+        return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(mut entry) = begin_record::<RawContentionEvent>(RawKind::Contention) {
@@ -258,7 +277,6 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
         submit(entry);
     }
     let _ = WAITS.remove(&key);
-    0
 }
 
 #[kprobe]

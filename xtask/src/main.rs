@@ -1,1 +1,156 @@
-fn main() {}
+//! `cargo xtask …`: the project's automation. `setup` installs what building and testing need
+//! (idempotent, quick when everything is there); `run` and `test` are the README's two commands.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker 0.10.x.
+    Setup,
+    /// Set up, build, and run the main job on the bundled sample (extra args go to refgate).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up and run every test: unit, property, live-kernel (as root), loom.
+    Test,
+    /// Re-record the bundled sample trace with `refgate record --scratch` (needs root).
+    Sample,
+    /// Measure the probes' in-kernel cost per event on the --scratch workload (needs root).
+    BenchProbes,
+}
+
+/// The sample trace the README's first command replays.
+pub const SAMPLE: &str = "samples/scratch-6.18.bin";
+
+/// Debian packages: mkfs.btrfs/btrfs (scratch filesystems), perf (live test's independent
+/// count), tmux (dashboard test).
+const DEB_PACKAGES: &[(&str, &str)] = &[
+    ("btrfs-progs", "mkfs.btrfs"),
+    ("linux-perf", "perf"),
+    ("tmux", "tmux"),
+];
+/// platform.md: 0.10.x loads rustc's own LLVM 22; 0.11+ needs a system LLVM 23.
+const BPF_LINKER: &str = "bpf-linker@0.10.4";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).trim() == "0"
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = DEB_PACKAGES
+        .iter()
+        .filter(|(_, bin)| !Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success()))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}: run `sudo apt-get install {}`", missing.join(" "));
+        }
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !output(Command::new("rustup").args(["toolchain", "list"])).contains("nightly") {
+        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    if !output(Command::new("bpf-linker").arg("--version")).contains("0.10.") {
+        sh(Command::new("cargo").args(["install", BPF_LINKER, "--locked"]))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn refgate() -> PathBuf {
+    root().join("target/release/refgate")
+}
+
+fn build_release() -> Result<()> {
+    sh(cargo().args(["build", "--release", "--locked", "-p", "refgate-user"]))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup(),
+        Cmd::Run { args } => {
+            setup()?;
+            build_release()?;
+            let args = if args.is_empty() {
+                vec!["inspect".to_string(), root().join(SAMPLE).display().to_string()]
+            } else {
+                args
+            };
+            sh(Command::new(refgate()).args(args))
+        }
+        Cmd::Test => {
+            setup()?;
+            sh(cargo().args(["test", "--workspace", "--locked"]))?;
+            // loom model of the seed gate's wait/wake protocol (own target dir: other cfg).
+            sh(cargo()
+                .args(["test", "--locked", "--release", "-p", "refgate-replay", "--test", "loom_gate"])
+                .args(["--target-dir", "target/loom"])
+                .env("RUSTFLAGS", "--cfg loom"))
+        }
+        Cmd::Sample => {
+            setup()?;
+            build_release()?;
+            std::fs::create_dir_all(root().join("samples"))?;
+            sh(Command::new(refgate())
+                .args(["record", "--scratch", "--no-tui", "-o"])
+                .arg(root().join(SAMPLE)))?;
+            sh(Command::new(refgate()).arg("inspect").arg(root().join(SAMPLE)))
+        }
+        Cmd::BenchProbes => {
+            setup()?;
+            build_release()?;
+            let out = std::env::temp_dir().join("refgate-bench-probes.bin");
+            sh(Command::new(refgate())
+                .args(["record", "--scratch", "--no-tui", "--probe-cost", "-o"])
+                .arg(&out))?;
+            let _ = std::fs::remove_file(out);
+            Ok(())
+        }
+    }
+}

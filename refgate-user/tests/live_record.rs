@@ -1,0 +1,116 @@
+//! Live kernel test (root, loop-mounted btrfs): `refgate record --mount` against an independent
+//! count of the same tracepoints taken at the same time by `perf stat`. Every delayed-ref event
+//! kind must match exactly when nothing was lost.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use refgate_common::{
+    event::Record,
+    trace::{TraceReader, summary::summarize},
+};
+
+const KINDS: [&str; 7] = [
+    "btrfs:add_delayed_tree_ref",
+    "btrfs:add_delayed_data_ref",
+    "btrfs:add_delayed_ref_head",
+    "btrfs:run_delayed_tree_ref",
+    "btrfs:run_delayed_data_ref",
+    "btrfs:run_delayed_ref_head",
+    "btrfs:btrfs_transaction_commit",
+];
+
+fn sigint(pid: u32) {
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+}
+
+#[test]
+fn record_matches_perf_stat() {
+    if !is_root() {
+        eprintln!("skipped: the live recording test needs root");
+        return;
+    }
+    let fs = LoopBtrfs::new();
+    fs.syncfs();
+    std::thread::sleep(Duration::from_millis(300));
+    let trace = fs.dir.path().join("trace.bin");
+    let perf_out = fs.dir.path().join("perf.txt");
+
+    // perf first (its window encloses refgate's), then refgate; wait until refgate is ready.
+    let mut perf = Command::new("perf")
+        .args(["stat", "-a", "-x", ",", "-o"])
+        .arg(&perf_out)
+        .args(KINDS.iter().flat_map(|k| ["-e", k]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf (linux-perf) is installed by `cargo xtask setup`");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rec = refgate()
+        .args(["record", "--no-tui", "-o"])
+        .arg(&trace)
+        .arg("--mount")
+        .arg(&fs.mnt)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(rec.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("recording with"));
+    assert!(ready, "refgate record did not start");
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    workload(&fs.mnt, 4, 300);
+    fs.syncfs();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    sigint(rec.id());
+    let st = rec.wait().unwrap();
+    let rec_out = drain.join().unwrap();
+    assert!(st.success(), "refgate record failed: {rec_out:#?}");
+    sigint(perf.id());
+    perf.wait().unwrap();
+
+    let perf_text = std::fs::read_to_string(&perf_out).unwrap();
+    let perf_counts: BTreeMap<String, u64> = perf_text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() > 3 && KINDS.contains(&f[2])).then(|| (f[2].to_string(), f[0].parse().unwrap_or(0)))
+        })
+        .collect();
+    assert_eq!(perf_counts.len(), KINDS.len(), "perf output: {perf_text}");
+
+    let summary = summarize(TraceReader::open_path(&trace).unwrap());
+    assert!(summary.finished, "trace not finished: {:?}", summary.damage_message);
+    assert_eq!(summary.lost_events, 0, "events were lost");
+    for k in KINDS {
+        let ours = summary.events_by_kind.get(k).copied().unwrap_or(0);
+        assert_eq!(ours, perf_counts[k], "{k}: refgate {ours} vs perf {}", perf_counts[k]);
+    }
+    assert!(perf_counts["btrfs:add_delayed_data_ref"] > 100, "the workload made data refs");
+    assert!(perf_counts["btrfs:run_delayed_ref_head"] > 100, "the workload ran heads");
+
+    // Every event carries its task (comm once per task) and its filesystem.
+    let records: Vec<Record> = TraceReader::open_path(&trace).unwrap().collect();
+    let tasks: Vec<u32> = records.iter().filter_map(|r| match r {
+        Record::Task(t) => Some(t.tid),
+        _ => None,
+    }).collect();
+    assert!(records.iter().any(|r| matches!(r, Record::Filesystem { .. })));
+    for r in &records {
+        if let Record::Event(e) = r {
+            assert!(tasks.contains(&e.tid), "event of an unannounced task {}", e.tid);
+        }
+    }
+    // This kernel has no kprobes: the header must say so, not pretend.
+    let h = TraceReader::open_path(&trace).unwrap().header().clone();
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    let kp = h.probes.iter().find(|p| p.name == "kprobe:btrfs_run_delayed_refs").unwrap();
+    assert_eq!(kp.attached, kprobes, "{kp:?}");
+}

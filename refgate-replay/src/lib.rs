@@ -21,6 +21,7 @@ pub mod run_modern;
 pub mod run_v3;
 pub mod spinlock;
 mod sync;
+pub mod trace_workload;
 pub mod workload;
 
 pub use engine::{Report, run, run_live};

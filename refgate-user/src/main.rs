@@ -2,6 +2,7 @@
 //! the kernel's delayed-ref runner, and inspect traces.
 mod inspect;
 mod record;
+mod replay;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -43,6 +44,35 @@ enum Command {
         #[arg(long)]
         probe_cost: bool,
     },
+    /// Replay a trace on the userspace delayed-ref model with real threads.
+    Replay {
+        /// Trace to replay (default: the bundled sample, recorded on btrfs).
+        trace: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(short, long, default_value_t = 32)]
+        threads: usize,
+        /// Runner policy: pre (3.7/3.8), seed (3.9/3.10 cmpxchg gate), modern (6.7+).
+        #[arg(short, long, default_value = "seed")]
+        policy: String,
+        /// `max` (as fast as possible) or a factor applied to recorded think-times (1 = real time).
+        #[arg(long, default_value = "max", value_parser = parse_speed)]
+        speed: Speed,
+        /// Copies of the workload over disjoint extents (`auto`: enough for every thread).
+        #[arg(long, default_value = "auto", value_parser = parse_replicate)]
+        replicate: Replicate,
+        /// A task's adds further apart than this start a new transaction handle (no kprobes).
+        #[arg(long, default_value_t = 1000)]
+        handle_gap_us: u64,
+        /// Cost of one extent-tree update in ns (default: calibrated from the trace's run events).
+        #[arg(long)]
+        ext_cost_ns: Option<u64>,
+        /// One JSON object instead of the text report.
+        #[arg(long)]
+        json: bool,
+        /// Plain progress lines instead of the dashboard.
+        #[arg(long)]
+        no_tui: bool,
+    },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
     Inspect {
         trace: PathBuf,
@@ -50,6 +80,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy)]
+struct Speed(Option<f64>);
+#[derive(Clone, Copy)]
+struct Replicate(Option<usize>);
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s == "max" {
+        return Ok(Speed(None));
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed(Some(f))),
+        _ => Err(format!("--speed takes `max` or a positive factor, not {s}")),
+    }
+}
+
+fn parse_replicate(s: &str) -> Result<Replicate, String> {
+    if s == "auto" {
+        return Ok(Replicate(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Replicate(Some(n))),
+        _ => Err(format!("--replicate takes `auto` or a positive count, not {s}")),
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -90,6 +145,27 @@ fn main() -> ExitCode {
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),
+        Command::Replay {
+            trace,
+            threads,
+            policy,
+            speed,
+            replicate,
+            handle_gap_us,
+            ext_cost_ns,
+            json,
+            no_tui,
+        } => replay::run(replay::ReplayArgs {
+            trace,
+            threads,
+            policy,
+            speed: speed.0,
+            replicate: replicate.0,
+            handle_gap_us,
+            ext_cost_ns,
+            json,
+            plain: no_tui,
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

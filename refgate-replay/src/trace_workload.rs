@@ -1,0 +1,377 @@
+//! Building a [`Workload`] from a recorded trace (refgate-common `Record`s).
+//!
+//! What the trace gives, and how it maps (design.md "Replay"):
+//! * **Queued refs**: each task's `add_delayed_tree_ref`/`add_delayed_data_ref` events become
+//!   [`Op::AddRef`] in the task's order. The head event that precedes a ref event of the same
+//!   task and bytenr carries the caller's action: `ADD_DELAYED_EXTENT` (3) marks the ref as
+//!   [`AddAction::AddExtent`] (the ref event itself reports it as ADD, spec §1.4/§5.1). A head
+//!   event with `UPDATE_DELAYED_HEAD` (4) and no ref is `btrfs_add_delayed_extent_op`
+//!   ([`Op::AddExtentOp`]).
+//! * **Transactions**: `btrfs_transaction_commit` events split the trace; the committing task
+//!   commits in the replay. Every replayed transaction ends with a commit that drains the
+//!   queue, including the last (open) one.
+//! * **Handles**: without kprobes on the transaction start/end functions the trace has no
+//!   handle boundaries, so a handle is a burst of one task's adds with no gap longer than
+//!   `handle_gap_ns` (default 1 ms) — the heuristic of design.md ("a burst of adds by one
+//!   task").
+//! * **Order across tasks**: the replay runs each task's ops in order and transactions one
+//!   after another, but threads race within a transaction. Two tasks touching one extent in
+//!   one transaction (a kworker allocating a data extent that a writer then frees) would lose
+//!   their recorded order — and a DROP could reach the extent tree before the ADD_EXTENT that
+//!   created it, which the kernel never does. So, within a transaction, every op on an extent
+//!   stays with the first task that touched that extent there (`rehomed` counts the moves).
+//!   Per-extent order, and hence the §7.4 net effect at every step, is exactly the trace's.
+//! * **Initial extent tree**: refs dropped before the trace added them, and extents used
+//!   (ADD without ADD_EXTENT, extent ops) before they appear, existed before the recording.
+//!   They are seeded with the smallest counts that keep every backref non-negative in trace
+//!   order; an extent that must exist but has no known backref gets one placeholder backref
+//!   (`root = u64::MAX`), so that it exists and the invariant still balances.
+//! * **Think times**: with `speed = Some(f)`, the recorded gap before each op of a task is
+//!   replayed as [`Op::Think`] of `gap / f`.
+use std::collections::{BTreeMap, HashMap};
+
+use refgate_common::event::{
+    ADD_DELAYED_EXTENT, EventKind, FsId, Record, UPDATE_DELAYED_HEAD,
+};
+use serde::Serialize;
+
+use crate::{
+    extent_tree::ExtentItem,
+    head::ExtentOp,
+    refkey::{AddAction, BackrefKey, RefSpec},
+    workload::{Handle, Op, Task, TaskTransaction, Workload},
+};
+
+/// How to turn a trace into a workload.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// A task's adds separated by more than this start a new handle.
+    pub handle_gap_ns: u64,
+    /// Replay recorded think-times divided by this factor (`None`: as fast as possible).
+    pub speed: Option<f64>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            handle_gap_ns: 1_000_000,
+            speed: None,
+        }
+    }
+}
+
+/// What the conversion found and did, for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TraceConversion {
+    /// The filesystem replayed (the one with the most queued refs) and how many were seen.
+    pub filesystem: FsId,
+    pub filesystems_seen: usize,
+    /// Add events of other filesystems, left out.
+    pub other_fs_events: u64,
+    pub tasks: usize,
+    pub transactions: usize,
+    pub handles: usize,
+    pub ref_adds: u64,
+    pub extent_ops: u64,
+    /// Ops moved to the task that first touched their extent in the transaction.
+    pub rehomed: u64,
+    /// Extents present before the recording (seeded into the initial extent tree).
+    pub initial_extents: usize,
+    /// Ref events whose action or type the model does not know (skipped).
+    pub unknown: u64,
+    pub recorded_run_events: u64,
+    /// Median gap between consecutive run events of one task (under 1 ms): the kernel's cost
+    /// of running one node, extent-tree update included (§7.5). Feeds `Params::ext_cost_ns`.
+    pub run_cost_ns: u64,
+}
+
+/// One add-side call, in trace order.
+struct Call {
+    ts: u64,
+    tid: u32,
+    op: Op,
+    bytenr: u64,
+}
+
+/// Builds a workload from `records` (as read from a trace, in file order).
+pub fn workload_from_records(
+    records: impl IntoIterator<Item = Record>,
+    opts: &TraceOptions,
+) -> Result<(Workload, TraceConversion), String> {
+    let mut events: Vec<_> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    // The ring buffer delivers in reservation order, which can differ from timestamp order by
+    // a little across CPUs; the stable sort keeps each task's own order.
+    events.sort_by_key(|e| e.ts_ns);
+
+    let mut conv = TraceConversion::default();
+    let fs_of = |k: &EventKind| match k {
+        EventKind::AddTreeRef(r) => Some(r.fs),
+        EventKind::AddDataRef(r) => Some(r.fs),
+        EventKind::AddRefHead(h) => Some(h.fs),
+        _ => None,
+    };
+    let mut per_fs: BTreeMap<FsId, u64> = BTreeMap::new();
+    for e in &events {
+        if let Some(fs) = fs_of(&e.kind) {
+            *per_fs.entry(fs).or_default() += 1;
+        }
+    }
+    let Some((&fs, _)) = per_fs.iter().max_by_key(|(_, n)| **n) else {
+        return Err("the trace has no add_delayed_* events: nothing was queued, nothing to replay".into());
+    };
+    conv.filesystem = fs;
+    conv.filesystems_seen = per_fs.len();
+    conv.other_fs_events = per_fs.iter().filter(|(f, _)| **f != fs).map(|(_, n)| n).sum();
+
+    // Transaction boundaries and committers.
+    let commits: Vec<(u64, u32)> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TransactionCommit { fs: f, .. } if f == fs => Some((e.ts_ns, e.tid)),
+            _ => None,
+        })
+        .collect();
+
+    // Pair head events with the ref event that follows on the same task.
+    let mut pending_head: HashMap<u32, (u64, u8)> = HashMap::new();
+    let mut calls: Vec<Call> = Vec::new();
+    for e in &events {
+        let op = match &e.kind {
+            EventKind::AddRefHead(h) if h.fs == fs => {
+                if h.action == UPDATE_DELAYED_HEAD {
+                    conv.extent_ops += 1;
+                    Some(Op::AddExtentOp {
+                        bytenr: h.bytenr,
+                        num_bytes: h.num_bytes,
+                        is_data: h.is_data,
+                        op: ExtentOp { flags: Some(0), key: None },
+                    })
+                } else {
+                    pending_head.insert(e.tid, (h.bytenr, h.action));
+                    None
+                }
+            }
+            EventKind::AddTreeRef(r) if r.fs == fs => {
+                let spec = RefSpec::from_tree_event(r);
+                ref_op(spec, pending_head.remove(&e.tid), r.bytenr, true, &mut conv)
+            }
+            EventKind::AddDataRef(r) if r.fs == fs => {
+                let spec = RefSpec::from_data_event(r);
+                ref_op(spec, pending_head.remove(&e.tid), r.bytenr, false, &mut conv)
+            }
+            EventKind::RunTreeRef(_) | EventKind::RunDataRef(_) | EventKind::RunRefHead(_) => {
+                conv.recorded_run_events += 1;
+                None
+            }
+            _ => None,
+        };
+        if let Some(op) = op {
+            let bytenr = match &op {
+                Op::AddRef { r, .. } => r.bytenr,
+                Op::AddExtentOp { bytenr, .. } => *bytenr,
+                _ => unreachable!(),
+            };
+            calls.push(Call { ts: e.ts_ns, tid: e.tid, op, bytenr });
+        }
+    }
+    conv.run_cost_ns = median_run_gap(&events, fs);
+    if calls.is_empty() {
+        return Err("the trace has no delayed-ref adds the model can replay".into());
+    }
+
+    // Tasks, in order of first appearance; committers are tasks too.
+    let mut task_index: HashMap<u32, usize> = HashMap::new();
+    let mut tids: Vec<u32> = Vec::new();
+    let mut index_of = |tid: u32, tids: &mut Vec<u32>| {
+        *task_index.entry(tid).or_insert_with(|| {
+            tids.push(tid);
+            tids.len() - 1
+        })
+    };
+    let transaction_of = |ts: u64| commits.partition_point(|&(c, _)| c < ts);
+    let transactions = commits.len() + 1;
+    conv.transactions = transactions;
+
+    // Assign each call to (transaction, task), re-homing per extent within a transaction.
+    let mut owner: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut assigned: Vec<(usize, usize, u64, Op)> = Vec::with_capacity(calls.len());
+    for c in calls {
+        let t = transaction_of(c.ts);
+        let me = index_of(c.tid, &mut tids);
+        let who = *owner.entry((t, c.bytenr)).or_insert(me);
+        if who != me {
+            conv.rehomed += 1;
+        }
+        assigned.push((t, who, c.ts, c.op));
+    }
+    let committers: Vec<usize> = commits.iter().map(|&(_, tid)| index_of(tid, &mut tids)).collect();
+
+    let mut tasks: Vec<Task> = (0..tids.len())
+        .map(|i| Task {
+            id: i as u32,
+            transactions: vec![TaskTransaction::default(); transactions],
+        })
+        .collect();
+    for (t, &who) in committers.iter().enumerate() {
+        tasks[who].transactions[t].commit = true;
+    }
+    let mut last_ts: Vec<Option<u64>> = vec![None; tids.len()];
+    for (t, who, ts, op) in assigned {
+        let tt = &mut tasks[who].transactions[t];
+        let gap = last_ts[who].map(|p| ts.saturating_sub(p));
+        last_ts[who] = Some(ts);
+        if tt.handles.is_empty() || gap.is_none_or(|g| g > opts.handle_gap_ns) {
+            tt.handles.push(Handle::default());
+        }
+        let h = tt.handles.last_mut().expect("pushed");
+        if let (Some(speed), Some(g)) = (opts.speed, gap)
+            && g > 0
+        {
+            h.ops.push(Op::Think { ns: (g as f64 / speed) as u64 });
+        }
+        h.ops.push(op);
+    }
+    conv.tasks = tasks.len();
+    conv.handles = tasks.iter().flat_map(|t| &t.transactions).map(|tt| tt.handles.len()).sum();
+
+    let initial = initial_extents(&tasks, transactions);
+    conv.initial_extents = initial.len();
+    let w = Workload { tasks, initial, transactions };
+    w.validate()?;
+    Ok((w, conv))
+}
+
+/// §7.5: "gaps between consecutive run events on one TID ≈ c_ext + lock waits"; the median
+/// of gaps under 1 ms keeps out the idle time between two runs.
+fn median_run_gap(events: &[refgate_common::event::Event], fs: FsId) -> u64 {
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let mut gaps: Vec<u64> = Vec::new();
+    for e in events {
+        let f = match &e.kind {
+            EventKind::RunTreeRef(r) => r.fs,
+            EventKind::RunDataRef(r) => r.fs,
+            EventKind::RunRefHead(h) => h.fs,
+            _ => continue,
+        };
+        if f != fs {
+            continue;
+        }
+        if let Some(p) = last.insert(e.tid, e.ts_ns) {
+            let g = e.ts_ns.saturating_sub(p);
+            if g < 1_000_000 {
+                gaps.push(g);
+            }
+        }
+    }
+    if gaps.is_empty() {
+        return 0;
+    }
+    let mid = gaps.len() / 2;
+    *gaps.select_nth_unstable(mid).1
+}
+
+fn ref_op(
+    spec: Option<RefSpec>,
+    head: Option<(u64, u8)>,
+    bytenr: u64,
+    tree: bool,
+    conv: &mut TraceConversion,
+) -> Option<Op> {
+    let Some(mut r) = spec else {
+        conv.unknown += 1;
+        return None;
+    };
+    conv.ref_adds += 1;
+    let add_extent = head.is_some_and(|(b, a)| b == bytenr && a == ADD_DELAYED_EXTENT);
+    if add_extent && r.action == AddAction::Add {
+        r.action = AddAction::AddExtent;
+    }
+    // A tree block's ADD_EXTENT always carries an extent op (flags/key of the new block, §2.7).
+    let extent_op = (tree && r.action == AddAction::AddExtent).then_some(ExtentOp { flags: Some(0), key: None });
+    Some(Op::AddRef { r, extent_op })
+}
+
+/// The extent tree before the recording: the smallest per-backref counts that keep every
+/// prefix of the (per-extent ordered) op stream non-negative, plus a placeholder backref for
+/// extents that must exist but have no known backref.
+fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)> {
+    // Per extent, its ops are all on one task within a transaction (re-homing), so walking
+    // transactions in order and tasks within each gives each extent's trace order.
+    struct State {
+        num_bytes: u64,
+        data: bool,
+        exists: bool,
+        needs_item: bool,
+        run: BTreeMap<BackrefKey, i64>,
+        min: BTreeMap<BackrefKey, i64>,
+    }
+    let mut ext: BTreeMap<u64, State> = BTreeMap::new();
+    for t in 0..transactions {
+        for task in tasks {
+            for op in task.transactions[t].handles.iter().flat_map(|h| &h.ops) {
+                match op {
+                    Op::AddRef { r, .. } => {
+                        let s = ext.entry(r.bytenr).or_insert(State {
+                            num_bytes: r.num_bytes,
+                            data: r.is_data(),
+                            exists: false,
+                            needs_item: false,
+                            run: BTreeMap::new(),
+                            min: BTreeMap::new(),
+                        });
+                        if r.action == AddAction::AddExtent {
+                            s.exists = true;
+                        } else if !s.exists {
+                            s.needs_item = true;
+                            s.exists = true;
+                        }
+                        let v = s.run.entry(r.key).or_insert(0);
+                        *v += r.action.count_mod();
+                        let m = s.min.entry(r.key).or_insert(0);
+                        *m = (*m).min(*v);
+                    }
+                    Op::AddExtentOp { bytenr, num_bytes, is_data, .. } => {
+                        let s = ext.entry(*bytenr).or_insert(State {
+                            num_bytes: *num_bytes,
+                            data: *is_data,
+                            exists: false,
+                            needs_item: false,
+                            run: BTreeMap::new(),
+                            min: BTreeMap::new(),
+                        });
+                        if !s.exists {
+                            s.needs_item = true;
+                            s.exists = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (bytenr, s) in ext {
+        if !s.needs_item {
+            continue;
+        }
+        let mut backrefs: BTreeMap<BackrefKey, u64> =
+            s.min.iter().filter(|(_, m)| **m < 0).map(|(k, m)| (*k, (-m) as u64)).collect();
+        if backrefs.is_empty() {
+            let k = if s.data {
+                BackrefKey::data(0, u64::MAX, u64::MAX, u64::MAX)
+            } else {
+                BackrefKey::tree(0, u64::MAX)
+            };
+            backrefs.insert(k, 1);
+        }
+        let refs = backrefs.values().sum();
+        out.push((bytenr, ExtentItem { num_bytes: s.num_bytes, refs, flags: 0, key: None, backrefs }));
+    }
+    out
+}

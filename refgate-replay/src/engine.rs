@@ -15,7 +15,7 @@
 
 use crate::error::ModelError;
 use crate::invariant::{InvariantSummary, InvariantViolation, check_extent_tree};
-use crate::live::{Live, ThreadState};
+use crate::live::{Live, ThreadState, WaitRole};
 use crate::metrics::{GateStats, SpinSummary, ThreadMetrics, WaitSummary};
 use crate::params::Params;
 use crate::policy::Policy;
@@ -62,6 +62,11 @@ pub struct Report {
     pub nodes_walked: u64,
     pub head_eagain: u64,
     pub invariant: InvariantSummary,
+    /// Cut short by [`Live::cancel`]: counts cover the part replayed, and no §7.4 verdict is
+    /// given (`invariant` is all zeros).
+    pub partial: bool,
+    /// Time held by [`Live::pause`], left out of `wall_seconds`.
+    pub paused_seconds: f64,
 }
 
 /// A barrier that an error or a panic can open for everyone.
@@ -129,6 +134,62 @@ impl Drop for AbortOnPanic<'_> {
     }
 }
 
+/// What a worker last published into its [`Live`] slot, so that it publishes only changes.
+#[derive(Default)]
+struct Published {
+    run_calls: (u64, u64),
+    waits: [(u64, u64); 4],
+    spin_ns: u64,
+}
+
+/// Publishes the worker's wait and run-call counters for the dashboard, between operations
+/// (the kernel model itself is not touched). The live histograms get each operation's new
+/// samples; when one operation had several of a kind (rare: a run call per add at most, and
+/// a contended wait is a few per run call), each is counted at their mean.
+fn publish(live: &Live, w: &Worker, p: &mut Published) {
+    let m = &w.m;
+    let hist = |h: &crate::live::Log2Hist, last: &mut (u64, u64), now: (u64, u64)| {
+        if now.0 > last.0 {
+            let n = now.0 - last.0;
+            h.record_n(now.1.saturating_sub(last.1) / n, n);
+            *last = now;
+            true
+        } else {
+            false
+        }
+    };
+    hist(&live.run_calls, &mut p.run_calls, (m.run_calls.count, m.run_calls.total_ns));
+    let waits = [
+        (m.dr_lock.wait.count, m.dr_lock.wait.total_ns),
+        (m.head_lock.wait.count, m.head_lock.wait.total_ns),
+        (m.head_mutex.count, m.head_mutex.total_ns),
+        (m.extent_tree.count, m.extent_tree.total_ns),
+    ];
+    for (role, now) in WaitRole::ALL.into_iter().zip(waits) {
+        if hist(&live.waits[role as usize], &mut p.waits[role as usize], now) {
+            w.ws().publish_waits(role, now.0, now.1);
+        }
+    }
+    let spin = m.dr_lock.spin_ns + m.head_lock.spin_ns;
+    if spin != p.spin_ns {
+        p.spin_ns = spin;
+        w.ws().publish_spin_ns(spin);
+    }
+}
+
+/// Between operations: holds while paused; false once the run is cancelled.
+#[inline]
+fn may_continue(live: &Live, w: &Worker) -> bool {
+    if live.is_paused() {
+        let prev = w.set_state(ThreadState::Paused);
+        while live.is_paused() && !live.is_cancelled() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        w.set_state(prev);
+    }
+    !live.is_cancelled()
+}
+
 fn think(ns: u64) {
     if ns >= 50_000 {
         std::thread::sleep(std::time::Duration::from_nanos(ns));
@@ -137,10 +198,13 @@ fn think(ns: u64) {
     }
 }
 
-fn run_handle(ctx: &Ctx, w: &mut Worker, handle: &Handle) -> Result<(), ModelError> {
+fn run_handle(ctx: &Ctx, w: &mut Worker, p: &mut Published, handle: &Handle) -> Result<(), ModelError> {
     let fs = &ctx.fs;
     let mut h = TransHandle::default();
     for op in &handle.ops {
+        if !may_continue(&fs.live, w) {
+            break;
+        }
         w.set_state(ThreadState::Adding);
         match op {
             Op::AddRef { r, extent_op } => fs.add_ref(w, &mut h, r, *extent_op)?,
@@ -162,20 +226,22 @@ fn run_handle(ctx: &Ctx, w: &mut Worker, handle: &Handle) -> Result<(), ModelErr
             }
         }
         w.ws().add_ops_done(1);
+        publish(&fs.live, w, p);
     }
     ctx.policy.end_transaction(fs, w, &mut h)?;
+    publish(&fs.live, w, p);
     w.set_state(ThreadState::Idle);
     Ok(())
 }
 
-fn run_share(ctx: &Ctx, w: &mut Worker, mine: &[&Task], t: usize) -> Result<(), ModelError> {
+fn run_share(ctx: &Ctx, w: &mut Worker, p: &mut Published, mine: &[&Task], t: usize) -> Result<(), ModelError> {
     let mut next = vec![0usize; mine.len()];
     loop {
         let mut any = false;
         for (i, task) in mine.iter().enumerate() {
             let tt = &task.transactions[t];
-            if next[i] < tt.handles.len() {
-                run_handle(ctx, w, &tt.handles[next[i]])?;
+            if next[i] < tt.handles.len() && !ctx.fs.live.is_cancelled() {
+                run_handle(ctx, w, p, &tt.handles[next[i]])?;
                 next[i] += 1;
                 any = true;
             }
@@ -185,10 +251,11 @@ fn run_share(ctx: &Ctx, w: &mut Worker, mine: &[&Task], t: usize) -> Result<(), 
         }
     }
     for task in mine {
-        if task.transactions[t].commit {
+        if task.transactions[t].commit && !ctx.fs.live.is_cancelled() {
             w.set_state(ThreadState::Committing);
             let mut h = TransHandle::default();
             ctx.policy.commit_pre(&ctx.fs, w, &mut h)?;
+            publish(&ctx.fs.live, w, p);
         }
     }
     Ok(())
@@ -221,9 +288,15 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
     let _guard = AbortOnPanic(&ctx.barrier);
     let mut w = Worker::new(id, ctx.fs.live.clone());
     let mine: Vec<&Task> = ctx.workload.tasks.iter().enumerate().filter(|(i, _)| i % ctx.threads == id).map(|(_, t)| t).collect();
+    let mut p = Published::default();
     for t in 0..ctx.workload.transactions {
-        if let Err(e) = run_share(ctx, &mut w, &mine, t) {
+        if let Err(e) = run_share(ctx, &mut w, &mut p, &mine, t) {
             ctx.fail(format!("transaction {t}: {e}"));
+        }
+        if ctx.fs.live.is_cancelled() {
+            // Cancelled (not an error): open the barrier so every worker stops here too.
+            ctx.barrier.abort();
+            break;
         }
         w.set_state(ThreadState::AtBarrier);
         if !ctx.barrier.wait() {
@@ -234,6 +307,7 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
             if let Err(e) = exclusive_commit(ctx, &mut w) {
                 ctx.fail(format!("commit of transaction {t}: {e}"));
             }
+            publish(&ctx.fs.live, &w, &mut p);
             w.set_state(ThreadState::AtBarrier);
         }
         if !ctx.barrier.wait() {
@@ -279,6 +353,8 @@ pub fn run_live(
         errors: Mutex::new(Vec::new()),
         committer,
     };
+    let commits_before = live.transaction.load(Ordering::Relaxed);
+    let paused_before = live.paused_seconds();
     let t0 = Instant::now();
     let per_thread: Vec<Result<ThreadMetrics, String>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads).map(|i| { let ctx = &ctx; s.spawn(move || worker(ctx, i)) }).collect();
@@ -289,7 +365,11 @@ pub fn run_live(
             }))
             .collect()
     });
-    let wall = t0.elapsed().as_secs_f64();
+    let paused_seconds = live.paused_seconds() - paused_before;
+    let wall = (t0.elapsed().as_secs_f64() - paused_seconds).max(1e-9);
+    // Cut short only if a cancel stopped a transaction from committing (a cancel after the
+    // last commit changes nothing).
+    let partial = live.transaction.load(Ordering::Relaxed) - commits_before < workload.transactions as u64;
     let mut errors = ctx.errors.lock().clone();
     let mut total = ThreadMetrics::default();
     let mut per_thread_refs_run = Vec::new();
@@ -305,8 +385,14 @@ pub fn run_live(
     if !errors.is_empty() {
         return Err(violation(errors));
     }
-    let invariant = check_extent_tree(workload, &ctx.fs.extent_tree.snapshot()).map_err(&violation)?;
-    let invariant = InvariantSummary { pinned: ctx.fs.extent_tree.pinned().0, ..invariant };
+    let invariant = if partial {
+        // The check compares the end state with the whole trace's net effect: meaningless
+        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
+        InvariantSummary::default()
+    } else {
+        let invariant = check_extent_tree(workload, &ctx.fs.extent_tree.snapshot()).map_err(&violation)?;
+        InvariantSummary { pinned: ctx.fs.extent_tree.pinned().0, ..invariant }
+    };
     let ops = (total.adds + total.refs_run) as f64;
     Ok(Report {
         policy: policy.name().into(),
@@ -335,5 +421,68 @@ pub fn run_live(
         nodes_walked: total.nodes_walked,
         head_eagain: total.head_eagain,
         invariant,
+        partial,
+        paused_seconds,
     })
+}
+
+#[cfg(test)]
+mod live_control_tests {
+    //! The dashboard's hooks: `Live::cancel` gives a partial report without a false
+    //! violation; `Live::pause` holds the workers; the live counters match the report.
+    use super::*;
+    use crate::policy::by_name;
+    use crate::workload::{SynthParams, synthetic};
+
+    fn workload() -> Workload {
+        synthetic(&SynthParams { transactions: 20, ..SynthParams::default() })
+    }
+
+    #[test]
+    fn cancel_before_start_gives_a_partial_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.cancel();
+        let r = run_live(&w, by_name("seed").unwrap().as_ref(), 4, &Params::default(), live.clone()).unwrap();
+        assert!(r.partial);
+        assert_eq!(r.invariant, InvariantSummary::default(), "no verdict on a prefix");
+        assert!(live.snapshot().ops_done < w.total_ops());
+    }
+
+    #[test]
+    fn cancel_while_paused_stops_the_run() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.pause(true);
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| run_live(&w, by_name("modern").unwrap().as_ref(), 4, &Params::default(), live.clone()));
+            // Every worker reaches its first operation boundary and holds there.
+            let t0 = Instant::now();
+            while !live.snapshot().threads.iter().all(|t| t.state == ThreadState::Paused) {
+                assert!(t0.elapsed().as_secs() < 20, "workers did not pause: {:?}", live.snapshot().threads);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert_eq!(live.snapshot().ops_done, 0);
+            live.cancel();
+            h.join().unwrap()
+        })
+        .unwrap();
+        assert!(r.partial);
+        assert!(r.paused_seconds > 0.0);
+        assert_eq!(r.refs_run, 0);
+    }
+
+    #[test]
+    fn uncancelled_run_is_complete_and_live_counters_match_the_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        let r = run_live(&w, by_name("pre").unwrap().as_ref(), 4, &Params::default(), live.clone()).unwrap();
+        assert!(!r.partial);
+        assert!(r.invariant.extents_checked > 0);
+        let s = live.snapshot();
+        assert_eq!(s.run_calls.iter().sum::<u64>(), r.run_calls.count);
+        let waits: u64 = s.threads.iter().map(|t| t.waits[WaitRole::DelayedRefsLock as usize]).sum();
+        assert_eq!(waits, r.dr_lock.wait.count);
+        assert_eq!(s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(), r.extent_tree_waits.count);
+    }
 }

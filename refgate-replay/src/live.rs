@@ -2,7 +2,8 @@
 //! worker that owns them, read by anyone, never locked (design.md "Dashboard").
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// What a worker thread is doing right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,6 +26,8 @@ pub enum ThreadState {
     AtBarrier = 7,
     Committing = 8,
     Done = 9,
+    /// Held between operations by [`Live::pause`].
+    Paused = 10,
 }
 
 impl ThreadState {
@@ -40,6 +43,7 @@ impl ThreadState {
             7 => AtBarrier,
             8 => Committing,
             9 => Done,
+            10 => Paused,
             _ => Idle,
         }
     }
@@ -56,6 +60,7 @@ impl ThreadState {
             AtBarrier => "at barrier",
             Committing => "committing",
             Done => "done",
+            Paused => "paused",
         }
     }
 }
@@ -67,6 +72,11 @@ pub struct WorkerState {
     state: AtomicU8,
     refs_run: AtomicU64,
     ops_done: AtomicU64,
+    /// Waits per [`WaitRole`]: count and total ns, published by the engine between operations.
+    waits: [AtomicU64; 4],
+    wait_ns: [AtomicU64; 4],
+    /// `delayed_refs->lock` + head spinlock: CPU ns burnt spinning.
+    spin_ns: AtomicU64,
 }
 
 impl WorkerState {
@@ -94,6 +104,84 @@ impl WorkerState {
     pub fn ops_done(&self) -> u64 {
         self.ops_done.load(Ordering::Relaxed)
     }
+    /// Single writer (the engine, between operations): the worker's running wait totals.
+    #[inline]
+    pub fn publish_waits(&self, role: WaitRole, count: u64, total_ns: u64) {
+        self.waits[role as usize].store(count, Ordering::Relaxed);
+        self.wait_ns[role as usize].store(total_ns, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn publish_spin_ns(&self, ns: u64) {
+        self.spin_ns.store(ns, Ordering::Relaxed);
+    }
+}
+
+/// What a worker waited on, for the dashboard's lock panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum WaitRole {
+    /// Contended acquisitions of `delayed_refs->lock`.
+    DelayedRefsLock = 0,
+    /// Contended acquisitions of a head's spinlock.
+    HeadLock = 1,
+    HeadMutex = 2,
+    ExtentTree = 3,
+}
+
+impl WaitRole {
+    pub const ALL: [WaitRole; 4] = [WaitRole::DelayedRefsLock, WaitRole::HeadLock, WaitRole::HeadMutex, WaitRole::ExtentTree];
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitRole::DelayedRefsLock => "delayed_refs->lock",
+            WaitRole::HeadLock => "head->lock",
+            WaitRole::HeadMutex => "head->mutex",
+            WaitRole::ExtentTree => "extent tree",
+        }
+    }
+}
+
+/// Buckets of [`Log2Hist`]: bucket `i > 0` holds values in `[2^(i-1), 2^i)` ns, bucket 0 holds 0.
+pub const LOG2_BUCKETS: usize = 48;
+
+/// A lock-free log2 histogram of nanoseconds: relaxed `fetch_add`s, readable any time.
+#[derive(Debug)]
+pub struct Log2Hist([AtomicU64; LOG2_BUCKETS]);
+
+impl Default for Log2Hist {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Log2Hist {
+    #[inline]
+    pub fn bucket(ns: u64) -> usize {
+        ((u64::BITS - ns.leading_zeros()) as usize).min(LOG2_BUCKETS - 1)
+    }
+    #[inline]
+    pub fn record_n(&self, ns: u64, n: u64) {
+        self.0[Self::bucket(ns)].fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.0.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// The upper bound (ns) of the bucket holding quantile `q` of a [`Log2Hist`] snapshot.
+pub fn log2_quantile(buckets: &[u64], q: f64) -> u64 {
+    let n: u64 = buckets.iter().sum();
+    if n == 0 {
+        return 0;
+    }
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    let mut seen = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return if i == 0 { 0 } else { (1u64 << i.min(63)) - 1 };
+        }
+    }
+    0
 }
 
 /// Queue-depth mirrors, stored by whoever holds `delayed_refs->lock` after changing them.
@@ -117,6 +205,18 @@ pub struct Live {
     /// `procs_running_refs` (seed policy; 0 otherwise).
     pub procs_running_refs: std::sync::atomic::AtomicI32,
     pub gate_sleepers: std::sync::atomic::AtomicU32,
+    /// Latency of each `btrfs_run_delayed_refs` call, bumped by the engine between operations.
+    pub run_calls: Log2Hist,
+    /// Waits per [`WaitRole`] (see [`crate::engine`] for how they are attributed).
+    pub waits: [Log2Hist; 4],
+    /// Workers hold between operations while set ([`Live::pause`]).
+    paused: AtomicBool,
+    /// Workers stop issuing operations once set ([`Live::cancel`]); the report is then partial.
+    cancelled: AtomicBool,
+    /// Time spent paused (ns), and when the current pause began (ns since `epoch`, 0 = none).
+    paused_ns: AtomicU64,
+    pause_began: AtomicU64,
+    epoch: Instant,
 }
 
 impl Live {
@@ -129,14 +229,61 @@ impl Live {
             queue: QueueMirror::default(),
             procs_running_refs: Default::default(),
             gate_sleepers: Default::default(),
+            run_calls: Log2Hist::default(),
+            waits: Default::default(),
+            paused: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            paused_ns: AtomicU64::new(0),
+            pause_began: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Holds (`true`) or releases (`false`) every worker at its next operation boundary.
+    /// Called by one controller (the dashboard); the time paused is left out of the report's
+    /// wall time.
+    pub fn pause(&self, on: bool) {
+        let now = (self.epoch.elapsed().as_nanos() as u64).max(1);
+        if on && !self.paused.swap(true, Ordering::SeqCst) {
+            self.pause_began.store(now, Ordering::SeqCst);
+        } else if !on && self.paused.swap(false, Ordering::SeqCst) {
+            let began = self.pause_began.swap(0, Ordering::SeqCst);
+            self.paused_ns.fetch_add(now.saturating_sub(began), Ordering::SeqCst);
+        }
+    }
+    #[inline]
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+    /// Asks the workers to stop issuing operations; [`crate::engine::run_live`] then returns a
+    /// partial report. Also ends a pause.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.pause(false);
+    }
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+    /// Total time paused so far, including a pause in progress.
+    pub fn paused_seconds(&self) -> f64 {
+        let began = self.pause_began.load(Ordering::SeqCst);
+        let cur = if began > 0 { (self.epoch.elapsed().as_nanos() as u64).saturating_sub(began) } else { 0 };
+        (self.paused_ns.load(Ordering::SeqCst) + cur) as f64 / 1e9
     }
 
     pub fn snapshot(&self) -> LiveSnapshot {
         let threads: Vec<_> = self
             .workers
             .iter()
-            .map(|w| ThreadSnapshot { state: w.state(), refs_run: w.refs_run(), ops_done: w.ops_done() })
+            .map(|w| ThreadSnapshot {
+                state: w.state(),
+                refs_run: w.refs_run(),
+                ops_done: w.ops_done(),
+                waits: std::array::from_fn(|i| w.waits[i].load(Ordering::Relaxed)),
+                wait_ns: std::array::from_fn(|i| w.wait_ns[i].load(Ordering::Relaxed)),
+                spin_ns: w.spin_ns.load(Ordering::Relaxed),
+            })
             .collect();
         LiveSnapshot {
             ops_done: threads.iter().map(|t| t.ops_done).sum(),
@@ -148,6 +295,10 @@ impl Live {
             transactions_total: self.transactions_total.load(Ordering::Relaxed),
             procs_running_refs: self.procs_running_refs.load(Ordering::Relaxed),
             gate_sleepers: self.gate_sleepers.load(Ordering::Relaxed),
+            run_calls: self.run_calls.snapshot(),
+            waits: std::array::from_fn(|i| self.waits[i].snapshot()),
+            paused: self.is_paused(),
+            cancelled: self.is_cancelled(),
             threads,
         }
     }
@@ -158,6 +309,17 @@ pub struct ThreadSnapshot {
     pub state: ThreadState,
     pub refs_run: u64,
     pub ops_done: u64,
+    /// Per [`WaitRole`]: waits and total ns waited.
+    pub waits: [u64; 4],
+    pub wait_ns: [u64; 4],
+    pub spin_ns: u64,
+}
+
+impl ThreadSnapshot {
+    /// Time this worker spent waiting on locks, head mutexes and the extent tree.
+    pub fn waiting_ns(&self) -> u64 {
+        self.wait_ns.iter().sum()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -171,5 +333,11 @@ pub struct LiveSnapshot {
     pub transactions_total: u64,
     pub procs_running_refs: i32,
     pub gate_sleepers: u32,
+    /// [`Live::run_calls`] buckets.
+    pub run_calls: Vec<u64>,
+    /// [`Live::waits`] buckets per [`WaitRole`].
+    pub waits: [Vec<u64>; 4],
+    pub paused: bool,
+    pub cancelled: bool,
     pub threads: Vec<ThreadSnapshot>,
 }

@@ -1,5 +1,6 @@
 //! `refgate`: record btrfs delayed-ref contention with eBPF, replay it on a userspace model of
 //! the kernel's delayed-ref runner, and inspect traces.
+mod dashboard;
 mod inspect;
 mod record;
 mod replay;

@@ -1,0 +1,1 @@
+//! The `refgate record` dashboard.

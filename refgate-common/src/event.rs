@@ -133,6 +133,18 @@ pub enum EventKind {
         ret: i64,
         duration_ns: u64,
     },
+    /// A transaction handle handed out: kretprobe on `start_transaction` (all of
+    /// `btrfs_start_transaction`, `btrfs_join_transaction`, … go through it). `handle` is the
+    /// `struct btrfs_trans_handle *`; a nested start returns the handle the task already holds.
+    TransHandleStart { handle: u64 },
+    /// kprobe on `__btrfs_end_transaction` (every `btrfs_end_transaction*` variant).
+    TransHandleEnd { handle: u64 },
+    /// kprobe + kretprobe on `btrfs_commit_transaction`; the timestamp is the entry.
+    CommitTransactionCall {
+        handle: u64,
+        ret: i64,
+        duration_ns: u64,
+    },
 }
 
 impl EventKind {
@@ -149,6 +161,9 @@ impl EventKind {
             EventKind::TreeLock { .. } => "btrfs:btrfs_tree_lock",
             EventKind::Contention { .. } => "lock:contention_begin/end",
             EventKind::RunDelayedRefsCall { .. } => "kprobe:btrfs_run_delayed_refs",
+            EventKind::TransHandleStart { .. } => "kretprobe:start_transaction",
+            EventKind::TransHandleEnd { .. } => "kprobe:__btrfs_end_transaction",
+            EventKind::CommitTransactionCall { .. } => "kprobe:btrfs_commit_transaction",
         }
     }
 }

@@ -29,6 +29,12 @@ pub enum RawKind {
     Contention = 9,
     /// kprobe + kretprobe on `btrfs_run_delayed_refs` (payload: [`RawRunCall`]).
     RunDelayedRefsCall = 10,
+    /// kretprobe on `start_transaction` (payload: [`RawRunCall`], `arg` = handle).
+    TransHandleStart = 11,
+    /// kprobe on `__btrfs_end_transaction` (payload: [`RawRunCall`], `arg` = handle).
+    TransHandleEnd = 12,
+    /// kprobe + kretprobe on `btrfs_commit_transaction` (payload: [`RawRunCall`]).
+    CommitTransactionCall = 13,
 }
 
 impl RawKind {
@@ -44,6 +50,9 @@ impl RawKind {
             8 => Self::TreeLock,
             9 => Self::Contention,
             10 => Self::RunDelayedRefsCall,
+            11 => Self::TransHandleStart,
+            12 => Self::TransHandleEnd,
+            13 => Self::CommitTransactionCall,
             _ => return None,
         })
     }

@@ -87,9 +87,11 @@ static WAITS: HashMap<WaitKey, WaitStart> = HashMap::with_max_entries(16384, BPF
 #[map]
 static SCRATCH: PerCpuArray<WaitStart> = PerCpuArray::with_max_entries(1, 0);
 
-/// Entry time and argument of an in-flight `btrfs_run_delayed_refs` call, by tid.
+/// Entry time and argument of an in-flight probed call, keyed by `(function << 32) | tid`.
 #[map]
-static RUN_CALLS: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(4096, 0);
+static CALLS: HashMap<u64, [u64; 2]> = HashMap::with_max_entries(8192, 0);
+const FN_RUN_DELAYED_REFS: u64 = 1;
+const FN_COMMIT: u64 = 2;
 
 #[inline(always)]
 fn bump(idx: u32) {
@@ -279,31 +281,77 @@ fn contention_end_inner(ctx: &TracePointContext) {
     let _ = WAITS.remove(&key);
 }
 
+/// Remembers a call's entry time and argument until its return.
+#[inline(always)]
+fn call_entry(func: u64, arg: u64) {
+    let key = (func << 32) | (bpf_get_current_pid_tgid() & 0xffff_ffff);
+    let _ = CALLS.insert(&key, &[unsafe { bpf_ktime_get_ns() }, arg], 0);
+}
+
+/// Emits one record for a call that returns `ret`, if its entry was seen.
+#[inline(always)]
+fn call_exit(func: u64, kind: RawKind, ret: i64) {
+    let key = (func << 32) | (bpf_get_current_pid_tgid() & 0xffff_ffff);
+    let Some(&[entry_ns, arg]) = (unsafe { CALLS.get(&key) }) else {
+        return;
+    };
+    emit_call(kind, arg, ret, entry_ns, unsafe { bpf_ktime_get_ns() }.wrapping_sub(entry_ns));
+    let _ = CALLS.remove(&key);
+}
+
+#[inline(always)]
+fn emit_call(kind: RawKind, arg: u64, ret: i64, entry_ns: u64, duration_ns: u64) {
+    if let Some(mut entry) = begin_record::<RawRunCallEvent>(kind) {
+        let c = unsafe { &mut (*entry.as_mut_ptr()).c };
+        c.arg = arg;
+        c.ret = ret;
+        c.entry_ns = entry_ns;
+        c.duration_ns = duration_ns;
+        submit(entry);
+    }
+}
+
 #[kprobe]
 pub fn btrfs_run_delayed_refs(ctx: ProbeContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
     // Second argument: `unsigned long count` (≤ 6.6) or `u64 min_bytes` (6.7+), spec §6.
-    let arg: u64 = ctx.arg(1).unwrap_or(0);
-    let _ = RUN_CALLS.insert(&tid, &[unsafe { bpf_ktime_get_ns() }, arg], 0);
+    call_entry(FN_RUN_DELAYED_REFS, ctx.arg(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn btrfs_run_delayed_refs_ret(ctx: RetProbeContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(&[entry_ns, arg]) = (unsafe { RUN_CALLS.get(&tid) }) else {
+    call_exit(FN_RUN_DELAYED_REFS, RawKind::RunDelayedRefsCall, ctx.ret::<i32>() as i64);
+    0
+}
+
+#[kprobe]
+pub fn btrfs_commit_transaction(ctx: ProbeContext) -> u32 {
+    call_entry(FN_COMMIT, ctx.arg(0).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn btrfs_commit_transaction_ret(ctx: RetProbeContext) -> u32 {
+    call_exit(FN_COMMIT, RawKind::CommitTransactionCall, ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `start_transaction` returns the handle, or an ERR_PTR.
+#[kretprobe]
+pub fn start_transaction_ret(ctx: RetProbeContext) -> u32 {
+    let handle: u64 = ctx.ret();
+    if handle as i64 >= -4095 && (handle as i64) < 0 {
         return 0;
-    };
-    let ret: i64 = ctx.ret::<i32>() as i64;
-    if let Some(mut entry) = begin_record::<RawRunCallEvent>(RawKind::RunDelayedRefsCall) {
-        let c = unsafe { &mut (*entry.as_mut_ptr()).c };
-        c.arg = arg;
-        c.ret = ret;
-        c.entry_ns = entry_ns;
-        c.duration_ns = unsafe { bpf_ktime_get_ns() }.wrapping_sub(entry_ns);
-        submit(entry);
     }
-    let _ = RUN_CALLS.remove(&tid);
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit_call(RawKind::TransHandleStart, handle, 0, now, 0);
+    0
+}
+
+#[kprobe]
+pub fn btrfs_end_transaction_entry(ctx: ProbeContext) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit_call(RawKind::TransHandleEnd, ctx.arg(0).unwrap_or(0), 0, now, 0);
     0
 }
 

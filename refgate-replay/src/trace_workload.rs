@@ -10,10 +10,13 @@
 //! * **Transactions**: `btrfs_transaction_commit` events split the trace; the committing task
 //!   commits in the replay. Every replayed transaction ends with a commit that drains the
 //!   queue, including the last (open) one.
-//! * **Handles**: without kprobes on the transaction start/end functions the trace has no
-//!   handle boundaries, so a handle is a burst of one task's adds with no gap longer than
-//!   `handle_gap_ns` (default 1 ms) — the heuristic of design.md ("a burst of adds by one
-//!   task").
+//! * **Handles**: where the recorder had kprobes, `start_transaction` (return) and
+//!   `__btrfs_end_transaction` bound each task's handles (outermost start to its end; nested
+//!   starts return the handle the task holds). Without them — tracepoint-only kernels like
+//!   this project's 6.18 — a handle is a burst of one task's adds with no gap longer than
+//!   `handle_gap_ns` (default 1 ms), the heuristic of design.md ("a burst of adds by one
+//!   task"). Adds outside any recorded handle (begun before the probes attached) fall back to
+//!   the heuristic too.
 //! * **Order across tasks**: the replay runs each task's ops in order and transactions one
 //!   after another, but threads race within a transaction. Two tasks touching one extent in
 //!   one transaction (a kworker allocating a data extent that a writer then frees) would lose
@@ -80,6 +83,9 @@ pub struct TraceConversion {
     /// Ref events whose action or type the model does not know (skipped).
     pub unknown: u64,
     pub recorded_run_events: u64,
+    /// `"kprobes"` when handle boundaries came from the recorded handle probes, else
+    /// `"gap heuristic"`.
+    pub handle_source: &'static str,
     /// Median gap between consecutive run events of one task (under 1 ms): the kernel's cost
     /// of running one node, extent-tree update included (§7.5). Feeds `Params::ext_cost_ns`.
     pub run_cost_ns: u64,
@@ -128,6 +134,33 @@ pub fn workload_from_records(
     conv.filesystem = fs;
     conv.filesystems_seen = per_fs.len();
     conv.other_fs_events = per_fs.iter().filter(|(f, _)| **f != fs).map(|(_, n)| n).sum();
+
+    // Recorded handles: per task, [start, end) of each outermost handle.
+    let mut open: HashMap<u32, (u64, u32)> = HashMap::new();
+    let mut handles_of: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    for e in &events {
+        match e.kind {
+            EventKind::TransHandleStart { .. } => {
+                open.entry(e.tid).and_modify(|o| o.1 += 1).or_insert((e.ts_ns, 1));
+            }
+            EventKind::TransHandleEnd { .. } => {
+                if let Some(o) = open.get_mut(&e.tid) {
+                    o.1 -= 1;
+                    if o.1 == 0 {
+                        let (start, _) = open.remove(&e.tid).expect("present");
+                        handles_of.entry(e.tid).or_default().push((start, e.ts_ns));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    conv.handle_source = if handles_of.is_empty() { "gap heuristic" } else { "kprobes" };
+    let recorded_handle = |tid: u32, ts: u64| -> Option<u64> {
+        let hs = handles_of.get(&tid)?;
+        let i = hs.partition_point(|&(s, _)| s <= ts);
+        (i > 0 && ts <= hs[i - 1].1).then(|| hs[i - 1].0)
+    };
 
     // Transaction boundaries and committers.
     let commits: Vec<(u64, u32)> = events
@@ -200,7 +233,7 @@ pub fn workload_from_records(
 
     // Assign each call to (transaction, task), re-homing per extent within a transaction.
     let mut owner: HashMap<(usize, u64), usize> = HashMap::new();
-    let mut assigned: Vec<(usize, usize, u64, Op)> = Vec::with_capacity(calls.len());
+    let mut assigned: Vec<(usize, usize, u64, Option<u64>, Op)> = Vec::with_capacity(calls.len());
     for c in calls {
         let t = transaction_of(c.ts);
         let me = index_of(c.tid, &mut tids);
@@ -208,7 +241,7 @@ pub fn workload_from_records(
         if who != me {
             conv.rehomed += 1;
         }
-        assigned.push((t, who, c.ts, c.op));
+        assigned.push((t, who, c.ts, recorded_handle(c.tid, c.ts), c.op));
     }
     let committers: Vec<usize> = commits.iter().map(|&(_, tid)| index_of(tid, &mut tids)).collect();
 
@@ -222,11 +255,18 @@ pub fn workload_from_records(
         tasks[who].transactions[t].commit = true;
     }
     let mut last_ts: Vec<Option<u64>> = vec![None; tids.len()];
-    for (t, who, ts, op) in assigned {
+    let mut last_handle: Vec<Option<u64>> = vec![None; tids.len()];
+    for (t, who, ts, handle, op) in assigned {
         let tt = &mut tasks[who].transactions[t];
         let gap = last_ts[who].map(|p| ts.saturating_sub(p));
         last_ts[who] = Some(ts);
-        if tt.handles.is_empty() || gap.is_none_or(|g| g > opts.handle_gap_ns) {
+        let new_handle = match (handle, last_handle[who]) {
+            // Recorded boundaries decide when both ops lie in recorded handles.
+            (Some(h), Some(prev)) => h != prev,
+            _ => gap.is_none_or(|g| g > opts.handle_gap_ns),
+        };
+        last_handle[who] = handle;
+        if tt.handles.is_empty() || new_handle {
             tt.handles.push(Handle::default());
         }
         let h = tt.handles.last_mut().expect("pushed");

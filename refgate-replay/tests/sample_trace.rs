@@ -7,13 +7,25 @@ use refgate_replay::{
 };
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
+/// Recorded by `cargo xtask vm-test --keep` on Debian's 6.1 kernel, with kprobes.
+const VM_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/debian-6.1-kprobes.bin");
 
 #[test]
 fn sample_replays_under_every_policy() {
-    let mut reader = TraceReader::open_path(SAMPLE).expect("bundled sample");
+    replays(SAMPLE, "gap heuristic");
+}
+
+#[test]
+fn kprobe_sample_replays_with_recorded_handles() {
+    replays(VM_SAMPLE, "kprobes");
+}
+
+fn replays(path: &str, handle_source: &str) {
+    let mut reader = TraceReader::open_path(path).expect("bundled sample");
     let records = reader.read_all().expect("sample is intact");
     let (w, conv) = workload_from_records(records, &TraceOptions::default()).expect("converts");
-    assert!(conv.ref_adds > 10_000, "{conv:?}");
+    assert!(conv.ref_adds > 1_000, "{conv:?}");
+    assert_eq!(conv.handle_source, handle_source, "{conv:?}");
     assert!(conv.transactions > 2, "{conv:?}");
     assert_eq!(w.total_adds(), conv.ref_adds + conv.extent_ops);
     for policy in ["pre", "seed", "modern"] {

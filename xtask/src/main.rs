@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -28,6 +30,12 @@ enum Cmd {
     Test,
     /// Re-record the bundled sample trace with `refgate record --scratch` (needs root).
     Sample,
+    /// Boot Debian's stock 6.1 kernel under QEMU and test the kprobe path there (needs root).
+    VmTest {
+        /// Keep the guest's trace as the second bundled sample.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Measure the probes' in-kernel cost per event on the --scratch workload (needs root).
     BenchProbes,
 }
@@ -41,6 +49,11 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("btrfs-progs", "mkfs.btrfs"),
     ("linux-perf", "perf"),
     ("tmux", "tmux"),
+    // cargo xtask vm-test
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("busybox-static", "busybox"),
+    ("cpio", "cpio"),
+    ("kmod", "depmod"),
 ];
 /// platform.md: 0.10.x loads rustc's own LLVM 22; 0.11+ needs a system LLVM 23.
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
@@ -49,7 +62,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
-fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
     let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !st.success() {
@@ -131,7 +144,16 @@ fn main() -> Result<()> {
             sh(cargo()
                 .args(["test", "--locked", "--release", "-p", "refgate-replay", "--test", "loom_gate"])
                 .args(["--target-dir", "target/loom"])
-                .env("RUSTFLAGS", "--cfg loom"))
+                .env("RUSTFLAGS", "--cfg loom"))?;
+            // The kprobe path, on Debian's stock kernel under QEMU (root: it builds an initramfs
+            // and the guest runs the recorder as root).
+            if is_root() {
+                build_release()?;
+                vm::vm_test(&root(), &refgate(), false)
+            } else {
+                eprintln!("xtask: vm-test skipped: it needs root");
+                Ok(())
+            }
         }
         Cmd::Sample => {
             setup()?;
@@ -141,6 +163,11 @@ fn main() -> Result<()> {
                 .args(["record", "--scratch", "--no-tui", "-o"])
                 .arg(root().join(SAMPLE)))?;
             sh(Command::new(refgate()).arg("inspect").arg(root().join(SAMPLE)))
+        }
+        Cmd::VmTest { keep } => {
+            setup()?;
+            build_release()?;
+            vm::vm_test(&root(), &refgate(), keep)
         }
         Cmd::BenchProbes => {
             setup()?;

@@ -114,6 +114,21 @@ pub(crate) enum Wire {
         fsid: [u8; 16],
     },
     Stats(Stats),
+    // Appended (kprobes on the transaction-handle functions).
+    TransHandleStart {
+        h: EvHead,
+        handle: u64,
+    },
+    TransHandleEnd {
+        h: EvHead,
+        handle: u64,
+    },
+    CommitTransactionCall {
+        h: EvHead,
+        handle: u64,
+        ret: i64,
+        duration_ns: u64,
+    },
 }
 
 /// A cheap hasher for the interning tables (keys are tids and kernel addresses, not
@@ -401,6 +416,18 @@ impl Encoder {
                         ret,
                         duration_ns,
                     },
+                    &EventKind::TransHandleStart { handle } => Wire::TransHandleStart { h, handle },
+                    &EventKind::TransHandleEnd { handle } => Wire::TransHandleEnd { h, handle },
+                    &EventKind::CommitTransactionCall {
+                        handle,
+                        ret,
+                        duration_ns,
+                    } => Wire::CommitTransactionCall {
+                        h,
+                        handle,
+                        ret,
+                        duration_ns,
+                    },
                 }
             }
             Record::Task(t) => Wire::Task(t.clone()),
@@ -609,6 +636,21 @@ impl Decoder {
             Wire::Task(t) => Record::Task(t),
             Wire::Filesystem { id, fsid } => Record::Filesystem { id, fsid },
             Wire::Stats(s) => Record::Stats(s),
+            Wire::TransHandleStart { h, handle } => self.event(h, EventKind::TransHandleStart { handle })?,
+            Wire::TransHandleEnd { h, handle } => self.event(h, EventKind::TransHandleEnd { handle })?,
+            Wire::CommitTransactionCall {
+                h,
+                handle,
+                ret,
+                duration_ns,
+            } => self.event(
+                h,
+                EventKind::CommitTransactionCall {
+                    handle,
+                    ret,
+                    duration_ns,
+                },
+            )?,
         };
         Ok((rec, rest))
     }

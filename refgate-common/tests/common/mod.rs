@@ -189,6 +189,15 @@ pub fn event_kind() -> BoxedStrategy<EventKind> {
                 duration_ns,
             }
         }),
+        u64_edgy().prop_map(|handle| EventKind::TransHandleStart { handle }),
+        u64_edgy().prop_map(|handle| EventKind::TransHandleEnd { handle }),
+        (u64_edgy(), any::<i64>(), u64_edgy()).prop_map(|(handle, ret, duration_ns)| {
+            EventKind::CommitTransactionCall {
+                handle,
+                ret,
+                duration_ns,
+            }
+        }),
     ]
     .boxed()
 }

@@ -171,7 +171,11 @@ impl Decoder {
         };
         let ev: RawEvent;
         let d: &[u8] = match kind {
-            RawKind::Contention | RawKind::RunDelayedRefsCall => &[],
+            RawKind::Contention
+            | RawKind::RunDelayedRefsCall
+            | RawKind::TransHandleStart
+            | RawKind::TransHandleEnd
+            | RawKind::CommitTransactionCall => &[],
             _ => match read::<RawEvent>(bytes) {
                 Some(e) => {
                     ev = e;
@@ -284,15 +288,27 @@ impl Decoder {
                     wait_ns: c.wait_ns,
                 }
             }
-            RawKind::RunDelayedRefsCall => {
+            RawKind::RunDelayedRefsCall
+            | RawKind::TransHandleStart
+            | RawKind::TransHandleEnd
+            | RawKind::CommitTransactionCall => {
                 let Some(RawRunCallEvent { c, .. }) = read(bytes) else {
                     return false;
                 };
                 ts_ns = c.entry_ns;
-                EventKind::RunDelayedRefsCall {
-                    arg: c.arg,
-                    ret: c.ret,
-                    duration_ns: c.duration_ns,
+                match kind {
+                    RawKind::RunDelayedRefsCall => EventKind::RunDelayedRefsCall {
+                        arg: c.arg,
+                        ret: c.ret,
+                        duration_ns: c.duration_ns,
+                    },
+                    RawKind::TransHandleStart => EventKind::TransHandleStart { handle: c.arg },
+                    RawKind::TransHandleEnd => EventKind::TransHandleEnd { handle: c.arg },
+                    _ => EventKind::CommitTransactionCall {
+                        handle: c.arg,
+                        ret: c.ret,
+                        duration_ns: c.duration_ns,
+                    },
                 }
             }
         };

@@ -125,32 +125,38 @@ fn status(name: String, kind: &'static str, res: Result<()>) -> ProbeStatus {
     }
 }
 
-/// kprobe + kretprobe on `btrfs_run_delayed_refs`, where the kernel has kprobes.
+/// (eBPF program, probe kind, kernel function): the call records of `btrfs_run_delayed_refs`
+/// and the functions that bound a transaction handle (design.md "Recording").
+const KPROBES: &[(&str, &str, &str)] = &[
+    ("btrfs_run_delayed_refs", "kprobe", "btrfs_run_delayed_refs"),
+    ("btrfs_run_delayed_refs_ret", "kretprobe", "btrfs_run_delayed_refs"),
+    ("start_transaction_ret", "kretprobe", "start_transaction"),
+    ("btrfs_end_transaction_entry", "kprobe", "__btrfs_end_transaction"),
+    ("btrfs_commit_transaction", "kprobe", "btrfs_commit_transaction"),
+    ("btrfs_commit_transaction_ret", "kretprobe", "btrfs_commit_transaction"),
+];
+
+/// The kprobes, where the kernel has kprobes and the function is not inlined away; each
+/// missing one is reported and recording carries on.
 fn attach_kprobes(ebpf: &mut Ebpf, ksyms: &Kallsyms) -> Vec<ProbeStatus> {
-    const FUNC: &str = "btrfs_run_delayed_refs";
-    let pairs = [
-        ("btrfs_run_delayed_refs", "kprobe"),
-        ("btrfs_run_delayed_refs_ret", "kretprobe"),
-    ];
-    let why_not = if !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
-        Some("this kernel has no kprobes (CONFIG_KPROBES is not set); recording with tracepoints only".to_string())
-    } else if !ksyms.has(FUNC) {
-        Some(format!("{FUNC} is not in /proc/kallsyms on this kernel (inlined or renamed)"))
-    } else {
-        None
-    };
-    pairs
+    let no_kprobes = !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    KPROBES
         .iter()
-        .map(|&(prog, kind)| {
-            let name = format!("{kind}:{FUNC}");
-            let res = match &why_not {
-                Some(w) => Err(anyhow::anyhow!("{w}")),
-                None => (|| -> Result<()> {
+        .map(|&(prog, kind, func)| {
+            let name = format!("{kind}:{func}");
+            let res = if no_kprobes {
+                Err(anyhow::anyhow!(
+                    "this kernel has no kprobes (CONFIG_KPROBES is not set); recording with tracepoints only"
+                ))
+            } else if !ksyms.has(func) {
+                Err(anyhow::anyhow!("{func} is not in /proc/kallsyms on this kernel (inlined or renamed)"))
+            } else {
+                (|| -> Result<()> {
                     let p: &mut KProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
                     p.load()?;
-                    p.attach(FUNC, 0)?;
+                    p.attach(func, 0)?;
                     Ok(())
-                })(),
+                })()
             };
             status(name, kind, res)
         })

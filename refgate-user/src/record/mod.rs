@@ -221,7 +221,7 @@ fn record_into(
     } else {
         None
     };
-    let mut live = Live::new(!args.plain, &probes);
+    let mut live = Live::new(!args.plain, &probes, &args.output);
     for p in &probes {
         if !p.attached {
             live.note(&format!("{} not attached: {}", p.name, p.note));
@@ -253,6 +253,9 @@ fn record_into(
         // The eBPF side submits without waking us (see `submit` there), so drain on a timer.
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The dashboard's keys and redraws (non-blocking; idle without a dashboard).
+        let mut ui = tokio::time::interval(Duration::from_millis(250));
+        ui.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
         let mut out = Vec::with_capacity(64);
@@ -284,6 +287,11 @@ fn record_into(
                     live.tick(&stats, started.elapsed());
                     if workload.as_ref().is_some_and(|w| w.is_finished()) {
                         return anyhow::Ok("the scratch workload finished");
+                    }
+                }
+                _ = ui.tick(), if live.is_tui() => {
+                    if let Some(why) = live.ui_tick() {
+                        return Ok(why);
                     }
                 }
                 _ = tokio::signal::ctrl_c() => return Ok("interrupted (Ctrl-C)"),

@@ -1,5 +1,5 @@
-//! The recorder's live status: events per second per probe and lost events, redrawn in place
-//! on a terminal, or one plain line a second otherwise (`--no-tui`, pipes, CI).
+//! The recorder's live status: the record dashboard ([`crate::dashboard::record`]) on a
+//! terminal, or one plain line a second otherwise (`--no-tui`, pipes, CI).
 use std::{
     collections::BTreeMap,
     io::{IsTerminal, Write},
@@ -10,8 +10,11 @@ use std::{
 use refgate_common::event::{Event, EventKind, Stats};
 
 use super::loader::ProbeStatus;
+use crate::dashboard::{Key, Tui, record::RecordApp};
 
 pub struct Live {
+    /// The dashboard: the terminal (restored when dropped) and its state.
+    tui: Option<(Tui, RecordApp)>,
     redraw: bool,
     lines_drawn: usize,
     total: BTreeMap<&'static str, u64>,
@@ -22,16 +25,32 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(want_tui: bool, probes: &[ProbeStatus]) -> Self {
+    pub fn new(want_tui: bool, probes: &[ProbeStatus], output: &Path) -> Self {
+        let attached = probes.iter().filter(|p| p.attached).count();
+        let tui = if want_tui && std::io::stdout().is_terminal() {
+            match Tui::enter() {
+                Ok(t) => Some((t, RecordApp::new(&output.display().to_string(), attached, probes.len()))),
+                Err(e) => {
+                    eprintln!("refgate: no dashboard ({e}); plain progress lines instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let live = Live {
-            redraw: want_tui && std::io::stdout().is_terminal(),
+            redraw: false,
+            tui,
             lines_drawn: 0,
             total: BTreeMap::new(),
             last: BTreeMap::new(),
             contention_wait_ns: 0,
             bad: 0,
-            attached: probes.iter().filter(|p| p.attached).count(),
+            attached,
         };
+        if live.tui.is_some() {
+            return live;
+        }
         println!(
             "refgate: recording with {} of {} probes attached (Ctrl-C to stop)",
             live.attached,
@@ -42,10 +61,36 @@ impl Live {
 
     /// A one-off message, printed above the status.
     pub fn note(&mut self, msg: &str) {
-        println!("refgate: {msg}");
+        match &mut self.tui {
+            Some((_, app)) => app.notes.push(msg.to_string()),
+            None => println!("refgate: {msg}"),
+        }
+    }
+
+    pub fn is_tui(&self) -> bool {
+        self.tui.is_some()
+    }
+
+    /// Every ~250 ms with the dashboard: reads pending keys without blocking and redraws.
+    /// Returns why to stop if `q` or Ctrl-C was pressed (raw mode turns Ctrl-C into a key, so
+    /// it no longer raises SIGINT).
+    pub fn ui_tick(&mut self) -> Option<&'static str> {
+        let (tui, app) = self.tui.as_mut()?;
+        let mut stop = None;
+        while let Ok(Some(k)) = crate::dashboard::next_key(Duration::ZERO) {
+            if k == Key::Quit {
+                stop = Some("stopped from the dashboard (q / Ctrl-C)");
+            }
+        }
+        app.bad = self.bad;
+        let _ = tui.terminal.draw(|f| crate::dashboard::record::draw(f, app));
+        stop
     }
 
     pub fn event(&mut self, e: &Event) {
+        if let Some((_, app)) = &mut self.tui {
+            app.event(e);
+        }
         *self.total.entry(e.kind.probe_name()).or_default() += 1;
         if let EventKind::Contention { wait_ns, .. } = e.kind {
             self.contention_wait_ns += wait_ns;
@@ -57,6 +102,11 @@ impl Live {
     }
 
     pub fn tick(&mut self, stats: &Stats, elapsed: Duration) {
+        if let Some((_, app)) = &mut self.tui {
+            app.tick(stats, elapsed);
+            self.ui_tick();
+            return;
+        }
         let mut lines = vec![format!(
             "[{:>5.0}s] events {:>9}  lost {:>6}  contention filtered (not btrfs) {:>8}",
             elapsed.as_secs_f64(),
@@ -93,6 +143,13 @@ impl Live {
     }
 
     pub fn finish(&mut self, stats: &Stats, elapsed: Duration, why: &str, output: &Path) {
+        // Leave the dashboard first, so the summary lands on the normal screen.
+        if let Some((tui, app)) = self.tui.take() {
+            drop(tui);
+            for n in &app.notes {
+                println!("refgate: {n}");
+            }
+        }
         let n: u64 = self.total.values().sum();
         println!(
             "refgate: stopped after {:.1}s: {why}. {n} events written to {} ({} lost in the \

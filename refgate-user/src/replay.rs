@@ -64,6 +64,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let policy = by_name(&args.policy).with_context(|| {
         format!("unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10) or modern (6.7+)", args.policy)
     })?;
+    let prepare = Instant::now();
     let (name, records) = load(&args)?;
     let opts = TraceOptions {
         handle_gap_ns: args.handle_gap_us * 1000,
@@ -81,6 +82,12 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let params = Params {
         ext_cost_ns: args.ext_cost_ns.unwrap_or(conv.run_cost_ns),
         ..Params::default()
+    };
+    // Reading and converting the trace must not dominate the replay (issue: speed); reported.
+    let prep = Prep {
+        seconds: prepare.elapsed().as_secs_f64(),
+        ext_cost_ns: params.ext_cost_ns,
+        copies,
     };
     let started = Instant::now();
     let tui = !(args.plain || args.json) && std::io::stdout().is_terminal();
@@ -122,9 +129,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     });
     let report = report.map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&name, &conv, copies, &report))?);
+        println!("{}", serde_json::to_string_pretty(&json_report(&name, &conv, &prep, &report))?);
     } else {
-        print!("{}", text_report(&name, &conv, copies, &report));
+        print!("{}", text_report(&name, &conv, &prep, &report));
     }
     Ok(())
 }
@@ -173,8 +180,14 @@ fn dashboard_phase(
     Ok(report)
 }
 
-fn params_ext_cost(conv: &TraceConversion, _r: &Report) -> u64 {
-    conv.run_cost_ns
+/// What happened before the engine started.
+pub struct Prep {
+    /// Reading the trace and building the workload.
+    pub seconds: f64,
+    /// The extent-tree cost used (calibrated or `--ext-cost-ns`).
+    pub ext_cost_ns: u64,
+    /// Replicas of the workload.
+    pub copies: usize,
 }
 
 fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
@@ -182,14 +195,15 @@ fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
 }
 
 /// The machine-readable report (`--json`).
-pub fn json_report(trace: &str, conv: &TraceConversion, copies: usize, r: &Report) -> serde_json::Value {
+pub fn json_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report) -> serde_json::Value {
     json!({
         "policy": r.policy,
         "threads": r.threads,
         "cores": r.cores,
         "trace": trace,
-        "replicas": copies,
-        "ext_cost_ns": params_ext_cost(conv, r),
+        "replicas": prep.copies,
+        "ext_cost_ns": prep.ext_cost_ns,
+        "prepare_seconds": prep.seconds,
         "conversion": conv,
         "refs_run": r.refs_run,
         "heads_run": r.heads_run,
@@ -220,7 +234,8 @@ fn ns(v: u64) -> String {
 }
 
 /// The human report.
-pub fn text_report(trace: &str, conv: &TraceConversion, copies: usize, r: &Report) -> String {
+pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report) -> String {
+    let copies = prep.copies;
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(o, "refgate replay of {trace}");
@@ -228,6 +243,14 @@ pub fn text_report(trace: &str, conv: &TraceConversion, copies: usize, r: &Repor
         o,
         "  workload   {} tasks × {} replica(s), {} transactions, {} handles, {} ref adds + {} extent ops per replica ({} re-homed to keep per-extent order)",
         conv.tasks, copies, conv.transactions, conv.handles, conv.ref_adds, conv.extent_ops, conv.rehomed
+    );
+    let _ = writeln!(
+        o,
+        "  prepared   in {:.3} s (read + convert); handles from {}; extent-tree cost {} ns per node ({})",
+        prep.seconds,
+        conv.handle_source,
+        prep.ext_cost_ns,
+        if prep.ext_cost_ns == conv.run_cost_ns { "calibrated from the recorded run events" } else { "--ext-cost-ns" }
     );
     let _ = writeln!(
         o,

@@ -79,7 +79,12 @@ struct Barrier {
 
 impl Barrier {
     fn new(n: usize) -> Self {
-        Self { n, st: Mutex::new((0, 0)), cv: Condvar::new(), aborted: AtomicBool::new(false) }
+        Self {
+            n,
+            st: Mutex::new((0, 0)),
+            cv: Condvar::new(),
+            aborted: AtomicBool::new(false),
+        }
     }
     /// False if the run was aborted.
     fn wait(&self) -> bool {
@@ -158,7 +163,11 @@ fn publish(live: &Live, w: &Worker, p: &mut Published) {
             false
         }
     };
-    hist(&live.run_calls, &mut p.run_calls, (m.run_calls.count, m.run_calls.total_ns));
+    hist(
+        &live.run_calls,
+        &mut p.run_calls,
+        (m.run_calls.count, m.run_calls.total_ns),
+    );
     let waits = [
         (m.dr_lock.wait.count, m.dr_lock.wait.total_ns),
         (m.head_lock.wait.count, m.head_lock.wait.total_ns),
@@ -198,7 +207,12 @@ fn think(ns: u64) {
     }
 }
 
-fn run_handle(ctx: &Ctx, w: &mut Worker, p: &mut Published, handle: &Handle) -> Result<(), ModelError> {
+fn run_handle(
+    ctx: &Ctx,
+    w: &mut Worker,
+    p: &mut Published,
+    handle: &Handle,
+) -> Result<(), ModelError> {
     let fs = &ctx.fs;
     let mut h = TransHandle::default();
     for op in &handle.ops {
@@ -208,9 +222,12 @@ fn run_handle(ctx: &Ctx, w: &mut Worker, p: &mut Published, handle: &Handle) -> 
         w.set_state(ThreadState::Adding);
         match op {
             Op::AddRef { r, extent_op } => fs.add_ref(w, &mut h, r, *extent_op)?,
-            Op::AddExtentOp { bytenr, num_bytes, is_data, op } => {
-                fs.add_extent_op(w, &mut h, *bytenr, *num_bytes, *is_data, *op)?
-            }
+            Op::AddExtentOp {
+                bytenr,
+                num_bytes,
+                is_data,
+                op,
+            } => fs.add_extent_op(w, &mut h, *bytenr, *num_bytes, *is_data, *op)?,
             Op::LookupExtentInfo { bytenr } => {
                 fs.lookup_extent_info(w, *bytenr);
             }
@@ -234,7 +251,13 @@ fn run_handle(ctx: &Ctx, w: &mut Worker, p: &mut Published, handle: &Handle) -> 
     Ok(())
 }
 
-fn run_share(ctx: &Ctx, w: &mut Worker, p: &mut Published, mine: &[&Task], t: usize) -> Result<(), ModelError> {
+fn run_share(
+    ctx: &Ctx,
+    w: &mut Worker,
+    p: &mut Published,
+    mine: &[&Task],
+    t: usize,
+) -> Result<(), ModelError> {
     let mut next = vec![0usize; mine.len()];
     loop {
         let mut any = false;
@@ -287,7 +310,14 @@ fn exclusive_commit(ctx: &Ctx, w: &mut Worker) -> Result<(), ModelError> {
 fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
     let _guard = AbortOnPanic(&ctx.barrier);
     let mut w = Worker::new(id, ctx.fs.live.clone());
-    let mine: Vec<&Task> = ctx.workload.tasks.iter().enumerate().filter(|(i, _)| i % ctx.threads == id).map(|(_, t)| t).collect();
+    let mine: Vec<&Task> = ctx
+        .workload
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % ctx.threads == id)
+        .map(|(_, t)| t)
+        .collect();
     let mut p = Published::default();
     for t in 0..ctx.workload.transactions {
         if let Err(e) = run_share(ctx, &mut w, &mut p, &mine, t) {
@@ -320,8 +350,19 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
 
 /// Replay `workload` with `threads` threads under `policy`. Errors if the model hits a
 /// kernel BUG or the §7.4 invariant fails.
-pub fn run(workload: &Workload, policy: &dyn Policy, threads: usize, params: &Params) -> Result<Report, InvariantViolation> {
-    run_live(workload, policy, threads, params, Arc::new(Live::new(threads.max(1))))
+pub fn run(
+    workload: &Workload,
+    policy: &dyn Policy,
+    threads: usize,
+    params: &Params,
+) -> Result<Report, InvariantViolation> {
+    run_live(
+        workload,
+        policy,
+        threads,
+        params,
+        Arc::new(Live::new(threads.max(1))),
+    )
 }
 
 /// [`run`] publishing progress into `live` (which must have `threads` worker slots) so a
@@ -334,18 +375,41 @@ pub fn run_live(
     live: Arc<Live>,
 ) -> Result<Report, InvariantViolation> {
     let threads = threads.max(1);
-    let violation = |errors: Vec<String>| InvariantViolation { policy: policy.name().into(), threads, errors };
+    let violation = |errors: Vec<String>| InvariantViolation {
+        policy: policy.name().into(),
+        threads,
+        errors,
+    };
     if live.workers.len() != threads {
-        return Err(violation(vec![format!("live view has {} slots for {threads} threads", live.workers.len())]));
+        return Err(violation(vec![format!(
+            "live view has {} slots for {threads} threads",
+            live.workers.len()
+        )]));
     }
-    workload.validate().map_err(|e| violation(vec![format!("invalid workload: {e}")]))?;
-    live.ops_total.store(workload.total_ops(), Ordering::Relaxed);
-    live.transactions_total.store(workload.transactions as u64, Ordering::Relaxed);
+    workload
+        .validate()
+        .map_err(|e| violation(vec![format!("invalid workload: {e}")]))?;
+    live.ops_total
+        .store(workload.total_ops(), Ordering::Relaxed);
+    live.transactions_total
+        .store(workload.transactions as u64, Ordering::Relaxed);
     let committer = (0..workload.transactions)
-        .map(|t| workload.tasks.iter().position(|task| task.transactions[t].commit).unwrap_or(0) % threads)
+        .map(|t| {
+            workload
+                .tasks
+                .iter()
+                .position(|task| task.transactions[t].commit)
+                .unwrap_or(0)
+                % threads
+        })
         .collect();
     let ctx = Ctx {
-        fs: FsModel::new(policy.era(), params.clone(), workload.initial.iter().cloned(), live.clone()),
+        fs: FsModel::new(
+            policy.era(),
+            params.clone(),
+            workload.initial.iter().cloned(),
+            live.clone(),
+        ),
         policy,
         workload,
         threads,
@@ -357,19 +421,30 @@ pub fn run_live(
     let paused_before = live.paused_seconds();
     let t0 = Instant::now();
     let per_thread: Vec<Result<ThreadMetrics, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads).map(|i| { let ctx = &ctx; s.spawn(move || worker(ctx, i)) }).collect();
+        let hs: Vec<_> = (0..threads)
+            .map(|i| {
+                let ctx = &ctx;
+                s.spawn(move || worker(ctx, i))
+            })
+            .collect();
         hs.into_iter()
-            .map(|h| h.join().map_err(|p| {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("worker panicked: {}", msg.unwrap_or_default())
-            }))
+            .map(|h| {
+                h.join().map_err(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    format!("worker panicked: {}", msg.unwrap_or_default())
+                })
+            })
             .collect()
     });
     let paused_seconds = live.paused_seconds() - paused_before;
     let wall = (t0.elapsed().as_secs_f64() - paused_seconds).max(1e-9);
     // Cut short only if a cancel stopped a transaction from committing (a cancel after the
     // last commit changes nothing).
-    let partial = live.transaction.load(Ordering::Relaxed) - commits_before < workload.transactions as u64;
+    let partial =
+        live.transaction.load(Ordering::Relaxed) - commits_before < workload.transactions as u64;
     let mut errors = ctx.errors.lock().clone();
     let mut total = ThreadMetrics::default();
     let mut per_thread_refs_run = Vec::new();
@@ -390,14 +465,20 @@ pub fn run_live(
         // for a prefix, so a cancelled run gives no verdict rather than a false violation.
         InvariantSummary::default()
     } else {
-        let invariant = check_extent_tree(workload, &ctx.fs.extent_tree.snapshot()).map_err(&violation)?;
-        InvariantSummary { pinned: ctx.fs.extent_tree.pinned().0, ..invariant }
+        let invariant =
+            check_extent_tree(workload, &ctx.fs.extent_tree.snapshot()).map_err(&violation)?;
+        InvariantSummary {
+            pinned: ctx.fs.extent_tree.pinned().0,
+            ..invariant
+        }
     };
     let ops = (total.adds + total.refs_run) as f64;
     Ok(Report {
         policy: policy.name().into(),
         threads,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         tasks: workload.tasks.len(),
         transactions: workload.transactions,
         wall_seconds: wall,
@@ -435,7 +516,10 @@ mod live_control_tests {
     use crate::workload::{SynthParams, synthetic};
 
     fn workload() -> Workload {
-        synthetic(&SynthParams { transactions: 20, ..SynthParams::default() })
+        synthetic(&SynthParams {
+            transactions: 20,
+            ..SynthParams::default()
+        })
     }
 
     #[test]
@@ -443,9 +527,20 @@ mod live_control_tests {
         let w = workload();
         let live = Arc::new(Live::new(4));
         live.cancel();
-        let r = run_live(&w, by_name("seed").unwrap().as_ref(), 4, &Params::default(), live.clone()).unwrap();
+        let r = run_live(
+            &w,
+            by_name("seed").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
         assert!(r.partial);
-        assert_eq!(r.invariant, InvariantSummary::default(), "no verdict on a prefix");
+        assert_eq!(
+            r.invariant,
+            InvariantSummary::default(),
+            "no verdict on a prefix"
+        );
         assert!(live.snapshot().ops_done < w.total_ops());
     }
 
@@ -455,11 +550,28 @@ mod live_control_tests {
         let live = Arc::new(Live::new(4));
         live.pause(true);
         let r = std::thread::scope(|s| {
-            let h = s.spawn(|| run_live(&w, by_name("modern").unwrap().as_ref(), 4, &Params::default(), live.clone()));
+            let h = s.spawn(|| {
+                run_live(
+                    &w,
+                    by_name("modern").unwrap().as_ref(),
+                    4,
+                    &Params::default(),
+                    live.clone(),
+                )
+            });
             // Every worker reaches its first operation boundary and holds there.
             let t0 = Instant::now();
-            while !live.snapshot().threads.iter().all(|t| t.state == ThreadState::Paused) {
-                assert!(t0.elapsed().as_secs() < 20, "workers did not pause: {:?}", live.snapshot().threads);
+            while !live
+                .snapshot()
+                .threads
+                .iter()
+                .all(|t| t.state == ThreadState::Paused)
+            {
+                assert!(
+                    t0.elapsed().as_secs() < 20,
+                    "workers did not pause: {:?}",
+                    live.snapshot().threads
+                );
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             assert_eq!(live.snapshot().ops_done, 0);
@@ -476,13 +588,27 @@ mod live_control_tests {
     fn uncancelled_run_is_complete_and_live_counters_match_the_report() {
         let w = workload();
         let live = Arc::new(Live::new(4));
-        let r = run_live(&w, by_name("pre").unwrap().as_ref(), 4, &Params::default(), live.clone()).unwrap();
+        let r = run_live(
+            &w,
+            by_name("pre").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
         assert!(!r.partial);
         assert!(r.invariant.extents_checked > 0);
         let s = live.snapshot();
         assert_eq!(s.run_calls.iter().sum::<u64>(), r.run_calls.count);
-        let waits: u64 = s.threads.iter().map(|t| t.waits[WaitRole::DelayedRefsLock as usize]).sum();
+        let waits: u64 = s
+            .threads
+            .iter()
+            .map(|t| t.waits[WaitRole::DelayedRefsLock as usize])
+            .sum();
         assert_eq!(waits, r.dr_lock.wait.count);
-        assert_eq!(s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(), r.extent_tree_waits.count);
+        assert_eq!(
+            s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(),
+            r.extent_tree_waits.count
+        );
     }
 }

@@ -10,7 +10,12 @@ pub enum ModelError {
     #[error("extent {bytenr}: must_insert_reserved but the extent item already exists")]
     ExtentExists { bytenr: u64 },
     #[error("extent {bytenr}: dropping {drop} of backref {key:?} which has {have}")]
-    BackrefUnderflow { bytenr: u64, key: BackrefKey, have: u64, drop: u64 },
+    BackrefUnderflow {
+        bytenr: u64,
+        key: BackrefKey,
+        have: u64,
+        drop: u64,
+    },
     #[error("extent {bytenr}: tree ref run with ref_mod {ref_mod} (must be 1, §2.7)")]
     TreeRefMod { bytenr: u64, ref_mod: u32 },
     #[error("extent {bytenr}: refs reached 0 with backrefs left")]

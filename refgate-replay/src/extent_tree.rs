@@ -59,12 +59,20 @@ pub(crate) fn burn(ns: u64) {
 impl ExtentTree {
     pub fn new(initial: impl IntoIterator<Item = (u64, ExtentItem)>, ext_cost_ns: u64) -> Self {
         Self {
-            tree: Mutex::new(Tree { items: initial.into_iter().collect(), ..Default::default() }),
+            tree: Mutex::new(Tree {
+                items: initial.into_iter().collect(),
+                ..Default::default()
+            }),
             ext_cost_ns,
         }
     }
 
-    fn with<R>(&self, m: &mut ThreadMetrics, ws: &WorkerState, f: impl FnOnce(&mut Tree) -> R) -> R {
+    fn with<R>(
+        &self,
+        m: &mut ThreadMetrics,
+        ws: &WorkerState,
+        f: impl FnOnce(&mut Tree) -> R,
+    ) -> R {
         m.extent_tree_acquisitions += 1;
         let mut g = match self.tree.try_lock() {
             Some(g) => g,
@@ -83,9 +91,17 @@ impl ExtentTree {
 
     /// Tree/data ref node (§2.7): alloc_reserved_*, `__btrfs_inc_extent_ref`,
     /// `__btrfs_free_extent`.
-    pub fn run_ref(&self, r: &RunRef, m: &mut ThreadMetrics, ws: &WorkerState) -> Result<(), ModelError> {
+    pub fn run_ref(
+        &self,
+        r: &RunRef,
+        m: &mut ThreadMetrics,
+        ws: &WorkerState,
+    ) -> Result<(), ModelError> {
         if !r.key.is_data() && r.ref_mod != 1 {
-            return Err(ModelError::TreeRefMod { bytenr: r.bytenr, ref_mod: r.ref_mod });
+            return Err(ModelError::TreeRefMod {
+                bytenr: r.bytenr,
+                ref_mod: r.ref_mod,
+            });
         }
         let m64 = r.ref_mod as u64;
         self.with(m, ws, |t| match r.action {
@@ -93,7 +109,11 @@ impl ExtentTree {
                 if t.items.contains_key(&r.bytenr) {
                     return Err(ModelError::ExtentExists { bytenr: r.bytenr });
                 }
-                let mut it = ExtentItem { num_bytes: r.num_bytes, refs: m64, ..Default::default() };
+                let mut it = ExtentItem {
+                    num_bytes: r.num_bytes,
+                    refs: m64,
+                    ..Default::default()
+                };
                 it.backrefs.insert(r.key, m64);
                 if let Some(op) = r.extent_op {
                     it.flags = op.flags.unwrap_or(0);
@@ -103,17 +123,28 @@ impl ExtentTree {
                 Ok(())
             }
             RefAction::Add => {
-                let it = t.items.get_mut(&r.bytenr).ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
+                let it = t
+                    .items
+                    .get_mut(&r.bytenr)
+                    .ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
                 it.refs += m64;
                 *it.backrefs.entry(r.key).or_insert(0) += m64;
                 apply_op(it, r.extent_op);
                 Ok(())
             }
             RefAction::Drop => {
-                let it = t.items.get_mut(&r.bytenr).ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
+                let it = t
+                    .items
+                    .get_mut(&r.bytenr)
+                    .ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
                 let have = it.backrefs.get(&r.key).copied().unwrap_or(0);
                 if have < m64 || it.refs < m64 {
-                    return Err(ModelError::BackrefUnderflow { bytenr: r.bytenr, key: r.key, have, drop: m64 });
+                    return Err(ModelError::BackrefUnderflow {
+                        bytenr: r.bytenr,
+                        key: r.key,
+                        have,
+                        drop: m64,
+                    });
                 }
                 it.refs -= m64;
                 if have == m64 {
@@ -135,9 +166,18 @@ impl ExtentTree {
     }
 
     /// `run_delayed_extent_op` (§2.4 step 6): update flags/key of an existing item.
-    pub fn run_extent_op(&self, bytenr: u64, op: ExtentOp, m: &mut ThreadMetrics, ws: &WorkerState) -> Result<(), ModelError> {
+    pub fn run_extent_op(
+        &self,
+        bytenr: u64,
+        op: ExtentOp,
+        m: &mut ThreadMetrics,
+        ws: &WorkerState,
+    ) -> Result<(), ModelError> {
         self.with(m, ws, |t| {
-            let it = t.items.get_mut(&bytenr).ok_or(ModelError::ExtentMissing { bytenr })?;
+            let it = t
+                .items
+                .get_mut(&bytenr)
+                .ok_or(ModelError::ExtentMissing { bytenr })?;
             apply_op(it, Some(op));
             Ok(())
         })

@@ -16,13 +16,20 @@ struct WaitQueue {
 
 impl WaitQueue {
     fn new() -> Self {
-        Self { waiters: AtomicU32::new(0), generation: Mutex::new(0), cv: Condvar::new() }
+        Self {
+            waiters: AtomicU32::new(0),
+            generation: Mutex::new(0),
+            cv: Condvar::new(),
+        }
     }
 
     /// `prepare_to_wait`: on the queue before the caller's re-check (§2.3 step 3).
     fn prepare(&self) -> u64 {
         let g = self.generation.lock().unwrap();
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // `set_current_state`'s full barrier: pairs with the waker's `smp_mb()` between its
+        // decrement and `waitqueue_active()` (Dekker: one of the two must see the other).
+        fence(Ordering::SeqCst);
         *g
     }
 
@@ -74,7 +81,10 @@ pub struct GateParams {
 
 impl Default for GateParams {
     fn default() -> Self {
-        Self { entries_threshold: 16348, progress_quantum: 256 }
+        Self {
+            entries_threshold: 16348,
+            progress_quantum: 256,
+        }
     }
 }
 
@@ -105,7 +115,10 @@ impl Gate {
 
     #[doc(hidden)]
     pub fn without_recheck_for_tests() -> Self {
-        Self { recheck_after_register: false, ..Self::new() }
+        Self {
+            recheck_after_register: false,
+            ..Self::new()
+        }
     }
 
     pub fn procs_running_refs(&self) -> i32 {

@@ -107,7 +107,15 @@ impl HeadInner {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.refs.insert(key, RefNode { action, ref_mod: 1, level, id });
+        self.refs.insert(
+            key,
+            RefNode {
+                action,
+                ref_mod: 1,
+                level,
+                id,
+            },
+        );
         if action == RefAction::Add {
             self.add_list.push_back((key, id));
         }
@@ -165,7 +173,13 @@ impl HeadInner {
         // Eligible nodes in the era's walk order: 3.x walks descending and stops at the
         // first fenced node; modern walks ascending and skips fenced nodes.
         let order: Vec<NodeKey> = match era {
-            Era::V3 => self.refs.keys().rev().copied().take_while(|k| !fenced(k)).collect(),
+            Era::V3 => self
+                .refs
+                .keys()
+                .rev()
+                .copied()
+                .take_while(|k| !fenced(k))
+                .collect(),
             Era::Modern => self.refs.keys().copied().filter(|k| !fenced(k)).collect(),
         };
         // Group by key ignoring seq, keeping walk order within a group.
@@ -310,7 +324,10 @@ mod tests {
         assert_eq!(h.insert_ref(key, RefAction::Add, 0), InsertOutcome::Reduced);
         assert_eq!(h.refs[&key].action, RefAction::Drop);
         assert_eq!(h.refs[&key].ref_mod, 1);
-        assert_eq!(h.insert_ref(key, RefAction::Add, 0), InsertOutcome::Cancelled);
+        assert_eq!(
+            h.insert_ref(key, RefAction::Add, 0),
+            InsertOutcome::Cancelled
+        );
         assert!(h.refs.is_empty());
     }
 
@@ -357,7 +374,11 @@ mod tests {
     fn spec_2_6_merge_ignores_seq_and_respects_fence() {
         let e = Era::V3;
         let mut h = HeadInner::new(4096, true);
-        for (seq, a) in [(1, RefAction::Add), (2, RefAction::Add), (3, RefAction::Drop)] {
+        for (seq, a) in [
+            (1, RefAction::Add),
+            (2, RefAction::Add),
+            (3, RefAction::Drop),
+        ] {
             h.insert_ref(k(e, 5, seq), a, 0);
         }
         assert_eq!(h.refs.len(), 3);

@@ -26,21 +26,31 @@ pub struct InvariantSummary {
 
 /// Compare the oracle with the workload's net effect (§7.4). At most 20 mismatches are
 /// reported.
-pub fn check_extent_tree(w: &Workload, items: &HashMap<u64, ExtentItem>) -> Result<InvariantSummary, Vec<String>> {
+pub fn check_extent_tree(
+    w: &Workload,
+    items: &HashMap<u64, ExtentItem>,
+) -> Result<InvariantSummary, Vec<String>> {
     let expected = w.expected_backrefs();
     let mut errs = Vec::new();
     let mut sum = InvariantSummary::default();
     let all: BTreeSet<u64> = expected.keys().chain(items.keys()).copied().collect();
     for b in all {
         sum.extents_checked += 1;
-        let exp: Vec<_> = expected.get(&b).into_iter().flatten().filter(|(_, v)| **v != 0).collect();
+        let exp: Vec<_> = expected
+            .get(&b)
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| **v != 0)
+            .collect();
         if let Some((k, v)) = exp.iter().find(|(_, v)| **v < 0) {
             errs.push(format!("extent {b}: input nets backref {k:?} to {v}"));
             continue;
         }
         let exp_refs: i64 = exp.iter().map(|(_, v)| **v).sum();
         match items.get(&b) {
-            None if exp_refs > 0 => errs.push(format!("extent {b}: missing, expected refs {exp_refs}")),
+            None if exp_refs > 0 => {
+                errs.push(format!("extent {b}: missing, expected refs {exp_refs}"))
+            }
             None => {}
             Some(_) if exp_refs == 0 => errs.push(format!("extent {b}: present, expected no item")),
             Some(it) => {
@@ -50,7 +60,10 @@ pub fn check_extent_tree(w: &Workload, items: &HashMap<u64, ExtentItem>) -> Resu
                 }
                 let actual_sum: u64 = it.backrefs.values().sum();
                 if actual_sum != it.refs {
-                    errs.push(format!("extent {b}: item refs {} != Σ backrefs {actual_sum}", it.refs));
+                    errs.push(format!(
+                        "extent {b}: item refs {} != Σ backrefs {actual_sum}",
+                        it.refs
+                    ));
                 }
                 for (k, v) in &exp {
                     sum.backrefs_checked += 1;

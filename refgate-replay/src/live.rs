@@ -92,11 +92,13 @@ impl WorkerState {
     /// Single writer: a load and a store, no locked instruction.
     #[inline]
     pub fn add_refs_run(&self, n: u64) {
-        self.refs_run.store(self.refs_run.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.refs_run
+            .store(self.refs_run.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
     #[inline]
     pub fn add_ops_done(&self, n: u64) {
-        self.ops_done.store(self.ops_done.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.ops_done
+            .store(self.ops_done.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
     pub fn refs_run(&self) -> u64 {
         self.refs_run.load(Ordering::Relaxed)
@@ -129,7 +131,12 @@ pub enum WaitRole {
 }
 
 impl WaitRole {
-    pub const ALL: [WaitRole; 4] = [WaitRole::DelayedRefsLock, WaitRole::HeadLock, WaitRole::HeadMutex, WaitRole::ExtentTree];
+    pub const ALL: [WaitRole; 4] = [
+        WaitRole::DelayedRefsLock,
+        WaitRole::HeadLock,
+        WaitRole::HeadMutex,
+        WaitRole::ExtentTree,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             WaitRole::DelayedRefsLock => "delayed_refs->lock",
@@ -248,7 +255,8 @@ impl Live {
             self.pause_began.store(now, Ordering::SeqCst);
         } else if !on && self.paused.swap(false, Ordering::SeqCst) {
             let began = self.pause_began.swap(0, Ordering::SeqCst);
-            self.paused_ns.fetch_add(now.saturating_sub(began), Ordering::SeqCst);
+            self.paused_ns
+                .fetch_add(now.saturating_sub(began), Ordering::SeqCst);
         }
     }
     #[inline]
@@ -268,7 +276,11 @@ impl Live {
     /// Total time paused so far, including a pause in progress.
     pub fn paused_seconds(&self) -> f64 {
         let began = self.pause_began.load(Ordering::SeqCst);
-        let cur = if began > 0 { (self.epoch.elapsed().as_nanos() as u64).saturating_sub(began) } else { 0 };
+        let cur = if began > 0 {
+            (self.epoch.elapsed().as_nanos() as u64).saturating_sub(began)
+        } else {
+            0
+        };
         (self.paused_ns.load(Ordering::SeqCst) + cur) as f64 / 1e9
     }
 

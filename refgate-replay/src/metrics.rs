@@ -20,7 +20,11 @@ pub struct WaitStats {
 
 impl Default for WaitStats {
     fn default() -> Self {
-        Self { count: 0, total_ns: 0, hist: new_hist() }
+        Self {
+            count: 0,
+            total_ns: 0,
+            hist: new_hist(),
+        }
     }
 }
 
@@ -36,7 +40,13 @@ impl WaitStats {
         self.hist.add(&o.hist).expect("same bounds");
     }
     pub fn summary(&self) -> WaitSummary {
-        let q = |p: f64| if self.count == 0 { 0 } else { self.hist.value_at_quantile(p) };
+        let q = |p: f64| {
+            if self.count == 0 {
+                0
+            } else {
+                self.hist.value_at_quantile(p)
+            }
+        };
         WaitSummary {
             count: self.count,
             total_ns: self.total_ns,

@@ -73,16 +73,36 @@ impl BackrefKey {
     /// Type selection at add time (§1.2): SHARED_* iff `parent != 0`.
     pub fn tree(parent: u64, root: u64) -> Self {
         if parent != 0 {
-            Self { ref_type: SHARED_BLOCK_REF_KEY, a: parent, b: 0, c: 0 }
+            Self {
+                ref_type: SHARED_BLOCK_REF_KEY,
+                a: parent,
+                b: 0,
+                c: 0,
+            }
         } else {
-            Self { ref_type: TREE_BLOCK_REF_KEY, a: root, b: 0, c: 0 }
+            Self {
+                ref_type: TREE_BLOCK_REF_KEY,
+                a: root,
+                b: 0,
+                c: 0,
+            }
         }
     }
     pub fn data(parent: u64, root: u64, objectid: u64, offset: u64) -> Self {
         if parent != 0 {
-            Self { ref_type: SHARED_DATA_REF_KEY, a: parent, b: 0, c: 0 }
+            Self {
+                ref_type: SHARED_DATA_REF_KEY,
+                a: parent,
+                b: 0,
+                c: 0,
+            }
         } else {
-            Self { ref_type: EXTENT_DATA_REF_KEY, a: root, b: objectid, c: offset }
+            Self {
+                ref_type: EXTENT_DATA_REF_KEY,
+                a: root,
+                b: objectid,
+                c: offset,
+            }
         }
     }
     pub fn is_data(&self) -> bool {
@@ -114,8 +134,18 @@ impl NodeKey {
     }
     pub fn backref(&self, era: Era) -> BackrefKey {
         match era {
-            Era::V3 => BackrefKey { ref_type: self.0, a: self.2, b: self.3, c: self.4 },
-            Era::Modern => BackrefKey { ref_type: self.0, a: self.1, b: self.2, c: self.3 },
+            Era::V3 => BackrefKey {
+                ref_type: self.0,
+                a: self.2,
+                b: self.3,
+                c: self.4,
+            },
+            Era::Modern => BackrefKey {
+                ref_type: self.0,
+                a: self.1,
+                b: self.2,
+                c: self.3,
+            },
         }
     }
     pub fn seq(&self, era: Era) -> u64 {

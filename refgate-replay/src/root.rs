@@ -25,7 +25,11 @@ pub struct Worker {
 impl Worker {
     pub fn new(id: usize, live: Arc<Live>) -> Self {
         assert!(id < live.workers.len());
-        Self { id, m: ThreadMetrics::default(), live }
+        Self {
+            id,
+            m: ThreadMetrics::default(),
+            live,
+        }
     }
     pub fn ws(&self) -> &WorkerState {
         &self.live.workers[self.id]
@@ -70,7 +74,8 @@ impl TreeModSeq {
             *elem = g.0;
             let e = *elem;
             g.1.insert(e, ());
-            self.lowest.store(*g.1.keys().next().unwrap(), Ordering::Release);
+            self.lowest
+                .store(*g.1.keys().next().unwrap(), Ordering::Release);
         }
         g.0 += 1;
         g.0
@@ -83,7 +88,8 @@ impl TreeModSeq {
         let mut g = self.inner.lock();
         g.1.remove(elem);
         *elem = 0;
-        self.lowest.store(g.1.keys().next().copied().unwrap_or(0), Ordering::Release);
+        self.lowest
+            .store(g.1.keys().next().copied().unwrap_or(0), Ordering::Release);
     }
     pub fn lowest(&self) -> u64 {
         self.lowest.load(Ordering::Acquire)
@@ -151,11 +157,22 @@ pub(crate) enum HeadLock<'a> {
 }
 
 impl FsModel {
-    pub fn new(era: Era, params: Params, initial: impl IntoIterator<Item = (u64, ExtentItem)>, live: Arc<Live>) -> Self {
+    pub fn new(
+        era: Era,
+        params: Params,
+        initial: impl IntoIterator<Item = (u64, ExtentItem)>,
+        live: Arc<Live>,
+    ) -> Self {
         Self {
             era,
             root: DelayedRefRoot {
-                lock: SpinLock::new(RootInner { heads: BTreeMap::new(), c: Counters::default() }, params.spin_limit),
+                lock: SpinLock::new(
+                    RootInner {
+                        heads: BTreeMap::new(),
+                        c: Counters::default(),
+                    },
+                    params.spin_limit,
+                ),
                 gate: Gate::new(),
                 num_entries: AtomicU64::new(0),
                 flushing: AtomicBool::new(false),
@@ -168,12 +185,22 @@ impl FsModel {
         }
     }
 
+    /// The DR lock, for tests and tools that inspect or poke the tree directly.
+    #[doc(hidden)]
+    pub fn root_lock_for_tests(&self, w: &mut Worker) -> SpinGuard<'_, RootInner> {
+        self.lock_root(w)
+    }
+
     pub(crate) fn lock_root(&self, w: &mut Worker) -> SpinGuard<'_, RootInner> {
         let Worker { m, live, id } = w;
         self.root.lock.lock(&mut m.dr_lock, &live.workers[*id])
     }
 
-    pub(crate) fn lock_head<'h>(&self, head: &'h DelayedRefHead, w: &mut Worker) -> SpinGuard<'h, HeadInner> {
+    pub(crate) fn lock_head<'h>(
+        &self,
+        head: &'h DelayedRefHead,
+        w: &mut Worker,
+    ) -> SpinGuard<'h, HeadInner> {
         let Worker { m, live, id } = w;
         head.lock.lock(&mut m.head_lock, &live.workers[*id])
     }
@@ -187,10 +214,14 @@ impl FsModel {
 
     /// Mirror the queue depth for lockless readers (§2.3, §2.8) and the dashboard.
     #[inline]
-    pub(crate) fn publish(&self, c: &Counters) {
+    pub fn publish(&self, c: &Counters) {
         let q = &self.live.queue;
-        q.num_entries.store(self.root.num_entries.load(Ordering::Relaxed), Ordering::Relaxed);
-        q.num_heads_ready.store(c.num_heads_ready, Ordering::Relaxed);
+        q.num_entries.store(
+            self.root.num_entries.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        q.num_heads_ready
+            .store(c.num_heads_ready, Ordering::Relaxed);
         q.num_heads.store(c.num_heads, Ordering::Relaxed);
     }
 
@@ -239,7 +270,12 @@ impl FsModel {
         if let Some(head) = g.heads.get(&bytenr) {
             return head.clone();
         }
-        let head = Arc::new(DelayedRefHead::new(bytenr, num_bytes, is_data, self.params.spin_limit));
+        let head = Arc::new(DelayedRefHead::new(
+            bytenr,
+            num_bytes,
+            is_data,
+            self.params.spin_limit,
+        ));
         g.heads.insert(bytenr, head.clone());
         g.c.num_heads += 1;
         g.c.num_heads_ready += 1;
@@ -278,7 +314,13 @@ impl FsModel {
     }
 
     /// `btrfs_add_delayed_tree_ref` / `btrfs_add_delayed_data_ref` (§1.4, §4.3).
-    pub fn add_ref(&self, w: &mut Worker, h: &mut TransHandle, r: &RefSpec, op: Option<ExtentOp>) -> Result<(), ModelError> {
+    pub fn add_ref(
+        &self,
+        w: &mut Worker,
+        h: &mut TransHandle,
+        r: &RefSpec,
+        op: Option<ExtentOp>,
+    ) -> Result<(), ModelError> {
         w.m.adds += 1;
         let mut g = self.lock_root(w);
         // §1.6: v3.x hands every fs-tree ref a fresh seq; modern reads a seq that only
@@ -369,7 +411,10 @@ impl FsModel {
     pub fn start_transaction(&self, w: &mut Worker) -> Result<(), ModelError> {
         let mut g = self.lock_root(w);
         if !g.heads.is_empty() {
-            return Err(ModelError::Bug(format!("new transaction with {} heads queued", g.heads.len())));
+            return Err(ModelError::Bug(format!(
+                "new transaction with {} heads queued",
+                g.heads.len()
+            )));
         }
         g.c = Counters::default();
         self.root.num_entries.store(0, Ordering::Relaxed);
@@ -395,7 +440,11 @@ impl FsModel {
                 ready += 1;
             }
             if hi.ref_mod != hi.queued_net() {
-                errs.push(format!("head {b}: ref_mod {} != queued net {} (§1.5)", hi.ref_mod, hi.queued_net()));
+                errs.push(format!(
+                    "head {b}: ref_mod {} != queued net {} (§1.5)",
+                    hi.ref_mod,
+                    hi.queued_net()
+                ));
             }
             if !head.in_tree() {
                 errs.push(format!("head {b}: in the tree but in_tree = 0"));
@@ -403,12 +452,21 @@ impl FsModel {
         }
         let num_entries = self.root.num_entries.load(Ordering::Relaxed);
         if entries != num_entries {
-            errs.push(format!("num_entries {num_entries} != recomputed {entries} (§1.5)"));
+            errs.push(format!(
+                "num_entries {num_entries} != recomputed {entries} (§1.5)"
+            ));
         }
         if ready != g.c.num_heads_ready {
-            errs.push(format!("num_heads_ready {} != recomputed {ready} (§1.5)", g.c.num_heads_ready));
+            errs.push(format!(
+                "num_heads_ready {} != recomputed {ready} (§1.5)",
+                g.c.num_heads_ready
+            ));
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
     }
 
     /// Queue depth under the lock (tests, assertions).

@@ -17,7 +17,12 @@ pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<
     let mut g = fs.lock_root(w);
     let mut start = g.c.run_delayed_start;
     let head = loop {
-        let found = g.heads.range(start..).map(|(_, h)| h).find(|h| !h.claimed()).cloned();
+        let found = g
+            .heads
+            .range(start..)
+            .map(|(_, h)| h)
+            .find(|h| !h.claimed())
+            .cloned();
         match found {
             Some(h) => break h,
             None if start == 0 => return None,
@@ -45,7 +50,12 @@ pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<
 }
 
 /// `__btrfs_run_delayed_refs(trans, min_bytes)` (§4.5). Returns bytes of reservation released.
-fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_bytes: u64) -> Result<u64, ModelError> {
+fn run_delayed_refs_once(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    min_bytes: u64,
+) -> Result<u64, ModelError> {
     let era = Era::Modern;
     let (mut min_bytes, mut max_count) = (min_bytes, 0u64);
     if min_bytes == 0 {
@@ -80,7 +90,9 @@ fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_
                 h.dec_updates(dropped);
                 fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
             }
-            let Some(k) = hi.select_delayed_ref(era) else { break };
+            let Some(k) = hi.select_delayed_ref(era) else {
+                break;
+            };
             // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
             let n = hi.erase_ref(&k);
             let must_insert = std::mem::take(&mut hi.must_insert_reserved);
@@ -110,7 +122,10 @@ fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_
         if hi.extent_op.is_some() && !hi.must_insert_reserved {
             let op = hi.extent_op.take().expect("checked");
             drop(hi);
-            if let Err(e) = fs.extent_tree.run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id)) {
+            if let Err(e) = fs
+                .extent_tree
+                .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))
+            {
                 head.mutex_unlock();
                 return Err(e);
             }
@@ -142,7 +157,8 @@ fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_
         w.m.heads_run += 1;
         head.mutex_unlock();
         locked = None;
-        if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count)) {
+        if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count))
+        {
             break;
         }
     }
@@ -152,7 +168,12 @@ fn run_delayed_refs_once(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_
 /// K6.7+ `btrfs_run_delayed_refs(trans, min_bytes)` (§4.6): `u64::MAX` runs until the queue
 /// is empty (polling with `cond_resched` while other tasks hold the remaining heads), `0`
 /// runs the heads that exist now, `N` releases at least N bytes of reservation.
-pub fn run_delayed_refs(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, min_bytes: u64) -> Result<u64, ModelError> {
+pub fn run_delayed_refs(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    min_bytes: u64,
+) -> Result<u64, ModelError> {
     let t0 = Instant::now();
     let prev = w.set_state(ThreadState::RunningRefs);
     let r = (|| {

@@ -39,7 +39,11 @@ pub fn btrfs_find_ref_cluster(
     let mut from = start;
     loop {
         let RootInner { heads, c } = &mut *g;
-        let range = if from == 0 { heads.range(..) } else { heads.range(from + 1..) };
+        let range = if from == 0 {
+            heads.range(..)
+        } else {
+            heads.range(from + 1..)
+        };
         let mut first = true;
         for (&bytenr, head) in range {
             // Every ref node before a head is walked over too (one rbtree for both), except
@@ -89,7 +93,9 @@ fn run_clustered_refs<'a>(
         let head = match &locked {
             Some(hd) => hd.clone(),
             None => {
-                let Some(hd) = cluster.front().cloned() else { break };
+                let Some(hd) = cluster.front().cloned() else {
+                    break;
+                };
                 // Step 1.
                 match fs.delayed_ref_lock(w, g, &hd) {
                     HeadLock::Locked(ng) => g = ng,
@@ -107,7 +113,11 @@ fn run_clustered_refs<'a>(
         };
         let mut hi = fs.lock_head(&head, w);
         // Step 2: run-time merge, fenced by the oldest tree-mod-seq element (§2.6).
-        let fence = if fs.params.seq_holdback { fs.tree_mod.lowest() } else { 0 };
+        let fence = if fs.params.seq_holdback {
+            fs.tree_mod.lowest()
+        } else {
+            0
+        };
         let dropped = hi.merge_delayed_refs(era, fence);
         if dropped > 0 {
             fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
@@ -145,7 +155,9 @@ fn run_clustered_refs<'a>(
                 if let Some(op) = op {
                     drop(hi);
                     drop(g);
-                    let res = fs.extent_tree.run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id));
+                    let res = fs
+                        .extent_tree
+                        .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id));
                     if let Err(e) = res {
                         head.mutex_unlock();
                         return Err(e);
@@ -259,14 +271,18 @@ fn run_delayed_refs_inner(
                     } else {
                         ws.set(ThreadState::RunningRefs);
                     }
-                    live.gate_sleepers.store(gate.sleepers(), std::sync::atomic::Ordering::Relaxed);
+                    live.gate_sleepers
+                        .store(gate.sleepers(), std::sync::atomic::Ordering::Relaxed);
                 },
             );
             if e != GateEntry::Run {
                 return Ok(0);
             }
         }
-        fs.live.procs_running_refs.store(gate.procs_running_refs(), std::sync::atomic::Ordering::Relaxed);
+        fs.live.procs_running_refs.store(
+            gate.procs_running_refs(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     let res = run_loop(fs, w, h, &mut count, run_all, run_most, gated);
     match res {
@@ -274,7 +290,10 @@ fn run_delayed_refs_inner(
             // Step 8 (`out:`): decrement, barrier, wake all, with the lock held.
             if gated {
                 gate.exit(&mut w.m.gate);
-                fs.live.procs_running_refs.store(gate.procs_running_refs(), std::sync::atomic::Ordering::Relaxed);
+                fs.live.procs_running_refs.store(
+                    gate.procs_running_refs(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             drop(g);
             Ok(total)
@@ -337,7 +356,9 @@ fn run_loop<'a>(
                     loops = 1;
                 } else {
                     if run_all {
-                        return Err(ModelError::Bug("run_all found no runnable refs (§2.1 BUG_ON(run_all))".into()));
+                        return Err(ModelError::Bug(
+                            "run_all found no runnable refs (§2.1 BUG_ON(run_all))".into(),
+                        ));
                     }
                     break;
                 }

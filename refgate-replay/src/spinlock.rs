@@ -25,7 +25,11 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
     pub fn new(data: T, spin_limit: u32) -> Self {
-        Self { locked: AtomicBool::new(false), spin_limit: spin_limit.max(1), data: UnsafeCell::new(data) }
+        Self {
+            locked: AtomicBool::new(false),
+            spin_limit: spin_limit.max(1),
+            data: UnsafeCell::new(data),
+        }
     }
 
     #[inline]

@@ -33,9 +33,7 @@
 //!   replayed as [`Op::Think`] of `gap / f`.
 use std::collections::{BTreeMap, HashMap};
 
-use refgate_common::event::{
-    ADD_DELAYED_EXTENT, EventKind, FsId, Record, UPDATE_DELAYED_HEAD,
-};
+use refgate_common::event::{ADD_DELAYED_EXTENT, EventKind, FsId, Record, UPDATE_DELAYED_HEAD};
 use serde::Serialize;
 
 use crate::{
@@ -129,11 +127,17 @@ pub fn workload_from_records(
         }
     }
     let Some((&fs, _)) = per_fs.iter().max_by_key(|(_, n)| **n) else {
-        return Err("the trace has no add_delayed_* events: nothing was queued, nothing to replay".into());
+        return Err(
+            "the trace has no add_delayed_* events: nothing was queued, nothing to replay".into(),
+        );
     };
     conv.filesystem = fs;
     conv.filesystems_seen = per_fs.len();
-    conv.other_fs_events = per_fs.iter().filter(|(f, _)| **f != fs).map(|(_, n)| n).sum();
+    conv.other_fs_events = per_fs
+        .iter()
+        .filter(|(f, _)| **f != fs)
+        .map(|(_, n)| n)
+        .sum();
 
     // Recorded handles: per task, [start, end) of each outermost handle.
     let mut open: HashMap<u32, (u64, u32)> = HashMap::new();
@@ -141,7 +145,9 @@ pub fn workload_from_records(
     for e in &events {
         match e.kind {
             EventKind::TransHandleStart { .. } => {
-                open.entry(e.tid).and_modify(|o| o.1 += 1).or_insert((e.ts_ns, 1));
+                open.entry(e.tid)
+                    .and_modify(|o| o.1 += 1)
+                    .or_insert((e.ts_ns, 1));
             }
             EventKind::TransHandleEnd { .. } => {
                 if let Some(o) = open.get_mut(&e.tid) {
@@ -155,7 +161,11 @@ pub fn workload_from_records(
             _ => {}
         }
     }
-    conv.handle_source = if handles_of.is_empty() { "gap heuristic" } else { "kprobes" };
+    conv.handle_source = if handles_of.is_empty() {
+        "gap heuristic"
+    } else {
+        "kprobes"
+    };
     let recorded_handle = |tid: u32, ts: u64| -> Option<u64> {
         let hs = handles_of.get(&tid)?;
         let i = hs.partition_point(|&(s, _)| s <= ts);
@@ -183,7 +193,10 @@ pub fn workload_from_records(
                         bytenr: h.bytenr,
                         num_bytes: h.num_bytes,
                         is_data: h.is_data,
-                        op: ExtentOp { flags: Some(0), key: None },
+                        op: ExtentOp {
+                            flags: Some(0),
+                            key: None,
+                        },
                     })
                 } else {
                     pending_head.insert(e.tid, (h.bytenr, h.action));
@@ -196,7 +209,13 @@ pub fn workload_from_records(
             }
             EventKind::AddDataRef(r) if r.fs == fs => {
                 let spec = RefSpec::from_data_event(r);
-                ref_op(spec, pending_head.remove(&e.tid), r.bytenr, false, &mut conv)
+                ref_op(
+                    spec,
+                    pending_head.remove(&e.tid),
+                    r.bytenr,
+                    false,
+                    &mut conv,
+                )
             }
             EventKind::RunTreeRef(_) | EventKind::RunDataRef(_) | EventKind::RunRefHead(_) => {
                 conv.recorded_run_events += 1;
@@ -210,7 +229,12 @@ pub fn workload_from_records(
                 Op::AddExtentOp { bytenr, .. } => *bytenr,
                 _ => unreachable!(),
             };
-            calls.push(Call { ts: e.ts_ns, tid: e.tid, op, bytenr });
+            calls.push(Call {
+                ts: e.ts_ns,
+                tid: e.tid,
+                op,
+                bytenr,
+            });
         }
     }
     conv.run_cost_ns = median_run_gap(&events, fs);
@@ -243,7 +267,10 @@ pub fn workload_from_records(
         }
         assigned.push((t, who, c.ts, recorded_handle(c.tid, c.ts), c.op));
     }
-    let committers: Vec<usize> = commits.iter().map(|&(_, tid)| index_of(tid, &mut tids)).collect();
+    let committers: Vec<usize> = commits
+        .iter()
+        .map(|&(_, tid)| index_of(tid, &mut tids))
+        .collect();
 
     let mut tasks: Vec<Task> = (0..tids.len())
         .map(|i| Task {
@@ -273,16 +300,26 @@ pub fn workload_from_records(
         if let (Some(speed), Some(g)) = (opts.speed, gap)
             && g > 0
         {
-            h.ops.push(Op::Think { ns: (g as f64 / speed) as u64 });
+            h.ops.push(Op::Think {
+                ns: (g as f64 / speed) as u64,
+            });
         }
         h.ops.push(op);
     }
     conv.tasks = tasks.len();
-    conv.handles = tasks.iter().flat_map(|t| &t.transactions).map(|tt| tt.handles.len()).sum();
+    conv.handles = tasks
+        .iter()
+        .flat_map(|t| &t.transactions)
+        .map(|tt| tt.handles.len())
+        .sum();
 
     let initial = initial_extents(&tasks, transactions);
     conv.initial_extents = initial.len();
-    let w = Workload { tasks, initial, transactions };
+    let w = Workload {
+        tasks,
+        initial,
+        transactions,
+    };
     w.validate()?;
     Ok((w, conv))
 }
@@ -333,7 +370,10 @@ fn ref_op(
         r.action = AddAction::AddExtent;
     }
     // A tree block's ADD_EXTENT always carries an extent op (flags/key of the new block, §2.7).
-    let extent_op = (tree && r.action == AddAction::AddExtent).then_some(ExtentOp { flags: Some(0), key: None });
+    let extent_op = (tree && r.action == AddAction::AddExtent).then_some(ExtentOp {
+        flags: Some(0),
+        key: None,
+    });
     Some(Op::AddRef { r, extent_op })
 }
 
@@ -376,7 +416,12 @@ fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)
                         let m = s.min.entry(r.key).or_insert(0);
                         *m = (*m).min(*v);
                     }
-                    Op::AddExtentOp { bytenr, num_bytes, is_data, .. } => {
+                    Op::AddExtentOp {
+                        bytenr,
+                        num_bytes,
+                        is_data,
+                        ..
+                    } => {
                         let s = ext.entry(*bytenr).or_insert(State {
                             num_bytes: *num_bytes,
                             data: *is_data,
@@ -400,8 +445,12 @@ fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)
         if !s.needs_item {
             continue;
         }
-        let mut backrefs: BTreeMap<BackrefKey, u64> =
-            s.min.iter().filter(|(_, m)| **m < 0).map(|(k, m)| (*k, (-m) as u64)).collect();
+        let mut backrefs: BTreeMap<BackrefKey, u64> = s
+            .min
+            .iter()
+            .filter(|(_, m)| **m < 0)
+            .map(|(k, m)| (*k, (-m) as u64))
+            .collect();
         if backrefs.is_empty() {
             let k = if s.data {
                 BackrefKey::data(0, u64::MAX, u64::MAX, u64::MAX)
@@ -411,7 +460,16 @@ fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)
             backrefs.insert(k, 1);
         }
         let refs = backrefs.values().sum();
-        out.push((bytenr, ExtentItem { num_bytes: s.num_bytes, refs, flags: 0, key: None, backrefs }));
+        out.push((
+            bytenr,
+            ExtentItem {
+                num_bytes: s.num_bytes,
+                refs,
+                flags: 0,
+                key: None,
+                backrefs,
+            },
+        ));
     }
     out
 }

@@ -16,9 +16,17 @@ use std::collections::BTreeMap;
 pub enum Op {
     /// `btrfs_add_delayed_tree_ref` / `_data_ref`, optionally with an extent op (the
     /// kernel passes one with ADD_EXTENT of tree blocks).
-    AddRef { r: RefSpec, extent_op: Option<ExtentOp> },
+    AddRef {
+        r: RefSpec,
+        extent_op: Option<ExtentOp>,
+    },
     /// `btrfs_add_delayed_extent_op`.
-    AddExtentOp { bytenr: u64, num_bytes: u64, is_data: bool, op: ExtentOp },
+    AddExtentOp {
+        bytenr: u64,
+        num_bytes: u64,
+        is_data: bool,
+        op: ExtentOp,
+    },
     /// `btrfs_lookup_extent_info`: a head-mutex reader (§2.9).
     LookupExtentInfo { bytenr: u64 },
     /// `btrfs_should_end_transaction` poll; if it says so the handle ends and a new one starts.
@@ -113,12 +121,19 @@ impl Workload {
                 k
             }
         };
-        let mut out = Workload { transactions: self.transactions, ..Default::default() };
+        let mut out = Workload {
+            transactions: self.transactions,
+            ..Default::default()
+        };
         for i in 0..n {
             let off = i as u64 * stride;
             for (b, it) in &self.initial {
                 let mut it = it.clone();
-                it.backrefs = it.backrefs.into_iter().map(|(k, v)| (shift_key(k, off), v)).collect();
+                it.backrefs = it
+                    .backrefs
+                    .into_iter()
+                    .map(|(k, v)| (shift_key(k, off), v))
+                    .collect();
                 out.initial.push((b + off, it));
             }
             for t in &self.tasks {
@@ -132,7 +147,8 @@ impl Workload {
                                     r.bytenr += off;
                                     r.key = shift_key(r.key, off);
                                 }
-                                Op::AddExtentOp { bytenr, .. } | Op::LookupExtentInfo { bytenr } => *bytenr += off,
+                                Op::AddExtentOp { bytenr, .. }
+                                | Op::LookupExtentInfo { bytenr } => *bytenr += off,
                                 Op::ShouldEnd | Op::Think { .. } => {}
                             }
                         }
@@ -153,7 +169,9 @@ impl Workload {
         for op in self.ops() {
             match op {
                 Op::AddRef { r, .. } => hi = hi.max(r.bytenr + r.num_bytes).max(r.key.a + 1),
-                Op::AddExtentOp { bytenr, num_bytes, .. } => hi = hi.max(bytenr + num_bytes),
+                Op::AddExtentOp {
+                    bytenr, num_bytes, ..
+                } => hi = hi.max(bytenr + num_bytes),
                 _ => {}
             }
         }
@@ -165,7 +183,12 @@ impl Workload {
     pub fn validate(&self) -> Result<(), String> {
         for t in &self.tasks {
             if t.transactions.len() != self.transactions {
-                return Err(format!("task {} has {} transactions, expected {}", t.id, t.transactions.len(), self.transactions));
+                return Err(format!(
+                    "task {} has {} transactions, expected {}",
+                    t.id,
+                    t.transactions.len(),
+                    self.transactions
+                ));
             }
         }
         for (b, keys) in self.expected_backrefs() {
@@ -285,21 +308,57 @@ pub fn synthetic(p: &SynthParams) -> Workload {
         let is_data = rng.chance(p.data_fraction);
         let num_bytes = if is_data { DATA_BYTES } else { TREE_BYTES };
         let bytenr = SHARED_BASE + i as u64 * DATA_BYTES;
-        let base = if is_data { BackrefKey::data(0, 5, 256 + i as u64, 0) } else { BackrefKey::tree(0, 5) };
-        let mut it = ExtentItem { num_bytes, refs: 1, ..Default::default() };
+        let base = if is_data {
+            BackrefKey::data(0, 5, 256 + i as u64, 0)
+        } else {
+            BackrefKey::tree(0, 5)
+        };
+        let mut it = ExtentItem {
+            num_bytes,
+            refs: 1,
+            ..Default::default()
+        };
         it.backrefs.insert(base, 1);
         initial.push((bytenr, it));
-        shared.push(Shared { bytenr, num_bytes, is_data, budget: Vec::new(), added: Vec::new() });
+        shared.push(Shared {
+            bytenr,
+            num_bytes,
+            is_data,
+            budget: Vec::new(),
+            added: Vec::new(),
+        });
     }
     let mut privates: Vec<Vec<Private>> = (0..p.tasks).map(|_| Vec::new()).collect();
-    let mut tasks: Vec<Task> = (0..p.tasks).map(|i| Task { id: i as u32, transactions: Vec::new() }).collect();
+    let mut tasks: Vec<Task> = (0..p.tasks)
+        .map(|i| Task {
+            id: i as u32,
+            transactions: Vec::new(),
+        })
+        .collect();
 
-    let tree_ref = |rng: &mut Rng, bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
-        r: RefSpec { bytenr, num_bytes: TREE_BYTES, action, key, ref_root: root, level: 0, for_cow: rng.chance(p.for_cow_fraction) },
-        extent_op: None,
-    };
+    let tree_ref =
+        |rng: &mut Rng, bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
+            r: RefSpec {
+                bytenr,
+                num_bytes: TREE_BYTES,
+                action,
+                key,
+                ref_root: root,
+                level: 0,
+                for_cow: rng.chance(p.for_cow_fraction),
+            },
+            extent_op: None,
+        };
     let data_ref = |bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
-        r: RefSpec { bytenr, num_bytes: DATA_BYTES, action, key, ref_root: root, level: 0, for_cow: false },
+        r: RefSpec {
+            bytenr,
+            num_bytes: DATA_BYTES,
+            action,
+            key,
+            ref_root: root,
+            level: 0,
+            for_cow: false,
+        },
         extent_op: None,
     };
 
@@ -321,7 +380,10 @@ pub fn synthetic(p: &SynthParams) -> Workload {
         };
         for (ti, task) in tasks.iter_mut().enumerate() {
             let root = 256 + ti as u64 % 4;
-            let mut tt = TaskTransaction { handles: Vec::new(), commit: ti == committer || Some(ti) == second };
+            let mut tt = TaskTransaction {
+                handles: Vec::new(),
+                commit: ti == committer || Some(ti) == second,
+            };
             // Backrefs this task added to shared extents in this transaction.
             let mut my_shared_adds: Vec<(usize, BackrefKey)> = Vec::new();
             for _ in 0..p.handles_per_transaction {
@@ -337,8 +399,16 @@ pub fn synthetic(p: &SynthParams) -> Workload {
                     }
                     if rng.chance(p.extent_op_prob) && !shared.is_empty() {
                         let s = &shared[rng.below(shared.len() as u64) as usize];
-                        let op = ExtentOp { flags: Some(1 << rng.below(8)), key: None };
-                        h.ops.push(Op::AddExtentOp { bytenr: s.bytenr, num_bytes: s.num_bytes, is_data: s.is_data, op });
+                        let op = ExtentOp {
+                            flags: Some(1 << rng.below(8)),
+                            key: None,
+                        };
+                        h.ops.push(Op::AddExtentOp {
+                            bytenr: s.bytenr,
+                            num_bytes: s.num_bytes,
+                            is_data: s.is_data,
+                            op,
+                        });
                     }
                     let mine = &mut privates[ti];
                     if roll < 30 || shared.is_empty() {
@@ -347,17 +417,37 @@ pub fn synthetic(p: &SynthParams) -> Workload {
                         let num_bytes = if is_data { DATA_BYTES } else { TREE_BYTES };
                         let bytenr = next_private;
                         next_private += num_bytes;
-                        let key = if is_data { BackrefKey::data(0, root, 1000 + rng.below(64), 0) } else { BackrefKey::tree(0, root) };
-                        let mut op = if is_data { data_ref(bytenr, key, root, AddAction::AddExtent) } else { tree_ref(&mut rng, bytenr, key, root, AddAction::AddExtent) };
+                        let key = if is_data {
+                            BackrefKey::data(0, root, 1000 + rng.below(64), 0)
+                        } else {
+                            BackrefKey::tree(0, root)
+                        };
+                        let mut op = if is_data {
+                            data_ref(bytenr, key, root, AddAction::AddExtent)
+                        } else {
+                            tree_ref(&mut rng, bytenr, key, root, AddAction::AddExtent)
+                        };
                         if !is_data && let Op::AddRef { extent_op, .. } = &mut op {
-                            *extent_op = Some(ExtentOp { flags: Some(2), key: Some(bytenr) });
+                            *extent_op = Some(ExtentOp {
+                                flags: Some(2),
+                                key: Some(bytenr),
+                            });
                         }
                         h.ops.push(op);
-                        let mut pr = Private { bytenr, is_data, root, backrefs: BTreeMap::new() };
+                        let mut pr = Private {
+                            bytenr,
+                            is_data,
+                            root,
+                            backrefs: BTreeMap::new(),
+                        };
                         pr.backrefs.insert(key, 1);
                         if rng.chance(p.cancel_prob) {
                             // Freed again right away: cancels at insertion or nets to a pinned head.
-                            let d = if is_data { data_ref(bytenr, key, root, AddAction::Drop) } else { tree_ref(&mut rng, bytenr, key, root, AddAction::Drop) };
+                            let d = if is_data {
+                                data_ref(bytenr, key, root, AddAction::Drop)
+                            } else {
+                                tree_ref(&mut rng, bytenr, key, root, AddAction::Drop)
+                            };
                             h.ops.push(d);
                         } else {
                             mine.push(pr);
@@ -367,26 +457,49 @@ pub fn synthetic(p: &SynthParams) -> Workload {
                         let i = rng.below(mine.len() as u64) as usize;
                         let pr = &mut mine[i];
                         let key = if pr.is_data {
-                            if rng.chance(0.5) && let Some(k) = pr.backrefs.keys().next().copied() { k } else { BackrefKey::data(0, pr.root, 1000 + rng.below(64), 4096 * rng.below(4)) }
+                            if rng.chance(0.5)
+                                && let Some(k) = pr.backrefs.keys().next().copied()
+                            {
+                                k
+                            } else {
+                                BackrefKey::data(
+                                    0,
+                                    pr.root,
+                                    1000 + rng.below(64),
+                                    4096 * rng.below(4),
+                                )
+                            }
                         } else {
                             fresh_parent += 1;
                             BackrefKey::tree(fresh_parent, pr.root)
                         };
                         *pr.backrefs.entry(key).or_insert(0) += 1;
                         let (b, r) = (pr.bytenr, pr.root);
-                        h.ops.push(if pr.is_data { data_ref(b, key, r, AddAction::Add) } else { tree_ref(&mut rng, b, key, r, AddAction::Add) });
+                        h.ops.push(if pr.is_data {
+                            data_ref(b, key, r, AddAction::Add)
+                        } else {
+                            tree_ref(&mut rng, b, key, r, AddAction::Add)
+                        });
                     } else if roll < 60 && !mine.is_empty() {
                         // Drop one of my extents' refs (possibly freeing it).
                         let i = rng.below(mine.len() as u64) as usize;
                         let pr = &mut mine[i];
-                        let key = *pr.backrefs.keys().nth(rng.below(pr.backrefs.len() as u64) as usize).unwrap();
+                        let key = *pr
+                            .backrefs
+                            .keys()
+                            .nth(rng.below(pr.backrefs.len() as u64) as usize)
+                            .unwrap();
                         let c = pr.backrefs.get_mut(&key).unwrap();
                         *c -= 1;
                         if *c == 0 {
                             pr.backrefs.remove(&key);
                         }
                         let (b, r, d) = (pr.bytenr, pr.root, pr.is_data);
-                        h.ops.push(if d { data_ref(b, key, r, AddAction::Drop) } else { tree_ref(&mut rng, b, key, r, AddAction::Drop) });
+                        h.ops.push(if d {
+                            data_ref(b, key, r, AddAction::Drop)
+                        } else {
+                            tree_ref(&mut rng, b, key, r, AddAction::Drop)
+                        });
                         if mine[i].backrefs.is_empty() {
                             mine.swap_remove(i);
                         }
@@ -403,13 +516,22 @@ pub fn synthetic(p: &SynthParams) -> Workload {
                         s.added.push(key);
                         my_shared_adds.push((si, key));
                         let b = s.bytenr;
-                        h.ops.push(if s.is_data { data_ref(b, key, root, AddAction::Add) } else { tree_ref(&mut rng, b, key, root, AddAction::Add) });
+                        h.ops.push(if s.is_data {
+                            data_ref(b, key, root, AddAction::Add)
+                        } else {
+                            tree_ref(&mut rng, b, key, root, AddAction::Add)
+                        });
                     } else {
                         // Drop a shared backref: my own add from this transaction, or budget.
                         let pick = if !my_shared_adds.is_empty() && rng.chance(0.5) {
-                            let (si, key) = my_shared_adds.swap_remove(rng.below(my_shared_adds.len() as u64) as usize);
+                            let (si, key) = my_shared_adds
+                                .swap_remove(rng.below(my_shared_adds.len() as u64) as usize);
                             let s = &mut shared[si];
-                            let pos = s.added.iter().position(|k| *k == key).expect("recorded add");
+                            let pos = s
+                                .added
+                                .iter()
+                                .position(|k| *k == key)
+                                .expect("recorded add");
                             s.added.swap_remove(pos);
                             Some((si, key))
                         } else {
@@ -429,8 +551,16 @@ pub fn synthetic(p: &SynthParams) -> Workload {
                         };
                         if let Some((si, key)) = pick {
                             let s = &shared[si];
-                            let r = if key.ref_type == refgate_common::event::SHARED_BLOCK_REF_KEY { root } else { key.a };
-                            h.ops.push(if s.is_data { data_ref(s.bytenr, key, r, AddAction::Drop) } else { tree_ref(&mut rng, s.bytenr, key, r, AddAction::Drop) });
+                            let r = if key.ref_type == refgate_common::event::SHARED_BLOCK_REF_KEY {
+                                root
+                            } else {
+                                key.a
+                            };
+                            h.ops.push(if s.is_data {
+                                data_ref(s.bytenr, key, r, AddAction::Drop)
+                            } else {
+                                tree_ref(&mut rng, s.bytenr, key, r, AddAction::Drop)
+                            });
                         }
                     }
                 }
@@ -439,7 +569,11 @@ pub fn synthetic(p: &SynthParams) -> Workload {
             task.transactions.push(tt);
         }
     }
-    Workload { tasks, initial, transactions: p.transactions }
+    Workload {
+        tasks,
+        initial,
+        transactions: p.transactions,
+    }
 }
 
 #[cfg(test)]
@@ -454,7 +588,11 @@ mod tests {
         assert_eq!(a, b);
         a.validate().unwrap();
         assert!(a.total_adds() > 1000);
-        assert!(a.tasks.iter().all(|t| t.transactions.len() == p.transactions));
+        assert!(
+            a.tasks
+                .iter()
+                .all(|t| t.transactions.len() == p.transactions)
+        );
         // Every transaction has a committer.
         for t in 0..p.transactions {
             assert!(a.tasks.iter().any(|task| task.transactions[t].commit));
@@ -463,7 +601,11 @@ mod tests {
 
     #[test]
     fn replicate_is_disjoint() {
-        let w = synthetic(&SynthParams { tasks: 2, transactions: 2, ..Default::default() });
+        let w = synthetic(&SynthParams {
+            tasks: 2,
+            transactions: 2,
+            ..Default::default()
+        });
         let r = w.replicate(3, w.span());
         assert_eq!(r.tasks.len(), 6);
         let e1 = w.expected_backrefs();

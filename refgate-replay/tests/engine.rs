@@ -7,7 +7,11 @@ use refgate_replay::{Params, engine};
 
 #[test]
 fn spec_7_4_all_policies_small_thread_counts() {
-    let w = synthetic(&SynthParams { tasks: 6, transactions: 3, ..Default::default() });
+    let w = synthetic(&SynthParams {
+        tasks: 6,
+        transactions: 3,
+        ..Default::default()
+    });
     for name in NAMES {
         let p = policy::by_name(name).unwrap();
         for threads in [1, 2, 4, 8, 32] {

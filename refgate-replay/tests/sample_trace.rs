@@ -8,7 +8,10 @@ use refgate_replay::{
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
 /// Recorded by `cargo xtask vm-test --keep` on Debian's 6.1 kernel, with kprobes.
-const VM_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/debian-6.1-kprobes.bin");
+const VM_SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../samples/debian-6.1-kprobes.bin"
+);
 
 #[test]
 fn sample_replays_under_every_policy() {

@@ -19,14 +19,34 @@ pub trait Policy: Send + Sync {
     /// Which data structures and orders the model follows under this policy.
     fn era(&self) -> Era;
     /// `__btrfs_end_transaction` (§2.8, §4.7).
-    fn end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError>;
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError>;
     /// `btrfs_should_end_transaction`, polled by long-running operations (§2.8, §4.7).
-    fn should_end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<bool, ModelError>;
+    fn should_end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<bool, ModelError>;
     /// The part of `btrfs_commit_transaction` every committer runs while other writers
     /// may still be active (§2.8 run_most ×2; §4.7 the single pre-flush).
-    fn commit_pre(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError>;
+    fn commit_pre(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError>;
     /// The exclusive phase (all writers parked): run everything (§2.8 −1, §4.7 U64_MAX).
-    fn commit_exclusive(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError>;
+    fn commit_exclusive(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError>;
 }
 
 /// Policy names accepted by [`by_name`].

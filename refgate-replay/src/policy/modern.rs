@@ -14,7 +14,12 @@ impl Modern {
     /// The preemptive reclaim worker stand-in (§4.7): when the queued refs' reservation
     /// outgrows the threshold, one task at a time runs `FLUSH_DELAYED_REFS_NR` with a
     /// quarter of the reserved bytes.
-    fn maybe_flush_space(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn maybe_flush_space(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         let entries = fs.num_entries_racy();
         if entries < fs.params.modern_flush_entries {
             return Ok(());
@@ -36,24 +41,45 @@ impl Policy for Modern {
     fn era(&self) -> Era {
         Era::Modern
     }
-    fn end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         // `__btrfs_end_transaction` runs no delayed refs since 5.0; the space flusher is what
         // a reservation made by this task would have kicked.
         h.delayed_ref_updates = 0;
         self.maybe_flush_space(fs, w, h)
     }
-    fn should_end_transaction(&self, fs: &FsModel, _w: &mut Worker, _h: &mut TransHandle) -> Result<bool, ModelError> {
+    fn should_end_transaction(
+        &self,
+        fs: &FsModel,
+        _w: &mut Worker,
+        _h: &mut TransHandle,
+    ) -> Result<bool, ModelError> {
         // Ends if FLUSHING is set or the delayed-refs reservation looks too big (§4.7).
-        Ok(fs.root.flushing.load(Ordering::Relaxed) || fs.num_entries_racy() >= fs.params.modern_flush_entries)
+        Ok(fs.root.flushing.load(Ordering::Relaxed)
+            || fs.num_entries_racy() >= fs.params.modern_flush_entries)
     }
-    fn commit_pre(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_pre(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         // Exactly one committer pre-flushes (`test_and_set_bit(BTRFS_DELAYED_REFS_FLUSHING)`).
         if !fs.root.flushing.swap(true, Ordering::AcqRel) {
             run_delayed_refs(fs, w, h, 0)?;
         }
         Ok(())
     }
-    fn commit_exclusive(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_exclusive(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         run_delayed_refs(fs, w, h, u64::MAX).map(|_| ())
     }
 }

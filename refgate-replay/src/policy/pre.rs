@@ -33,7 +33,12 @@ pub(crate) fn end_transaction_v3(
 
 /// `btrfs_should_end_transaction` of K3.8 (§2.8): end if the commit is flushing; otherwise
 /// run this handle's updates (throttled call) and carry on.
-pub(crate) fn should_end_v3(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, gated: bool) -> Result<bool, ModelError> {
+pub(crate) fn should_end_v3(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    gated: bool,
+) -> Result<bool, ModelError> {
     if fs.root.flushing.load(Ordering::Relaxed) {
         return Ok(true);
     }
@@ -46,7 +51,12 @@ pub(crate) fn should_end_v3(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, g
 
 /// `btrfs_commit_transaction` before the "already committing" check (§2.8): run_most,
 /// set `flushing`, run_most again — by every committer.
-pub(crate) fn commit_pre_v3(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, gated: bool) -> Result<(), ModelError> {
+pub(crate) fn commit_pre_v3(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    gated: bool,
+) -> Result<(), ModelError> {
     run_delayed_refs(fs, w, h, RunCount::Most, gated)?;
     fs.root.flushing.store(true, Ordering::Relaxed);
     run_delayed_refs(fs, w, h, RunCount::Most, gated)?;
@@ -60,16 +70,36 @@ impl Policy for Pre {
     fn era(&self) -> Era {
         Era::V3
     }
-    fn end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         end_transaction_v3(fs, w, h, fs.params.end_trans_loops.unwrap_or(2), false)
     }
-    fn should_end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<bool, ModelError> {
+    fn should_end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<bool, ModelError> {
         should_end_v3(fs, w, h, false)
     }
-    fn commit_pre(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_pre(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         commit_pre_v3(fs, w, h, false)
     }
-    fn commit_exclusive(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_exclusive(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         run_delayed_refs(fs, w, h, RunCount::All, false).map(|_| ())
     }
 }

@@ -17,17 +17,37 @@ impl Policy for Seed {
     fn era(&self) -> Era {
         Era::V3
     }
-    fn end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         // K3.9 loops `while (count < 1)` (§2.8).
         end_transaction_v3(fs, w, h, fs.params.end_trans_loops.unwrap_or(1), true)
     }
-    fn should_end_transaction(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<bool, ModelError> {
+    fn should_end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<bool, ModelError> {
         should_end_v3(fs, w, h, true)
     }
-    fn commit_pre(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_pre(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         commit_pre_v3(fs, w, h, true)
     }
-    fn commit_exclusive(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+    fn commit_exclusive(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
         run_delayed_refs(fs, w, h, RunCount::All, true).map(|_| ())
     }
 }

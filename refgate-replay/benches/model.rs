@@ -9,6 +9,7 @@ use refgate_replay::{Params, engine};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let single_only = std::env::args().any(|a| a == "--single");
     let reps = if quick { 1 } else { 3 };
     let sp = SynthParams {
         seed: 42,
@@ -38,7 +39,12 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in NAMES {
         let p = policy::by_name(name).unwrap();
-        for threads in [1, 2, 4, 8, 16, 32] {
+        let counts: &[usize] = if single_only {
+            &[1]
+        } else {
+            &[1, 2, 4, 8, 16, 32]
+        };
+        for &threads in counts {
             let mut best: Option<engine::Report> = None;
             for _ in 0..reps {
                 let r = engine::run(&w, p.as_ref(), threads, &params).expect("invariant holds");

@@ -7,6 +7,7 @@ use crate::head::ExtentOp;
 use crate::live::{ThreadState, WorkerState};
 use crate::metrics::ThreadMetrics;
 use crate::refkey::{BackrefKey, RefAction};
+use crate::vecmap::{U64Build, VecMap};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -20,9 +21,43 @@ pub struct ExtentItem {
     pub backrefs: BTreeMap<BackrefKey, u64>,
 }
 
+/// The oracle's own item: backrefs in a sorted `Vec` (few per extent; no node allocation).
+#[derive(Clone, Debug, Default)]
+struct Item {
+    num_bytes: u64,
+    refs: u64,
+    flags: u64,
+    key: Option<u64>,
+    backrefs: VecMap<BackrefKey, u64>,
+}
+
+impl From<&ExtentItem> for Item {
+    fn from(it: &ExtentItem) -> Self {
+        Item {
+            num_bytes: it.num_bytes,
+            refs: it.refs,
+            flags: it.flags,
+            key: it.key,
+            backrefs: it.backrefs.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+}
+
+impl From<&Item> for ExtentItem {
+    fn from(it: &Item) -> Self {
+        ExtentItem {
+            num_bytes: it.num_bytes,
+            refs: it.refs,
+            flags: it.flags,
+            key: it.key,
+            backrefs: it.backrefs.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 struct Tree {
-    items: HashMap<u64, ExtentItem>,
+    items: HashMap<u64, Item, U64Build>,
     /// Extents allocated and freed inside a transaction: pinned, never inserted (§2.7).
     pinned: u64,
     pinned_bytes: u64,
@@ -60,7 +95,10 @@ impl ExtentTree {
     pub fn new(initial: impl IntoIterator<Item = (u64, ExtentItem)>, ext_cost_ns: u64) -> Self {
         Self {
             tree: Mutex::new(Tree {
-                items: initial.into_iter().collect(),
+                items: initial
+                    .into_iter()
+                    .map(|(b, it)| (b, Item::from(&it)))
+                    .collect(),
                 ..Default::default()
             }),
             ext_cost_ns,
@@ -109,7 +147,7 @@ impl ExtentTree {
                 if t.items.contains_key(&r.bytenr) {
                     return Err(ModelError::ExtentExists { bytenr: r.bytenr });
                 }
-                let mut it = ExtentItem {
+                let mut it = Item {
                     num_bytes: r.num_bytes,
                     refs: m64,
                     ..Default::default()
@@ -128,7 +166,7 @@ impl ExtentTree {
                     .get_mut(&r.bytenr)
                     .ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
                 it.refs += m64;
-                *it.backrefs.entry(r.key).or_insert(0) += m64;
+                *it.backrefs.get_or_insert_with(r.key, || 0) += m64;
                 apply_op(it, r.extent_op);
                 Ok(())
             }
@@ -192,7 +230,12 @@ impl ExtentTree {
     }
 
     pub fn snapshot(&self) -> HashMap<u64, ExtentItem> {
-        self.tree.lock().items.clone()
+        self.tree
+            .lock()
+            .items
+            .iter()
+            .map(|(b, it)| (*b, ExtentItem::from(it)))
+            .collect()
     }
     pub fn pinned(&self) -> (u64, u64) {
         let t = self.tree.lock();
@@ -200,7 +243,7 @@ impl ExtentTree {
     }
 }
 
-fn apply_op(it: &mut ExtentItem, op: Option<ExtentOp>) {
+fn apply_op(it: &mut Item, op: Option<ExtentOp>) {
     if let Some(op) = op {
         if let Some(f) = op.flags {
             it.flags |= f;

@@ -5,6 +5,7 @@ use crate::live::{ThreadState, WorkerState};
 use crate::metrics::WaitStats;
 use crate::refkey::{BackrefKey, Era, NodeKey, RefAction};
 use crate::spinlock::SpinLock;
+use crate::vecmap::VecMap;
 use parking_lot::lock_api::RawMutex as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +65,7 @@ pub struct HeadInner {
     pub must_insert_reserved: bool,
     pub is_data: bool,
     pub extent_op: Option<ExtentOp>,
-    pub refs: BTreeMap<NodeKey, RefNode>,
+    pub refs: VecMap<NodeKey, RefNode>,
     /// Modern `ref_add_list`: ADD nodes in insertion order; stale entries skipped lazily.
     add_list: VecDeque<(NodeKey, u64)>,
     next_id: u64,
@@ -82,7 +83,7 @@ impl HeadInner {
             must_insert_reserved: false,
             is_data,
             extent_op: None,
-            refs: BTreeMap::new(),
+            refs: VecMap::new(),
             add_list: VecDeque::new(),
             next_id: 0,
             merged_with_fence: None,
@@ -90,7 +91,13 @@ impl HeadInner {
     }
 
     /// `add_delayed_tree_ref`/`_data_ref` insertion (§1.4; §4.3 has the same arithmetic).
-    pub fn insert_ref(&mut self, key: NodeKey, action: RefAction, level: u8) -> InsertOutcome {
+    pub fn insert_ref(
+        &mut self,
+        era: Era,
+        key: NodeKey,
+        action: RefAction,
+        level: u8,
+    ) -> InsertOutcome {
         self.merged_with_fence = None;
         if let Some(ex) = self.refs.get_mut(&key) {
             if ex.action == action {
@@ -116,7 +123,8 @@ impl HeadInner {
                 id,
             },
         );
-        if action == RefAction::Add {
+        // Only the modern era has `ref_add_list` (§4.2).
+        if era == Era::Modern && action == RefAction::Add {
             self.add_list.push_back((key, id));
         }
         InsertOutcome::New
@@ -319,13 +327,22 @@ mod tests {
     fn spec_1_4_insert_merge_and_cancel() {
         let mut h = HeadInner::new(4096, true);
         let key = k(Era::V3, 5, 0);
-        assert_eq!(h.insert_ref(key, RefAction::Drop, 0), InsertOutcome::New);
-        assert_eq!(h.insert_ref(key, RefAction::Drop, 0), InsertOutcome::Merged);
-        assert_eq!(h.insert_ref(key, RefAction::Add, 0), InsertOutcome::Reduced);
+        assert_eq!(
+            h.insert_ref(Era::V3, key, RefAction::Drop, 0),
+            InsertOutcome::New
+        );
+        assert_eq!(
+            h.insert_ref(Era::V3, key, RefAction::Drop, 0),
+            InsertOutcome::Merged
+        );
+        assert_eq!(
+            h.insert_ref(Era::V3, key, RefAction::Add, 0),
+            InsertOutcome::Reduced
+        );
         assert_eq!(h.refs[&key].action, RefAction::Drop);
         assert_eq!(h.refs[&key].ref_mod, 1);
         assert_eq!(
-            h.insert_ref(key, RefAction::Add, 0),
+            h.insert_ref(Era::V3, key, RefAction::Add, 0),
             InsertOutcome::Cancelled
         );
         assert!(h.refs.is_empty());
@@ -335,10 +352,10 @@ mod tests {
     #[test]
     fn spec_2_5_add_before_drop_v3() {
         let mut h = HeadInner::new(4096, true);
-        h.insert_ref(k(Era::V3, 1, 0), RefAction::Drop, 0);
-        h.insert_ref(k(Era::V3, 2, 0), RefAction::Add, 0);
-        h.insert_ref(k(Era::V3, 3, 0), RefAction::Add, 0);
-        h.insert_ref(k(Era::V3, 4, 0), RefAction::Drop, 0);
+        h.insert_ref(Era::V3, k(Era::V3, 1, 0), RefAction::Drop, 0);
+        h.insert_ref(Era::V3, k(Era::V3, 2, 0), RefAction::Add, 0);
+        h.insert_ref(Era::V3, k(Era::V3, 3, 0), RefAction::Add, 0);
+        h.insert_ref(Era::V3, k(Era::V3, 4, 0), RefAction::Drop, 0);
         let mut seen = vec![];
         while let Some(s) = h.select_delayed_ref(Era::V3) {
             let n = h.erase_ref(&s);
@@ -354,13 +371,13 @@ mod tests {
     fn spec_4_4_add_fifo_then_drops_modern() {
         let mut h = HeadInner::new(4096, false);
         let e = Era::Modern;
-        h.insert_ref(k(e, 9, 0), RefAction::Add, 0);
-        h.insert_ref(k(e, 4, 0), RefAction::Drop, 0);
-        h.insert_ref(k(e, 1, 0), RefAction::Add, 0);
-        h.insert_ref(k(e, 2, 0), RefAction::Drop, 0);
+        h.insert_ref(e, k(e, 9, 0), RefAction::Add, 0);
+        h.insert_ref(e, k(e, 4, 0), RefAction::Drop, 0);
+        h.insert_ref(e, k(e, 1, 0), RefAction::Add, 0);
+        h.insert_ref(e, k(e, 2, 0), RefAction::Drop, 0);
         // A cancelled ADD leaves a stale list entry that must be skipped.
-        h.insert_ref(k(e, 7, 0), RefAction::Add, 0);
-        h.insert_ref(k(e, 7, 0), RefAction::Drop, 0);
+        h.insert_ref(e, k(e, 7, 0), RefAction::Add, 0);
+        h.insert_ref(e, k(e, 7, 0), RefAction::Drop, 0);
         let mut seen = vec![];
         while let Some(s) = h.select_delayed_ref(e) {
             seen.push(s.backref(e).a);
@@ -379,7 +396,7 @@ mod tests {
             (2, RefAction::Add),
             (3, RefAction::Drop),
         ] {
-            h.insert_ref(k(e, 5, seq), a, 0);
+            h.insert_ref(e, k(e, 5, seq), a, 0);
         }
         assert_eq!(h.refs.len(), 3);
         let net = h.queued_net();
@@ -400,15 +417,15 @@ mod tests {
     fn spec_2_6_merge_smaller_side_dropped() {
         let e = Era::V3;
         let mut h = HeadInner::new(4096, true);
-        h.insert_ref(k(e, 5, 2), RefAction::Add, 0);
-        h.insert_ref(k(e, 5, 1), RefAction::Drop, 0);
-        h.insert_ref(k(e, 5, 1), RefAction::Drop, 0);
+        h.insert_ref(e, k(e, 5, 2), RefAction::Add, 0);
+        h.insert_ref(e, k(e, 5, 1), RefAction::Drop, 0);
+        h.insert_ref(e, k(e, 5, 1), RefAction::Drop, 0);
         assert_eq!(h.merge_delayed_refs(e, 0), 1);
         let (key, n) = h.refs.iter().next().unwrap();
         assert_eq!((n.action, n.ref_mod, key.seq(e)), (RefAction::Drop, 1, 1));
         let mut h2 = HeadInner::new(4096, true);
-        h2.insert_ref(k(e, 5, 2), RefAction::Add, 0);
-        h2.insert_ref(k(e, 5, 1), RefAction::Drop, 0);
+        h2.insert_ref(e, k(e, 5, 2), RefAction::Add, 0);
+        h2.insert_ref(e, k(e, 5, 1), RefAction::Drop, 0);
         assert_eq!(h2.merge_delayed_refs(e, 0), 2);
         assert!(h2.refs.is_empty());
     }

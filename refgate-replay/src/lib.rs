@@ -22,6 +22,7 @@ pub mod run_v3;
 pub mod spinlock;
 mod sync;
 pub mod trace_workload;
+pub mod vecmap;
 pub mod workload;
 
 pub use engine::{Report, run, run_live};

@@ -280,7 +280,10 @@ impl FsModel {
         g.c.num_heads += 1;
         g.c.num_heads_ready += 1;
         self.root.num_entries.fetch_add(1, Ordering::Relaxed);
-        h.delayed_ref_updates += 1;
+        // 3.x counts new heads as updates (§1.4); modern counts refs only (§4.3).
+        if self.era == Era::V3 {
+            h.delayed_ref_updates += 1;
+        }
         head
     }
 
@@ -341,7 +344,7 @@ impl FsModel {
             op,
         )?;
         let key = NodeKey::new(self.era, &r.key, seq);
-        match hi.insert_ref(key, r.action.node_action(), r.level) {
+        match hi.insert_ref(self.era, key, r.action.node_action(), r.level) {
             InsertOutcome::New => {
                 self.root.num_entries.fetch_add(1, Ordering::Relaxed);
                 h.delayed_ref_updates += 1;

@@ -168,8 +168,9 @@ fn main() -> Result<()> {
         Cmd::Run { args } => {
             setup()?;
             build_release()?;
+            // The main job: replay of the bundled sample (embedded in the binary) on 32 threads.
             let args = if args.is_empty() {
-                vec!["inspect".to_string(), root().join(SAMPLE).display().to_string()]
+                vec!["replay".to_string(), "--threads".to_string(), "32".to_string()]
             } else {
                 args
             };

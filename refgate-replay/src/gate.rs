@@ -152,6 +152,23 @@ impl Gate {
         st: &mut GateStats,
         on_sleep: &mut dyn FnMut(bool),
     ) -> GateEntry {
+        self.enter_throttled_when(
+            p.progress_quantum,
+            &|| num_entries() < p.entries_threshold,
+            st,
+            on_sleep,
+        )
+    }
+
+    /// The same protocol with the "don't bother waiting" test as a predicate: K3.9/3.10
+    /// use `num_entries < 16348`, K3.11–3.13 `flushing || !should_throttle()` (§4.1).
+    pub fn enter_throttled_when(
+        &self,
+        progress_quantum: i32,
+        give_up: &dyn Fn() -> bool,
+        st: &mut GateStats,
+        on_sleep: &mut dyn FnMut(bool),
+    ) -> GateEntry {
         // Step 1: sampled once, on arrival.
         let seq0 = self.ref_seq.load(Ordering::SeqCst);
         loop {
@@ -161,7 +178,7 @@ impl Gate {
                 return GateEntry::Run;
             }
             // Step 3: busy, and not enough queued to be worth waiting for.
-            if num_entries() < p.entries_threshold {
+            if give_up() {
                 st.early_returns += 1;
                 return GateEntry::EarlyReturn;
             }
@@ -178,7 +195,7 @@ impl Gate {
             self.wait.sleep(seen);
             on_sleep(false);
             st.wakeups += 1;
-            if self.refs_newer(seq0, p.progress_quantum) {
+            if self.refs_newer(seq0, progress_quantum) {
                 st.refs_newer_exits += 1;
                 return GateEntry::Progress;
             }

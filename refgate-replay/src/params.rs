@@ -18,6 +18,10 @@ pub struct Params {
     /// `__btrfs_end_transaction` runs refs up to this many times (K3.8: 2, K3.9: 1; §2.8).
     /// `None`: the policy's kernel value.
     pub end_trans_loops: Option<u32>,
+    /// SEED+THROTTLE (3.11–3.13): `btrfs_should_throttle_delayed_refs()` is a space
+    /// heuristic the model does not have; it is stood in for by `num_heads_ready ≥ this`
+    /// (§7.3 allows "a function of `num_heads_ready`").
+    pub throttle_311_ready_heads: u64,
     /// Spin iterations before yielding on a contended spinlock.
     pub spin_limit: u32,
     /// Model the v3.x tree-mod-seq hold-back of fs-tree refs (§1.6).
@@ -43,6 +47,7 @@ impl Default for Params {
             gate_entries_threshold: 16348,
             gate_progress_quantum: 256,
             end_trans_loops: None,
+            throttle_311_ready_heads: 4096,
             spin_limit: 64,
             seq_holdback: true,
             walk_cost_ns: 0,

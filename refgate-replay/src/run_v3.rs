@@ -25,6 +25,23 @@ pub enum RunCount {
     Nodes(u64),
 }
 
+/// Which admission rules a v3.x runner follows (§2.3, §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gating {
+    /// 3.7/3.8: no gate; throttled callers stop below 64 ready heads.
+    None,
+    /// 3.9/3.10: the gate with `num_entries < 16348` and the 64-ready-heads floor.
+    Seed,
+    /// 3.11–3.13: the gate with `flushing || !should_throttle()` as the give-up test and
+    /// `!should_throttle()` as the throttled callers' stop condition.
+    Throttle311,
+}
+
+/// K3.11 `btrfs_should_throttle_delayed_refs` stand-in (see `Params::throttle_311_ready_heads`).
+pub fn should_throttle_311(fs: &FsModel) -> bool {
+    fs.num_heads_ready_racy() >= fs.params.throttle_311_ready_heads
+}
+
 /// `btrfs_find_ref_cluster` (§2.2), lock held. Claims up to `cluster_heads` contiguous
 /// unclaimed heads starting after `start`, advancing the shared cursor.
 pub fn btrfs_find_ref_cluster(
@@ -228,9 +245,26 @@ pub fn run_delayed_refs(
     count: RunCount,
     gated: bool,
 ) -> Result<u64, ModelError> {
+    run_delayed_refs_with(
+        fs,
+        w,
+        h,
+        count,
+        if gated { Gating::Seed } else { Gating::None },
+    )
+}
+
+/// [`run_delayed_refs`] with an explicit [`Gating`] (3.11–3.13 variant included).
+pub fn run_delayed_refs_with(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    count: RunCount,
+    gating: Gating,
+) -> Result<u64, ModelError> {
     let t0 = Instant::now();
     let prev = w.set_state(ThreadState::RunningRefs);
-    let r = run_delayed_refs_inner(fs, w, h, count, gated);
+    let r = run_delayed_refs_inner(fs, w, h, count, gating);
     w.m.run_calls.record(t0.elapsed().as_nanos() as u64);
     w.set_state(prev);
     r
@@ -241,8 +275,9 @@ fn run_delayed_refs_inner(
     w: &mut Worker,
     h: &mut TransHandle,
     count: RunCount,
-    gated: bool,
+    gating: Gating,
 ) -> Result<u64, ModelError> {
+    let gated = gating != Gating::None;
     // Step 2: `btrfs_delayed_refs_qgroup_accounting` releases our seq element (§1.6).
     fs.tree_mod.put(&mut h.seq_elem);
     // Step 3.
@@ -261,9 +296,19 @@ fn run_delayed_refs_inner(
         } else {
             let live = &fs.live;
             let ws = fs.ws(w.id);
-            let e = gate.enter_throttled(
-                &fs.params.gate(),
-                &|| fs.num_entries_racy(),
+            let seed_give_up = || fs.num_entries_racy() < fs.params.gate_entries_threshold;
+            let throttle_give_up = || {
+                fs.root.flushing.load(std::sync::atomic::Ordering::Relaxed)
+                    || !should_throttle_311(fs)
+            };
+            let give_up: &dyn Fn() -> bool = if gating == Gating::Throttle311 {
+                &throttle_give_up
+            } else {
+                &seed_give_up
+            };
+            let e = gate.enter_throttled_when(
+                fs.params.gate_progress_quantum,
+                give_up,
                 &mut w.m.gate,
                 &mut |sleeping| {
                     if sleeping {
@@ -284,7 +329,7 @@ fn run_delayed_refs_inner(
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-    let res = run_loop(fs, w, h, &mut count, run_all, run_most, gated);
+    let res = run_loop(fs, w, h, &mut count, run_all, run_most, gating);
     match res {
         Ok((total, g)) => {
             // Step 8 (`out:`): decrement, barrier, wake all, with the lock held.
@@ -318,8 +363,9 @@ fn run_loop<'a>(
     count: &mut u64,
     run_all: bool,
     run_most: bool,
-    gated: bool,
+    gating: Gating,
 ) -> Result<Out<'a>, ModelError> {
+    let gated = gating != Gating::None;
     let mut total = 0u64;
     loop {
         // Step 5 (`again:`).
@@ -327,8 +373,14 @@ fn run_loop<'a>(
         let mut g = fs.lock_root(w);
         loop {
             // Step 6a.
-            if !run_all && !run_most && g.c.num_heads_ready < fs.params.throttle_ready_heads {
-                break;
+            if !run_all && !run_most {
+                let stop = match gating {
+                    Gating::Throttle311 => !should_throttle_311(fs),
+                    _ => g.c.num_heads_ready < fs.params.throttle_ready_heads,
+                };
+                if stop {
+                    break;
+                }
             }
             // Step 6b.
             let delayed_start = g.c.run_delayed_start;

@@ -1,7 +1,7 @@
 //! End-to-end: every policy and thread count replays synthetic workloads and passes the §7.4
 //! invariant (checked inside `engine::run`).
 
-use refgate_replay::policy::{self, NAMES};
+use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
 use refgate_replay::workload::{SynthParams, synthetic};
 use refgate_replay::{Params, engine};
 
@@ -12,7 +12,7 @@ fn spec_7_4_all_policies_small_thread_counts() {
         transactions: 3,
         ..Default::default()
     });
-    for name in NAMES {
+    for name in NAMES.iter().chain(&EXTRA_NAMES) {
         let p = policy::by_name(name).unwrap();
         for threads in [1, 2, 4, 8, 16, 32] {
             let r = engine::run(&w, p.as_ref(), threads, &Params::default())

@@ -4,7 +4,7 @@
 //! any violation is an `Err`).
 
 use proptest::prelude::*;
-use refgate_replay::policy::{self, NAMES};
+use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
 use refgate_replay::workload::{SynthParams, synthetic};
 use refgate_replay::{Params, engine};
 
@@ -48,6 +48,7 @@ fn params(small: bool) -> Params {
             gate_entries_threshold: 8,
             gate_progress_quantum: 4,
             modern_flush_entries: 16,
+            throttle_311_ready_heads: 3,
             ..Params::default()
         }
     } else {
@@ -56,13 +57,13 @@ fn params(small: bool) -> Params {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Single thread, all policies, kernel and small constants.
     #[test]
     fn spec_7_4_invariant_single_thread(sp in synth(), small in any::<bool>()) {
         let w = synthetic(&sp);
-        for name in NAMES {
+        for name in NAMES.iter().chain(&EXTRA_NAMES) {
             let p = policy::by_name(name).unwrap();
             let r = engine::run(&w, p.as_ref(), 1, &params(small));
             prop_assert!(r.is_ok(), "{name}: {}", r.unwrap_err());
@@ -71,14 +72,14 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Real threads: 2, 4, 8 and 32 workers contending on the locks, all policies.
     #[test]
     fn spec_7_4_invariant_threads(sp in synth(), small in any::<bool>(), scale in 1usize..4) {
         let base = synthetic(&sp);
         let w = base.replicate(scale, base.span());
-        for name in NAMES {
+        for name in NAMES.iter().chain(&EXTRA_NAMES) {
             let p = policy::by_name(name).unwrap();
             for threads in [2, 4, 8, 32] {
                 let r = engine::run(&w, p.as_ref(), threads, &params(small));

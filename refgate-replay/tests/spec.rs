@@ -492,3 +492,45 @@ fn spec_7_4_checker_detects_mismatch() {
     let errs = check_extent_tree(&wl, &items).unwrap_err();
     assert!(errs.iter().any(|e| e.contains(&b.to_string())), "{errs:?}");
 }
+
+/// §4.1 (3.11–3.13): throttled callers stop as soon as `should_throttle()` is false (here:
+/// fewer than `throttle_311_ready_heads` ready heads), and a busy gate sends them away while
+/// the commit is flushing.
+#[test]
+fn spec_4_1_throttle_311_stop_and_give_up() {
+    use refgate_replay::run_v3::Gating;
+    let params = Params {
+        throttle_311_ready_heads: 80,
+        ..Params::default()
+    };
+    let (fs, mut w) = fs_with(Era::V3, params, vec![]);
+    let mut h = TransHandle::default();
+    queue_new_blocks(&fs, &mut w, &mut h, 100);
+    let mut r = TransHandle::default();
+    run_v3::run_delayed_refs_with(
+        &fs,
+        &mut w,
+        &mut r,
+        RunCount::Nodes(10_000),
+        Gating::Throttle311,
+    )
+    .unwrap();
+    // 100 → 68 ready after one cluster: below 80, so it stops (the 3.9 rule, < 64, would
+    // have run a second cluster down to 36).
+    assert_eq!(fs.counters(&mut w).0.num_heads_ready, 68);
+    queue_new_blocks_at(&fs, &mut w, &mut h, 200, 100);
+    let mut st = Default::default();
+    fs.root.gate.enter_bypass(&mut st);
+    fs.root
+        .flushing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = run_v3::run_delayed_refs_with(
+        &fs,
+        &mut w,
+        &mut r,
+        RunCount::Nodes(10),
+        Gating::Throttle311,
+    )
+    .unwrap();
+    assert_eq!((n, w.m.gate.early_returns), (0, 1));
+}

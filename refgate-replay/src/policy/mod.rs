@@ -4,10 +4,12 @@
 mod modern;
 mod pre;
 mod seed;
+mod seed_throttle;
 
 pub use modern::Modern;
 pub use pre::Pre;
 pub use seed::Seed;
+pub use seed_throttle::SeedThrottle;
 
 use crate::error::ModelError;
 use crate::refkey::Era;
@@ -52,12 +54,17 @@ pub trait Policy: Send + Sync {
 /// Policy names accepted by [`by_name`].
 pub const NAMES: [&str; 3] = ["pre", "seed", "modern"];
 
-/// `pre` (3.7/3.8), `seed` (3.9/3.10), `modern` (6.7+).
+/// Optional variants, also accepted by [`by_name`] (not in [`NAMES`], so callers that
+/// sweep the main three are unaffected).
+pub const EXTRA_NAMES: [&str; 1] = ["seed-throttle"];
+
+/// `pre` (3.7/3.8), `seed` (3.9/3.10), `modern` (6.7+), `seed-throttle` (3.11–3.13).
 pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
     match name {
         "pre" => Some(Box::new(Pre)),
         "seed" => Some(Box::new(Seed)),
         "modern" => Some(Box::new(Modern)),
+        "seed-throttle" => Some(Box::new(SeedThrottle)),
         _ => None,
     }
 }

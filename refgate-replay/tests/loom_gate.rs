@@ -12,10 +12,13 @@ use refgate_replay::gate::{Gate, GateEntry, GateParams};
 use refgate_replay::metrics::GateStats;
 
 /// Bounded preemptions keep the state space small enough for a 2-core CI machine while
-/// still covering the lost-wake-up window (it needs one preemption).
+/// still covering the lost-wake-up window (it needs one preemption; 4 passes too, in ~20 s).
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(2);
+    // `LOOM_MAX_PREEMPTIONS` (read by `Builder::new`) overrides, for deeper runs by hand.
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = Some(3);
+    }
     b.check(f);
 }
 

@@ -136,9 +136,13 @@ pub enum EventKind {
     /// A transaction handle handed out: kretprobe on `start_transaction` (all of
     /// `btrfs_start_transaction`, `btrfs_join_transaction`, … go through it). `handle` is the
     /// `struct btrfs_trans_handle *`; a nested start returns the handle the task already holds.
-    TransHandleStart { handle: u64 },
+    TransHandleStart {
+        handle: u64,
+    },
     /// kprobe on `__btrfs_end_transaction` (every `btrfs_end_transaction*` variant).
-    TransHandleEnd { handle: u64 },
+    TransHandleEnd {
+        handle: u64,
+    },
     /// kprobe + kretprobe on `btrfs_commit_transaction`; the timestamp is the entry.
     CommitTransactionCall {
         handle: u64,

@@ -104,12 +104,17 @@ fn parse_replicate(s: &str) -> Result<Replicate, String> {
     }
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(Replicate(Some(n))),
-        _ => Err(format!("--replicate takes `auto` or a positive count, not {s}")),
+        _ => Err(format!(
+            "--replicate takes `auto` or a positive count, not {s}"
+        )),
     }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s}"))?;
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!("duration must be positive: {s}"));
     }

@@ -41,11 +41,20 @@ fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>)> {
             let f = std::fs::File::open(p)
                 .with_context(|| format!("cannot open the trace {}", p.display()))?;
             let name = p.display().to_string();
-            (name.clone(), TraceReader::open_named(Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::Read>, name)?)
+            (
+                name.clone(),
+                TraceReader::open_named(
+                    Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::Read>,
+                    name,
+                )?,
+            )
         }
         None => (
             SAMPLE_NAME.to_string(),
-            TraceReader::open_named(Box::new(Cursor::new(SAMPLE)) as Box<dyn std::io::Read>, SAMPLE_NAME.into())?,
+            TraceReader::open_named(
+                Box::new(Cursor::new(SAMPLE)) as Box<dyn std::io::Read>,
+                SAMPLE_NAME.into(),
+            )?,
         ),
     };
     let records: Vec<Record> = reader.by_ref().collect();
@@ -62,7 +71,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     let policy = by_name(&args.policy).with_context(|| {
-        format!("unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10) or modern (6.7+)", args.policy)
+        format!(
+            "unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10) or modern (6.7+)",
+            args.policy
+        )
     })?;
     let prepare = Instant::now();
     let (name, records) = load(&args)?;
@@ -72,9 +84,20 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
     let (base, conv) = workload_from_records(records, &opts)
         .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
-    let tasks = base.tasks.iter().filter(|t| t.transactions.iter().any(|tt| !tt.handles.is_empty())).count();
-    let copies = args.replicate.unwrap_or_else(|| args.threads.div_ceil(tasks.max(1))).max(1);
-    let workload = if copies > 1 { base.replicate(copies, base.span()) } else { base };
+    let tasks = base
+        .tasks
+        .iter()
+        .filter(|t| t.transactions.iter().any(|tt| !tt.handles.is_empty()))
+        .count();
+    let copies = args
+        .replicate
+        .unwrap_or_else(|| args.threads.div_ceil(tasks.max(1)))
+        .max(1);
+    let workload = if copies > 1 {
+        base.replicate(copies, base.span())
+    } else {
+        base
+    };
 
     let live = Arc::new(Live::new(args.threads));
     // The per-node extent-tree cost is calibrated from the recorded run events (§7.5) unless
@@ -93,11 +116,19 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let tui = !(args.plain || args.json) && std::io::stdout().is_terminal();
     let report: Result<Report, String> = std::thread::scope(|s| {
         let engine = s.spawn(|| {
-            refgate_replay::run_live(&workload, policy.as_ref(), args.threads, &params, live.clone())
-                .map_err(|e| e.to_string())
+            refgate_replay::run_live(
+                &workload,
+                policy.as_ref(),
+                args.threads,
+                &params,
+                live.clone(),
+            )
+            .map_err(|e| e.to_string())
         });
         let join = |engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>| {
-            engine.join().unwrap_or_else(|_| Err("the replay engine panicked".into()))
+            engine
+                .join()
+                .unwrap_or_else(|_| Err("the replay engine panicked".into()))
         };
         if tui {
             match dashboard_phase(&name, &args.policy, &live, started, engine) {
@@ -109,7 +140,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         // Plain progress: at most one line a second, on stderr (stdout carries the report).
         let mut next = started + Duration::from_secs(1);
         while !engine.is_finished() {
-            std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(50).min(next.saturating_duration_since(Instant::now())),
+            );
             if Instant::now() >= next && !args.json && !engine.is_finished() {
                 next += Duration::from_secs(1);
                 let snap = live.snapshot();
@@ -127,9 +160,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         join(engine)
     });
-    let report = report.map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
+    let report = report
+        .map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&name, &conv, &prep, &report))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_report(&name, &conv, &prep, &report))?
+        );
     } else {
         print!("{}", text_report(&name, &conv, &prep, &report));
     }
@@ -147,10 +184,19 @@ fn dashboard_phase(
 ) -> std::io::Result<Result<Report, String>> {
     use crate::dashboard::{Tui, replay};
     let join = |engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>| {
-        engine.join().unwrap_or_else(|_| Err("the replay engine panicked".into()))
+        engine
+            .join()
+            .unwrap_or_else(|_| Err("the replay engine panicked".into()))
     };
-    let short = std::path::Path::new(name).file_name().and_then(|n| n.to_str()).unwrap_or(name);
-    let short = if name == SAMPLE_NAME { "bundled sample" } else { short };
+    let short = std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(name);
+    let short = if name == SAMPLE_NAME {
+        "bundled sample"
+    } else {
+        short
+    };
     let mut tui = match Tui::enter() {
         Ok(t) => t,
         Err(e) => {
@@ -195,7 +241,12 @@ fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
 }
 
 /// The machine-readable report (`--json`).
-pub fn json_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report) -> serde_json::Value {
+pub fn json_report(
+    trace: &str,
+    conv: &TraceConversion,
+    prep: &Prep,
+    r: &Report,
+) -> serde_json::Value {
     json!({
         "policy": r.policy,
         "threads": r.threads,
@@ -242,7 +293,13 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
     let _ = writeln!(
         o,
         "  workload   {} tasks × {} replica(s), {} transactions, {} handles, {} ref adds + {} extent ops per replica ({} re-homed to keep per-extent order)",
-        conv.tasks, copies, conv.transactions, conv.handles, conv.ref_adds, conv.extent_ops, conv.rehomed
+        conv.tasks,
+        copies,
+        conv.transactions,
+        conv.handles,
+        conv.ref_adds,
+        conv.extent_ops,
+        conv.rehomed
     );
     let _ = writeln!(
         o,
@@ -250,7 +307,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         prep.seconds,
         conv.handle_source,
         prep.ext_cost_ns,
-        if prep.ext_cost_ns == conv.run_cost_ns { "calibrated from the recorded run events" } else { "--ext-cost-ns" }
+        if prep.ext_cost_ns == conv.run_cost_ns {
+            "calibrated from the recorded run events"
+        } else {
+            "--ext-cost-ns"
+        }
     );
     let _ = writeln!(
         o,
@@ -271,25 +332,53 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         let _ = writeln!(
             o,
             "  verdict    invariant holds (§7.4): {} extents, {} backrefs checked, {} live, {} pinned",
-            r.invariant.extents_checked, r.invariant.backrefs_checked, r.invariant.extents_live, r.invariant.pinned
+            r.invariant.extents_checked,
+            r.invariant.backrefs_checked,
+            r.invariant.extents_live,
+            r.invariant.pinned
         );
     }
     if r.paused_seconds > 0.0 {
-        let _ = writeln!(o, "  paused     {:.3} s (left out of the wall time)", r.paused_seconds);
+        let _ = writeln!(
+            o,
+            "  paused     {:.3} s (left out of the wall time)",
+            r.paused_seconds
+        );
     }
-    let _ = writeln!(o, "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max");
-    for (label, s) in [("delayed_refs->lock", &r.dr_lock), ("head->lock", &r.head_lock)] {
+    let _ = writeln!(
+        o,
+        "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max"
+    );
+    for (label, s) in [
+        ("delayed_refs->lock", &r.dr_lock),
+        ("head->lock", &r.head_lock),
+    ] {
         let _ = writeln!(
             o,
             "  {label:<22} {:>9} {:>10} {:>8.4}s {:>9} {:>9} {:>9} {:>9}",
-            s.acquisitions, s.contended, s.spin_cpu_seconds, s.wait.count, ns(s.wait.p50_ns), ns(s.wait.p99_ns), ns(s.wait.max_ns)
+            s.acquisitions,
+            s.contended,
+            s.spin_cpu_seconds,
+            s.wait.count,
+            ns(s.wait.p50_ns),
+            ns(s.wait.p99_ns),
+            ns(s.wait.max_ns)
         );
     }
-    for (label, w) in [("head->mutex", &r.head_mutex_waits), ("extent tree", &r.extent_tree_waits)] {
+    for (label, w) in [
+        ("head->mutex", &r.head_mutex_waits),
+        ("extent tree", &r.extent_tree_waits),
+    ] {
         let _ = writeln!(
             o,
             "  {label:<22} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "", "", "", w.count, ns(w.p50_ns), ns(w.p99_ns), ns(w.max_ns)
+            "",
+            "",
+            "",
+            w.count,
+            ns(w.p50_ns),
+            ns(w.p99_ns),
+            ns(w.max_ns)
         );
     }
     let g = &r.gate;
@@ -297,14 +386,23 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         let _ = writeln!(
             o,
             "\n  seed gate  {} acquisitions, {} bypasses (run_all/run_most), {} early returns, {} sleeps, {} wake-alls, {} wake-ups, {} refs_newer exits",
-            g.acquisitions, g.bypasses, g.early_returns, g.sleeps, g.wake_alls, g.wakeups, g.refs_newer_exits
+            g.acquisitions,
+            g.bypasses,
+            g.early_returns,
+            g.sleeps,
+            g.wake_alls,
+            g.wakeups,
+            g.refs_newer_exits
         );
     }
     let c = &r.run_calls;
     let _ = writeln!(
         o,
         "  run calls  {} btrfs_run_delayed_refs calls: p50 {}, p99 {}, max {}",
-        c.count, ns(c.p50_ns), ns(c.p99_ns), ns(c.max_ns)
+        c.count,
+        ns(c.p50_ns),
+        ns(c.p99_ns),
+        ns(c.max_ns)
     );
     o
 }

@@ -11,7 +11,10 @@ fn stderr(o: &Output) -> String {
 
 fn fails_with(o: Output, needle: &str) {
     let e = stderr(&o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {e}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {e}"
+    );
     assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
     assert!(!e.contains("panicked"), "panic: {e}");
 }
@@ -21,12 +24,22 @@ fn inspect_rejects_bad_files() {
     let d = tempfile::tempdir().unwrap();
     let empty = d.path().join("empty.bin");
     std::fs::write(&empty, b"").unwrap();
-    fails_with(refgate().arg("inspect").arg(&empty).output().unwrap(), "empty");
+    fails_with(
+        refgate().arg("inspect").arg(&empty).output().unwrap(),
+        "empty",
+    );
     let foreign = d.path().join("foreign.bin");
     std::fs::write(&foreign, b"PERFILE2 this is perf.data, not a refgate trace").unwrap();
-    fails_with(refgate().arg("inspect").arg(&foreign).output().unwrap(), "not a refgate trace");
     fails_with(
-        refgate().arg("inspect").arg(d.path().join("missing.bin")).output().unwrap(),
+        refgate().arg("inspect").arg(&foreign).output().unwrap(),
+        "not a refgate trace",
+    );
+    fails_with(
+        refgate()
+            .arg("inspect")
+            .arg(d.path().join("missing.bin"))
+            .output()
+            .unwrap(),
         "missing.bin",
     );
 }
@@ -47,14 +60,23 @@ fn record_rejects_a_mount_that_is_not_btrfs() {
         .output()
         .unwrap();
     fails_with(o, "not a btrfs");
-    assert!(!out.exists(), "no trace file is left behind when nothing was recorded");
+    assert!(
+        !out.exists(),
+        "no trace file is left behind when nothing was recorded"
+    );
 }
 
 #[test]
 fn record_without_root_says_so() {
     if !is_root() {
         // Already unprivileged: the check is direct.
-        fails_with(refgate().args(["record", "--duration", "1"]).output().unwrap(), "needs root");
+        fails_with(
+            refgate()
+                .args(["record", "--duration", "1"])
+                .output()
+                .unwrap(),
+            "needs root",
+        );
         return;
     }
     // Drop to nobody with util-linux's setpriv.

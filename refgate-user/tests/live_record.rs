@@ -61,7 +61,10 @@ fn record_matches_perf_stat() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(rec.stdout.take().unwrap()).lines();
-    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("recording with"));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("recording with"));
     assert!(ready, "refgate record did not start");
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
@@ -81,36 +84,66 @@ fn record_matches_perf_stat() {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() > 3 && KINDS.contains(&f[2])).then(|| (f[2].to_string(), f[0].parse().unwrap_or(0)))
+            (f.len() > 3 && KINDS.contains(&f[2]))
+                .then(|| (f[2].to_string(), f[0].parse().unwrap_or(0)))
         })
         .collect();
     assert_eq!(perf_counts.len(), KINDS.len(), "perf output: {perf_text}");
 
     let summary = summarize(TraceReader::open_path(&trace).unwrap());
-    assert!(summary.finished, "trace not finished: {:?}", summary.damage_message);
+    assert!(
+        summary.finished,
+        "trace not finished: {:?}",
+        summary.damage_message
+    );
     assert_eq!(summary.lost_events, 0, "events were lost");
     for k in KINDS {
         let ours = summary.events_by_kind.get(k).copied().unwrap_or(0);
-        assert_eq!(ours, perf_counts[k], "{k}: refgate {ours} vs perf {}", perf_counts[k]);
+        assert_eq!(
+            ours, perf_counts[k],
+            "{k}: refgate {ours} vs perf {}",
+            perf_counts[k]
+        );
     }
-    assert!(perf_counts["btrfs:add_delayed_data_ref"] > 100, "the workload made data refs");
-    assert!(perf_counts["btrfs:run_delayed_ref_head"] > 100, "the workload ran heads");
+    assert!(
+        perf_counts["btrfs:add_delayed_data_ref"] > 100,
+        "the workload made data refs"
+    );
+    assert!(
+        perf_counts["btrfs:run_delayed_ref_head"] > 100,
+        "the workload ran heads"
+    );
 
     // Every event carries its task (comm once per task) and its filesystem.
     let records: Vec<Record> = TraceReader::open_path(&trace).unwrap().collect();
-    let tasks: Vec<u32> = records.iter().filter_map(|r| match r {
-        Record::Task(t) => Some(t.tid),
-        _ => None,
-    }).collect();
-    assert!(records.iter().any(|r| matches!(r, Record::Filesystem { .. })));
+    let tasks: Vec<u32> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Task(t) => Some(t.tid),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r, Record::Filesystem { .. }))
+    );
     for r in &records {
         if let Record::Event(e) = r {
-            assert!(tasks.contains(&e.tid), "event of an unannounced task {}", e.tid);
+            assert!(
+                tasks.contains(&e.tid),
+                "event of an unannounced task {}",
+                e.tid
+            );
         }
     }
     // This kernel has no kprobes: the header must say so, not pretend.
     let h = TraceReader::open_path(&trace).unwrap().header().clone();
     let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
-    let kp = h.probes.iter().find(|p| p.name == "kprobe:btrfs_run_delayed_refs").unwrap();
+    let kp = h
+        .probes
+        .iter()
+        .find(|p| p.name == "kprobe:btrfs_run_delayed_refs")
+        .unwrap();
     assert_eq!(kp.attached, kprobes, "{kp:?}");
 }

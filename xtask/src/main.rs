@@ -61,12 +61,17 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed: {st}");
     }
@@ -86,12 +91,20 @@ fn is_root() -> bool {
 fn setup() -> Result<()> {
     let missing: Vec<&str> = DEB_PACKAGES
         .iter()
-        .filter(|(_, bin)| !Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success()))
+        .filter(|(_, bin)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {bin}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
         if !is_root() {
-            bail!("missing Debian packages {missing:?}: run `sudo apt-get install {}`", missing.join(" "));
+            bail!(
+                "missing Debian packages {missing:?}: run `sudo apt-get install {}`",
+                missing.join(" ")
+            );
         }
         sh(Command::new("apt-get").args(["update", "-q"]))?;
         sh(Command::new("apt-get")
@@ -100,11 +113,29 @@ fn setup() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     if !output(Command::new("rustup").args(["toolchain", "list"])).contains("nightly") {
-        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        sh(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     if !output(Command::new("bpf-linker").arg("--version")).contains("0.10.") {
         sh(Command::new("cargo").args(["install", BPF_LINKER, "--locked"]))?;
@@ -128,7 +159,9 @@ fn build_release() -> Result<()> {
 
 /// `refgate replay --json` for each sample × policy × {1, 32} threads, best wall time of 3.
 fn bench_replay() -> Result<()> {
-    println!("| trace | policy | threads | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |");
+    println!(
+        "| trace | policy | threads | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for trace in [SAMPLE, "samples/debian-6.1-kprobes.bin"] {
         for policy in ["pre", "seed", "modern"] {
@@ -136,7 +169,16 @@ fn bench_replay() -> Result<()> {
                 let mut best: Option<serde_json::Value> = None;
                 for _ in 0..3 {
                     let out = Command::new(refgate())
-                        .args(["replay", trace, "--json", "--no-tui", "--policy", policy, "--threads", threads])
+                        .args([
+                            "replay",
+                            trace,
+                            "--json",
+                            "--no-tui",
+                            "--policy",
+                            policy,
+                            "--threads",
+                            threads,
+                        ])
                         .current_dir(root())
                         .output()?;
                     if !out.status.success() {
@@ -151,10 +193,18 @@ fn bench_replay() -> Result<()> {
                 let v = best.expect("3 runs");
                 println!(
                     "| {trace} | {policy} | {threads} | {} | {} | {:.3} | {:.3} | {:.0} | {:.4} | {} | {} |",
-                    v["replicas"], v["refs_run"], v["prepare_seconds"].as_f64().unwrap_or(0.0),
-                    v["wall_seconds"].as_f64().unwrap_or(0.0), v["refs_per_second"].as_f64().unwrap_or(0.0),
-                    v["spin_cpu_seconds"].as_f64().unwrap_or(0.0), v["delayed_refs_lock"]["contended"],
-                    if v["invariant_ok"] == true { "holds" } else { "VIOLATED" }
+                    v["replicas"],
+                    v["refs_run"],
+                    v["prepare_seconds"].as_f64().unwrap_or(0.0),
+                    v["wall_seconds"].as_f64().unwrap_or(0.0),
+                    v["refs_per_second"].as_f64().unwrap_or(0.0),
+                    v["spin_cpu_seconds"].as_f64().unwrap_or(0.0),
+                    v["delayed_refs_lock"]["contended"],
+                    if v["invariant_ok"] == true {
+                        "holds"
+                    } else {
+                        "VIOLATED"
+                    }
                 );
             }
         }
@@ -170,7 +220,11 @@ fn main() -> Result<()> {
             build_release()?;
             // The main job: replay of the bundled sample (embedded in the binary) on 32 threads.
             let args = if args.is_empty() {
-                vec!["replay".to_string(), "--threads".to_string(), "32".to_string()]
+                vec![
+                    "replay".to_string(),
+                    "--threads".to_string(),
+                    "32".to_string(),
+                ]
             } else {
                 args
             };
@@ -181,7 +235,15 @@ fn main() -> Result<()> {
             sh(cargo().args(["test", "--workspace", "--locked"]))?;
             // loom model of the seed gate's wait/wake protocol (own target dir: other cfg).
             sh(cargo()
-                .args(["test", "--locked", "--release", "-p", "refgate-replay", "--test", "loom_gate"])
+                .args([
+                    "test",
+                    "--locked",
+                    "--release",
+                    "-p",
+                    "refgate-replay",
+                    "--test",
+                    "loom_gate",
+                ])
                 .args(["--target-dir", "target/loom"])
                 .env("RUSTFLAGS", "--cfg loom"))?;
             // The kprobe path, on Debian's stock kernel under QEMU (root: it builds an initramfs
@@ -201,7 +263,9 @@ fn main() -> Result<()> {
             sh(Command::new(refgate())
                 .args(["record", "--scratch", "--no-tui", "-o"])
                 .arg(root().join(SAMPLE)))?;
-            sh(Command::new(refgate()).arg("inspect").arg(root().join(SAMPLE)))
+            sh(Command::new(refgate())
+                .arg("inspect")
+                .arg(root().join(SAMPLE)))
         }
         Cmd::VmTest { keep } => {
             setup()?;

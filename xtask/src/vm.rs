@@ -57,19 +57,25 @@ fn kernel_deb(cache: &Path) -> Result<PathBuf> {
     {
         return Ok(deb);
     }
-    let out = Command::new("apt-cache").args(["search", "--names-only", KERNEL_PATTERN]).output()?;
+    let out = Command::new("apt-cache")
+        .args(["search", "--names-only", KERNEL_PATTERN])
+        .output()?;
     let names: BTreeSet<(u32, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|n| {
-            let abi = n.strip_prefix("linux-image-6.1.0-")?.strip_suffix("-amd64-unsigned")?;
+            let abi = n
+                .strip_prefix("linux-image-6.1.0-")?
+                .strip_suffix("-amd64-unsigned")?;
             Some((abi.parse().ok()?, n.to_string()))
         })
         .collect();
     let Some((_, name)) = names.last() else {
         bail!("apt knows no {KERNEL_PATTERN} package (run `apt-get update`)");
     };
-    sh(Command::new("apt-get").args(["download", "-q", name]).current_dir(cache))?;
+    sh(Command::new("apt-get")
+        .args(["download", "-q", name])
+        .current_dir(cache))?;
     kernel_deb(cache)
 }
 
@@ -78,7 +84,11 @@ fn libs_of(bin: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd").arg(bin).output().context("ldd")?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        })
         .collect())
 }
 
@@ -90,7 +100,9 @@ fn copy_into(root: &Path, src: &Path, dst_rel: &Path) -> Result<()> {
 }
 
 fn which(bin: &str) -> Result<PathBuf> {
-    let out = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output()?;
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()?;
     let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if p.is_empty() {
         bail!("{bin} is not installed (cargo xtask setup installs it)");
@@ -128,12 +140,17 @@ fn build_image(work: &Path, refgate: &Path, files: usize) -> Result<(PathBuf, Pa
     }
     let vmlinuz = fs::read_dir(kdir.join("boot"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
         .context("no vmlinuz in the kernel package")?;
 
     let root = work.join("initramfs");
     let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "modules", "etc"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "modules", "etc",
+    ] {
         fs::create_dir_all(root.join(d))?;
     }
     let busybox = which("busybox")?;
@@ -142,34 +159,59 @@ fn build_image(work: &Path, refgate: &Path, files: usize) -> Result<(PathBuf, Pa
     for a in String::from_utf8_lossy(&applets.stdout).lines() {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
     }
-    for (bin, name) in [(refgate.to_path_buf(), "refgate"), (which("mkfs.btrfs")?, "mkfs.btrfs"), (which("btrfs")?, "btrfs")] {
+    for (bin, name) in [
+        (refgate.to_path_buf(), "refgate"),
+        (which("mkfs.btrfs")?, "mkfs.btrfs"),
+        (which("btrfs")?, "btrfs"),
+    ] {
         copy_into(&root, &bin, &Path::new("usr/bin").join(name))?;
         for lib in libs_of(&bin)? {
             copy_into(&root, &lib, lib.strip_prefix("/").expect("absolute"))?;
         }
     }
     for m in MODULES {
-        let found = Command::new("find").arg(&kdir).args(["-name", &format!("{m}.ko")]).output()?;
-        let path = String::from_utf8_lossy(&found.stdout).lines().next().map(PathBuf::from);
+        let found = Command::new("find")
+            .arg(&kdir)
+            .args(["-name", &format!("{m}.ko")])
+            .output()?;
+        let path = String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .next()
+            .map(PathBuf::from);
         match path {
             Some(p) => copy_into(&root, &p, &Path::new("modules").join(format!("{m}.ko")))?,
             None => eprintln!("xtask: {m}.ko not in the kernel package (built in?)"),
         }
     }
-    let init = INIT.replace("MODULES", &MODULES.join(" ")).replace("FILES", &files.to_string());
+    let init = INIT
+        .replace("MODULES", &MODULES.join(" "))
+        .replace("FILES", &files.to_string());
     fs::write(root.join("init"), init)?;
     sh(Command::new("chmod").arg("+x").arg(root.join("init")))?;
     let initrd = work.join("initrd.gz");
-    sh(Command::new("sh")
-        .arg("-c")
-        .arg(format!("cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'", root.display(), initrd.display())))?;
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        initrd.display()
+    )))?;
     Ok((vmlinuz, initrd))
 }
 
 /// Boots the image; returns the serial console output. Never leaves QEMU behind.
 fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "2G",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
@@ -193,7 +235,14 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
-            if tx.send(String::from_utf8_lossy(&line).trim_end_matches('\r').to_string()).is_err() {
+            if tx
+                .send(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches('\r')
+                        .to_string(),
+                )
+                .is_err()
+            {
                 break;
             }
         }
@@ -207,7 +256,14 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
             bail!(
                 "the guest did not finish within {} s; QEMU was killed. Last output:\n{}",
                 GUEST_TIMEOUT.as_secs(),
-                out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                out.lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         match rx.recv_timeout(left) {
@@ -231,7 +287,10 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
         eprintln!("xtask: qemu exited: {st}");
     }
     drop(guard);
-    eprintln!("xtask: guest run took {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask: guest run took {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(out)
 }
 
@@ -249,24 +308,35 @@ pub fn vm_test(root: &Path, refgate: &Path, keep: bool) -> Result<()> {
     let out = boot(&vmlinuz, &initrd)?;
     let json = between(&out, "REFGATE-VM-BEGIN-JSON", "REFGATE-VM-END-JSON")
         .context("the guest printed no inspect JSON (see its output above)")?;
-    let v: serde_json::Value = serde_json::from_str(json).context("parsing the guest's inspect JSON")?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).context("parsing the guest's inspect JSON")?;
     let b64: String = between(&out, "REFGATE-VM-BEGIN-TRACE", "REFGATE-VM-END-TRACE")
         .context("the guest sent no trace")?
         .lines()
         .map(str::trim)
         .collect();
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).context("decoding the guest's trace")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .context("decoding the guest's trace")?;
     let trace_path = work.join("guest-trace.bin");
     fs::write(&trace_path, &bytes)?;
 
     let mut failures = Vec::new();
     let probes = v["probes"].as_array().cloned().unwrap_or_default();
-    let attached = |name: &str| probes.iter().any(|p| p["name"] == name && p["attached"] == true);
+    let attached = |name: &str| {
+        probes
+            .iter()
+            .any(|p| p["name"] == name && p["attached"] == true)
+    };
     if !attached("kprobe:btrfs_run_delayed_refs") || !attached("kretprobe:btrfs_run_delayed_refs") {
         failures.push(format!("the trace header lacks an attached kprobe+kretprobe on btrfs_run_delayed_refs: {probes:?}"));
     }
     let count = |k: &str| v["events_by_kind"][k].as_u64().unwrap_or(0);
-    for name in ["kretprobe:start_transaction", "kprobe:__btrfs_end_transaction", "kprobe:btrfs_commit_transaction"] {
+    for name in [
+        "kretprobe:start_transaction",
+        "kprobe:__btrfs_end_transaction",
+        "kprobe:btrfs_commit_transaction",
+    ] {
         if !attached(name) {
             failures.push(format!("{name} is not attached"));
         }
@@ -288,7 +358,10 @@ pub fn vm_test(root: &Path, refgate: &Path, keep: bool) -> Result<()> {
         failures.push(format!("lost events: {}", v["lost_events"]));
     }
     if v["run_arg"] != "Count" {
-        failures.push(format!("run_arg should be Count on 6.1 (unsigned long count), is {}", v["run_arg"]));
+        failures.push(format!(
+            "run_arg should be Count on 6.1 (unsigned long count), is {}",
+            v["run_arg"]
+        ));
     }
 
     // Every run_delayed_ref_head inside a recorded btrfs_run_delayed_refs call of its task,
@@ -299,7 +372,10 @@ pub fn vm_test(root: &Path, refgate: &Path, keep: bool) -> Result<()> {
         if let Record::Event(e) = r
             && let EventKind::RunDelayedRefsCall { duration_ns, .. } = e.kind
         {
-            calls.entry(e.tid).or_default().push((e.ts_ns, e.ts_ns + duration_ns));
+            calls
+                .entry(e.tid)
+                .or_default()
+                .push((e.ts_ns, e.ts_ns + duration_ns));
         }
     }
     let (mut inside, mut outside) = (0u64, 0u64);
@@ -307,7 +383,9 @@ pub fn vm_test(root: &Path, refgate: &Path, keep: bool) -> Result<()> {
         if let Record::Event(e) = r
             && let EventKind::RunRefHead(_) = e.kind
         {
-            let hit = calls.get(&e.tid).is_some_and(|c| c.iter().any(|&(a, b)| a <= e.ts_ns && e.ts_ns <= b));
+            let hit = calls
+                .get(&e.tid)
+                .is_some_and(|c| c.iter().any(|&(a, b)| a <= e.ts_ns && e.ts_ns <= b));
             if hit { inside += 1 } else { outside += 1 }
         }
     }
@@ -317,9 +395,15 @@ pub fn vm_test(root: &Path, refgate: &Path, keep: bool) -> Result<()> {
         inside + outside
     );
     if inside == 0 {
-        failures.push("no run_delayed_ref_head event falls inside a recorded btrfs_run_delayed_refs call".into());
+        failures.push(
+            "no run_delayed_ref_head event falls inside a recorded btrfs_run_delayed_refs call"
+                .into(),
+        );
     }
-    println!("vm-test: whole run {:.1} s (image build + boot + guest + checks)", t0.elapsed().as_secs_f64());
+    println!(
+        "vm-test: whole run {:.1} s (image build + boot + guest + checks)",
+        t0.elapsed().as_secs_f64()
+    );
     if !failures.is_empty() {
         bail!("vm-test failed:\n- {}", failures.join("\n- "));
     }

@@ -636,8 +636,12 @@ impl Decoder {
             Wire::Task(t) => Record::Task(t),
             Wire::Filesystem { id, fsid } => Record::Filesystem { id, fsid },
             Wire::Stats(s) => Record::Stats(s),
-            Wire::TransHandleStart { h, handle } => self.event(h, EventKind::TransHandleStart { handle })?,
-            Wire::TransHandleEnd { h, handle } => self.event(h, EventKind::TransHandleEnd { handle })?,
+            Wire::TransHandleStart { h, handle } => {
+                self.event(h, EventKind::TransHandleStart { handle })?
+            }
+            Wire::TransHandleEnd { h, handle } => {
+                self.event(h, EventKind::TransHandleEnd { handle })?
+            }
             Wire::CommitTransactionCall {
                 h,
                 handle,

@@ -14,10 +14,10 @@ use super::{roles::RoleNamer, tracefs::Layout};
 #[derive(Clone, Debug)]
 pub struct Layouts {
     fsid: usize,
-    tree: [usize; 8],   // bytenr num_bytes action parent ref_root level type seq
-    data: [usize; 9],   // bytenr num_bytes action parent ref_root owner offset type seq
-    head: [usize; 4],   // bytenr num_bytes action is_data
-    commit: [usize; 2], // generation root_objectid
+    tree: [usize; 8],      // bytenr num_bytes action parent ref_root level type seq
+    data: [usize; 9],      // bytenr num_bytes action parent ref_root owner offset type seq
+    head: [usize; 4],      // bytenr num_bytes action is_data
+    commit: [usize; 2],    // generation root_objectid
     tree_lock: [usize; 4], // block generation diff_ns owner is_log_tree
     tree_lock_log: usize,
     pub lock_addr: usize,
@@ -75,7 +75,9 @@ impl Layouts {
         ] {
             let l = get(cat, tp)?;
             if l.fields != want.fields {
-                anyhow::bail!("tracepoint {cat}:{tp} has a layout different from its add-side twin on this kernel; refgate does not know how to read it");
+                anyhow::bail!(
+                    "tracepoint {cat}:{tp} has a layout different from its add-side twin on this kernel; refgate does not know how to read it"
+                );
             }
         }
         let c = get("btrfs", "btrfs_transaction_commit")?;
@@ -90,7 +92,12 @@ impl Layouts {
             f(&k, tp, "owner", 8)?,
         ];
         let tree_lock_log = f(&k, tp, "is_log_tree", 4)?;
-        for (name, l) in [("commit", &c), ("tree_lock", &k), ("head", &h), ("data", &d)] {
+        for (name, l) in [
+            ("commit", &c),
+            ("tree_lock", &k),
+            ("head", &h),
+            ("data", &d),
+        ] {
             if l.field(name, "fsid", 16, lim)?.offset != fsid {
                 anyhow::bail!("btrfs tracepoints disagree on where `fsid` is on this kernel");
             }
@@ -145,7 +152,9 @@ impl Decoder {
     }
 
     fn fs(&mut self, d: &[u8], out: &mut Vec<Record>) -> FsId {
-        let fsid: [u8; 16] = d[self.layouts.fsid..self.layouts.fsid + 16].try_into().expect("16");
+        let fsid: [u8; 16] = d[self.layouts.fsid..self.layouts.fsid + 16]
+            .try_into()
+            .expect("16");
         let next = self.filesystems.len() as FsId;
         *self.filesystems.entry(fsid).or_insert_with(|| {
             out.push(Record::Filesystem { id: next, fsid });
@@ -193,13 +202,15 @@ impl Decoder {
                 comm: String::from_utf8_lossy(&hdr.comm[..end]).into_owned(),
             }));
         }
+        // Every btrfs record carries the filesystem; the lock and call records do not.
+        let fs = if d.is_empty() { 0 } else { self.fs(d, out) };
         let lay = &self.layouts;
         let mut ts_ns = hdr.ts_ns;
         let kind = match kind {
             RawKind::AddDelayedTreeRef | RawKind::RunDelayedTreeRef => {
                 let t = lay.tree;
                 let r = TreeRef {
-                    fs: 0,
+                    fs,
                     bytenr: u64_at(d, t[0]),
                     num_bytes: u64_at(d, t[1]),
                     action: i32_at(d, t[2]) as u8,
@@ -209,7 +220,6 @@ impl Decoder {
                     ref_type: i32_at(d, t[6]) as u8,
                     seq: u64_at(d, t[7]),
                 };
-                let r = TreeRef { fs: self.fs(d, out), ..r };
                 if kind == RawKind::AddDelayedTreeRef {
                     EventKind::AddTreeRef(r)
                 } else {
@@ -219,7 +229,7 @@ impl Decoder {
             RawKind::AddDelayedDataRef | RawKind::RunDelayedDataRef => {
                 let t = lay.data;
                 let r = DataRef {
-                    fs: 0,
+                    fs,
                     bytenr: u64_at(d, t[0]),
                     num_bytes: u64_at(d, t[1]),
                     action: i32_at(d, t[2]) as u8,
@@ -230,7 +240,6 @@ impl Decoder {
                     ref_type: i32_at(d, t[7]) as u8,
                     seq: u64_at(d, t[8]),
                 };
-                let r = DataRef { fs: self.fs(d, out), ..r };
                 if kind == RawKind::AddDelayedDataRef {
                     EventKind::AddDataRef(r)
                 } else {
@@ -240,13 +249,12 @@ impl Decoder {
             RawKind::AddDelayedRefHead | RawKind::RunDelayedRefHead => {
                 let t = lay.head;
                 let r = RefHead {
-                    fs: 0,
+                    fs,
                     bytenr: u64_at(d, t[0]),
                     num_bytes: u64_at(d, t[1]),
                     action: i32_at(d, t[2]) as u8,
                     is_data: i32_at(d, t[3]) != 0,
                 };
-                let r = RefHead { fs: self.fs(d, out), ..r };
                 if kind == RawKind::AddDelayedRefHead {
                     EventKind::AddRefHead(r)
                 } else {
@@ -254,20 +262,25 @@ impl Decoder {
                 }
             }
             RawKind::TransactionCommit => {
-                let (generation, root_objectid) = (u64_at(d, lay.commit[0]), u64_at(d, lay.commit[1]));
+                let (generation, root_objectid) =
+                    (u64_at(d, lay.commit[0]), u64_at(d, lay.commit[1]));
                 EventKind::TransactionCommit {
-                    fs: self.fs(d, out),
+                    fs,
                     generation,
                     root_objectid,
                 }
             }
             RawKind::TreeLock => {
                 let t = lay.tree_lock;
-                let (block, generation, wait_ns, owner) =
-                    (u64_at(d, t[0]), u64_at(d, t[1]), u64_at(d, t[2]), u64_at(d, t[3]));
+                let (block, generation, wait_ns, owner) = (
+                    u64_at(d, t[0]),
+                    u64_at(d, t[1]),
+                    u64_at(d, t[2]),
+                    u64_at(d, t[3]),
+                );
                 let is_log_tree = i32_at(d, lay.tree_lock_log) != 0;
                 EventKind::TreeLock {
-                    fs: self.fs(d, out),
+                    fs,
                     block,
                     generation,
                     wait_ns,

@@ -49,11 +49,17 @@ impl Kallsyms {
     pub fn btrfs_text(&self) -> Option<(u64, u64)> {
         let module: Vec<usize> = (0..self.syms.len()).filter(|&i| self.syms[i].2).collect();
         if let (Some(&first), Some(&last)) = (module.first(), module.last()) {
-            let hi = self.syms.get(last + 1).map_or(self.syms[last].0 + 4096, |s| s.0);
+            let hi = self
+                .syms
+                .get(last + 1)
+                .map_or(self.syms[last].0 + 4096, |s| s.0);
             return Some((self.syms[first].0, hi));
         }
         const GAP: usize = 400;
-        let anchor = self.syms.iter().position(|s| s.1 == "btrfs_run_delayed_refs")?;
+        let anchor = self
+            .syms
+            .iter()
+            .position(|s| s.1 == "btrfs_run_delayed_refs")?;
         let is_btrfs = |i: usize| self.syms[i].1.contains("btrfs");
         // Extend in one direction until GAP foreign names in a row; returns the last btrfs index.
         let extend = |step: fn(usize) -> Option<usize>| {
@@ -74,7 +80,10 @@ impl Kallsyms {
         };
         let lo = extend(|i| i.checked_sub(1));
         let hi = extend(|i| i.checked_add(1));
-        let end = self.syms.get(hi + 1).map_or(self.syms[hi].0 + 4096, |s| s.0);
+        let end = self
+            .syms
+            .get(hi + 1)
+            .map_or(self.syms[hi].0 + 4096, |s| s.0);
         Some((self.syms[lo].0, end))
     }
 
@@ -127,6 +136,9 @@ mod tests {
         let text = "ffffffffc0000000 t foo\nffffffffc0001000 t btrfs_x\t[btrfs]\n\
                     ffffffffc0002000 t other\t[btrfs]\nffffffffc0003000 t zz\t[xfs]\n";
         let k = Kallsyms::parse(text);
-        assert_eq!(k.btrfs_text(), Some((0xffffffffc0001000, 0xffffffffc0003000)));
+        assert_eq!(
+            k.btrfs_text(),
+            Some((0xffffffffc0001000, 0xffffffffc0003000))
+        );
     }
 }

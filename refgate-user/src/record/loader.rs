@@ -32,7 +32,11 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("run_delayed_tree_ref", "btrfs", "run_delayed_tree_ref"),
     ("run_delayed_data_ref", "btrfs", "run_delayed_data_ref"),
     ("run_delayed_ref_head", "btrfs", "run_delayed_ref_head"),
-    ("btrfs_transaction_commit", "btrfs", "btrfs_transaction_commit"),
+    (
+        "btrfs_transaction_commit",
+        "btrfs",
+        "btrfs_transaction_commit",
+    ),
     ("btrfs_tree_lock", "btrfs", "btrfs_tree_lock"),
     ("contention_begin", "lock", "contention_begin"),
     ("contention_end", "lock", "contention_end"),
@@ -63,7 +67,8 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     };
     let l = cfg.layouts;
     let (fsid_off, owner_off) = (l.fsid_offset() as u32, l.tree_lock_owner_offset() as u32);
-    let (lock_addr, lock_flags, lock_ret) = (l.lock_addr as u32, l.lock_flags as u32, l.lock_ret as u32);
+    let (lock_addr, lock_flags, lock_ret) =
+        (l.lock_addr as u32, l.lock_flags as u32, l.lock_ret as u32);
     let mut ebpf = EbpfLoader::new()
         .override_global("FILTER_FSID_ON", &on, true)
         .override_global("FILTER_FSID_LO", &lo, true)
@@ -89,14 +94,19 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
-            p.load().with_context(|| format!("the kernel refused to load the program for {full}"))?;
-            p.attach(cat, name).with_context(|| format!("attaching to {full}"))?;
+            p.load()
+                .with_context(|| format!("the kernel refused to load the program for {full}"))?;
+            p.attach(cat, name)
+                .with_context(|| format!("attaching to {full}"))?;
             Ok(())
         })();
         probes.push(status(full, "tracepoint", res));
     }
     // Tracepoints are the floor: without the delayed-ref ones there is nothing to record.
-    if let Some(p) = probes.iter().find(|p| !p.attached && p.name.starts_with("btrfs:")) {
+    if let Some(p) = probes
+        .iter()
+        .find(|p| !p.attached && p.name.starts_with("btrfs:"))
+    {
         bail!(
             "could not attach {}: {}. Is btrfs loaded (`modprobe btrfs`) and is this kernel 5.0 \
              or newer?",
@@ -129,11 +139,27 @@ fn status(name: String, kind: &'static str, res: Result<()>) -> ProbeStatus {
 /// and the functions that bound a transaction handle (design.md "Recording").
 const KPROBES: &[(&str, &str, &str)] = &[
     ("btrfs_run_delayed_refs", "kprobe", "btrfs_run_delayed_refs"),
-    ("btrfs_run_delayed_refs_ret", "kretprobe", "btrfs_run_delayed_refs"),
+    (
+        "btrfs_run_delayed_refs_ret",
+        "kretprobe",
+        "btrfs_run_delayed_refs",
+    ),
     ("start_transaction_ret", "kretprobe", "start_transaction"),
-    ("btrfs_end_transaction_entry", "kprobe", "__btrfs_end_transaction"),
-    ("btrfs_commit_transaction", "kprobe", "btrfs_commit_transaction"),
-    ("btrfs_commit_transaction_ret", "kretprobe", "btrfs_commit_transaction"),
+    (
+        "btrfs_end_transaction_entry",
+        "kprobe",
+        "__btrfs_end_transaction",
+    ),
+    (
+        "btrfs_commit_transaction",
+        "kprobe",
+        "btrfs_commit_transaction",
+    ),
+    (
+        "btrfs_commit_transaction_ret",
+        "kretprobe",
+        "btrfs_commit_transaction",
+    ),
 ];
 
 /// The kprobes, where the kernel has kprobes and the function is not inlined away; each

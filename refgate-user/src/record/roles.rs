@@ -117,8 +117,7 @@ pub fn classify(flags: u32, btrfs_frames: &[&str]) -> LockRole {
     if flags & LCB_F_MUTEX != 0 && HEAD_MUTEX_TAKERS.contains(&inner) {
         return LockRole::HeadMutex;
     }
-    if flags & LCB_F_SPIN != 0 && flags & LCB_F_MUTEX == 0 && DELAYED_REF_LOCKERS.contains(&inner)
-    {
+    if flags & LCB_F_SPIN != 0 && flags & LCB_F_MUTEX == 0 && DELAYED_REF_LOCKERS.contains(&inner) {
         return LockRole::DelayedRefRoot;
     }
     if TREE_LOCKERS.contains(&inner) && btrfs_frames.iter().any(|f| REF_RUNNERS.contains(f)) {
@@ -134,23 +133,41 @@ mod tests {
     #[test]
     fn roles_from_stacks() {
         assert_eq!(
-            classify(LCB_F_SPIN, &["btrfs_select_ref_head", "__btrfs_run_delayed_refs"]),
+            classify(
+                LCB_F_SPIN,
+                &["btrfs_select_ref_head", "__btrfs_run_delayed_refs"]
+            ),
             LockRole::DelayedRefRoot
         );
         assert_eq!(
-            classify(LCB_F_MUTEX, &["btrfs_delayed_ref_lock", "btrfs_select_ref_head"]),
+            classify(
+                LCB_F_MUTEX,
+                &["btrfs_delayed_ref_lock", "btrfs_select_ref_head"]
+            ),
             LockRole::HeadMutex
         );
         assert_eq!(
             classify(
                 2,
-                &["btrfs_tree_lock_nested", "btrfs_search_slot", "__btrfs_free_extent", "__btrfs_run_delayed_refs"]
+                &[
+                    "btrfs_tree_lock_nested",
+                    "btrfs_search_slot",
+                    "__btrfs_free_extent",
+                    "__btrfs_run_delayed_refs"
+                ]
             ),
             LockRole::ExtentTree
         );
         // An fs-tree search outside any delayed-ref run is just btrfs.
         assert_eq!(
-            classify(2, &["btrfs_tree_lock_nested", "btrfs_search_slot", "btrfs_lookup_inode"]),
+            classify(
+                2,
+                &[
+                    "btrfs_tree_lock_nested",
+                    "btrfs_search_slot",
+                    "btrfs_lookup_inode"
+                ]
+            ),
             LockRole::OtherBtrfs
         );
         assert_eq!(classify(LCB_F_SPIN, &[]), LockRole::OtherBtrfs);

@@ -32,16 +32,25 @@ pub struct ScratchFs {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{what} failed ({cmd:?}): {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{what} failed ({cmd:?}): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
 
 impl ScratchFs {
     pub fn create() -> Result<ScratchFs> {
-        if Command::new("mkfs.btrfs").arg("--version").output().is_err() {
+        if Command::new("mkfs.btrfs")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             bail!(
                 "--scratch needs mkfs.btrfs, which is not installed. Install btrfs-progs \
                  (`apt-get install btrfs-progs`) or record an existing btrfs with --mount."
@@ -58,11 +67,17 @@ impl ScratchFs {
         };
         fs::create_dir_all(&s.mnt)?;
         fs::File::create(&s.img)?.set_len(2 << 30)?;
-        run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&s.img), "mkfs.btrfs")?;
+        run(
+            Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&s.img),
+            "mkfs.btrfs",
+        )?;
         // commit=300: no periodic transaction kthread commits in the middle of the workload;
         // the workload's own syncs decide when transactions commit.
         run(
-            Command::new("mount").args(["-o", "loop,commit=300"]).arg(&s.img).arg(&s.mnt),
+            Command::new("mount")
+                .args(["-o", "loop,commit=300"])
+                .arg(&s.img)
+                .arg(&s.mnt),
             "mounting the scratch btrfs (loop devices are needed)",
         )?;
         s.mounted = true;
@@ -78,7 +93,10 @@ impl Drop for ScratchFs {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if self.mounted {
-            let ok = Command::new("umount").arg(&self.mnt).status().is_ok_and(|s| s.success());
+            let ok = Command::new("umount")
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
             }
@@ -107,11 +125,18 @@ pub fn fs_info(path: &Path) -> Result<FsInfo> {
     const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
     const BTRFS_IOC_FS_INFO: libc::c_ulong = 0x8400941f; // _IOR(0x94, 31, 1024 bytes)
     let dir = fs::File::open(path).with_context(|| {
-        format!("--mount {}: no such file or directory; give the mount point of a btrfs", path.display())
+        format!(
+            "--mount {}: no such file or directory; give the mount point of a btrfs",
+            path.display()
+        )
     })?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
-        bail!("--mount {}: statfs failed: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "--mount {}: statfs failed: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     if st.f_type as i64 != BTRFS_SUPER_MAGIC {
         bail!(
@@ -123,7 +148,11 @@ pub fn fs_info(path: &Path) -> Result<FsInfo> {
     }
     let mut buf = [0u8; 1024];
     if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_FS_INFO, buf.as_mut_ptr()) } != 0 {
-        bail!("--mount {}: BTRFS_IOC_FS_INFO failed: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "--mount {}: BTRFS_IOC_FS_INFO failed: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     Ok(FsInfo {
         fsid: buf[16..32].try_into().expect("16"),
@@ -185,7 +214,10 @@ fn write_phase(dir: &Path, w: usize, files: usize, stop: &AtomicBool) -> Result<
             let src = fs::File::open(&p)?;
             let clone = fs::File::create(dir.join(format!("f{j}.clone")))?;
             if unsafe { libc::ioctl(clone.as_raw_fd(), FICLONE, src.as_raw_fd()) } != 0 {
-                bail!("reflink (FICLONE) failed: {}", std::io::Error::last_os_error());
+                bail!(
+                    "reflink (FICLONE) failed: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         } else {
             let n = 100 + (seed % 2900) as usize;
@@ -207,7 +239,10 @@ fn churn_phase(dir: &Path, files: usize, stop: &AtomicBool) -> Result<()> {
             let _ = fs::remove_file(&p);
             let _ = fs::remove_file(dir.join(format!("f{j}.clone")));
         } else if j % 4 == 1 {
-            fs::OpenOptions::new().write(true).open(&p)?.write_all(b"overwritten")?;
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&p)?
+                .write_all(b"overwritten")?;
         }
     }
     Ok(())
@@ -226,7 +261,9 @@ fn parallel(
                 s.spawn(move || f(&dir, w, stop))
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("writer panicked"))?)
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("writer panicked"))?)
     })
 }
 
@@ -241,7 +278,11 @@ fn wait_for_cleaner(mnt: &Path, stop: &AtomicBool) -> Result<()> {
         .spawn()
         .context("running btrfs subvolume sync")?;
     for _ in 0..120 {
-        btrfs(&["filesystem", "sync", "@"], mnt, "syncing the scratch filesystem")?;
+        btrfs(
+            &["filesystem", "sync", "@"],
+            mnt,
+            "syncing the scratch filesystem",
+        )?;
         if let Some(st) = child.try_wait()? {
             if !st.success() {
                 bail!("btrfs subvolume sync failed: {st}");
@@ -263,16 +304,28 @@ fn wait_for_cleaner(mnt: &Path, stop: &AtomicBool) -> Result<()> {
 
 /// Runs the workload (see [`DESCRIPTION`]) on `mnt`; returns early, cleanly, when `stop` is set.
 pub fn run_workload(mnt: &Path, files: usize, stop: Arc<AtomicBool>) -> Result<()> {
-    btrfs(&["subvolume", "create", "@vol"], mnt, "creating a subvolume")?;
+    btrfs(
+        &["subvolume", "create", "@vol"],
+        mnt,
+        "creating a subvolume",
+    )?;
     for w in 0..WRITERS {
         fs::create_dir_all(mnt.join("vol").join(format!("w{w}")))?;
     }
     parallel(mnt, &stop, |d, w, s| write_phase(d, w, files, s))?;
     syncfs(mnt)?;
-    btrfs(&["subvolume", "snapshot", "@vol", "@snap"], mnt, "snapshotting")?;
+    btrfs(
+        &["subvolume", "snapshot", "@vol", "@snap"],
+        mnt,
+        "snapshotting",
+    )?;
     parallel(mnt, &stop, |d, _, s| churn_phase(d, files, s))?;
     syncfs(mnt)?;
-    btrfs(&["subvolume", "delete", "@snap"], mnt, "deleting the snapshot")?;
+    btrfs(
+        &["subvolume", "delete", "@snap"],
+        mnt,
+        "deleting the snapshot",
+    )?;
     wait_for_cleaner(mnt, &stop)?;
     syncfs(mnt)?;
     Ok(())

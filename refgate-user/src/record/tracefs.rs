@@ -83,9 +83,17 @@ impl Layout {
 
     /// Reads `events/<category>/<name>/format` under `tracefs`.
     pub fn read(tracefs: &std::path::Path, category: &str, name: &str) -> Result<Layout> {
-        let path = tracefs.join("events").join(category).join(name).join("format");
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("reading the layout of {category}:{name} from {}", path.display()))?;
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading the layout of {category}:{name} from {}",
+                path.display()
+            )
+        })?;
         Ok(Layout::parse(&text))
     }
 
@@ -96,7 +104,10 @@ impl Layout {
             .get(name)
             .with_context(|| format!("tracepoint {tp} has no field `{name}` on this kernel"))?;
         if size != 0 && f.size != size {
-            bail!("tracepoint {tp}: field `{name}` is {} bytes, refgate expects {size}", f.size);
+            bail!(
+                "tracepoint {tp}: field `{name}` is {} bytes, refgate expects {size}",
+                f.size
+            );
         }
         if f.offset + f.size > limit {
             bail!(
@@ -130,11 +141,35 @@ print fmt: \"%pU\", REC->fsid
     #[test]
     fn parses_format_file_fields() {
         let l = Layout::parse(DATA_REF);
-        assert_eq!(l.fields["fsid"], Field { offset: 8, size: 16 });
-        assert_eq!(l.fields["bytenr"], Field { offset: 24, size: 8 });
-        assert_eq!(l.fields["action"], Field { offset: 40, size: 4 });
+        assert_eq!(
+            l.fields["fsid"],
+            Field {
+                offset: 8,
+                size: 16
+            }
+        );
+        assert_eq!(
+            l.fields["bytenr"],
+            Field {
+                offset: 24,
+                size: 8
+            }
+        );
+        assert_eq!(
+            l.fields["action"],
+            Field {
+                offset: 40,
+                size: 4
+            }
+        );
         assert_eq!(l.fields["lock_addr"], Field { offset: 8, size: 8 });
-        assert_eq!(l.fields["seq"], Field { offset: 88, size: 8 });
+        assert_eq!(
+            l.fields["seq"],
+            Field {
+                offset: 88,
+                size: 8
+            }
+        );
         assert!(l.field("t", "seq", 8, 96).is_ok());
         assert!(l.field("t", "seq", 8, 90).is_err(), "past the copied bytes");
         assert!(l.field("t", "action", 8, 96).is_err(), "wrong size");

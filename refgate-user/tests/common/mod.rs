@@ -22,7 +22,11 @@ pub struct LoopBtrfs {
 
 fn ok(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl LoopBtrfs {
@@ -31,10 +35,16 @@ impl LoopBtrfs {
         let img = dir.path().join("img");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
         ok(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img));
         // commit=300: no periodic commits behind the test's back.
-        ok(Command::new("mount").args(["-o", "loop,commit=300"]).arg(&img).arg(&mnt));
+        ok(Command::new("mount")
+            .args(["-o", "loop,commit=300"])
+            .arg(&img)
+            .arg(&mnt));
         LoopBtrfs { dir, mnt, img }
     }
 

@@ -55,7 +55,10 @@ fn preflight() -> Result<()> {
         );
     }
     let fss = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fss.lines().any(|l| l.split_whitespace().last() == Some("btrfs")) {
+    if !fss
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("btrfs"))
+    {
         bail!(
             "this kernel has no btrfs (not in /proc/filesystems). Load it with `modprobe btrfs` \
              (or use a kernel built with CONFIG_BTRFS_FS) and run refgate again."
@@ -83,19 +86,31 @@ pub fn run(args: RecordArgs) -> Result<()> {
     } else {
         None
     };
-    let mount = scratch.as_ref().map(|s| s.mountpoint().to_path_buf()).or(args.mount.clone());
+    let mount = scratch
+        .as_ref()
+        .map(|s| s.mountpoint().to_path_buf())
+        .or(args.mount.clone());
     let fs_info = match &mount {
         Some(m) => Some(scratch::fs_info(m)?),
         None => None,
     };
 
-    let file = File::create(&args.output).with_context(|| {
-        format!("cannot create the trace file {}", args.output.display())
-    })?;
-    let res = record_into(file, &args, &layouts, &ksyms, btrfs_text, scratch.as_ref(), fs_info);
+    let file = File::create(&args.output)
+        .with_context(|| format!("cannot create the trace file {}", args.output.display()))?;
+    let res = record_into(
+        file,
+        &args,
+        &layouts,
+        &ksyms,
+        btrfs_text,
+        scratch.as_ref(),
+        fs_info,
+    );
     if let Err(e) = &res {
         // Keep whatever was recorded, but never leave an empty file that looks like a trace.
-        let len = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(&args.output)
+            .map(|m| m.len())
+            .unwrap_or(0);
         if len == 0 || e.downcast_ref::<NothingRecorded>().is_some() {
             let _ = std::fs::remove_file(&args.output);
         } else {
@@ -119,7 +134,11 @@ impl std::fmt::Display for NothingRecorded {
     }
 }
 
-fn header(args: &RecordArgs, probes: &[ProbeStatus], fs_info: Option<scratch::FsInfo>) -> TraceHeader {
+fn header(
+    args: &RecordArgs,
+    probes: &[ProbeStatus],
+    fs_info: Option<scratch::FsInfo>,
+) -> TraceHeader {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
@@ -211,7 +230,8 @@ fn record_into(
         btrfs_text,
         ksyms,
     };
-    let (mut ebpf, probes) = loader::load_and_attach(&cfg).map_err(|e| e.context(NothingRecorded))?;
+    let (mut ebpf, probes) =
+        loader::load_and_attach(&cfg).map_err(|e| e.context(NothingRecorded))?;
     // BPF_ENABLE_STATS stays on while the fd is open (kernel ≥ 5.8). It costs two clock reads
     // per program run for every BPF program on the host, so it is opt-in.
     let _stats_fd = if args.probe_cost {
@@ -238,7 +258,9 @@ fn record_into(
     let counters = Counters::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
     let mut decoder = Decoder::new(layouts.clone(), RoleNamer::new(ksyms.clone(), btrfs_text));
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let _rt = rt.enter();
     let mut ring = watch(ring)?;
     let mut logger = logger.map(watch).transpose()?;
@@ -256,7 +278,8 @@ fn record_into(
         // The dashboard's keys and redraws (non-blocking; idle without a dashboard).
         let mut ui = tokio::time::interval(Duration::from_millis(250));
         ui.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
         let mut out = Vec::with_capacity(64);
         loop {
@@ -315,7 +338,13 @@ fn record_into(
     // still in the ring buffer, so that nothing recorded is lost at the end.
     drop(ebpf);
     let mut out = Vec::with_capacity(64);
-    drain(ring.get_mut(), &mut decoder, &mut writer, &mut live, &mut out)?;
+    drain(
+        ring.get_mut(),
+        &mut decoder,
+        &mut writer,
+        &mut live,
+        &mut out,
+    )?;
     if let Some(l) = logger.as_mut() {
         l.get_mut().flush();
     }
@@ -338,14 +367,21 @@ fn record_into(
 fn report_probe_cost(ebpf: &aya::Ebpf) {
     let (mut ns, mut runs) = (0u128, 0u64);
     println!("refgate: in-kernel cost (BPF run-time statistics)");
-    println!("  {:<28} {:>10} {:>12} {:>9}", "program", "runs", "run time", "ns/run");
+    println!(
+        "  {:<28} {:>10} {:>12} {:>9}",
+        "program", "runs", "run time", "ns/run"
+    );
     for (name, prog) in ebpf.programs() {
         let Ok(info) = prog.info() else { continue };
         let (t, n) = (info.run_time().as_nanos(), info.run_count());
         if n == 0 {
             continue;
         }
-        println!("  {name:<28} {n:>10} {:>10.3}ms {:>9.1}", t as f64 / 1e6, t as f64 / n as f64);
+        println!(
+            "  {name:<28} {n:>10} {:>10.3}ms {:>9.1}",
+            t as f64 / 1e6,
+            t as f64 / n as f64
+        );
         ns += t;
         runs += n;
     }
@@ -360,7 +396,8 @@ fn report_probe_cost(ebpf: &aya::Ebpf) {
 /// Registers a ring buffer with tokio's reactor.
 fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
     // SAFETY: the AsyncFd owns `inner`, so its fd stays open for as long as it is registered.
-    unsafe { AsyncFd::register(inner) }.map_err(|e| anyhow::anyhow!("watching a ring buffer: {}", e.into_parts().1))
+    unsafe { AsyncFd::register(inner) }
+        .map_err(|e| anyhow::anyhow!("watching a ring buffer: {}", e.into_parts().1))
 }
 
 /// Reads every record currently in the ring buffer.

@@ -29,7 +29,10 @@ impl Live {
         let attached = probes.iter().filter(|p| p.attached).count();
         let tui = if want_tui && std::io::stdout().is_terminal() {
             match Tui::enter() {
-                Ok(t) => Some((t, RecordApp::new(&output.display().to_string(), attached, probes.len()))),
+                Ok(t) => Some((
+                    t,
+                    RecordApp::new(&output.display().to_string(), attached, probes.len()),
+                )),
                 Err(e) => {
                     eprintln!("refgate: no dashboard ({e}); plain progress lines instead");
                     None
@@ -83,7 +86,9 @@ impl Live {
             }
         }
         app.bad = self.bad;
-        let _ = tui.terminal.draw(|f| crate::dashboard::record::draw(f, app));
+        let _ = tui
+            .terminal
+            .draw(|f| crate::dashboard::record::draw(f, app));
         stop
     }
 
@@ -160,7 +165,11 @@ impl Live {
             stats.lost_events(),
             stats.contention_not_btrfs,
             stats.tree_lock_not_extent,
-            if self.bad > 0 { format!(", {} malformed ring-buffer records", self.bad) } else { String::new() }
+            if self.bad > 0 {
+                format!(", {} malformed ring-buffer records", self.bad)
+            } else {
+                String::new()
+            }
         );
         for (k, v) in &self.total {
             println!("  {k:<34} {v:>10}");

@@ -68,7 +68,7 @@ impl Layout {
             }
             // "u8 fsid[16]" → "fsid"; "void * lock_addr" → "lock_addr".
             let name = decl
-                .rsplit(|c: char| c == ' ' || c == '*')
+                .rsplit([' ', '*'])
                 .next()
                 .unwrap_or("")
                 .split('[')

@@ -14,6 +14,8 @@
 #![no_std]
 #![no_main]
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_NO_PREALLOC,
@@ -21,16 +23,14 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
-    macros::{kprobe, kretprobe, map},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
-use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-use aya_ebpf::maps::ring_buf::RingBufEntry;
 use refgate_common::raw::{
-    RawContentionEvent, RawEvent, RawHeader, RawKind, RawRunCallEvent, STACK_DEPTH,
-    WaitKey, WaitStart, counter,
+    RawContentionEvent, RawEvent, RawHeader, RawKind, RawRunCallEvent, STACK_DEPTH, WaitKey,
+    WaitStart, counter,
 };
 
 // ---- configuration, written by the loader before the programs are loaded ----
@@ -92,6 +92,7 @@ static SCRATCH: PerCpuArray<WaitStart> = PerCpuArray::with_max_entries(1, 0);
 static CALLS: HashMap<u64, [u64; 2]> = HashMap::with_max_entries(8192, 0);
 const FN_RUN_DELAYED_REFS: u64 = 1;
 const FN_COMMIT: u64 = 2;
+const FN_RUN_DELAYED_REFS_FENTRY: u64 = 3;
 
 #[inline(always)]
 fn bump(idx: u32) {
@@ -247,7 +248,10 @@ fn contention_begin_inner(ctx: &TracePointContext) {
     scratch.nframes = nframes as u32;
     if WAITS.insert(&key, &*scratch, 0).is_err() {
         bump(counter::WAIT_MAP_FULL);
-        warn!(ctx, "refgate: contention interval map full, interval dropped");
+        warn!(
+            ctx,
+            "refgate: contention interval map full, interval dropped"
+        );
     }
 }
 
@@ -295,7 +299,13 @@ fn call_exit(func: u64, kind: RawKind, ret: i64) {
     let Some(&[entry_ns, arg]) = (unsafe { CALLS.get(&key) }) else {
         return;
     };
-    emit_call(kind, arg, ret, entry_ns, unsafe { bpf_ktime_get_ns() }.wrapping_sub(entry_ns));
+    emit_call(
+        kind,
+        arg,
+        ret,
+        entry_ns,
+        unsafe { bpf_ktime_get_ns() }.wrapping_sub(entry_ns),
+    );
     let _ = CALLS.remove(&key);
 }
 
@@ -320,7 +330,30 @@ pub fn btrfs_run_delayed_refs(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn btrfs_run_delayed_refs_ret(ctx: RetProbeContext) -> u32 {
-    call_exit(FN_RUN_DELAYED_REFS, RawKind::RunDelayedRefsCall, ctx.ret::<i32>() as i64);
+    call_exit(
+        FN_RUN_DELAYED_REFS,
+        RawKind::RunDelayedRefsCall,
+        ctx.ret::<i32>() as i64,
+    );
+    0
+}
+
+/// fentry/fexit twin of the kprobe pair, for kernels with BTF trampolines but no kprobes
+/// (btrfs built in: aya 0.14 resolves the target in vmlinux BTF only).
+#[fentry(function = "btrfs_run_delayed_refs")]
+pub fn fentry_run_delayed_refs(ctx: FEntryContext) -> u32 {
+    call_entry(FN_RUN_DELAYED_REFS_FENTRY, ctx.arg(1));
+    0
+}
+
+#[fexit(function = "btrfs_run_delayed_refs")]
+pub fn fexit_run_delayed_refs(ctx: FExitContext) -> u32 {
+    let ret: i32 = ctx.arg(2);
+    call_exit(
+        FN_RUN_DELAYED_REFS_FENTRY,
+        RawKind::RunDelayedRefsCall,
+        ret as i64,
+    );
     0
 }
 
@@ -332,7 +365,11 @@ pub fn btrfs_commit_transaction(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn btrfs_commit_transaction_ret(ctx: RetProbeContext) -> u32 {
-    call_exit(FN_COMMIT, RawKind::CommitTransactionCall, ctx.ret::<i32>() as i64);
+    call_exit(
+        FN_COMMIT,
+        RawKind::CommitTransactionCall,
+        ctx.ret::<i32>() as i64,
+    );
     0
 }
 

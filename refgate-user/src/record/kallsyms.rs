@@ -87,6 +87,11 @@ impl Kallsyms {
         Some((self.syms[lo].0, end))
     }
 
+    /// Whether btrfs is loaded as a module (its symbols carry `[btrfs]`).
+    pub fn btrfs_is_module(&self) -> bool {
+        self.syms.iter().any(|s| s.2)
+    }
+
     /// Whether a function with exactly this name exists (not inlined away).
     pub fn has(&self, name: &str) -> bool {
         self.syms.iter().any(|s| s.1 == name)

@@ -114,16 +114,57 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
             p.note
         );
     }
-    probes.extend(attach_kprobes(&mut ebpf, cfg.ksyms));
-    probes.push(ProbeStatus {
-        name: "fentry:btrfs_run_delayed_refs".into(),
-        kind: "fentry",
-        attached: false,
-        note: "not attempted: refgate uses the kprobe where one exists (fentry adds nothing \
-               here, and aya 0.14 cannot attach fentry to functions in modules)"
-            .into(),
-    });
+    let kprobes = attach_kprobes(&mut ebpf, cfg.ksyms);
+    let kprobe_run = kprobes
+        .iter()
+        .any(|p| p.attached && p.name == "kprobe:btrfs_run_delayed_refs");
+    probes.extend(kprobes);
+    probes.extend(attach_fentry(&mut ebpf, cfg.ksyms, kprobe_run));
     Ok((ebpf, probes))
+}
+
+/// fentry/fexit on `btrfs_run_delayed_refs`, tried only where the kprobe pair is missing and
+/// btrfs is built in (aya 0.14 looks the function up in vmlinux BTF, not in module BTF).
+fn attach_fentry(ebpf: &mut Ebpf, ksyms: &Kallsyms, kprobe_attached: bool) -> Vec<ProbeStatus> {
+    const FUNC: &str = "btrfs_run_delayed_refs";
+    let why_not = if kprobe_attached {
+        Some("not needed: the kprobe pair records the same calls".to_string())
+    } else if ksyms.btrfs_is_module() {
+        Some("btrfs is a module and aya 0.14 attaches fentry only to vmlinux functions".to_string())
+    } else {
+        None
+    };
+    [
+        ("fentry_run_delayed_refs", "fentry"),
+        ("fexit_run_delayed_refs", "fexit"),
+    ]
+    .iter()
+    .map(|&(prog, kind)| {
+        let res = match &why_not {
+            Some(w) => Err(anyhow::anyhow!("{w}")),
+            None => (|| -> Result<()> {
+                let btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+                let p = ebpf.program_mut(prog).context("program missing")?;
+                match kind {
+                    "fentry" => {
+                        let p: &mut aya::programs::FEntry = p.try_into()?;
+                        p.load(FUNC, &btf)
+                            .context("the kernel refused to load it")?;
+                        p.attach()?;
+                    }
+                    _ => {
+                        let p: &mut aya::programs::FExit = p.try_into()?;
+                        p.load(FUNC, &btf)
+                            .context("the kernel refused to load it")?;
+                        p.attach()?;
+                    }
+                }
+                Ok(())
+            })(),
+        };
+        status(format!("{kind}:{FUNC}"), kind, res)
+    })
+    .collect()
 }
 
 fn status(name: String, kind: &'static str, res: Result<()>) -> ProbeStatus {

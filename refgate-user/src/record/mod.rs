@@ -159,6 +159,7 @@ fn header(
                     "kprobe" => ProbeKind::Kprobe,
                     "kretprobe" => ProbeKind::Kretprobe,
                     "fentry" => ProbeKind::Fentry,
+                    "fexit" => ProbeKind::Fexit,
                     _ => ProbeKind::Tracepoint,
                 },
                 attached: p.attached,

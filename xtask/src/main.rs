@@ -55,7 +55,6 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("busybox-static", "busybox"),
     ("cpio", "cpio"),
-    ("kmod", "depmod"),
 ];
 /// platform.md: 0.10.x loads rustc's own LLVM 22; 0.11+ needs a system LLVM 23.
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
@@ -88,7 +87,14 @@ fn is_root() -> bool {
     output(Command::new("id").arg("-u")).trim() == "0"
 }
 
+/// Everything: the Debian packages the tests and the recorder need, and the toolchain.
 fn setup() -> Result<()> {
+    setup_packages()?;
+    setup_toolchain()
+}
+
+/// Debian packages (root installs them; otherwise a clear error naming them).
+fn setup_packages() -> Result<()> {
     let missing: Vec<&str> = DEB_PACKAGES
         .iter()
         .filter(|(_, bin)| {
@@ -112,6 +118,12 @@ fn setup() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    Ok(())
+}
+
+/// What building the binary needs: nightly with rust-src and bpf-linker 0.10.x (the eBPF
+/// object is built by refgate-user's build.rs). Replaying needs nothing more.
+fn setup_toolchain() -> Result<()> {
     if !output(Command::new("rustup").args(["toolchain", "list"])).contains("nightly") {
         sh(Command::new("rustup").args([
             "toolchain",
@@ -216,7 +228,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup(),
         Cmd::Run { args } => {
-            setup()?;
+            setup_toolchain()?;
             build_release()?;
             // The main job: replay of the bundled sample (embedded in the binary) on 32 threads.
             let args = if args.is_empty() {
@@ -232,7 +244,13 @@ fn main() -> Result<()> {
         }
         Cmd::Test => {
             setup()?;
-            sh(cargo().args(["test", "--workspace", "--exclude", "refgate-ebpf", "--locked"]))?;
+            sh(cargo().args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "refgate-ebpf",
+                "--locked",
+            ]))?;
             // loom model of the seed gate's wait/wake protocol (own target dir: other cfg).
             sh(cargo()
                 .args([

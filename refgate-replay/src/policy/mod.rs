@@ -14,6 +14,8 @@ pub use seed_throttle::SeedThrottle;
 use crate::error::ModelError;
 use crate::refkey::Era;
 use crate::root::{FsModel, TransHandle, Worker};
+use crate::run_v3::{Gating, RunCount, run_delayed_refs_with};
+use std::sync::atomic::Ordering;
 
 /// The hooks the engine calls at the points where the kernel decides to run refs.
 pub trait Policy: Send + Sync {
@@ -49,6 +51,79 @@ pub trait Policy: Send + Sync {
         w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError>;
+}
+
+/// The K3.7–K3.13 policies (PRE, SEED, SEED+THROTTLE; §3): the same v3 runner and the same
+/// commit and `should_end_transaction` calls, differing in their [`Gating`] (§2.3, §4.1) and in
+/// `__btrfs_end_transaction` (§2.8 vs §4.1). Every `V3Policy` is a [`Policy`].
+trait V3Policy: Send + Sync {
+    const NAME: &'static str;
+    /// The admission rules of this kernel's `btrfs_run_delayed_refs`.
+    const GATING: Gating;
+    /// `__btrfs_end_transaction`: the one hook whose body differs between the v3 kernels.
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError>;
+}
+
+impl<P: V3Policy> Policy for P {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+    fn era(&self) -> Era {
+        Era::V3
+    }
+    fn end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
+        V3Policy::end_transaction(self, fs, w, h)
+    }
+    /// `btrfs_should_end_transaction` of K3.8 (§2.8): end if the commit is flushing; otherwise
+    /// run this handle's updates (throttled call, so gated) and carry on.
+    fn should_end_transaction(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<bool, ModelError> {
+        if fs.root.flushing.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let updates = std::mem::take(&mut h.delayed_ref_updates);
+        if updates > 0 {
+            run_delayed_refs_with(fs, w, h, RunCount::Nodes(updates), P::GATING)?;
+        }
+        Ok(false)
+    }
+    /// `btrfs_commit_transaction` before the "already committing" check (§2.8): run_most,
+    /// set `flushing`, run_most again — by every committer. run_most callers bypass the gate
+    /// in every gated era (§2.3), so only `GATING != None` matters here.
+    fn commit_pre(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
+        run_delayed_refs_with(fs, w, h, RunCount::Most, P::GATING)?;
+        fs.root.flushing.store(true, Ordering::Relaxed);
+        run_delayed_refs_with(fs, w, h, RunCount::Most, P::GATING)?;
+        Ok(())
+    }
+    /// run_all (§2.8 −1), again bypassing the gate but counted in `procs_running_refs`.
+    fn commit_exclusive(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
+        run_delayed_refs_with(fs, w, h, RunCount::All, P::GATING).map(|_| ())
+    }
 }
 
 /// Policy names accepted by [`by_name`].

@@ -3,66 +3,30 @@
 //! `Params::throttle_311_ready_heads`), `flushing` making gated callers return at once, and
 //! handle ends running `max(updates, 1)` only when throttled.
 
-use super::Policy;
-use super::pre::commit_pre_v3;
+use super::V3Policy;
 use crate::error::ModelError;
-use crate::refkey::Era;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with, should_throttle_311};
-use std::sync::atomic::Ordering;
 
 pub struct SeedThrottle;
 
-impl Policy for SeedThrottle {
-    fn name(&self) -> &'static str {
-        "seed-throttle"
-    }
-    fn era(&self) -> Era {
-        Era::V3
-    }
+impl V3Policy for SeedThrottle {
+    const NAME: &'static str = "seed-throttle";
+    /// The K3.11 gate (§4.1): give up on `flushing || !should_throttle()`; throttled callers
+    /// stop on `!should_throttle()`. Commit-time (run_most/run_all) calls bypass it as in 3.9.
+    const GATING: Gating = Gating::Throttle311;
     fn end_transaction(
         &self,
         fs: &FsModel,
         w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError> {
+        // K3.11 (§4.1): one call of `max(cur, 1)`, only if throttled; no 64-ready-heads test.
         fs.tree_mod.put(&mut h.seq_elem);
         let cur = std::mem::take(&mut h.delayed_ref_updates);
         if should_throttle_311(fs) {
-            run_delayed_refs_with(fs, w, h, RunCount::Nodes(cur.max(1)), Gating::Throttle311)?;
+            run_delayed_refs_with(fs, w, h, RunCount::Nodes(cur.max(1)), Self::GATING)?;
         }
         Ok(())
-    }
-    fn should_end_transaction(
-        &self,
-        fs: &FsModel,
-        w: &mut Worker,
-        h: &mut TransHandle,
-    ) -> Result<bool, ModelError> {
-        if fs.root.flushing.load(Ordering::Relaxed) {
-            return Ok(true);
-        }
-        let updates = std::mem::take(&mut h.delayed_ref_updates);
-        if updates > 0 {
-            run_delayed_refs_with(fs, w, h, RunCount::Nodes(updates), Gating::Throttle311)?;
-        }
-        Ok(false)
-    }
-    fn commit_pre(
-        &self,
-        fs: &FsModel,
-        w: &mut Worker,
-        h: &mut TransHandle,
-    ) -> Result<(), ModelError> {
-        // run_most callers bypass the gate in every gated era; same calls as 3.9.
-        commit_pre_v3(fs, w, h, true)
-    }
-    fn commit_exclusive(
-        &self,
-        fs: &FsModel,
-        w: &mut Worker,
-        h: &mut TransHandle,
-    ) -> Result<(), ModelError> {
-        run_delayed_refs_with(fs, w, h, RunCount::All, Gating::Throttle311).map(|_| ())
     }
 }

@@ -251,9 +251,13 @@ mod tests {
         assert_eq!(g.procs_running_refs(), 1);
     }
 
-    /// §2.3 step 3/4: a sleeper is woken only at runner exit and returns if ≥ 256 nodes ran.
-    #[test]
-    fn spec_2_3_sleep_wake_and_refs_newer() {
+    /// A gate held by a bypassing runner (whose stats are returned) and a throttled caller
+    /// with 20 000 entries queued, returned once it is asleep on the gate.
+    fn runner_and_sleeper() -> (
+        Arc<Gate>,
+        GateStats,
+        std::thread::JoinHandle<(GateEntry, GateStats)>,
+    ) {
         let g = Arc::new(Gate::new());
         let mut st = GateStats::default();
         g.enter_bypass(&mut st);
@@ -266,6 +270,13 @@ mod tests {
         while g.sleepers() == 0 {
             std::thread::yield_now();
         }
+        (g, st, t)
+    }
+
+    /// §2.3 step 3/4: a sleeper is woken only at runner exit and returns if ≥ 256 nodes ran.
+    #[test]
+    fn spec_2_3_sleep_wake_and_refs_newer() {
+        let (g, mut st, t) = runner_and_sleeper();
         g.add_progress(300);
         // Progress alone wakes nobody (step 5).
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -280,20 +291,10 @@ mod tests {
     /// §2.3: without 256 nodes of progress the woken caller retries the cmpxchg and runs.
     #[test]
     fn spec_2_3_no_progress_retry_wins() {
-        let g = Arc::new(Gate::new());
-        let mut st = GateStats::default();
-        g.enter_bypass(&mut st);
-        let g2 = g.clone();
-        let t = std::thread::spawn(move || {
-            let mut st = GateStats::default();
-            g2.enter_throttled(&GateParams::default(), &|| 20_000, &mut st, &mut |_| {})
-        });
-        while g.sleepers() == 0 {
-            std::thread::yield_now();
-        }
+        let (g, mut st, t) = runner_and_sleeper();
         g.add_progress(255);
         g.exit(&mut st);
-        assert_eq!(t.join().unwrap(), GateEntry::Run);
+        assert_eq!(t.join().unwrap().0, GateEntry::Run);
     }
 
     /// K3.9 `refs_newer` window arithmetic including int wrap-around.

@@ -39,6 +39,22 @@ fn throttled(g: &Gate, entries: &AtomicU64, nodes: u64) -> GateEntry {
     e
 }
 
+/// [`throttled`] on a new thread.
+fn spawn_throttled(
+    g: &Arc<Gate>,
+    entries: &Arc<AtomicU64>,
+    nodes: u64,
+) -> thread::JoinHandle<GateEntry> {
+    let (g, e) = (g.clone(), entries.clone());
+    thread::spawn(move || throttled(&g, &e, nodes))
+}
+
+/// Nobody running, nobody asleep.
+fn assert_idle(g: &Gate) {
+    assert_eq!(g.procs_running_refs(), 0);
+    assert_eq!(g.sleepers(), 0);
+}
+
 /// A run_all / run_most caller: bypasses the gate, runs, exits (and wakes).
 fn bypass(g: &Gate, nodes: u64) {
     let mut st = GateStats::default();
@@ -54,18 +70,12 @@ fn no_lost_wakeup_two_waiters_and_a_committer() {
     model(|| {
         let g = Arc::new(Gate::new());
         let entries = Arc::new(AtomicU64::new(1000));
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                let (g, e) = (g.clone(), entries.clone());
-                thread::spawn(move || throttled(&g, &e, 1))
-            })
-            .collect();
+        let hs: Vec<_> = (0..2).map(|_| spawn_throttled(&g, &entries, 1)).collect();
         bypass(&g, 1);
         for h in hs {
             h.join().unwrap();
         }
-        assert_eq!(g.procs_running_refs(), 0);
-        assert_eq!(g.sleepers(), 0);
+        assert_idle(&g);
     });
 }
 
@@ -76,20 +86,14 @@ fn progress_three_throttled() {
     model(|| {
         let g = Arc::new(Gate::new());
         let entries = Arc::new(AtomicU64::new(1000));
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                let (g, e) = (g.clone(), entries.clone());
-                thread::spawn(move || throttled(&g, &e, 2))
-            })
-            .collect();
+        let hs: Vec<_> = (0..2).map(|_| spawn_throttled(&g, &entries, 2)).collect();
         let mine = throttled(&g, &entries, 2);
         let mut outcomes = vec![mine];
         for h in hs {
             outcomes.push(h.join().unwrap());
         }
         assert!(outcomes.contains(&GateEntry::Run));
-        assert_eq!(g.procs_running_refs(), 0);
-        assert_eq!(g.sleepers(), 0);
+        assert_idle(&g);
     });
 }
 
@@ -102,8 +106,7 @@ fn waiter_returns_early_when_queue_shrinks() {
         let entries = Arc::new(AtomicU64::new(1000));
         let mut st = GateStats::default();
         g.enter_bypass(&mut st);
-        let (g2, e2) = (g.clone(), entries.clone());
-        let t = thread::spawn(move || throttled(&g2, &e2, 1));
+        let t = spawn_throttled(&g, &entries, 1);
         entries.store(0, Ordering::SeqCst);
         // Runs nothing (no progress): the waiter must retry, not return on refs_newer.
         g.exit(&mut st);
@@ -149,8 +152,7 @@ fn lost_wakeup_model() {
         let entries = Arc::new(AtomicU64::new(1000));
         let mut st = GateStats::default();
         g.enter_bypass(&mut st);
-        let (g2, e2) = (g.clone(), entries.clone());
-        let t = thread::spawn(move || throttled(&g2, &e2, 1));
+        let t = spawn_throttled(&g, &entries, 1);
         g.exit(&mut st);
         t.join().unwrap();
     });

@@ -48,20 +48,36 @@ fn item(key: BackrefKey, n: u64) -> ExtentItem {
     it
 }
 
+/// `fs.add_ref` of a ref without an extent op, which must succeed.
+fn add(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, r: &RefSpec) {
+    fs.add_ref(w, h, r, None).unwrap();
+}
+
+/// run_all in either era's runner (v3 ungated `-1`, modern `U64_MAX`), on a fresh handle.
+fn run_all(fs: &FsModel, w: &mut Worker, era: Era) {
+    let mut r = TransHandle::default();
+    match era {
+        Era::V3 => run_v3::run_delayed_refs(fs, w, &mut r, RunCount::All, false).map(|_| ()),
+        Era::Modern => run_modern::run_delayed_refs(fs, w, &mut r, u64::MAX).map(|_| ()),
+    }
+    .unwrap();
+}
+
 /// Queue `n` new tree blocks (ADD_EXTENT, one ref each) at bytenr 1..=n × NB.
 fn queue_new_blocks(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, n: u64) {
     for i in 1..=n {
-        fs.add_ref(
-            w,
-            h,
-            &tree(i * NB, AddAction::AddExtent, 0),
-            Some(ExtentOp {
-                flags: Some(1),
-                key: None,
-            }),
-        )
-        .unwrap();
+        add_new_block(fs, w, h, i * NB);
     }
+}
+
+/// A new tree block at `bytenr`: ADD_EXTENT with an extent op setting flags 1.
+fn add_new_block(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, bytenr: u64) {
+    let op = ExtentOp {
+        flags: Some(1),
+        key: None,
+    };
+    fs.add_ref(w, h, &tree(bytenr, AddAction::AddExtent, 0), Some(op))
+        .unwrap();
 }
 
 #[test]
@@ -69,20 +85,16 @@ fn spec_1_4_counters_on_add_merge_cancel() {
     for era in [Era::V3, Era::Modern] {
         let (fs, mut w) = fs(era);
         let mut h = TransHandle::default();
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::AddExtent, 0), None)
-            .unwrap();
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Add, 7), None)
-            .unwrap();
-        fs.add_ref(&mut w, &mut h, &tree(2 * NB, AddAction::Drop, 7), None)
-            .unwrap();
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::AddExtent, 0));
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::Add, 7));
+        add(&fs, &mut w, &mut h, &tree(2 * NB, AddAction::Drop, 7));
         let (c, heads) = fs.counters(&mut w);
         assert_eq!((heads, c.num_heads, c.num_heads_ready), (2, 2, 2));
         assert_eq!(fs.num_entries_racy(), 5);
         let heads_counted = if era == Era::V3 { 2 } else { 0 };
         assert_eq!(h.delayed_ref_updates, 3 + heads_counted);
         // Opposite action on the same key (seq 0): cancels at insertion.
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Drop, 7), None)
-            .unwrap();
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::Drop, 7));
         assert_eq!(fs.num_entries_racy(), 4);
         assert_eq!(h.delayed_ref_updates, 2 + heads_counted);
         assert_eq!(w.m.insert_cancels, 1);
@@ -102,17 +114,16 @@ fn spec_1_6_fs_tree_refs_never_merge_on_insert_v3() {
         key: BackrefKey::tree(99, 5),
         ..tree(NB, AddAction::Add, 99)
     };
-    fs.add_ref(&mut w, &mut h, &fsref, None).unwrap();
-    fs.add_ref(
+    add(&fs, &mut w, &mut h, &fsref);
+    add(
+        &fs,
         &mut w,
         &mut h,
         &RefSpec {
             action: AddAction::Drop,
             ..fsref
         },
-        None,
-    )
-    .unwrap();
+    );
     assert_eq!(
         fs.num_entries_racy(),
         3,
@@ -122,17 +133,16 @@ fn spec_1_6_fs_tree_refs_never_merge_on_insert_v3() {
     // Modern: seq is read, not bumped ⇒ the same pair cancels on insert (§4.3).
     let (fsm, mut wm) = fs_with(Era::Modern, Params::default(), vec![]);
     let mut hm = TransHandle::default();
-    fsm.add_ref(&mut wm, &mut hm, &fsref, None).unwrap();
-    fsm.add_ref(
+    add(&fsm, &mut wm, &mut hm, &fsref);
+    add(
+        &fsm,
         &mut wm,
         &mut hm,
         &RefSpec {
             action: AddAction::Drop,
             ..fsref
         },
-        None,
-    )
-    .unwrap();
+    );
     assert_eq!(fsm.num_entries_racy(), 1);
 }
 
@@ -150,8 +160,9 @@ fn spec_1_6_seq_holdback_until_oldest_handle_ends() {
         key: BackrefKey::tree(77, 5),
         ..tree(NB, AddAction::Add, 77)
     };
-    fs.add_ref(&mut w, &mut a, &r, None).unwrap();
-    fs.add_ref(
+    add(&fs, &mut w, &mut a, &r);
+    add(
+        &fs,
         &mut w,
         &mut b,
         &RefSpec {
@@ -159,9 +170,7 @@ fn spec_1_6_seq_holdback_until_oldest_handle_ends() {
             action: AddAction::AddExtent,
             ..r
         },
-        None,
-    )
-    .unwrap();
+    );
     let mut c = TransHandle::default();
     run_v3::run_delayed_refs(&fs, &mut w, &mut c, RunCount::Most, false).unwrap();
     assert!(w.m.seq_holdbacks > 0);
@@ -254,18 +263,9 @@ fn spec_2_5_add_before_drop_keeps_item() {
         let (fs, mut w) = fs_with(era, Params::default(), vec![(NB, item(k, 1))]);
         let mut h = TransHandle::default();
         // The DROP sorts after the ADD in neither era's favour: TREE_BLOCK (176) < SHARED (182).
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Drop, 0), None)
-            .unwrap();
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Add, 4096), None)
-            .unwrap();
-        let mut r = TransHandle::default();
-        match era {
-            Era::V3 => {
-                run_v3::run_delayed_refs(&fs, &mut w, &mut r, RunCount::All, false).map(|_| ())
-            }
-            Era::Modern => run_modern::run_delayed_refs(&fs, &mut w, &mut r, u64::MAX).map(|_| ()),
-        }
-        .unwrap();
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::Drop, 0));
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::Add, 4096));
+        run_all(&fs, &mut w, era);
         let snap = fs.extent_tree.snapshot();
         let it = &snap[&NB];
         assert_eq!(it.refs, 1);
@@ -284,26 +284,9 @@ fn spec_2_7_must_insert_reserved_netting_zero_is_pinned() {
     for era in [Era::V3, Era::Modern] {
         let (fs, mut w) = fs(era);
         let mut h = TransHandle::default();
-        fs.add_ref(
-            &mut w,
-            &mut h,
-            &tree(NB, AddAction::AddExtent, 0),
-            Some(ExtentOp {
-                flags: Some(1),
-                key: None,
-            }),
-        )
-        .unwrap();
-        fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Drop, 0), None)
-            .unwrap();
-        let mut r = TransHandle::default();
-        match era {
-            Era::V3 => {
-                run_v3::run_delayed_refs(&fs, &mut w, &mut r, RunCount::All, false).map(|_| ())
-            }
-            Era::Modern => run_modern::run_delayed_refs(&fs, &mut w, &mut r, u64::MAX).map(|_| ()),
-        }
-        .unwrap();
+        add_new_block(&fs, &mut w, &mut h, NB);
+        add(&fs, &mut w, &mut h, &tree(NB, AddAction::Drop, 0));
+        run_all(&fs, &mut w, era);
         assert!(fs.extent_tree.snapshot().is_empty());
         assert_eq!(fs.extent_tree.pinned(), (1, NB));
         assert_eq!(w.m.heads_run, 1);
@@ -410,8 +393,7 @@ fn spec_4_4_modern_cursor_and_min_bytes_zero() {
     // min_bytes = N stops once N bytes of reservation were released.
     queue_new_blocks(&fs, &mut w, &mut h, 0);
     for i in 11..=20u64 {
-        fs.add_ref(&mut w, &mut h, &tree(i * NB, AddAction::AddExtent, 0), None)
-            .unwrap();
+        add(&fs, &mut w, &mut h, &tree(i * NB, AddAction::AddExtent, 0));
     }
     run_modern::run_delayed_refs(&fs, &mut w, &mut h, 3 * fs.params.delayed_ref_bytes).unwrap();
     assert_eq!(w.m.heads_run, 13);
@@ -441,8 +423,7 @@ fn spec_4_7_modern_single_preflush_no_run_at_end() {
 
 fn queue_new_blocks_at(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, from: u64, n: u64) {
     for i in from..from + n {
-        fs.add_ref(w, h, &tree(i * NB, AddAction::AddExtent, 0), None)
-            .unwrap();
+        add(fs, w, h, &tree(i * NB, AddAction::AddExtent, 0));
     }
 }
 

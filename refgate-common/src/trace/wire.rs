@@ -250,13 +250,33 @@ fn parent_decode(bytenr: u64, code: u128) -> Result<u64, &'static str> {
     }
 }
 
-/// Per-block encoder state.
-pub(crate) struct Encoder {
+/// The previous values a block's deltas are taken from, the same on both sides; every block
+/// starts from `Delta::default()`. (Bytenrs use [`bn_code`], the rest [`delta`]/[`undelta`].)
+#[derive(Default)]
+struct Delta {
     ts: u64,
     bytenr: u64,
     seq: u64,
     owner: u64,
     generation: u64,
+}
+
+/// `x` as the wrapping difference from `*prev`; `*prev` becomes `x`.
+fn delta(prev: &mut u64, x: u64) -> i64 {
+    let d = x.wrapping_sub(*prev) as i64;
+    *prev = x;
+    d
+}
+
+/// The inverse of [`delta`]: `*prev` plus `d` (wrapping), which becomes `*prev`.
+fn undelta(prev: &mut u64, d: i64) -> u64 {
+    *prev = prev.wrapping_add(d as u64);
+    *prev
+}
+
+/// Per-block encoder state.
+pub(crate) struct Encoder {
+    d: Delta,
     tids: Intern<u32>,
     locks: Intern<u64>,
 }
@@ -264,11 +284,7 @@ pub(crate) struct Encoder {
 impl Encoder {
     pub(crate) fn new() -> Self {
         Encoder {
-            ts: 0,
-            bytenr: 0,
-            seq: 0,
-            owner: 0,
-            generation: 0,
+            d: Delta::default(),
             tids: Intern::new(),
             locks: Intern::new(),
         }
@@ -276,41 +292,23 @@ impl Encoder {
 
     /// Start a new block.
     pub(crate) fn reset(&mut self) {
-        self.ts = 0;
-        self.bytenr = 0;
-        self.seq = 0;
-        self.owner = 0;
-        self.generation = 0;
+        self.d = Delta::default();
         self.tids.clear();
         self.locks.clear();
     }
 
     fn head(&mut self, e: &Event) -> EvHead {
-        let dt = e.ts_ns.wrapping_sub(self.ts) as i64;
-        self.ts = e.ts_ns;
         EvHead {
-            dt,
+            dt: delta(&mut self.d.ts, e.ts_ns),
             cpu: e.cpu,
             tid: self.tids.code(e.tid) as u64,
         }
     }
 
     fn bytenr(&mut self, x: u64) -> u128 {
-        let c = bn_code(self.bytenr, x);
-        self.bytenr = x;
+        let c = bn_code(self.d.bytenr, x);
+        self.d.bytenr = x;
         c
-    }
-
-    fn seq(&mut self, x: u64) -> i64 {
-        let d = x.wrapping_sub(self.seq) as i64;
-        self.seq = x;
-        d
-    }
-
-    fn generation(&mut self, x: u64) -> i64 {
-        let d = x.wrapping_sub(self.generation) as i64;
-        self.generation = x;
-        d
     }
 
     fn tree(&mut self, r: &TreeRef) -> WTree {
@@ -323,13 +321,12 @@ impl Encoder {
             ref_root: r.ref_root,
             level: r.level,
             ref_type: r.ref_type,
-            seq: self.seq(r.seq),
+            seq: delta(&mut self.d.seq, r.seq),
         }
     }
 
     fn data(&mut self, r: &DataRef) -> WData {
-        let owner = r.owner.wrapping_sub(self.owner) as i64;
-        self.owner = r.owner;
+        let owner = delta(&mut self.d.owner, r.owner);
         WData {
             fs: r.fs,
             bytenr: self.bytenr(r.bytenr),
@@ -340,7 +337,7 @@ impl Encoder {
             owner,
             offset: size_code(r.offset),
             ref_type: r.ref_type,
-            seq: self.seq(r.seq),
+            seq: delta(&mut self.d.seq, r.seq),
         }
     }
 
@@ -373,7 +370,7 @@ impl Encoder {
                     } => Wire::TransactionCommit {
                         h,
                         fs,
-                        generation: self.generation(generation),
+                        generation: delta(&mut self.d.generation, generation),
                         root_objectid,
                     },
                     &EventKind::TreeLock {
@@ -387,7 +384,7 @@ impl Encoder {
                         h,
                         fs,
                         block: self.bytenr(block),
-                        generation: self.generation(generation),
+                        generation: delta(&mut self.d.generation, generation),
                         wait_ns,
                         owner,
                         is_log_tree,
@@ -442,11 +439,7 @@ impl Encoder {
 
 /// Per-block decoder state.
 pub(crate) struct Decoder {
-    ts: u64,
-    bytenr: u64,
-    seq: u64,
-    owner: u64,
-    generation: u64,
+    d: Delta,
     tids: Vec<u32>,
     locks: Vec<u64>,
 }
@@ -454,39 +447,21 @@ pub(crate) struct Decoder {
 impl Decoder {
     pub(crate) fn new() -> Self {
         Decoder {
-            ts: 0,
-            bytenr: 0,
-            seq: 0,
-            owner: 0,
-            generation: 0,
+            d: Delta::default(),
             tids: Vec::new(),
             locks: Vec::new(),
         }
     }
 
     pub(crate) fn reset(&mut self) {
-        self.ts = 0;
-        self.bytenr = 0;
-        self.seq = 0;
-        self.owner = 0;
-        self.generation = 0;
+        self.d = Delta::default();
         self.tids.clear();
         self.locks.clear();
     }
 
     fn bytenr(&mut self, code: u128) -> Result<u64, &'static str> {
-        self.bytenr = bn_decode(self.bytenr, code)?;
-        Ok(self.bytenr)
-    }
-
-    fn seq(&mut self, d: i64) -> u64 {
-        self.seq = self.seq.wrapping_add(d as u64);
-        self.seq
-    }
-
-    fn generation(&mut self, d: i64) -> u64 {
-        self.generation = self.generation.wrapping_add(d as u64);
-        self.generation
+        self.d.bytenr = bn_decode(self.d.bytenr, code)?;
+        Ok(self.d.bytenr)
     }
 
     fn tree(&mut self, w: WTree) -> Result<TreeRef, &'static str> {
@@ -500,13 +475,13 @@ impl Decoder {
             ref_root: w.ref_root,
             level: w.level,
             ref_type: w.ref_type,
-            seq: self.seq(w.seq),
+            seq: undelta(&mut self.d.seq, w.seq),
         })
     }
 
     fn data(&mut self, w: WData) -> Result<DataRef, &'static str> {
         let bytenr = self.bytenr(w.bytenr)?;
-        self.owner = self.owner.wrapping_add(w.owner as u64);
+        let owner = undelta(&mut self.d.owner, w.owner);
         Ok(DataRef {
             fs: w.fs,
             bytenr,
@@ -514,10 +489,10 @@ impl Decoder {
             action: w.action,
             parent: parent_decode(bytenr, w.parent)?,
             ref_root: w.ref_root,
-            owner: self.owner,
+            owner,
             offset: size_decode(w.offset)?,
             ref_type: w.ref_type,
-            seq: self.seq(w.seq),
+            seq: undelta(&mut self.d.seq, w.seq),
         })
     }
 
@@ -534,9 +509,8 @@ impl Decoder {
     fn event(&mut self, h: EvHead, kind: EventKind) -> Result<Record, &'static str> {
         // `kind` is built first (it may update the bytenr state); the head's state is separate.
         let tid = unintern(&mut self.tids, h.tid as u128)?;
-        self.ts = self.ts.wrapping_add(h.dt as u64);
         Ok(Record::Event(Event {
-            ts_ns: self.ts,
+            ts_ns: undelta(&mut self.d.ts, h.dt),
             cpu: h.cpu,
             tid,
             kind,
@@ -546,44 +520,29 @@ impl Decoder {
     /// Decode one record from the front of `buf`; returns it and the rest of `buf`.
     pub(crate) fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<(Record, &'a [u8]), String> {
         let (w, rest) = postcard::take_from_bytes::<Wire>(buf).map_err(|e| e.to_string())?;
-        let rec = match w {
-            Wire::AddTreeRef(h, r) => {
-                let k = EventKind::AddTreeRef(self.tree(r)?);
-                self.event(h, k)?
-            }
-            Wire::AddDataRef(h, r) => {
-                let k = EventKind::AddDataRef(self.data(r)?);
-                self.event(h, k)?
-            }
-            Wire::AddRefHead(h, r) => {
-                let k = EventKind::AddRefHead(self.refhead(r)?);
-                self.event(h, k)?
-            }
-            Wire::RunTreeRef(h, r) => {
-                let k = EventKind::RunTreeRef(self.tree(r)?);
-                self.event(h, k)?
-            }
-            Wire::RunDataRef(h, r) => {
-                let k = EventKind::RunDataRef(self.data(r)?);
-                self.event(h, k)?
-            }
-            Wire::RunRefHead(h, r) => {
-                let k = EventKind::RunRefHead(self.refhead(r)?);
-                self.event(h, k)?
-            }
+        let (h, kind) = match w {
+            Wire::Task(t) => return Ok((Record::Task(t), rest)),
+            Wire::Filesystem { id, fsid } => return Ok((Record::Filesystem { id, fsid }, rest)),
+            Wire::Stats(s) => return Ok((Record::Stats(s), rest)),
+            Wire::AddTreeRef(h, r) => (h, EventKind::AddTreeRef(self.tree(r)?)),
+            Wire::AddDataRef(h, r) => (h, EventKind::AddDataRef(self.data(r)?)),
+            Wire::AddRefHead(h, r) => (h, EventKind::AddRefHead(self.refhead(r)?)),
+            Wire::RunTreeRef(h, r) => (h, EventKind::RunTreeRef(self.tree(r)?)),
+            Wire::RunDataRef(h, r) => (h, EventKind::RunDataRef(self.data(r)?)),
+            Wire::RunRefHead(h, r) => (h, EventKind::RunRefHead(self.refhead(r)?)),
             Wire::TransactionCommit {
                 h,
                 fs,
                 generation,
                 root_objectid,
-            } => {
-                let k = EventKind::TransactionCommit {
+            } => (
+                h,
+                EventKind::TransactionCommit {
                     fs,
-                    generation: self.generation(generation),
+                    generation: undelta(&mut self.d.generation, generation),
                     root_objectid,
-                };
-                self.event(h, k)?
-            }
+                },
+            ),
             Wire::TreeLock {
                 h,
                 fs,
@@ -592,17 +551,17 @@ impl Decoder {
                 wait_ns,
                 owner,
                 is_log_tree,
-            } => {
-                let k = EventKind::TreeLock {
+            } => (
+                h,
+                EventKind::TreeLock {
                     fs,
                     block: self.bytenr(block)?,
-                    generation: self.generation(generation),
+                    generation: undelta(&mut self.d.generation, generation),
                     wait_ns,
                     owner,
                     is_log_tree,
-                };
-                self.event(h, k)?
-            }
+                },
+            ),
             Wire::Contention {
                 h,
                 role,
@@ -610,53 +569,46 @@ impl Decoder {
                 flags,
                 ret,
                 wait_ns,
-            } => {
-                let k = EventKind::Contention {
+            } => (
+                h,
+                EventKind::Contention {
                     role,
                     lock_addr: unintern(&mut self.locks, lock)?,
                     flags,
                     ret,
                     wait_ns,
-                };
-                self.event(h, k)?
-            }
+                },
+            ),
             Wire::RunDelayedRefsCall {
                 h,
                 arg,
                 ret,
                 duration_ns,
-            } => self.event(
+            } => (
                 h,
                 EventKind::RunDelayedRefsCall {
                     arg,
                     ret,
                     duration_ns,
                 },
-            )?,
-            Wire::Task(t) => Record::Task(t),
-            Wire::Filesystem { id, fsid } => Record::Filesystem { id, fsid },
-            Wire::Stats(s) => Record::Stats(s),
-            Wire::TransHandleStart { h, handle } => {
-                self.event(h, EventKind::TransHandleStart { handle })?
-            }
-            Wire::TransHandleEnd { h, handle } => {
-                self.event(h, EventKind::TransHandleEnd { handle })?
-            }
+            ),
+            Wire::TransHandleStart { h, handle } => (h, EventKind::TransHandleStart { handle }),
+            Wire::TransHandleEnd { h, handle } => (h, EventKind::TransHandleEnd { handle }),
             Wire::CommitTransactionCall {
                 h,
                 handle,
                 ret,
                 duration_ns,
-            } => self.event(
+            } => (
                 h,
                 EventKind::CommitTransactionCall {
                     handle,
                     ret,
                     duration_ns,
                 },
-            )?,
+            ),
         };
-        Ok((rec, rest))
+        Ok((self.event(h, kind)?, rest))
     }
 }
 

@@ -52,7 +52,7 @@ enum Command {
         /// Worker threads.
         #[arg(short, long, default_value_t = 32)]
         threads: usize,
-        /// Runner policy: pre (3.7/3.8), seed (3.9/3.10 cmpxchg gate), modern (6.7+).
+        /// Runner policy: pre (3.7/3.8), seed (3.9/3.10 cmpxchg gate), modern (6.7+), seed-throttle (3.11-3.13).
         #[arg(short, long, default_value = "seed")]
         policy: String,
         /// `max` (as fast as possible) or a factor applied to recorded think-times (1 = real time).

@@ -72,7 +72,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
     let policy = by_name(&args.policy).with_context(|| {
         format!(
-            "unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10) or modern (6.7+)",
+            "unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10), modern (6.7+) or seed-throttle (3.11-3.13)",
             args.policy
         )
     })?;

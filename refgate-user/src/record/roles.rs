@@ -104,6 +104,8 @@ impl RoleNamer {
             .filter_map(|&ip| self.ksyms.name_of(ip))
             .collect();
         let r = classify(flags, &names);
+        // `-vv` shows each new stack's verdict, so a surprising role can be checked by eye.
+        log::debug!("lock role {r:?} (flags {flags:#x}) for btrfs frames {names:?}");
         self.cache.insert((flags, stack.to_vec()), r);
         r
     }

@@ -88,3 +88,40 @@ fn record_without_root_says_so() {
         .unwrap();
     fails_with(o, "needs root");
 }
+
+#[test]
+fn replay_rejects_a_cut_trace_and_a_bad_policy() {
+    let d = tempfile::tempdir().unwrap();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/scratch-6.18.bin"
+    ))
+    .unwrap();
+    let cut = d.path().join("cut.bin");
+    std::fs::write(&cut, &sample[..sample.len() / 2]).unwrap();
+    fails_with(
+        refgate()
+            .args(["replay", "--no-tui"])
+            .arg(&cut)
+            .output()
+            .unwrap(),
+        "Replay needs a complete trace",
+    );
+    fails_with(
+        refgate()
+            .args(["replay", "--no-tui", "--policy", "nope"])
+            .output()
+            .unwrap(),
+        "unknown policy",
+    );
+    let empty = d.path().join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    fails_with(
+        refgate()
+            .args(["replay", "--no-tui"])
+            .arg(&empty)
+            .output()
+            .unwrap(),
+        "empty",
+    );
+}

@@ -40,6 +40,7 @@ fn record_matches_perf_stat() {
         eprintln!("skipped: the live recording test needs root");
         return;
     }
+    ensure_tracefs();
     let fs = LoopBtrfs::new();
     fs.syncfs();
     std::thread::sleep(Duration::from_millis(300));

@@ -9,6 +9,14 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// tracefs is not mounted at boot on this project's machines (platform.md); `perf stat` needs
+/// it for tracepoint events before refgate (which mounts it itself) has started.
+pub fn ensure_tracefs() {
+    if !Path::new("/sys/kernel/tracing/events").is_dir() {
+        ok(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]));
+    }
+}
+
 pub fn refgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_refgate"))
 }

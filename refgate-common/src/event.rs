@@ -202,7 +202,8 @@ pub struct Stats {
     pub tree_lock_not_extent: u64,
     /// Events of other filesystems dropped by `--mount`.
     pub other_fs: u64,
-    /// Contention intervals that could not be paired (begun before attach, map full).
+    /// Contention intervals dropped because the in-kernel interval map was full. (A wait
+    /// begun before the probes attached has no stored begin and is not counted anywhere.)
     pub unpaired_contention: u64,
 }
 

@@ -158,8 +158,6 @@ pub mod counter {
     pub const OTHER_FS: u32 = 3;
     /// Open contention intervals that could not be stored (map full).
     pub const WAIT_MAP_FULL: u32 = 4;
-    /// `contention_end` without a matching stored begin (begun before we attached, or filtered).
-    pub const UNPAIRED_END: u32 = 5;
     pub const COUNT: u32 = 8;
 }
 

@@ -123,7 +123,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 &params,
                 live.clone(),
             )
-            .map_err(|e| e.to_string())
+            // The engine's only error is the model's verdict; a dashboard failure or a panic
+            // below is not, and must not be reported as one.
+            .map_err(|e| format!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))
         });
         let join = |engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>| {
             engine
@@ -160,8 +162,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         join(engine)
     });
-    let report = report
-        .map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
+    let report = report.map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.json {
         println!(
             "{}",

@@ -44,6 +44,10 @@ enum Command {
         /// Measure the probes' in-kernel cost per event (BPF run-time statistics).
         #[arg(long)]
         probe_cost: bool,
+        /// Kernel stack frames taken per contended lock, 1-20: fewer are cheaper, but a
+        /// delayed-ref run behind an extent-tree search needs ~16 to be seen.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
+        stack_frames: u32,
     },
     /// Replay a trace on the userspace delayed-ref model with real threads.
     Replay {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             scratch_files,
             no_tui,
             probe_cost,
+            stack_frames,
         } => record::run(record::RecordArgs {
             output,
             mount,
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
             scratch_files,
             plain: no_tui,
             probe_cost,
+            stack_frames,
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),

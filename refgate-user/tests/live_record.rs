@@ -12,7 +12,7 @@ use std::{
 
 use common::*;
 use refgate_common::{
-    event::Record,
+    event::{EventKind, Record},
     trace::{TraceReader, summary::summarize},
 };
 
@@ -140,8 +140,27 @@ fn record_matches_perf_stat() {
                 "event of an unannounced task {}",
                 e.tid
             );
+            assert_fields_plausible(&e.kind);
         }
     }
+    // The comm is sent once per task (per CPU change of task): every task still gets a name.
+    for r in &records {
+        if let Record::Task(t) = r {
+            assert!(
+                !t.comm.is_empty() && t.comm != "?",
+                "task without a name: {t:?}"
+            );
+        }
+    }
+    // `--mount` filters on the fsid words of the record in the kernel: one filesystem only.
+    let filesystems = records
+        .iter()
+        .filter(|r| matches!(r, Record::Filesystem { .. }))
+        .count();
+    assert_eq!(
+        filesystems, 1,
+        "events of other filesystems leaked through --mount"
+    );
     // This kernel has no kprobes: the header must say so, not pretend.
     let h = TraceReader::open_path(&trace).unwrap().header().clone();
     let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
@@ -151,6 +170,42 @@ fn record_matches_perf_stat() {
         .find(|p| p.name == "kprobe:btrfs_run_delayed_refs")
         .unwrap();
     assert_eq!(kp.attached, kprobes, "{kp:?}");
+}
+
+/// The eBPF programs load the tracepoint records word by word at offsets from tracefs; a
+/// wrong offset or length shows as implausible values (btrfs extents and blocks are
+/// sector-aligned and non-empty; only extent-tree locks, owner 2, are recorded).
+fn assert_fields_plausible(kind: &EventKind) {
+    let aligned = |what: &str, bytenr: u64, num_bytes: u64| {
+        assert!(
+            bytenr > 0
+                && bytenr.is_multiple_of(4096)
+                && num_bytes > 0
+                && num_bytes.is_multiple_of(4096),
+            "{what}: implausible extent {bytenr} + {num_bytes}: {kind:?}"
+        );
+    };
+    match kind {
+        EventKind::AddTreeRef(r) | EventKind::RunTreeRef(r) => {
+            aligned("tree ref", r.bytenr, r.num_bytes);
+            assert!(r.level < 8, "tree ref level {}: {kind:?}", r.level);
+        }
+        EventKind::AddDataRef(r) | EventKind::RunDataRef(r) => {
+            aligned("data ref", r.bytenr, r.num_bytes)
+        }
+        EventKind::AddRefHead(h) | EventKind::RunRefHead(h) => {
+            aligned("ref head", h.bytenr, h.num_bytes)
+        }
+        EventKind::TreeLock { block, owner, .. } => {
+            assert_eq!(
+                *owner, 2,
+                "a tree lock of another tree was recorded: {kind:?}"
+            );
+            assert!(block.is_multiple_of(4096), "tree lock block {block}");
+        }
+        EventKind::TransactionCommit { generation, .. } => assert!(*generation > 0),
+        _ => {}
+    }
 }
 
 /// A fresh `--scratch` recording replays under every policy at 1, 8 and 32 threads with the

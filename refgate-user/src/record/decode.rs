@@ -20,9 +20,9 @@ pub struct Layouts {
     commit: [usize; 2],    // generation root_objectid
     tree_lock: [usize; 4], // block generation diff_ns owner is_log_tree
     tree_lock_log: usize,
-    pub lock_addr: usize,
-    pub lock_flags: usize,
-    pub lock_ret: usize,
+    /// (tracepoint name, end of its record's last field): how many bytes the eBPF program
+    /// may load from the record (the kernel refuses a program that could read further).
+    record_ends: Vec<(&'static str, u32)>,
 }
 
 impl Layouts {
@@ -67,6 +67,11 @@ impl Layouts {
             f(&h, tp, "action", 4)?,
             f(&h, tp, "is_data", 4)?,
         ];
+        let mut record_ends = vec![
+            ("add_delayed_tree_ref", t.end()),
+            ("add_delayed_data_ref", d.end()),
+            ("add_delayed_ref_head", h.end()),
+        ];
         // The run-side records share the add-side classes (spec §5.1–5.3); make sure.
         for (cat, tp, want) in [
             ("btrfs", "run_delayed_tree_ref", &t),
@@ -79,6 +84,7 @@ impl Layouts {
                     "tracepoint {cat}:{tp} has a layout different from its add-side twin on this kernel; refgate does not know how to read it"
                 );
             }
+            record_ends.push((tp, l.end()));
         }
         let c = get("btrfs", "btrfs_transaction_commit")?;
         let tp = "btrfs:btrfs_transaction_commit";
@@ -102,8 +108,16 @@ impl Layouts {
                 anyhow::bail!("btrfs tracepoints disagree on where `fsid` is on this kernel");
             }
         }
-        let b = get("lock", "contention_begin")?;
-        let e = get("lock", "contention_end")?;
+        // The eBPF side compares these as whole 8-byte words of the record.
+        let owner = tree_lock[3];
+        if fsid % 8 != 0 || owner % 8 != 0 {
+            anyhow::bail!(
+                "on this kernel `fsid` (offset {fsid}) or btrfs_tree_lock's `owner` (offset \
+                 {owner}) is not 8-byte aligned; refgate's filters cannot read it"
+            );
+        }
+        record_ends.push(("btrfs_transaction_commit", c.end()));
+        record_ends.push(("btrfs_tree_lock", k.end()));
         Ok(Layouts {
             fsid,
             tree,
@@ -112,9 +126,7 @@ impl Layouts {
             commit,
             tree_lock,
             tree_lock_log,
-            lock_addr: f(&b, "lock:contention_begin", "lock_addr", 8)?,
-            lock_flags: f(&b, "lock:contention_begin", "flags", 4)?,
-            lock_ret: f(&e, "lock:contention_end", "ret", 4)?,
+            record_ends,
         })
     }
 
@@ -124,6 +136,23 @@ impl Layouts {
     pub fn tree_lock_owner_offset(&self) -> usize {
         self.tree_lock[3]
     }
+    /// (btrfs tracepoint, end of its record's last field), for every btrfs tracepoint taken.
+    pub fn record_ends(&self) -> &[(&'static str, u32)] {
+        &self.record_ends
+    }
+}
+
+/// The task's name. The eBPF side sends it only when a CPU's previous record was another
+/// task's, so a task's first record carries it; if not (a tid reused by a new task on the same
+/// CPU), ask /proc while the task may still be alive.
+fn comm_of(tid: u32, comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(16);
+    if end > 0 {
+        return String::from_utf8_lossy(&comm[..end]).into_owned();
+    }
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 fn u64_at(d: &[u8], off: usize) -> u64 {
@@ -195,11 +224,10 @@ impl Decoder {
         };
         let tid = hdr.pid_tgid as u32;
         if self.tasks.insert(tid, ()).is_none() {
-            let end = hdr.comm.iter().position(|&b| b == 0).unwrap_or(16);
             out.push(Record::Task(Task {
                 tid,
                 tgid: (hdr.pid_tgid >> 32) as u32,
-                comm: String::from_utf8_lossy(&hdr.comm[..end]).into_owned(),
+                comm: comm_of(tid, &hdr.comm),
             }));
         }
         // Every btrfs record carries the filesystem; the lock and call records do not.

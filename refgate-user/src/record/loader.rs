@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{KProbe, TracePoint},
+    programs::{KProbe, RawTracePoint, TracePoint},
 };
 
 use super::{decode::Layouts, kallsyms::Kallsyms};
@@ -38,16 +38,25 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
         "btrfs_transaction_commit",
     ),
     ("btrfs_tree_lock", "btrfs", "btrfs_tree_lock"),
-    ("contention_begin", "lock", "contention_begin"),
-    ("contention_end", "lock", "contention_end"),
 ];
+
+/// The lock tracepoints, attached as raw tracepoints (their arguments are plain values; see
+/// refgate-ebpf). Kernels before 5.19 lack them: recording then goes on without lock waits.
+pub const LOCK_TRACEPOINTS: &[&str] = &["contention_begin", "contention_end"];
 
 pub struct Config<'a> {
     pub layouts: &'a Layouts,
     pub filter_fsid: Option<[u8; 16]>,
     pub btrfs_text: (u64, u64),
     pub ksyms: &'a Kallsyms,
+    /// Kernel stack frames taken per contended lock (at most `STACK_DEPTH`).
+    pub stack_frames: u32,
+    /// Also attach the empty `probe_floor` program (`record --probe-cost`).
+    pub probe_floor: bool,
 }
+
+/// The tracepoint the empty calibration program `probe_floor` shares with a real one.
+pub const PROBE_FLOOR_TRACEPOINT: (&str, &str) = ("btrfs", "btrfs_tree_lock");
 
 /// Loads the object with its configuration globals and attaches every probe it can.
 pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
@@ -67,17 +76,23 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     };
     let l = cfg.layouts;
     let (fsid_off, owner_off) = (l.fsid_offset() as u32, l.tree_lock_owner_offset() as u32);
-    let (lock_addr, lock_flags, lock_ret) =
-        (l.lock_addr as u32, l.lock_flags as u32, l.lock_ret as u32);
-    let mut ebpf = EbpfLoader::new()
+    // One global per btrfs program: how much of its record it may load (refgate-ebpf).
+    let ends: Vec<(String, u32)> = l
+        .record_ends()
+        .iter()
+        .map(|&(tp, end)| (format!("END_{}", tp.to_uppercase()), end))
+        .collect();
+    let mut loader = EbpfLoader::new();
+    for (global, end) in &ends {
+        loader.override_global(global.as_str(), end, true);
+    }
+    let mut ebpf = loader
         .override_global("FILTER_FSID_ON", &on, true)
         .override_global("FILTER_FSID_LO", &lo, true)
         .override_global("FILTER_FSID_HI", &hi, true)
         .override_global("FSID_OFF", &fsid_off, true)
         .override_global("TREE_LOCK_OWNER_OFF", &owner_off, true)
-        .override_global("LOCK_ADDR_OFF", &lock_addr, true)
-        .override_global("LOCK_FLAGS_OFF", &lock_flags, true)
-        .override_global("LOCK_RET_OFF", &lock_ret, true)
+        .override_global("STACK_FRAMES", &cfg.stack_frames, true)
         .override_global("BTRFS_TEXT_LO", &cfg.btrfs_text.0, true)
         .override_global("BTRFS_TEXT_HI", &cfg.btrfs_text.1, true)
         .load(EBPF_OBJECT)
@@ -113,6 +128,31 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
             p.name,
             p.note
         );
+    }
+    if cfg.probe_floor {
+        let (cat, name) = PROBE_FLOOR_TRACEPOINT;
+        let p: &mut TracePoint = ebpf
+            .program_mut("probe_floor")
+            .context("program probe_floor missing from the eBPF object")?
+            .try_into()?;
+        p.load()?;
+        p.attach(cat, name)
+            .context("attaching the --probe-cost calibration program")?;
+    }
+    for &tp in LOCK_TRACEPOINTS {
+        let res = (|| -> Result<()> {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(tp)
+                .with_context(|| format!("program {tp} missing from the eBPF object"))?
+                .try_into()?;
+            p.load().context("the kernel refused to load the program")?;
+            p.attach(tp).context(
+                "this kernel has no such tracepoint (lock:contention_* came with Linux 5.19); \
+                 recording goes on without lock waits",
+            )?;
+            Ok(())
+        })();
+        probes.push(status(format!("lock:{tp}"), "raw_tracepoint", res));
     }
     let kprobes = attach_kprobes(&mut ebpf, cfg.ksyms);
     let kprobe_run = kprobes

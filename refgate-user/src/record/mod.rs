@@ -42,6 +42,8 @@ pub struct RecordArgs {
     pub plain: bool,
     /// Turn on BPF run-time statistics and report the in-kernel cost per event.
     pub probe_cost: bool,
+    /// Kernel stack frames per contended lock (1..=STACK_DEPTH).
+    pub stack_frames: u32,
     pub command_line: Vec<String>,
 }
 
@@ -160,6 +162,7 @@ fn header(
                     "kretprobe" => ProbeKind::Kretprobe,
                     "fentry" => ProbeKind::Fentry,
                     "fexit" => ProbeKind::Fexit,
+                    "raw_tracepoint" => ProbeKind::RawTracepoint,
                     _ => ProbeKind::Tracepoint,
                 },
                 attached: p.attached,
@@ -230,6 +233,8 @@ fn record_into(
         filter_fsid: fs_info.map(|f| f.fsid),
         btrfs_text,
         ksyms,
+        stack_frames: args.stack_frames,
+        probe_floor: args.probe_cost,
     };
     let (mut ebpf, probes) =
         loader::load_and_attach(&cfg).map_err(|e| e.context(NothingRecorded))?;
@@ -364,9 +369,11 @@ fn record_into(
     Ok(())
 }
 
-/// Prints the in-kernel run time per program invocation, from BPF run-time statistics.
+/// Prints the in-kernel run time per program invocation, from BPF run-time statistics, and
+/// the floor of that measurement (the empty `probe_floor` program, not counted in the average).
 fn report_probe_cost(ebpf: &aya::Ebpf) {
     let (mut ns, mut runs) = (0u128, 0u64);
+    let mut floor = None;
     println!("refgate: in-kernel cost (BPF run-time statistics)");
     println!(
         "  {:<28} {:>10} {:>12} {:>9}",
@@ -376,6 +383,10 @@ fn report_probe_cost(ebpf: &aya::Ebpf) {
         let Ok(info) = prog.info() else { continue };
         let (t, n) = (info.run_time().as_nanos(), info.run_count());
         if n == 0 {
+            continue;
+        }
+        if name == "probe_floor" {
+            floor = Some(t as f64 / n as f64);
             continue;
         }
         println!(
@@ -390,6 +401,12 @@ fn report_probe_cost(ebpf: &aya::Ebpf) {
         println!(
             "  all refgate programs: {:.1} ns per event on average ({runs} runs)",
             ns as f64 / runs as f64
+        );
+    }
+    if let Some(f) = floor {
+        let (cat, name) = loader::PROBE_FLOOR_TRACEPOINT;
+        println!(
+            "  measurement floor: an empty program on {cat}:{name} costs {f:.1} ns per run here"
         );
     }
 }

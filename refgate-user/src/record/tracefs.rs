@@ -81,6 +81,16 @@ impl Layout {
         Layout { fields }
     }
 
+    /// Where the record's last field ends: the most a BPF program may read of it (the kernel
+    /// checks a tracepoint program's largest context offset against this at attach time).
+    pub fn end(&self) -> u32 {
+        self.fields
+            .values()
+            .map(|f| (f.offset + f.size) as u32)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Reads `events/<category>/<name>/format` under `tracefs`.
     pub fn read(tracefs: &std::path::Path, category: &str, name: &str) -> Result<Layout> {
         let path = tracefs

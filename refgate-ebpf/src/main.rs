@@ -1,13 +1,13 @@
 //! refgate's eBPF programs. Nothing else lives here: the decoding, pairing with tracefs
 //! `format` offsets and every decision that needs kernel-version knowledge happen in user space.
 //!
-//! * One tracepoint program per btrfs delayed-ref tracepoint: it copies the raw tracepoint
-//!   record into the ring buffer (one `bpf_probe_read_kernel`) after the cheap filters
-//!   (filesystem, extent-tree owner).
-//! * `lock:contention_begin/end`: a begin whose kernel stack holds a btrfs frame opens an
-//!   interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule); the matching end
-//!   emits one record with the wait time and the stack, so user space can name the lock's role.
-//!   Contention with no btrfs frame on the stack is only counted.
+//! * One tracepoint program per btrfs delayed-ref tracepoint: it loads the raw tracepoint record
+//!   (direct context loads, bounded by the record length the loader read from tracefs) and
+//!   copies it into the ring buffer after the cheap filters (filesystem, extent-tree owner).
+//! * `lock:contention_begin/end` (raw tracepoints): a begin whose kernel stack holds a btrfs
+//!   frame opens an interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule);
+//!   the matching end emits one record with the wait time and the stack, so user space can name
+//!   the lock's role. Contention with no btrfs frame on the stack is only counted.
 //! * kprobe/kretprobe on `btrfs_run_delayed_refs`, attached only where the kernel has kprobes.
 //!
 //! Lost events are never silent: every failed ring-buffer reservation bumps a per-CPU counter.

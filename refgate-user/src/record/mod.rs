@@ -73,8 +73,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
     preflight()?;
     let tracefs = tracefs::ensure_mounted()?;
     let layouts = Layouts::read(&tracefs).context(
-        "reading btrfs and lock tracepoint layouts from tracefs (a kernel of 5.19 or newer with \
-         btrfs is needed for every probe refgate uses)",
+        "reading the btrfs tracepoint layouts from tracefs (btrfs must be built in or loaded; \
+         refgate needs the delayed-ref tracepoints of Linux 4.19 or newer)",
     )?;
     let ksyms = Kallsyms::load()?;
     let btrfs_text = ksyms

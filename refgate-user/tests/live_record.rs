@@ -226,6 +226,7 @@ fn fresh_scratch_recording_replays_everywhere() {
             "--scratch-files",
             "120",
             "--no-tui",
+            "--probe-cost",
             "-o",
         ])
         .arg(&trace)
@@ -236,6 +237,15 @@ fn fresh_scratch_recording_replays_everywhere() {
         "record --scratch: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // --probe-cost: the per-program table and the measurement floor at the end.
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "all refgate programs:",
+        "measurement floor: an empty program on btrfs:btrfs_tree_lock",
+        "run_delayed_ref_head",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
     for policy in ["pre", "seed", "modern"] {
         for threads in ["1", "8", "32"] {
             let out = refgate()

@@ -170,6 +170,47 @@ fn build_release() -> Result<()> {
 }
 
 /// `refgate replay --json` for each sample × policy × {1, 32} threads, best wall time of 3.
+/// Three `record --scratch --probe-cost` runs (the workload's contention varies from run to
+/// run), each run's per-program table, then the averages and their median.
+fn bench_probes() -> Result<()> {
+    const RUNS: usize = 3;
+    let out = std::env::temp_dir().join("refgate-bench-probes.bin");
+    let mut averages = Vec::new();
+    for run in 1..=RUNS {
+        let o = Command::new(refgate())
+            .args(["record", "--scratch", "--no-tui", "--probe-cost", "-o"])
+            .arg(&out)
+            .output()
+            .context("running refgate record")?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        if !o.status.success() {
+            bail!(
+                "refgate record failed:\n{text}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        println!("run {run}:");
+        for l in text.lines().filter(|l| l.starts_with("  ")) {
+            println!("{l}");
+        }
+        let avg = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("all refgate programs: "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .context("no average in refgate's --probe-cost report")?;
+        averages.push(avg);
+    }
+    let _ = std::fs::remove_file(out);
+    let mut sorted = averages.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "ns per event averaged over all refgate programs, {RUNS} runs: {averages:?}; median {:.1}",
+        sorted[RUNS / 2]
+    );
+    Ok(())
+}
+
 fn bench_replay() -> Result<()> {
     println!(
         "| trace | policy | threads | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |"
@@ -297,12 +338,7 @@ fn main() -> Result<()> {
         Cmd::BenchProbes => {
             setup()?;
             build_release()?;
-            let out = std::env::temp_dir().join("refgate-bench-probes.bin");
-            sh(Command::new(refgate())
-                .args(["record", "--scratch", "--no-tui", "--probe-cost", "-o"])
-                .arg(&out))?;
-            let _ = std::fs::remove_file(out);
-            Ok(())
+            bench_probes()
         }
     }
 }

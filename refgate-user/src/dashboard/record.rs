@@ -53,6 +53,8 @@ pub struct RecordApp {
     pub head_runs: u64,
     pub queue: VecDeque<u64>,
     pub notes: Vec<String>,
+    /// Average in-kernel ns per program run so far, with `--probe-cost`.
+    pub cost_ns: Option<f64>,
 }
 
 fn role_index(r: LockRole) -> usize {
@@ -134,12 +136,15 @@ pub fn draw(f: &mut Frame, app: &RecordApp) {
         .split(f.area());
     let total: u64 = app.per_probe.values().map(|p| p.total).sum();
     let head = format!(
-        "{:.0}s · {} events · lost {} · contention filtered (not btrfs) {} · malformed {}",
+        "{:.0}s · {} events · lost {} · contention filtered (not btrfs) {} · malformed {}{}",
         app.elapsed.as_secs_f64(),
         total,
         app.lost,
         app.contention_not_btrfs,
-        app.bad
+        app.bad,
+        app.cost_ns
+            .map(|c| format!(" · in-kernel {c:.0} ns/event"))
+            .unwrap_or_default()
     );
     let lost_style = if app.lost > 0 {
         Style::default().fg(Color::Red)
@@ -303,12 +308,13 @@ mod tests {
         app.tick(&stats, Duration::from_secs(1));
         app.event(&ev(commit));
         app.tick(&stats, Duration::from_secs(2));
+        app.cost_ns = Some(87.4);
         let mut t = Terminal::new(TestBackend::new(120, 30)).unwrap();
         t.draw(|f| draw(f, &app)).unwrap();
         let s = buffer_text(t.backend().buffer());
         for needle in [
             "refgate record → trace.bin · 9 of 10 probes attached",
-            "2s · 7 events · lost 5 · contention filtered (not btrfs) 11",
+            "2s · 7 events · lost 5 · contention filtered (not btrfs) 11 · malformed 0 · in-kernel 87 ns/event",
             "Events/s (now 1)",
             "Queue depth ≈ 0 heads",
             "Events per probe",

@@ -1,4 +1,5 @@
 //! `refgate record`: kernel probes → ring buffer → decoder → trace writer, with live counters.
+mod cost;
 pub mod decode;
 pub mod kallsyms;
 pub mod loader;
@@ -313,6 +314,9 @@ fn record_into(
                     let stats = read_counters(&counters, ncpus);
                     writer.write(&Record::Stats(stats.clone()))?;
                     writer.flush()?;
+                    if args.probe_cost {
+                        live.probe_cost(cost::average(&cost::sample(&ebpf).0).map(|a| a.0));
+                    }
                     live.tick(&stats, started.elapsed());
                     if workload.as_ref().is_some_and(|w| w.is_finished()) {
                         return anyhow::Ok("the scratch workload finished");
@@ -338,7 +342,7 @@ fn record_into(
         s.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     if args.probe_cost {
-        report_probe_cost(&ebpf);
+        cost::report(&ebpf);
     }
     // Detach every probe (dropping the object closes programs and links), then take what is
     // still in the ring buffer, so that nothing recorded is lost at the end.
@@ -367,48 +371,6 @@ fn record_into(
         }
     }
     Ok(())
-}
-
-/// Prints the in-kernel run time per program invocation, from BPF run-time statistics, and
-/// the floor of that measurement (the empty `probe_floor` program, not counted in the average).
-fn report_probe_cost(ebpf: &aya::Ebpf) {
-    let (mut ns, mut runs) = (0u128, 0u64);
-    let mut floor = None;
-    println!("refgate: in-kernel cost (BPF run-time statistics)");
-    println!(
-        "  {:<28} {:>10} {:>12} {:>9}",
-        "program", "runs", "run time", "ns/run"
-    );
-    for (name, prog) in ebpf.programs() {
-        let Ok(info) = prog.info() else { continue };
-        let (t, n) = (info.run_time().as_nanos(), info.run_count());
-        if n == 0 {
-            continue;
-        }
-        if name == "probe_floor" {
-            floor = Some(t as f64 / n as f64);
-            continue;
-        }
-        println!(
-            "  {name:<28} {n:>10} {:>10.3}ms {:>9.1}",
-            t as f64 / 1e6,
-            t as f64 / n as f64
-        );
-        ns += t;
-        runs += n;
-    }
-    if runs > 0 {
-        println!(
-            "  all refgate programs: {:.1} ns per event on average ({runs} runs)",
-            ns as f64 / runs as f64
-        );
-    }
-    if let Some(f) = floor {
-        let (cat, name) = loader::PROBE_FLOOR_TRACEPOINT;
-        println!(
-            "  measurement floor: an empty program on {cat}:{name} costs {f:.1} ns per run here"
-        );
-    }
 }
 
 /// Registers a ring buffer with tokio's reactor.

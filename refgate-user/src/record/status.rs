@@ -22,6 +22,8 @@ pub struct Live {
     contention_wait_ns: u64,
     bad: u64,
     attached: usize,
+    /// Average in-kernel ns per program run so far (`--probe-cost`).
+    cost_ns: Option<f64>,
 }
 
 impl Live {
@@ -50,6 +52,7 @@ impl Live {
             contention_wait_ns: 0,
             bad: 0,
             attached,
+            cost_ns: None,
         };
         if live.tui.is_some() {
             return live;
@@ -102,6 +105,14 @@ impl Live {
         }
     }
 
+    /// The probes' average in-kernel cost so far, shown from the next tick on.
+    pub fn probe_cost(&mut self, ns_per_run: Option<f64>) {
+        self.cost_ns = ns_per_run;
+        if let Some((_, app)) = &mut self.tui {
+            app.cost_ns = ns_per_run;
+        }
+    }
+
     pub fn bad_record(&mut self) {
         self.bad += 1;
     }
@@ -113,11 +124,14 @@ impl Live {
             return;
         }
         let mut lines = vec![format!(
-            "[{:>5.0}s] events {:>9}  lost {:>6}  contention filtered (not btrfs) {:>8}",
+            "[{:>5.0}s] events {:>9}  lost {:>6}  contention filtered (not btrfs) {:>8}{}",
             elapsed.as_secs_f64(),
             self.total.values().sum::<u64>(),
             stats.lost_events(),
-            stats.contention_not_btrfs
+            stats.contention_not_btrfs,
+            self.cost_ns
+                .map(|c| format!("  in-kernel {c:.0} ns/event"))
+                .unwrap_or_default()
         )];
         if self.redraw {
             for (k, v) in &self.total {

@@ -4,8 +4,7 @@
 //! * One tracepoint program per btrfs delayed-ref tracepoint: it loads the raw tracepoint record
 //!   (direct context loads, bounded by the record length the loader read from tracefs) and
 //!   copies it into the ring buffer after the cheap filters (filesystem, extent-tree owner).
-//! * `lock:contention_begin/end` (raw tracepoints): a begin whose kernel stack holds a btrfs
-//!   frame opens an interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule);
+//! * `lock:contention_begin/end`: a begin whose kernel stack holds a btrfs frame opens an interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule);
 //!   the matching end emits one record with the wait time and the stack, so user space can name
 //!   the lock's role. Contention with no btrfs frame on the stack is only counted.
 //! * kprobe/kretprobe on `btrfs_run_delayed_refs`, attached only where the kernel has kprobes.
@@ -22,12 +21,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns,
     },
-    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{
-        FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
-        TracePointContext,
-    },
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use refgate_common::raw::{
@@ -51,6 +47,18 @@ static FSID_OFF: u32 = 8;
 /// Offset of `owner` in `btrfs_tree_lock` (a multiple of 8).
 #[unsafe(no_mangle)]
 static TREE_LOCK_OWNER_OFF: u32 = 64;
+/// Offsets of `lock_addr`, `flags` (begin) and `ret` (end) in the lock records, and where each
+/// record ends (tracefs `format`).
+#[unsafe(no_mangle)]
+static LOCK_ADDR_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static LOCK_FLAGS_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static LOCK_RET_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static END_CONTENTION_BEGIN: u32 = 0;
+#[unsafe(no_mangle)]
+static END_CONTENTION_END: u32 = 0;
 /// Kernel stack frames taken at `contention_begin` (at most [`STACK_DEPTH`]).
 #[unsafe(no_mangle)]
 static STACK_FRAMES: u32 = STACK_DEPTH as u32;
@@ -194,6 +202,12 @@ fn word_at(buf: &[u64; RAW_WORDS], off: u32) -> u64 {
     buf.get(off as usize / 8).copied().unwrap_or(0)
 }
 
+/// The 4-byte field at byte offset `off` (a load-time multiple of 4) of a loaded record.
+#[inline(always)]
+fn u32_at(buf: &[u64; RAW_WORDS], off: u32) -> u32 {
+    (word_at(buf, off & !7) >> ((off & 4) * 8)) as u32
+}
+
 /// Common path of the btrfs tracepoints: load the record, filter, then copy it verbatim.
 #[inline(always)]
 fn btrfs_event(ctx: &TracePointContext, kind: RawKind, end: u32) {
@@ -294,20 +308,13 @@ btrfs_tracepoint!(btrfs_tree_lock, RawKind::TreeLock, END_BTRFS_TREE_LOCK);
 // every run, and the call), which every refgate program pays too.
 tracepoint_program!(probe_floor, "tracepoint", |_ctx| ());
 
-/// `lock:contention_begin(void *lock, unsigned int flags)`, attached as a raw tracepoint: the
-/// arguments arrive as plain values (no record to build or read, no kernel-version layout),
-/// and the kernel stack walk starts fewer frames above the lock call than from the perf
-/// tracepoint path. Raw tracepoints do not share the perf event, so no other tracer is blinded.
-#[raw_tracepoint(tracepoint = "contention_begin")]
-pub fn contention_begin(ctx: RawTracePointContext) -> i32 {
-    contention_begin_inner(&ctx);
-    0
-}
+tracepoint_program!(contention_begin, "tracepoint", contention_begin_inner);
 
 #[inline(always)]
-fn contention_begin_inner(ctx: &RawTracePointContext) {
+fn contention_begin_inner(ctx: &TracePointContext) {
+    let rec = load_record(ctx, cfg(&END_CONTENTION_BEGIN));
     let key = WaitKey {
-        lock_addr: ctx.arg::<u64>(0),
+        lock_addr: word_at(&rec, cfg(&LOCK_ADDR_OFF)),
         tid: bpf_get_current_pid_tgid() as u32,
         _pad: 0,
     };
@@ -343,7 +350,7 @@ fn contention_begin_inner(ctx: &RawTracePointContext) {
         return;
     }
     scratch.begin_ns = unsafe { bpf_ktime_get_ns() };
-    scratch.flags = ctx.arg::<u32>(1);
+    scratch.flags = u32_at(&rec, cfg(&LOCK_FLAGS_OFF));
     scratch.nframes = (n as u32 / 8).min(STACK_DEPTH as u32);
     if WAITS.insert(&key, &*scratch, 0).is_err() {
         bump(counter::WAIT_MAP_FULL);
@@ -354,16 +361,12 @@ fn contention_begin_inner(ctx: &RawTracePointContext) {
     }
 }
 
-/// `lock:contention_end(void *lock, int ret)`, a raw tracepoint like the begin.
-#[raw_tracepoint(tracepoint = "contention_end")]
-pub fn contention_end(ctx: RawTracePointContext) -> i32 {
-    contention_end_inner(&ctx);
-    0
-}
+tracepoint_program!(contention_end, "tracepoint", contention_end_inner);
 
 #[inline(always)]
-fn contention_end_inner(ctx: &RawTracePointContext) {
-    let lock_addr = ctx.arg::<u64>(0);
+fn contention_end_inner(ctx: &TracePointContext) {
+    let rec = load_record(ctx, cfg(&END_CONTENTION_END));
+    let lock_addr = word_at(&rec, cfg(&LOCK_ADDR_OFF));
     let key = WaitKey {
         lock_addr,
         tid: bpf_get_current_pid_tgid() as u32,
@@ -378,7 +381,7 @@ fn contention_end_inner(ctx: &RawTracePointContext) {
         let c = unsafe { &mut (*entry.as_mut_ptr()).c };
         c.lock_addr = lock_addr;
         c.flags = start.flags;
-        c.ret = ctx.arg::<i64>(1) as i32;
+        c.ret = u32_at(&rec, cfg(&LOCK_RET_OFF)) as i32;
         c.begin_ns = start.begin_ns;
         c.wait_ns = now.wrapping_sub(start.begin_ns);
         c.nframes = start.nframes;

@@ -246,6 +246,29 @@ fn fresh_scratch_recording_replays_everywhere() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
+    // Four writers contend on btrfs locks; the lock records' fields are read at tracefs
+    // offsets in the kernel: flags must be LCB_F_* bits (SPIN 1 … MUTEX 32), waits non-zero.
+    let waits: Vec<(u32, u64)> = TraceReader::open_path(&trace)
+        .unwrap()
+        .filter_map(|r| match r {
+            Record::Event(e) => match e.kind {
+                EventKind::Contention { flags, wait_ns, .. } => Some((flags, wait_ns)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(!waits.is_empty(), "no btrfs lock contention was recorded");
+    for (flags, wait_ns) in &waits {
+        assert!(
+            *flags != 0 && *flags < 64,
+            "implausible LCB_F flags {flags:#x}"
+        );
+        assert!(
+            *wait_ns > 0 && *wait_ns < 60_000_000_000,
+            "implausible wait {wait_ns}"
+        );
+    }
     for policy in ["pre", "seed", "modern"] {
         for threads in ["1", "8", "32"] {
             let out = refgate()

@@ -23,6 +23,18 @@ pub struct Layouts {
     /// (tracepoint name, end of its record's last field): how many bytes the eBPF program
     /// may load from the record (the kernel refuses a program that could read further).
     record_ends: Vec<(&'static str, u32)>,
+    /// The lock tracepoints' fields, where this kernel has them (Linux 5.19+).
+    pub lock: Option<LockLayout>,
+}
+
+/// Offsets of the `lock:contention_begin/end` fields refgate reads, and where each record ends.
+#[derive(Clone, Copy, Debug)]
+pub struct LockLayout {
+    pub addr: u32,
+    pub flags: u32,
+    pub ret: u32,
+    pub end_begin: u32,
+    pub end_end: u32,
 }
 
 impl Layouts {
@@ -116,6 +128,33 @@ impl Layouts {
                  {owner}) is not 8-byte aligned; refgate's filters cannot read it"
             );
         }
+        let lock = match (
+            get("lock", "contention_begin"),
+            get("lock", "contention_end"),
+        ) {
+            (Ok(b), Ok(e)) => {
+                let (tb, te) = ("lock:contention_begin", "lock:contention_end");
+                let l = LockLayout {
+                    addr: f(&b, tb, "lock_addr", 8)? as u32,
+                    flags: f(&b, tb, "flags", 4)? as u32,
+                    ret: f(&e, te, "ret", 4)? as u32,
+                    end_begin: b.end(),
+                    end_end: e.end(),
+                };
+                // The eBPF side reads them as an aligned word and aligned halves.
+                if !l.addr.is_multiple_of(8)
+                    || !l.flags.is_multiple_of(4)
+                    || !l.ret.is_multiple_of(4)
+                {
+                    anyhow::bail!(
+                        "the lock tracepoints' fields are not aligned as refgate reads them on \
+                         this kernel: {l:?}"
+                    );
+                }
+                Some(l)
+            }
+            _ => None,
+        };
         record_ends.push(("btrfs_transaction_commit", c.end()));
         record_ends.push(("btrfs_tree_lock", k.end()));
         Ok(Layouts {
@@ -127,6 +166,7 @@ impl Layouts {
             tree_lock,
             tree_lock_log,
             record_ends,
+            lock,
         })
     }
 

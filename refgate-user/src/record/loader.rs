@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{KProbe, RawTracePoint, TracePoint},
+    programs::{KProbe, TracePoint},
 };
 
 use super::{decode::Layouts, kallsyms::Kallsyms};
@@ -40,8 +40,8 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("btrfs_tree_lock", "btrfs", "btrfs_tree_lock"),
 ];
 
-/// The lock tracepoints, attached as raw tracepoints (their arguments are plain values; see
-/// refgate-ebpf). Kernels before 5.19 lack them: recording then goes on without lock waits.
+/// The lock tracepoints (eBPF program = tracepoint name). Kernels before 5.19 lack them:
+/// recording then goes on without lock waits.
 pub const LOCK_TRACEPOINTS: &[&str] = &["contention_begin", "contention_end"];
 
 pub struct Config<'a> {
@@ -82,6 +82,14 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
         .iter()
         .map(|&(tp, end)| (format!("END_{}", tp.to_uppercase()), end))
         .collect();
+    // Without lock tracepoints the lock programs are not attached; the globals keep zeros.
+    let lock = l.lock.unwrap_or(super::decode::LockLayout {
+        addr: 0,
+        flags: 0,
+        ret: 0,
+        end_begin: 0,
+        end_end: 0,
+    });
     let mut loader = EbpfLoader::new();
     for (global, end) in &ends {
         loader.override_global(global.as_str(), end, true);
@@ -93,6 +101,11 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
         .override_global("FSID_OFF", &fsid_off, true)
         .override_global("TREE_LOCK_OWNER_OFF", &owner_off, true)
         .override_global("STACK_FRAMES", &cfg.stack_frames, true)
+        .override_global("LOCK_ADDR_OFF", &lock.addr, true)
+        .override_global("LOCK_FLAGS_OFF", &lock.flags, true)
+        .override_global("LOCK_RET_OFF", &lock.ret, true)
+        .override_global("END_CONTENTION_BEGIN", &lock.end_begin, true)
+        .override_global("END_CONTENTION_END", &lock.end_end, true)
         .override_global("BTRFS_TEXT_LO", &cfg.btrfs_text.0, true)
         .override_global("BTRFS_TEXT_HI", &cfg.btrfs_text.1, true)
         .load(EBPF_OBJECT)
@@ -103,19 +116,8 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
 
     let mut probes = Vec::new();
     for &(prog, cat, name) in TRACEPOINTS {
-        let full = format!("{cat}:{name}");
-        let res = (|| -> Result<()> {
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            p.load()
-                .with_context(|| format!("the kernel refused to load the program for {full}"))?;
-            p.attach(cat, name)
-                .with_context(|| format!("attaching to {full}"))?;
-            Ok(())
-        })();
-        probes.push(status(full, "tracepoint", res));
+        let res = attach_tracepoint(&mut ebpf, prog, cat, name);
+        probes.push(status(format!("{cat}:{name}"), "tracepoint", res));
     }
     // Tracepoints are the floor: without the delayed-ref ones there is nothing to record.
     if let Some(p) = probes
@@ -131,28 +133,20 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     }
     if cfg.probe_floor {
         let (cat, name) = PROBE_FLOOR_TRACEPOINT;
-        let p: &mut TracePoint = ebpf
-            .program_mut("probe_floor")
-            .context("program probe_floor missing from the eBPF object")?
-            .try_into()?;
-        p.load()?;
-        p.attach(cat, name)
+        attach_tracepoint(&mut ebpf, "probe_floor", cat, name)
             .context("attaching the --probe-cost calibration program")?;
     }
     for &tp in LOCK_TRACEPOINTS {
-        let res = (|| -> Result<()> {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(tp)
-                .with_context(|| format!("program {tp} missing from the eBPF object"))?
-                .try_into()?;
-            p.load().context("the kernel refused to load the program")?;
-            p.attach(tp).context(
-                "this kernel has no such tracepoint (lock:contention_* came with Linux 5.19); \
-                 recording goes on without lock waits",
-            )?;
-            Ok(())
-        })();
-        probes.push(status(format!("lock:{tp}"), "raw_tracepoint", res));
+        let full = format!("lock:{tp}");
+        let res = if l.lock.is_none() {
+            Err(anyhow::anyhow!(
+                "this kernel has no lock:contention_* tracepoints (they came with Linux 5.19); \
+                 recording goes on without lock waits"
+            ))
+        } else {
+            attach_tracepoint(&mut ebpf, tp, "lock", tp)
+        };
+        probes.push(status(full, "tracepoint", res));
     }
     let kprobes = attach_kprobes(&mut ebpf, cfg.ksyms);
     let kprobe_run = kprobes
@@ -161,6 +155,19 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     probes.extend(kprobes);
     probes.extend(attach_fentry(&mut ebpf, cfg.ksyms, kprobe_run));
     Ok((ebpf, probes))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, cat: &str, name: &str) -> Result<()> {
+    let full = format!("{cat}:{name}");
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the eBPF object"))?
+        .try_into()?;
+    p.load()
+        .with_context(|| format!("the kernel refused to load the program for {full}"))?;
+    p.attach(cat, name)
+        .with_context(|| format!("attaching to {full}"))?;
+    Ok(())
 }
 
 /// fentry/fexit on `btrfs_run_delayed_refs`, tried only where the kprobe pair is missing and

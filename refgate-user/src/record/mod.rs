@@ -163,7 +163,6 @@ fn header(
                     "kretprobe" => ProbeKind::Kretprobe,
                     "fentry" => ProbeKind::Fentry,
                     "fexit" => ProbeKind::Fexit,
-                    "raw_tracepoint" => ProbeKind::RawTracepoint,
                     _ => ProbeKind::Tracepoint,
                 },
                 attached: p.attached,

@@ -87,7 +87,8 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 
 /// Open contention intervals of btrfs tasks.
 /// Preallocated: an insert then takes an element off a per-CPU free list instead of allocating
-/// (16384 × ~200 bytes ≈ 3.3 MiB of kernel memory while recording).
+/// (16384 elements of ~240 bytes with the hash overhead ≈ 4 MiB of kernel memory while
+/// recording).
 #[map]
 static WAITS: HashMap<WaitKey, WaitStart> = HashMap::with_max_entries(16384, 0);
 
@@ -203,6 +204,8 @@ fn word_at(buf: &[u64; RAW_WORDS], off: u32) -> u64 {
 }
 
 /// The 4-byte field at byte offset `off` (a load-time multiple of 4) of a loaded record.
+/// Little-endian: the low half of a word is its first four bytes (bpfel, the only target
+/// refgate-ebpf is built for).
 #[inline(always)]
 fn u32_at(buf: &[u64; RAW_WORDS], off: u32) -> u32 {
     (word_at(buf, off & !7) >> ((off & 4) * 8)) as u32

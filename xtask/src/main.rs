@@ -169,7 +169,6 @@ fn build_release() -> Result<()> {
     sh(cargo().args(["build", "--release", "--locked", "-p", "refgate-user"]))
 }
 
-/// `refgate replay --json` for each sample × policy × {1, 32} threads, best wall time of 3.
 /// Three `record --scratch --probe-cost` runs (the workload's contention varies from run to
 /// run), each run's per-program table, then the averages and their median.
 fn bench_probes() -> Result<()> {
@@ -211,6 +210,7 @@ fn bench_probes() -> Result<()> {
     Ok(())
 }
 
+/// `refgate replay --json` for each sample × policy × {1, 32} threads, best wall time of 3.
 fn bench_replay() -> Result<()> {
     println!(
         "| trace | policy | threads | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |"

@@ -23,8 +23,9 @@ pub struct Layouts {
     /// (tracepoint name, end of its record's last field): how many bytes the eBPF program
     /// may load from the record (the kernel refuses a program that could read further).
     record_ends: Vec<(&'static str, u32)>,
-    /// The lock tracepoints' fields, where this kernel has them (Linux 5.19+).
-    pub lock: Option<LockLayout>,
+    /// The lock tracepoints' fields, or why they cannot be read on this kernel (they came
+    /// with Linux 5.19): recording then goes on without lock waits.
+    pub lock: std::result::Result<LockLayout, String>,
 }
 
 /// Offsets of the `lock:contention_begin/end` fields refgate reads, and where each record ends.
@@ -128,33 +129,31 @@ impl Layouts {
                  {owner}) is not 8-byte aligned; refgate's filters cannot read it"
             );
         }
-        let lock = match (
-            get("lock", "contention_begin"),
-            get("lock", "contention_end"),
-        ) {
-            (Ok(b), Ok(e)) => {
-                let (tb, te) = ("lock:contention_begin", "lock:contention_end");
-                let l = LockLayout {
-                    addr: f(&b, tb, "lock_addr", 8)? as u32,
-                    flags: f(&b, tb, "flags", 4)? as u32,
-                    ret: f(&e, te, "ret", 4)? as u32,
-                    end_begin: b.end(),
-                    end_end: e.end(),
-                };
-                // The eBPF side reads them as an aligned word and aligned halves.
-                if !l.addr.is_multiple_of(8)
-                    || !l.flags.is_multiple_of(4)
-                    || !l.ret.is_multiple_of(4)
-                {
-                    anyhow::bail!(
-                        "the lock tracepoints' fields are not aligned as refgate reads them on \
-                         this kernel: {l:?}"
-                    );
-                }
-                Some(l)
+        let lock = (|| -> Result<LockLayout> {
+            let (tb, te) = ("lock:contention_begin", "lock:contention_end");
+            let (b, e) = (
+                get("lock", "contention_begin")?,
+                get("lock", "contention_end")?,
+            );
+            let l = LockLayout {
+                addr: f(&b, tb, "lock_addr", 8)? as u32,
+                flags: f(&b, tb, "flags", 4)? as u32,
+                ret: f(&e, te, "ret", 4)? as u32,
+                end_begin: b.end(),
+                end_end: e.end(),
+            };
+            // The eBPF side reads them as an aligned word and aligned halves.
+            if !l.addr.is_multiple_of(8) || !l.flags.is_multiple_of(4) || !l.ret.is_multiple_of(4) {
+                anyhow::bail!("their fields are not aligned as refgate reads them: {l:?}");
             }
-            _ => None,
-        };
+            Ok(l)
+        })()
+        .map_err(|e| {
+            format!(
+                "lock:contention_* cannot be read on this kernel (they came with Linux 5.19): \
+                 {e:#}"
+            )
+        });
         record_ends.push(("btrfs_transaction_commit", c.end()));
         record_ends.push(("btrfs_tree_lock", k.end()));
         Ok(Layouts {
@@ -182,17 +181,16 @@ impl Layouts {
     }
 }
 
-/// The task's name. The eBPF side sends it only when a CPU's previous record was another
-/// task's, so a task's first record carries it; if not (a tid reused by a new task on the same
-/// CPU), ask /proc while the task may still be alive.
-fn comm_of(tid: u32, comm: &[u8; 16]) -> String {
+/// The task's name from its first record, or `None` if that record carries none.
+///
+/// The eBPF side sends the comm only when a CPU's previous record was another task's, so a
+/// task's first record normally has it. The exception is nesting: a program interrupted
+/// between its reservation and its comm check by another refgate program for the same task
+/// (only possible under fentry/fexit, which do not share the tracepoints' per-CPU recursion
+/// guard) leaves the earlier record without the name.
+fn comm_in(comm: &[u8; 16]) -> Option<String> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(16);
-    if end > 0 {
-        return String::from_utf8_lossy(&comm[..end]).into_owned();
-    }
-    std::fs::read_to_string(format!("/proc/{tid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| "?".to_string())
+    (end > 0).then(|| String::from_utf8_lossy(&comm[..end]).into_owned())
 }
 
 fn u64_at(d: &[u8], off: usize) -> u64 {
@@ -208,6 +206,8 @@ pub struct Decoder {
     roles: RoleNamer,
     tasks: HashMap<u32, ()>,
     filesystems: HashMap<[u8; 16], FsId>,
+    /// Tasks whose first record had no comm: named from /proc (refgate's pid namespace) or "?".
+    pub comm_fallbacks: u64,
 }
 
 impl Decoder {
@@ -217,6 +217,7 @@ impl Decoder {
             roles,
             tasks: HashMap::new(),
             filesystems: HashMap::new(),
+            comm_fallbacks: 0,
         }
     }
 
@@ -267,7 +268,12 @@ impl Decoder {
             out.push(Record::Task(Task {
                 tid,
                 tgid: (hdr.pid_tgid >> 32) as u32,
-                comm: comm_of(tid, &hdr.comm),
+                comm: comm_in(&hdr.comm).unwrap_or_else(|| {
+                    self.comm_fallbacks += 1;
+                    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+                        .map(|s| s.trim_end().to_string())
+                        .unwrap_or_else(|_| "?".to_string())
+                }),
             }));
         }
         // Every btrfs record carries the filesystem; the lock and call records do not.

@@ -42,7 +42,10 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
 
 /// The lock tracepoints (eBPF program = tracepoint name). Kernels before 5.19 lack them:
 /// recording then goes on without lock waits.
-pub const LOCK_TRACEPOINTS: &[&str] = &["contention_begin", "contention_end"];
+/// `contention_end` goes first: a wait begun between the two attaches would otherwise leave
+/// an interval whose end was never seen, which a later wait of the same task on the same lock
+/// would inherit.
+pub const LOCK_TRACEPOINTS: &[&str] = &["contention_end", "contention_begin"];
 
 pub struct Config<'a> {
     pub layouts: &'a Layouts,
@@ -83,7 +86,7 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
         .map(|&(tp, end)| (format!("END_{}", tp.to_uppercase()), end))
         .collect();
     // Without lock tracepoints the lock programs are not attached; the globals keep zeros.
-    let lock = l.lock.unwrap_or(super::decode::LockLayout {
+    let lock = l.lock.clone().unwrap_or(super::decode::LockLayout {
         addr: 0,
         flags: 0,
         ret: 0,
@@ -124,27 +127,34 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
         .iter()
         .find(|p| !p.attached && p.name.starts_with("btrfs:"))
     {
+        let verifier = if p.note.contains("Permission denied") {
+            " The kernel's verifier could not prove that the program stays inside the \
+             tracepoint record (refgate bounds its loads by a read-only length, which older \
+             verifiers may not track); refgate is tested on Linux 6.1 and 6.18."
+        } else {
+            ""
+        };
         bail!(
-            "could not attach {}: {}. Is btrfs loaded (`modprobe btrfs`) and is this kernel 5.0 \
-             or newer?",
+            "could not attach {}: {}. Is btrfs loaded (`modprobe btrfs`) and is this kernel 5.8 \
+             or newer?{verifier}",
             p.name,
             p.note
         );
     }
     if cfg.probe_floor {
         let (cat, name) = PROBE_FLOOR_TRACEPOINT;
-        attach_tracepoint(&mut ebpf, "probe_floor", cat, name)
-            .context("attaching the --probe-cost calibration program")?;
+        if let Err(e) = attach_tracepoint(&mut ebpf, "probe_floor", cat, name) {
+            // Only the floor line of --probe-cost is missing then: record anyway.
+            log::warn!("--probe-cost: no measurement floor ({e:#})");
+        }
     }
     for &tp in LOCK_TRACEPOINTS {
         let full = format!("lock:{tp}");
-        let res = if l.lock.is_none() {
-            Err(anyhow::anyhow!(
-                "this kernel has no lock:contention_* tracepoints (they came with Linux 5.19); \
-                 recording goes on without lock waits"
-            ))
-        } else {
-            attach_tracepoint(&mut ebpf, tp, "lock", tp)
+        let res = match &l.lock {
+            Err(why) => Err(anyhow::anyhow!(
+                "{why}; recording goes on without lock waits"
+            )),
+            Ok(_) => attach_tracepoint(&mut ebpf, tp, "lock", tp),
         };
         probes.push(status(full, "tracepoint", res));
     }

@@ -75,7 +75,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let tracefs = tracefs::ensure_mounted()?;
     let layouts = Layouts::read(&tracefs).context(
         "reading the btrfs tracepoint layouts from tracefs (btrfs must be built in or loaded; \
-         refgate needs the delayed-ref tracepoints of Linux 4.19 or newer)",
+         refgate needs Linux 5.8 or newer)",
     )?;
     let ksyms = Kallsyms::load()?;
     let btrfs_text = ksyms
@@ -362,6 +362,12 @@ fn record_into(
     let mut w = writer.finish()?;
     std::io::Write::flush(&mut w)?;
     live.finish(&stats, started.elapsed(), why, &args.output);
+    if decoder.comm_fallbacks > 0 {
+        log::warn!(
+            "{} task(s) had no name in their first record; named from /proc instead",
+            decoder.comm_fallbacks
+        );
+    }
     if let Some(w) = workload {
         match w.join() {
             Ok(Ok(())) => {}

@@ -177,7 +177,7 @@ const RAW_WORDS: usize = RAW_DATA_LEN / 8;
 /// the verifier folds the read-only `end` into a constant, drops the branches past it, and so
 /// records a maximum context offset within the record, which the kernel checks at attach time
 /// (a program that could read past the record is refused with EACCES). A direct load costs a
-/// nanosecond; the `bpf_probe_read_kernel` it replaces cost ~40 ns per event here. Word 0
+/// nanosecond; the `bpf_probe_read_kernel` it replaces cost 20-50 ns per event here. Word 0
 /// (the `common_*` fields) is not readable by tracepoint programs and not needed: it stays 0.
 #[inline(always)]
 fn load_record(ctx: &TracePointContext, end: u32) -> [u64; RAW_WORDS] {

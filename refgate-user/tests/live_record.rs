@@ -33,6 +33,41 @@ fn sigint(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
 }
 
+/// `refgate record --no-tui --mount MNT -o TRACE`, started and ready (probes attached).
+struct Recording {
+    child: std::process::Child,
+    drain: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Recording {
+    fn start(trace: &std::path::Path, mnt: &std::path::Path) -> Recording {
+        let mut child = refgate()
+            .args(["record", "--no-tui", "-o"])
+            .arg(trace)
+            .arg("--mount")
+            .arg(mnt)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("recording with"));
+        assert!(ready, "refgate record did not start");
+        let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        Recording { child, drain }
+    }
+
+    /// Ctrl-C, then the recorder must exit successfully (the trace finished).
+    fn stop(mut self) {
+        sigint(self.child.id());
+        let st = self.child.wait().unwrap();
+        let out = self.drain.join().unwrap();
+        assert!(st.success(), "refgate record failed: {out:#?}");
+    }
+}
+
 #[test]
 fn record_matches_perf_stat() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,30 +92,11 @@ fn record_matches_perf_stat() {
         .spawn()
         .expect("perf (linux-perf) is installed by `cargo xtask setup`");
     std::thread::sleep(Duration::from_millis(500));
-    let mut rec = refgate()
-        .args(["record", "--no-tui", "-o"])
-        .arg(&trace)
-        .arg("--mount")
-        .arg(&fs.mnt)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(rec.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("recording with"));
-    assert!(ready, "refgate record did not start");
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-
+    let rec = Recording::start(&trace, &fs.mnt);
     workload(&fs.mnt, 4, 300);
     fs.syncfs();
     std::thread::sleep(Duration::from_millis(1500));
-
-    sigint(rec.id());
-    let st = rec.wait().unwrap();
-    let rec_out = drain.join().unwrap();
-    assert!(st.success(), "refgate record failed: {rec_out:#?}");
+    rec.stop();
     sigint(perf.id());
     perf.wait().unwrap();
 
@@ -175,29 +191,13 @@ fn mount_filter_keeps_one_filesystem() {
     ensure_tracefs();
     let (a, b) = (LoopBtrfs::new(), LoopBtrfs::new());
     let trace = a.dir.path().join("trace.bin");
-    let mut rec = refgate()
-        .args(["record", "--no-tui", "-o"])
-        .arg(&trace)
-        .arg("--mount")
-        .arg(&a.mnt)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(rec.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("recording with"));
-    assert!(ready, "refgate record did not start");
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let rec = Recording::start(&trace, &a.mnt);
     workload(&a.mnt, 2, 100);
     workload(&b.mnt, 2, 100);
     a.syncfs();
     b.syncfs();
     std::thread::sleep(Duration::from_millis(1200));
-    sigint(rec.id());
-    assert!(rec.wait().unwrap().success());
-    let _ = drain.join();
+    rec.stop();
 
     let filesystems = TraceReader::open_path(&trace)
         .unwrap()

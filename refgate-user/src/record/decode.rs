@@ -408,3 +408,66 @@ impl Decoder {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The `format` files of the ten tracepoints refgate takes, copied from this project's
+    /// 6.18 machine.
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracefs-6.18")
+    }
+
+    /// A copy of the fixture, changed by `edit(events_dir)`.
+    fn edited(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for cat in ["btrfs", "lock"] {
+            for tp in std::fs::read_dir(fixture().join("events").join(cat)).unwrap() {
+                let tp = tp.unwrap();
+                let to = d.path().join("events").join(cat).join(tp.file_name());
+                std::fs::create_dir_all(&to).unwrap();
+                std::fs::copy(tp.path().join("format"), to.join("format")).unwrap();
+            }
+        }
+        edit(&d.path().join("events"));
+        d
+    }
+
+    #[test]
+    fn layouts_and_record_ends_from_format_files() {
+        let l = Layouts::read(&fixture()).unwrap();
+        let ends: HashMap<_, _> = l.record_ends().iter().copied().collect();
+        // The end of the last field, which the kernel checks at attach time: btrfs_tree_lock
+        // ends on the 4-byte is_log_tree at 72 (the struct itself is 80 bytes).
+        assert_eq!(ends["btrfs_tree_lock"], 76);
+        assert_eq!(ends["add_delayed_data_ref"], 96);
+        assert_eq!(ends["run_delayed_data_ref"], 96);
+        assert_eq!(ends["add_delayed_ref_head"], 48);
+        assert_eq!(ends.len(), 8);
+        assert_eq!((l.fsid_offset(), l.tree_lock_owner_offset()), (8, 64));
+        let lock = l.lock.unwrap();
+        assert_eq!((lock.addr, lock.flags, lock.ret), (8, 16, 16));
+        assert_eq!((lock.end_begin, lock.end_end), (20, 20));
+    }
+
+    #[test]
+    fn a_kernel_without_lock_tracepoints_records_without_them() {
+        let d = edited(|events| std::fs::remove_dir_all(events.join("lock")).unwrap());
+        let l = Layouts::read(d.path()).expect("the btrfs layouts alone are enough");
+        let why = l.lock.unwrap_err();
+        assert!(why.contains("5.19"), "{why}");
+    }
+
+    #[test]
+    fn an_unaligned_owner_is_refused_with_a_reason() {
+        let d = edited(|events| {
+            let f = events.join("btrfs/btrfs_tree_lock/format");
+            let text = std::fs::read_to_string(&f).unwrap();
+            std::fs::write(&f, text.replace("owner;\toffset:64;", "owner;\toffset:68;")).unwrap();
+        });
+        let err = format!("{:#}", Layouts::read(d.path()).err().unwrap());
+        assert!(err.contains("not 8-byte aligned"), "{err}");
+    }
+}

@@ -4,9 +4,10 @@
 //! * One tracepoint program per btrfs delayed-ref tracepoint: it loads the raw tracepoint record
 //!   (direct context loads, bounded by the record length the loader read from tracefs) and
 //!   copies it into the ring buffer after the cheap filters (filesystem, extent-tree owner).
-//! * `lock:contention_begin/end`: a begin whose kernel stack holds a btrfs frame opens an interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule);
-//!   the matching end emits one record with the wait time and the stack, so user space can name
-//!   the lock's role. Contention with no btrfs frame on the stack is only counted.
+//! * `lock:contention_begin/end`: a begin whose kernel stack holds a btrfs frame opens an
+//!   interval keyed by (task, lock) (kernel-delayed-refs.md §5.6 pairing rule); the matching end
+//!   emits one record with the wait time and the stack, so user space can name the lock's role.
+//!   Contention with no btrfs frame on the stack is only counted.
 //! * kprobe/kretprobe on `btrfs_run_delayed_refs`, attached only where the kernel has kprobes.
 //!
 //! Lost events are never silent: every failed ring-buffer reservation bumps a per-CPU counter.
@@ -330,8 +331,11 @@ fn contention_begin_inner(ctx: &TracePointContext) {
     };
     let scratch = unsafe { &mut *scratch };
     let frames = cfg(&STACK_FRAMES).min(STACK_DEPTH as u32);
-    // Zero first: a walk shorter than STACK_DEPTH leaves the tail of the buffer untouched.
-    scratch.stack = [0; STACK_DEPTH];
+    // bpf_get_stack zero-fills only up to the size it is given: with fewer frames than
+    // STACK_DEPTH the tail keeps the previous walk's addresses unless cleared here.
+    if frames < STACK_DEPTH as u32 {
+        scratch.stack = [0; STACK_DEPTH];
+    }
     let n = unsafe {
         bpf_get_stack(
             ctx.as_ptr(),

@@ -29,7 +29,7 @@ pub struct Layouts {
 }
 
 /// Offsets of the `lock:contention_begin/end` fields refgate reads, and where each record ends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct LockLayout {
     pub addr: u32,
     pub flags: u32,

@@ -86,13 +86,7 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
         .map(|&(tp, end)| (format!("END_{}", tp.to_uppercase()), end))
         .collect();
     // Without lock tracepoints the lock programs are not attached; the globals keep zeros.
-    let lock = l.lock.clone().unwrap_or(super::decode::LockLayout {
-        addr: 0,
-        flags: 0,
-        ret: 0,
-        end_begin: 0,
-        end_end: 0,
-    });
+    let lock = l.lock.clone().unwrap_or_default();
     let mut loader = EbpfLoader::new();
     for (global, end) in &ends {
         loader.override_global(global.as_str(), end, true);

@@ -25,7 +25,7 @@ fn table(title: &str, w: &Workload, params: &Params, counts: &[usize], reps: usi
                 let r = engine::run(w, p.as_ref(), threads, params).expect("invariant holds");
                 if best
                     .as_ref()
-                    .is_none_or(|b| r.wall_seconds < b.wall_seconds)
+                    .is_none_or(|b| r.host.wall_seconds < b.host.wall_seconds)
                 {
                     best = Some(r);
                 }
@@ -34,9 +34,9 @@ fn table(title: &str, w: &Workload, params: &Params, counts: &[usize], reps: usi
             let g = r.gate;
             println!(
                 "| {name} | {threads} | {:.1} | {:.2} M | {:.2} M | {} | {} | {:.2} | {} | {} | {} ({:.1}) | {}/{}/{}/{}/{} | {} | {:.1}/{:.1} |",
-                r.wall_seconds * 1e3,
-                r.ops_per_sec / 1e6,
-                r.refs_per_sec / 1e6,
+                r.host.wall_seconds * 1e3,
+                r.host.ops_per_second / 1e6,
+                r.host.refs_per_second / 1e6,
                 r.dr_lock.acquisitions,
                 r.dr_lock.contended,
                 r.dr_lock.spin_cpu_seconds * 1e3,

@@ -3,6 +3,7 @@
 //! Running a ref is the only writer.
 
 use crate::error::ModelError;
+use crate::exec;
 use crate::head::ExtentOp;
 use crate::live::{ThreadState, WorkerState};
 use crate::metrics::ThreadMetrics;
@@ -77,22 +78,19 @@ pub struct RunRef {
 
 pub struct ExtentTree {
     tree: Mutex<Tree>,
-    /// Busy-work per update while holding the lock (the COW search cost, §7.2 `c_ext`).
+    /// Busy-work per update while holding the lock (the COW search cost, §7.2 `c_ext`), on a
+    /// real thread.
     ext_cost_ns: u64,
-}
-
-pub(crate) fn burn(ns: u64) {
-    if ns == 0 {
-        return;
-    }
-    let t = Instant::now();
-    while (t.elapsed().as_nanos() as u64) < ns {
-        std::hint::spin_loop();
-    }
+    /// The same cost in virtual time ([`crate::cost::Cost::RunRef`]).
+    virtual_cost_ns: u64,
 }
 
 impl ExtentTree {
-    pub fn new(initial: impl IntoIterator<Item = (u64, ExtentItem)>, ext_cost_ns: u64) -> Self {
+    pub fn new(
+        initial: impl IntoIterator<Item = (u64, ExtentItem)>,
+        ext_cost_ns: u64,
+        virtual_cost_ns: u64,
+    ) -> Self {
         Self {
             tree: Mutex::new(Tree {
                 items: initial
@@ -102,6 +100,7 @@ impl ExtentTree {
                 ..Default::default()
             }),
             ext_cost_ns,
+            virtual_cost_ns,
         }
     }
 
@@ -112,8 +111,18 @@ impl ExtentTree {
         f: impl FnOnce(&mut Tree) -> R,
     ) -> R {
         m.extent_tree_acquisitions += 1;
+        let virt = exec::in_virtual();
         let mut g = match self.tree.try_lock() {
             Some(g) => g,
+            None if virt => {
+                // Sleep until the holder hands the lock over (FIFO).
+                let prev = ws.set(ThreadState::WaitingExtentTree);
+                m.extent_tree
+                    .record(exec::sleep_until_handed(self.tree.data_ptr() as usize));
+                ws.set(prev);
+                // SAFETY: the handover made this task the owner; the mutex stayed locked.
+                unsafe { self.tree.make_guard_unchecked() }
+            }
             None => {
                 let prev = ws.set(ThreadState::WaitingExtentTree);
                 let t = Instant::now();
@@ -123,8 +132,17 @@ impl ExtentTree {
                 g
             }
         };
-        burn(self.ext_cost_ns);
-        f(&mut g)
+        if virt {
+            exec::work(self.virtual_cost_ns);
+        } else {
+            exec::burn(self.ext_cost_ns);
+        }
+        let r = f(&mut g);
+        if virt && exec::handover(self.tree.data_ptr() as usize) {
+            // A waiter owns it now: leave it locked.
+            std::mem::forget(g);
+        }
+        r
     }
 
     /// Tree/data ref node (§2.7): alloc_reserved_*, `__btrfs_inc_extent_ref`,

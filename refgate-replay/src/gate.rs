@@ -38,8 +38,21 @@ impl WaitQueue {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
     /// `schedule()` until a wake-up newer than `seen`, then `finish_wait`.
     fn sleep(&self, seen: u64) {
+        if crate::exec::in_virtual() {
+            // A virtual task must not block the host thread: sleep in the scheduler (the
+            // queue lock is never held across a switch).
+            while *self.generation.lock().unwrap() == seen {
+                crate::exec::sleep_on(self.addr());
+            }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
         let mut g = self.generation.lock().unwrap();
         while *g == seen {
             g = self.cv.wait(g).unwrap();
@@ -56,6 +69,8 @@ impl WaitQueue {
         let mut g = self.generation.lock().unwrap();
         *g = g.wrapping_add(1);
         self.cv.notify_all();
+        drop(g);
+        crate::exec::wake_all(self.addr());
     }
 }
 

@@ -1,7 +1,8 @@
 //! `struct btrfs_delayed_ref_head` and its refs (spec §1.2, §4.2), with the per-head parts of
 //! adding (§1.4, §4.3), selecting (§2.5, §4.4) and merging (§2.6, §4.4).
 
-use crate::live::{ThreadState, WorkerState};
+use crate::exec;
+use crate::live::{ThreadState, WaitRole, WorkerState};
 use crate::metrics::WaitStats;
 use crate::refkey::{BackrefKey, Era, NodeKey, RefAction};
 use crate::spinlock::SpinLock;
@@ -264,7 +265,11 @@ impl DelayedRefHead {
             mutex: parking_lot::RawMutex::INIT,
             claimed: AtomicBool::new(false),
             in_tree: AtomicBool::new(true),
-            lock: SpinLock::new(HeadInner::new(num_bytes, is_data), spin_limit),
+            lock: SpinLock::new(
+                HeadInner::new(num_bytes, is_data),
+                spin_limit,
+                WaitRole::HeadLock,
+            ),
         }
     }
 
@@ -289,12 +294,22 @@ impl DelayedRefHead {
         self.mutex.try_lock()
     }
 
+    fn mutex_addr(&self) -> usize {
+        &self.mutex as *const parking_lot::RawMutex as usize
+    }
+
     /// Blocking `mutex_lock`, counted as a head-mutex wait.
     pub fn mutex_lock(&self, waits: &mut WaitStats, state: &WorkerState) {
         if self.mutex.try_lock() {
             return;
         }
         let prev = state.set(ThreadState::WaitingOnHead);
+        if exec::in_virtual() {
+            // The task sleeps until the owner hands the mutex over (FIFO).
+            waits.record(exec::sleep_until_handed(self.mutex_addr()));
+            state.set(prev);
+            return;
+        }
         let t = Instant::now();
         self.mutex.lock();
         waits.record(t.elapsed().as_nanos() as u64);
@@ -304,6 +319,10 @@ impl DelayedRefHead {
     /// Callers must hold the mutex (every lock/unlock pair in this crate is local and
     /// balanced; the runners track ownership in `locked_ref`).
     pub fn mutex_unlock(&self) {
+        // Under virtual CPUs a sleeping waiter becomes the owner: the mutex stays locked.
+        if exec::handover(self.mutex_addr()) {
+            return;
+        }
         // SAFETY: the caller holds the mutex (see above).
         unsafe { self.mutex.unlock() }
     }

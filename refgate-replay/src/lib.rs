@@ -5,8 +5,10 @@
 //! Entry points: [`engine::run`] / [`engine::run_live`] with a [`workload::Workload`], a
 //! [`policy::Policy`] from [`policy::by_name`] and [`params::Params`].
 
+pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod extent_tree;
 pub mod gate;
 pub mod head;
@@ -22,10 +24,11 @@ pub mod run_v3;
 pub mod spinlock;
 mod sync;
 pub mod trace_workload;
+pub mod vcpu;
 pub mod vecmap;
 pub mod workload;
 
-pub use engine::{Report, run, run_live};
+pub use engine::{Config, Engine, Report, replay, run, run_live};
 pub use error::ModelError;
 pub use invariant::InvariantViolation;
 pub use params::Params;

@@ -77,6 +77,9 @@ pub struct WorkerState {
     wait_ns: [AtomicU64; 4],
     /// `delayed_refs->lock` + head spinlock: CPU ns burnt spinning.
     spin_ns: AtomicU64,
+    /// Virtual CPUs only: this CPU's time so far as work, spinning, switching, sleeping,
+    /// idle ([`crate::vcpu::CpuTime`]), published by the scheduler.
+    cpu_time: [AtomicU64; 5],
 }
 
 impl WorkerState {
@@ -106,15 +109,30 @@ impl WorkerState {
     pub fn ops_done(&self) -> u64 {
         self.ops_done.load(Ordering::Relaxed)
     }
-    /// Single writer (the engine, between operations): the worker's running wait totals.
+    /// Single writer (the engine, between operations, on the slot's one thread): new waits.
     #[inline]
-    pub fn publish_waits(&self, role: WaitRole, count: u64, total_ns: u64) {
-        self.waits[role as usize].store(count, Ordering::Relaxed);
-        self.wait_ns[role as usize].store(total_ns, Ordering::Relaxed);
+    pub fn add_waits(&self, role: WaitRole, count: u64, total_ns: u64) {
+        let (c, n) = (&self.waits[role as usize], &self.wait_ns[role as usize]);
+        c.store(c.load(Ordering::Relaxed) + count, Ordering::Relaxed);
+        n.store(n.load(Ordering::Relaxed) + total_ns, Ordering::Relaxed);
     }
     #[inline]
-    pub fn publish_spin_ns(&self, ns: u64) {
-        self.spin_ns.store(ns, Ordering::Relaxed);
+    pub fn add_spin_ns(&self, ns: u64) {
+        self.spin_ns
+            .store(self.spin_ns.load(Ordering::Relaxed) + ns, Ordering::Relaxed);
+    }
+    /// The virtual scheduler's split of this CPU's time so far.
+    pub fn publish_cpu_time(&self, t: &crate::vcpu::CpuTime) {
+        let v = [
+            t.work_ns,
+            t.spin_ns(),
+            t.switch_ns,
+            t.sleeping_ns,
+            t.idle_ns,
+        ];
+        for (a, v) in self.cpu_time.iter().zip(v) {
+            a.store(v, Ordering::Relaxed);
+        }
     }
 }
 
@@ -220,6 +238,8 @@ pub struct Live {
     paused: AtomicBool,
     /// Workers stop issuing operations once set ([`Live::cancel`]); the report is then partial.
     cancelled: AtomicBool,
+    /// Virtual engine: the virtual clock (ns), published by the scheduler.
+    virtual_ns: AtomicU64,
     /// Time spent paused (ns), and when the current pause began (ns since `epoch`, 0 = none).
     paused_ns: AtomicU64,
     pause_began: AtomicU64,
@@ -240,10 +260,15 @@ impl Live {
             waits: Default::default(),
             paused: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            virtual_ns: AtomicU64::new(0),
             paused_ns: AtomicU64::new(0),
             pause_began: AtomicU64::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    pub fn set_virtual_ns(&self, ns: u64) {
+        self.virtual_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Holds (`true`) or releases (`false`) every worker at its next operation boundary.
@@ -295,6 +320,7 @@ impl Live {
                 waits: std::array::from_fn(|i| w.waits[i].load(Ordering::Relaxed)),
                 wait_ns: std::array::from_fn(|i| w.wait_ns[i].load(Ordering::Relaxed)),
                 spin_ns: w.spin_ns.load(Ordering::Relaxed),
+                cpu_time: std::array::from_fn(|i| w.cpu_time[i].load(Ordering::Relaxed)),
             })
             .collect();
         LiveSnapshot {
@@ -309,6 +335,7 @@ impl Live {
             gate_sleepers: self.gate_sleepers.load(Ordering::Relaxed),
             run_calls: self.run_calls.snapshot(),
             waits: std::array::from_fn(|i| self.waits[i].snapshot()),
+            virtual_ns: self.virtual_ns.load(Ordering::Relaxed),
             paused: self.is_paused(),
             cancelled: self.is_cancelled(),
             threads,
@@ -325,6 +352,9 @@ pub struct ThreadSnapshot {
     pub waits: [u64; 4],
     pub wait_ns: [u64; 4],
     pub spin_ns: u64,
+    /// Virtual CPUs: ns of work, spinning, switching, sleeping, idle so far (zeros under
+    /// real threads).
+    pub cpu_time: [u64; 5],
 }
 
 impl ThreadSnapshot {
@@ -349,6 +379,8 @@ pub struct LiveSnapshot {
     pub run_calls: Vec<u64>,
     /// [`Live::waits`] buckets per [`WaitRole`].
     pub waits: [Vec<u64>; 4],
+    /// Virtual engine: the virtual clock (ns); 0 under real threads.
+    pub virtual_ns: u64,
     pub paused: bool,
     pub cancelled: bool,
     pub threads: Vec<ThreadSnapshot>,

@@ -1,6 +1,7 @@
 //! The model's parameters: the kernel's constants as defaults (spec §0.3), plus the knobs
 //! the spec's modelling advice asks for (§7.2 costs).
 
+use crate::cost::CostModel;
 use crate::gate::GateParams;
 use serde::Serialize;
 
@@ -37,6 +38,8 @@ pub struct Params {
     pub modern_flush_entries: u64,
     /// Check the §1.5 counters before and after every commit's run-all.
     pub check_counters: bool,
+    /// What the virtual-CPU engine charges for each step ([`crate::cost`]).
+    pub costs: CostModel,
 }
 
 impl Default for Params {
@@ -55,6 +58,7 @@ impl Default for Params {
             delayed_ref_bytes: 16384 * 8 * 2,
             modern_flush_entries: 4096,
             check_counters: true,
+            costs: CostModel::defaults(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Per-filesystem and per-transaction state: `struct btrfs_delayed_ref_root` (spec §1.1,
 //! §4.2), the tree-mod-seq list (§1.6), and the add path (§1.4, §4.3).
 
+use crate::cost::Cost;
 use crate::error::ModelError;
-use crate::extent_tree::{ExtentItem, ExtentTree, burn};
+use crate::exec;
+use crate::extent_tree::{ExtentItem, ExtentTree};
 use crate::gate::Gate;
 use crate::head::{DelayedRefHead, ExtentOp, HeadInner, InsertOutcome};
-use crate::live::{Live, ThreadState, WorkerState};
+use crate::live::{Live, ThreadState, WaitRole, WorkerState};
 use crate::metrics::ThreadMetrics;
 use crate::params::Params;
 use crate::refkey::{Era, NodeKey, RefSpec};
@@ -145,6 +147,8 @@ pub struct FsModel {
     pub extent_tree: ExtentTree,
     pub tree_mod: TreeModSeq,
     pub live: Arc<Live>,
+    /// `params.costs` as a table indexed by [`Cost`] (the virtual engine's charges).
+    costs: [u64; 7],
     /// Modern: the preemptive-reclaim work item is single (§4.7).
     pub(crate) space_flusher_busy: AtomicBool,
 }
@@ -172,13 +176,19 @@ impl FsModel {
                         c: Counters::default(),
                     },
                     params.spin_limit,
+                    WaitRole::DelayedRefsLock,
                 ),
                 gate: Gate::new(),
                 num_entries: AtomicU64::new(0),
                 flushing: AtomicBool::new(false),
             },
-            extent_tree: ExtentTree::new(initial, params.ext_cost_ns),
+            extent_tree: ExtentTree::new(
+                initial,
+                params.ext_cost_ns,
+                params.costs.get(Cost::RunRef),
+            ),
             tree_mod: TreeModSeq::default(),
+            costs: params.costs.table(),
             params,
             live,
             space_flusher_busy: AtomicBool::new(false),
@@ -326,6 +336,7 @@ impl FsModel {
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
         let mut g = self.lock_root(w);
+        self.charge(Cost::AddRef, 1);
         // §1.6: v3.x hands every fs-tree ref a fresh seq; modern reads a seq that only
         // moves with tree-mod-log users, which the model has none of (so 0: refs merge).
         let seq = match self.era {
@@ -374,6 +385,7 @@ impl FsModel {
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
         let mut g = self.lock_root(w);
+        self.charge(Cost::AddRef, 1);
         let head = self.add_delayed_ref_head(&mut g, h, bytenr, num_bytes, is_data);
         let mut hi = self.lock_head(&head, w);
         Self::update_head(&mut hi, bytenr, num_bytes, is_data, 0, false, Some(op))?;
@@ -387,6 +399,7 @@ impl FsModel {
     pub fn lookup_extent_info(&self, w: &mut Worker, bytenr: u64) -> i64 {
         loop {
             let g = self.lock_root(w);
+            self.charge(Cost::WalkNode, 1);
             let Some(head) = g.heads.get(&bytenr).cloned() else {
                 return 0;
             };
@@ -402,10 +415,15 @@ impl FsModel {
         }
     }
 
-    /// Busy-work for nodes walked under the DR lock (§7.2 `c_walk`).
-    pub(crate) fn walk_cost(&self, nodes: u64) {
-        if self.params.walk_cost_ns != 0 {
-            burn(self.params.walk_cost_ns * nodes);
+    /// `n` steps of kind `c` done now by the calling task, under whatever locks it holds:
+    /// virtual time on a virtual CPU ([`crate::cost`]); on a real thread the work takes its
+    /// own time, plus `Params::walk_cost_ns` of busy-work per node walked (§7.2 `c_walk`).
+    #[inline]
+    pub(crate) fn charge(&self, c: Cost, n: u64) {
+        if exec::in_virtual() {
+            exec::work(self.costs[c as usize] * n);
+        } else if c == Cost::WalkNode && self.params.walk_cost_ns != 0 {
+            exec::burn(self.params.walk_cost_ns * n);
         }
     }
 

@@ -1,7 +1,9 @@
 //! The 6.7+ runner (spec §4.4–§4.6): per-head `processing` claims from the shared cursor,
 //! `btrfs_run_delayed_refs_for_head`, `cleanup_ref_head`, driven by `min_bytes`.
 
+use crate::cost::Cost;
 use crate::error::ModelError;
+use crate::exec;
 use crate::extent_tree::RunRef;
 use crate::head::DelayedRefHead;
 use crate::live::ThreadState;
@@ -9,18 +11,19 @@ use crate::refkey::Era;
 use crate::root::{FsModel, HeadLock, TransHandle, Worker};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 /// `btrfs_select_ref_head` (§4.4): claim the first unclaimed head at/after the cursor
 /// (wrapping once), then take its mutex. `Some(None)` is `-EAGAIN`.
 pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<DelayedRefHead>>> {
     let mut g = fs.lock_root(w);
     let mut start = g.c.run_delayed_start;
+    let mut walked = 0u64;
     let head = loop {
         let found = g
             .heads
             .range(start..)
             .map(|(_, h)| h)
+            .inspect(|_| walked += 1)
             .find(|h| !h.claimed())
             .cloned();
         match found {
@@ -32,6 +35,7 @@ pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<
             }
         }
     };
+    fs.charge(Cost::WalkNode, walked);
     head.set_claimed(true);
     g.c.num_heads_ready -= 1;
     let num_bytes = fs.lock_head(&head, w).num_bytes;
@@ -93,6 +97,7 @@ fn run_delayed_refs_once(
             let Some(k) = hi.select_delayed_ref(era) else {
                 break;
             };
+            fs.charge(Cost::SelectRef, 1);
             // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
             let n = hi.erase_ref(&k);
             let must_insert = std::mem::take(&mut hi.must_insert_reserved);
@@ -142,6 +147,7 @@ fn run_delayed_refs_once(
         }
         // `btrfs_delete_ref_head`: processing ⇒ num_heads_ready was already taken.
         hi.extent_op = None;
+        fs.charge(Cost::DeleteHead, 1);
         g.heads.remove(&head.bytenr);
         head.set_in_tree(false);
         g.c.num_heads -= 1;
@@ -174,7 +180,7 @@ pub fn run_delayed_refs(
     h: &mut TransHandle,
     min_bytes: u64,
 ) -> Result<u64, ModelError> {
-    let t0 = Instant::now();
+    let t0 = exec::now_ns();
     let prev = w.set_state(ThreadState::RunningRefs);
     let r = (|| {
         if min_bytes != u64::MAX {
@@ -188,10 +194,10 @@ pub fn run_delayed_refs(
                 return Ok(bytes);
             }
             drop(g);
-            std::thread::yield_now();
+            exec::cond_resched();
         }
     })();
-    w.m.run_calls.record(t0.elapsed().as_nanos() as u64);
+    w.m.run_calls.record(exec::now_ns() - t0);
     w.set_state(prev);
     r
 }

@@ -1,7 +1,9 @@
 //! The 3.7–3.10 runner (spec §2): `btrfs_run_delayed_refs` with the shared cursor and
 //! 32-head clusters, `run_clustered_refs`, and (when gated) the seed's admission gate.
 
+use crate::cost::Cost;
 use crate::error::ModelError;
+use crate::exec;
 use crate::extent_tree::RunRef;
 use crate::gate::GateEntry;
 use crate::head::DelayedRefHead;
@@ -12,7 +14,6 @@ use crate::spinlock::SpinGuard;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 /// The `count` argument of K3.6–K3.13 `btrfs_run_delayed_refs` (§6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub fn btrfs_find_ref_cluster(
         break;
     }
     w.m.nodes_walked += walked;
-    fs.walk_cost(walked);
+    fs.charge(Cost::WalkNode, walked);
     fs.publish(&g.c);
     cluster
 }
@@ -143,6 +144,7 @@ fn run_clustered_refs<'a>(
         }
         // Step 3.
         let sel = hi.select_delayed_ref(era);
+        fs.charge(Cost::SelectRef, 1);
         // Step 4: seq hold-back gives the head back (§1.6).
         if let Some(k) = sel {
             let seq = k.seq(era);
@@ -187,6 +189,7 @@ fn run_clustered_refs<'a>(
                 // Step 7: erase the head (num_heads is not decremented, §1.1 item 4).
                 let num_bytes = hi.num_bytes;
                 drop(hi);
+                fs.charge(Cost::DeleteHead, 1);
                 g.heads.remove(&head.bytenr);
                 head.set_in_tree(false);
                 head.set_claimed(false);
@@ -262,10 +265,10 @@ pub fn run_delayed_refs_with(
     count: RunCount,
     gating: Gating,
 ) -> Result<u64, ModelError> {
-    let t0 = Instant::now();
+    let t0 = exec::now_ns();
     let prev = w.set_state(ThreadState::RunningRefs);
     let r = run_delayed_refs_inner(fs, w, h, count, gating);
-    w.m.run_calls.record(t0.elapsed().as_nanos() as u64);
+    w.m.run_calls.record(exec::now_ns() - t0);
     w.set_state(prev);
     r
 }
@@ -430,6 +433,6 @@ fn run_loop<'a>(
         drop(g);
         head.mutex_lock(&mut w.m.head_mutex, fs.ws(w.id));
         head.mutex_unlock();
-        std::thread::yield_now();
+        exec::cond_resched();
     }
 }

@@ -5,7 +5,8 @@
 //! whole time slices of a preempted holder: we spin a bounded number of times, then yield,
 //! and count only the spin bursts as burnt CPU.
 
-use crate::live::{ThreadState, WorkerState};
+use crate::exec;
+use crate::live::{ThreadState, WaitRole, WorkerState};
 use crate::metrics::SpinStats;
 use std::cell::UnsafeCell;
 use std::hint::spin_loop;
@@ -16,6 +17,8 @@ use std::time::Instant;
 pub struct SpinLock<T> {
     locked: AtomicBool,
     spin_limit: u32,
+    /// Which lock this is, for the virtual CPUs' time split.
+    role: WaitRole,
     data: UnsafeCell<T>,
 }
 
@@ -24,10 +27,11 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
-    pub fn new(data: T, spin_limit: u32) -> Self {
+    pub fn new(data: T, spin_limit: u32, role: WaitRole) -> Self {
         Self {
             locked: AtomicBool::new(false),
             spin_limit: spin_limit.max(1),
+            role,
             data: UnsafeCell::new(data),
         }
     }
@@ -45,10 +49,23 @@ impl<T> SpinLock<T> {
         SpinGuard { lock: self }
     }
 
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
     #[cold]
     fn lock_contended(&self, st: &mut SpinStats, state: &WorkerState) {
         st.contended += 1;
         let prev = state.set(ThreadState::Spinning);
+        if exec::in_virtual() {
+            // A virtual CPU spins (burning its time) until the holder hands the lock over,
+            // first come first served as the kernel's qspinlock queue does; no yielding.
+            let spun = exec::spin_until_handed(self.addr(), self.role);
+            st.spin_ns += spun;
+            st.wait.record(spun);
+            state.set(prev);
+            return;
+        }
         let start = Instant::now();
         let mut spin_ns = 0u64;
         loop {
@@ -101,6 +118,10 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 }
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
+        // Under virtual CPUs a waiting task becomes the owner: the lock stays locked.
+        if exec::handover(self.lock.addr()) {
+            return;
+        }
         self.lock.locked.store(false, Ordering::Release);
     }
 }
@@ -112,7 +133,7 @@ mod tests {
 
     #[test]
     fn mutual_exclusion_and_contention_counted() {
-        let l = Arc::new(SpinLock::new(0u64, 16));
+        let l = Arc::new(SpinLock::new(0u64, 16, WaitRole::DelayedRefsLock));
         let hs: Vec<_> = (0..4)
             .map(|_| {
                 let l = l.clone();

@@ -49,13 +49,25 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
         stack_frames: u32,
     },
-    /// Replay a trace on the userspace delayed-ref model with real threads.
+    /// Replay a trace on the userspace delayed-ref model: N virtual CPUs (default) or N real
+    /// threads.
     Replay {
         /// Trace to replay (default: the bundled sample, recorded on btrfs).
         trace: Option<PathBuf>,
-        /// Worker threads.
-        #[arg(short, long, default_value_t = 32)]
+        /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
+        #[arg(short, long, visible_alias = "cpus", default_value_t = 32)]
         threads: usize,
+        /// `virtual`: N CPUs in deterministic virtual time, the same answer on any host;
+        /// `threads`: N real threads (real races; contention figures then depend on the host).
+        #[arg(long, default_value = "virtual", value_parser = parse_engine)]
+        engine: Engine,
+        /// Virtual engine: tie-breaking among CPUs ready at the same virtual instant.
+        #[arg(long, default_value_t = 0)]
+        sim_seed: u64,
+        /// Virtual engine: override a cost of the cost model, NAME=NS (repeatable); the
+        /// report lists the names, values and where each came from.
+        #[arg(long = "cost", value_name = "NAME=NS")]
+        costs: Vec<String>,
         /// Runner policy: pre (3.7/3.8), seed (3.9/3.10 cmpxchg gate), modern (6.7+), seed-throttle (3.11-3.13).
         #[arg(short, long, default_value = "seed")]
         policy: String,
@@ -68,7 +80,8 @@ enum Command {
         /// A task's adds further apart than this start a new transaction handle (no kprobes).
         #[arg(long, default_value_t = 1000)]
         handle_gap_us: u64,
-        /// Cost of one extent-tree update in ns (default: calibrated from the trace's run events).
+        /// Cost of one extent-tree update in ns (default: calibrated from the trace's run
+        /// events); the same as `--cost run_ref=NS`, and the threads engine's busy-work.
         #[arg(long)]
         ext_cost_ns: Option<u64>,
         /// One JSON object instead of the text report.
@@ -85,6 +98,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+use refgate_replay::Engine;
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    Engine::from_name(s).ok_or_else(|| format!("--engine takes `virtual` or `threads`, not {s}"))
 }
 
 #[derive(Clone, Copy)]
@@ -160,6 +179,9 @@ fn main() -> ExitCode {
         Command::Replay {
             trace,
             threads,
+            engine,
+            sim_seed,
+            costs,
             policy,
             speed,
             replicate,
@@ -170,6 +192,9 @@ fn main() -> ExitCode {
         } => replay::run(replay::ReplayArgs {
             trace,
             threads,
+            engine,
+            sim_seed,
+            costs,
             policy,
             speed: speed.0,
             replicate: replicate.0,

@@ -1,4 +1,5 @@
-//! `refgate replay`: trace → workload → engine (N threads × policy) → report + §7.4 verdict.
+//! `refgate replay`: trace → workload → engine (N virtual CPUs or N threads × policy) →
+//! report + §7.4 verdict.
 use std::{
     io::{Cursor, IsTerminal},
     path::PathBuf,
@@ -9,7 +10,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use refgate_common::{event::Record, trace::TraceReader};
 use refgate_replay::{
-    Params, Report, by_name,
+    Config, Engine, Params, Report, by_name,
+    cost::{Cost, CostModel},
     live::Live,
     trace_workload::{TraceConversion, TraceOptions, workload_from_records},
 };
@@ -21,7 +23,12 @@ pub const SAMPLE_NAME: &str = "bundled sample (samples/scratch-6.18.bin)";
 
 pub struct ReplayArgs {
     pub trace: Option<PathBuf>,
+    /// CPUs (virtual) or threads (real).
     pub threads: usize,
+    pub engine: Engine,
+    pub sim_seed: u64,
+    /// `--cost NAME=NS` overrides.
+    pub costs: Vec<String>,
     pub policy: String,
     /// `None`: as fast as possible; `Some(f)`: recorded think-times divided by f.
     pub speed: Option<f64>,
@@ -100,10 +107,12 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
 
     let live = Arc::new(Live::new(args.threads));
+    let costs = cost_model(&args, &conv)?;
     // The per-node extent-tree cost is calibrated from the recorded run events (§7.5) unless
     // given; everything else keeps the kernel's values.
     let params = Params {
-        ext_cost_ns: args.ext_cost_ns.unwrap_or(conv.run_cost_ns),
+        ext_cost_ns: costs.get(Cost::RunRef),
+        costs,
         ..Params::default()
     };
     // Reading and converting the trace must not dominate the replay (issue: speed); reported.
@@ -112,20 +121,21 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         ext_cost_ns: params.ext_cost_ns,
         copies,
     };
+    let cfg = Config {
+        engine: args.engine,
+        cpus: args.threads,
+        params,
+        sim_seed: args.sim_seed,
+        pace: args.speed.is_some(),
+    };
     let started = Instant::now();
     let tui = !(args.plain || args.json) && std::io::stdout().is_terminal();
     let report: Result<Report, String> = std::thread::scope(|s| {
         let engine = s.spawn(|| {
-            refgate_replay::run_live(
-                &workload,
-                policy.as_ref(),
-                args.threads,
-                &params,
-                live.clone(),
-            )
-            // The engine's only error is the model's verdict; a dashboard failure or a panic
-            // below is not, and must not be reported as one.
-            .map_err(|e| format!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))
+            refgate_replay::replay(&workload, policy.as_ref(), &cfg, live.clone())
+                // The engine's only error is the model's verdict; a dashboard failure or a panic
+                // below is not, and must not be reported as one.
+                .map_err(|e| format!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))
         });
         let join = |engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>| {
             engine
@@ -133,7 +143,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 .unwrap_or_else(|_| Err("the replay engine panicked".into()))
         };
         if tui {
-            match dashboard_phase(&name, &args.policy, &live, started, engine) {
+            match dashboard_phase(&name, &args.policy, args.engine, &live, started, engine) {
                 Ok(r) => return r,
                 // The terminal failed under us: the engine was cancelled and joined.
                 Err(e) => return Err(format!("the dashboard failed: {e}")),
@@ -148,8 +158,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             if Instant::now() >= next && !args.json && !engine.is_finished() {
                 next += Duration::from_secs(1);
                 let snap = live.snapshot();
+                let clock = if args.engine == Engine::Virtual {
+                    format!(" (virtual {})", ns(snap.virtual_ns))
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "[{:>5.1}s] {:>5.1}% ops, {} refs run, queue {} entries / {} ready heads, transaction {}/{}",
+                    "[{:>5.1}s{clock}] {:>5.1}% ops, {} refs run, queue {} entries / {} ready heads, transaction {}/{}",
                     started.elapsed().as_secs_f64(),
                     100.0 * snap.ops_done as f64 / snap.ops_total.max(1) as f64,
                     snap.refs_run,
@@ -179,6 +194,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 fn dashboard_phase(
     name: &str,
     policy: &str,
+    engine_kind: Engine,
     live: &Arc<Live>,
     started: Instant,
     engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>,
@@ -206,7 +222,7 @@ fn dashboard_phase(
             return Err(e);
         }
     };
-    let mut app = replay::ReplayApp::new(short, policy, live);
+    let mut app = replay::ReplayApp::new(short, policy, engine_kind, live);
     let ended = replay::run(&mut tui, &mut app, live, started, &|| engine.is_finished());
     let ended = match ended {
         Ok(e) => e,
@@ -227,6 +243,29 @@ fn dashboard_phase(
     Ok(report)
 }
 
+/// The virtual engine's costs: defaults, the run cost calibrated from the trace when it has
+/// run events, then `--ext-cost-ns` and `--cost` overrides.
+fn cost_model(args: &ReplayArgs, conv: &TraceConversion) -> Result<CostModel> {
+    let mut m = CostModel::defaults();
+    if conv.run_cost_ns > 0 {
+        m.set(
+            Cost::RunRef,
+            conv.run_cost_ns,
+            format!(
+                "calibrated from this trace: median gap between consecutive run events of one task ({} run events)",
+                conv.recorded_run_events
+            ),
+        );
+    }
+    if let Some(ns) = args.ext_cost_ns {
+        m.apply_overrides(&[format!("run_ref={ns}")])
+            .map_err(|e| anyhow::anyhow!("--ext-cost-ns: {e}"))?;
+    }
+    m.apply_overrides(&args.costs)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(m)
+}
+
 /// What happened before the engine started.
 pub struct Prep {
     /// Reading the trace and building the workload.
@@ -241,33 +280,34 @@ fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
     json!({"count": w.count, "total_ns": w.total_ns, "p50_ns": w.p50_ns, "p99_ns": w.p99_ns, "max_ns": w.max_ns})
 }
 
-/// The machine-readable report (`--json`).
+/// The machine-readable report (`--json`). Under the virtual engine everything outside
+/// `host` is the same for the same trace and arguments on any machine.
 pub fn json_report(
     trace: &str,
     conv: &TraceConversion,
     prep: &Prep,
     r: &Report,
 ) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "policy": r.policy,
+        "engine": r.engine.name(),
         "threads": r.threads,
-        "cores": r.cores,
         "trace": trace,
         "replicas": prep.copies,
         "ext_cost_ns": prep.ext_cost_ns,
-        "prepare_seconds": prep.seconds,
         "conversion": conv,
         "refs_run": r.refs_run,
         "heads_run": r.heads_run,
         "adds": r.adds,
-        "wall_seconds": r.wall_seconds,
-        "refs_per_second": r.refs_per_sec,
         "partial": r.partial,
-        "paused_seconds": r.paused_seconds,
         // A run cut short by `q` gets no verdict (the check needs the whole trace).
         "invariant_ok": if r.partial { serde_json::Value::Null } else { true.into() },
         "invariant": r.invariant,
         "spin_cpu_seconds": r.dr_lock.spin_cpu_seconds,
+        "spin_cpu_seconds_by_role": {
+            "delayed_refs_lock": r.dr_lock.spin_cpu_seconds,
+            "head_lock": r.head_lock.spin_cpu_seconds,
+        },
         "lock_waits": {
             "delayed_refs_lock": wait_json(&r.dr_lock.wait),
             "head_lock": wait_json(&r.head_lock.wait),
@@ -277,8 +317,29 @@ pub fn json_report(
         "delayed_refs_lock": r.dr_lock,
         "gate": r.gate,
         "run_call_latency": wait_json(&r.run_calls),
+        "seq_holdbacks": r.seq_holdbacks,
         "per_thread_refs_run": r.per_thread_refs_run,
-    })
+        "host": {
+            "wall_seconds": r.host.wall_seconds,
+            "refs_per_second": r.host.refs_per_second,
+            "ops_per_second": r.host.ops_per_second,
+            "cores": r.host.cores,
+            "paused_seconds": r.host.paused_seconds,
+            "prepare_seconds": prep.seconds,
+        },
+    });
+    if let Some(vf) = &r.virtual_figures {
+        let o = v.as_object_mut().expect("object");
+        o.insert("virtual_seconds".into(), vf.virtual_seconds.into());
+        o.insert(
+            "refs_per_virtual_second".into(),
+            vf.refs_per_virtual_second.into(),
+        );
+        o.insert("cpus".into(), json!(vf.cpus));
+        o.insert("cost_model".into(), json!(vf.cost_model.entries));
+        o.insert("sim_seed".into(), vf.sim_seed.into());
+    }
+    v
 }
 
 fn ns(v: u64) -> String {
@@ -304,26 +365,47 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
     );
     let _ = writeln!(
         o,
-        "  prepared   in {:.3} s (read + convert); handles from {}; extent-tree cost {} ns per node ({})",
-        prep.seconds,
-        conv.handle_source,
-        prep.ext_cost_ns,
-        if prep.ext_cost_ns == conv.run_cost_ns {
-            "calibrated from the recorded run events"
-        } else {
-            "--ext-cost-ns"
+        "  prepared   in {:.3} s (read + convert); handles from {}",
+        prep.seconds, conv.handle_source,
+    );
+    let host = &r.host;
+    match &r.virtual_figures {
+        Some(v) => {
+            let _ = writeln!(
+                o,
+                "  policy     {} on {} virtual CPUs (engine virtual, sim seed {}; the same figures on any host)",
+                r.policy, r.threads, v.sim_seed
+            );
+            let _ = writeln!(
+                o,
+                "  result     {} refs run ({} heads) in {} of virtual time: {:.0} refs per virtual second (host: {:.3} s, {:.0} refs/s, {} cores)",
+                r.refs_run,
+                r.heads_run,
+                ns((v.virtual_seconds * 1e9) as u64),
+                v.refs_per_virtual_second,
+                host.wall_seconds,
+                host.refs_per_second,
+                host.cores
+            );
+            cpu_split(&mut o, v);
+            let _ = writeln!(o, "  costs      per step, in virtual ns (--cost NAME=NS):");
+            for e in &v.cost_model.entries {
+                let _ = writeln!(o, "    {:<15} {:>6} ns  {}", e.name, e.ns, e.source);
+            }
         }
-    );
-    let _ = writeln!(
-        o,
-        "  policy     {} on {} threads ({} cores on this machine)",
-        r.policy, r.threads, r.cores
-    );
-    let _ = writeln!(
-        o,
-        "  result     {} refs run ({} heads) in {:.3} s: {:.0} refs/s",
-        r.refs_run, r.heads_run, r.wall_seconds, r.refs_per_sec
-    );
+        None => {
+            let _ = writeln!(
+                o,
+                "  policy     {} on {} real threads (engine threads; {} cores on this machine: with more threads than cores, contention figures measure this host's scheduler)",
+                r.policy, r.threads, host.cores
+            );
+            let _ = writeln!(
+                o,
+                "  result     {} refs run ({} heads) in {:.3} s: {:.0} refs/s; extent-tree cost {} ns per node",
+                r.refs_run, r.heads_run, host.wall_seconds, host.refs_per_second, prep.ext_cost_ns
+            );
+        }
+    }
     if r.partial {
         let _ = writeln!(
             o,
@@ -339,11 +421,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
             r.invariant.pinned
         );
     }
-    if r.paused_seconds > 0.0 {
+    if host.paused_seconds > 0.0 {
         let _ = writeln!(
             o,
             "  paused     {:.3} s (left out of the wall time)",
-            r.paused_seconds
+            host.paused_seconds
         );
     }
     let _ = writeln!(
@@ -383,7 +465,7 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         );
     }
     let g = &r.gate;
-    if r.policy == "seed" {
+    if matches!(r.policy.as_str(), "seed" | "seed-throttle") {
         let _ = writeln!(
             o,
             "\n  seed gate  {} acquisitions, {} bypasses (run_all/run_most), {} early returns, {} sleeps, {} wake-alls, {} wake-ups, {} refs_newer exits",
@@ -406,4 +488,23 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         ns(c.max_ns)
     );
     o
+}
+
+/// The virtual CPUs' time, summed over CPUs, as shares of N × makespan.
+fn cpu_split(o: &mut String, v: &refgate_replay::engine::VirtualFigures) {
+    use std::fmt::Write;
+    let sum = |f: fn(&refgate_replay::vcpu::CpuTime) -> u64| v.cpus.iter().map(f).sum::<u64>();
+    let total = sum(|c| c.total_ns()).max(1) as f64;
+    let pct = |x: u64| 100.0 * x as f64 / total;
+    let _ = writeln!(
+        o,
+        "  cpu time   work {:.1} %, spinning {:.1} % (delayed_refs->lock {}, head->lock {}), switching {:.1} %, sleeping {:.1} %, idle {:.1} %",
+        pct(sum(|c| c.work_ns)),
+        pct(sum(|c| c.spin_ns())),
+        ns(sum(|c| c.spin_delayed_refs_lock_ns)),
+        ns(sum(|c| c.spin_head_lock_ns)),
+        pct(sum(|c| c.switch_ns)),
+        pct(sum(|c| c.sleeping_ns)),
+        pct(sum(|c| c.idle_ns)),
+    );
 }

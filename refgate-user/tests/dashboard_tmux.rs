@@ -115,7 +115,7 @@ fn restored(s: &str) {
 fn replay_dashboard_runs_to_the_end_then_prints_the_report() {
     // --speed 1 honours the recorded think-times: the sample takes a few seconds.
     let cmd = format!(
-        "{} replay --threads 8 --policy seed --speed 1; echo REFGATE-EXIT=$?; sleep 20",
+        "{} replay --engine threads --threads 8 --policy seed --speed 1; echo REFGATE-EXIT=$?; sleep 20",
         env!("CARGO_BIN_EXE_refgate")
     );
     let Some(s) = Session::start(&cmd) else {
@@ -149,7 +149,7 @@ fn replay_dashboard_runs_to_the_end_then_prints_the_report() {
 fn replay_dashboard_pause_and_quit_give_a_partial_report() {
     // --speed 0.25: about 15 s of recorded think-times, so q surely lands mid-run.
     let cmd = format!(
-        "{} replay --threads 4 --policy modern --speed 0.25; echo REFGATE-EXIT=$?; sleep 20",
+        "{} replay --engine threads --threads 4 --policy modern --speed 0.25; echo REFGATE-EXIT=$?; sleep 20",
         env!("CARGO_BIN_EXE_refgate")
     );
     let Some(s) = Session::start(&cmd) else {
@@ -172,5 +172,40 @@ fn replay_dashboard_pause_and_quit_give_a_partial_report() {
         "{out}"
     );
     assert!(out.contains("paused "), "{out}");
+    restored(&out);
+}
+
+#[test]
+fn virtual_replay_dashboard_shows_virtual_time_and_the_cpu_split() {
+    // The default engine. --speed 1: recorded think-times, and the virtual clock paced to the
+    // wall clock, so the live phase lasts a few seconds.
+    let cmd = format!(
+        "{} replay --threads 8 --policy seed --speed 1; echo REFGATE-EXIT=$?; sleep 20",
+        env!("CARGO_BIN_EXE_refgate")
+    );
+    let Some(s) = Session::start(&cmd) else {
+        return;
+    };
+    let live = s.wait_for("the live dashboard", Duration::from_secs(10), |p| {
+        p.contains("8 virtual CPUs") && p.contains("CPUs:") && p.contains("q quit")
+    });
+    assert!(live.contains("time: work █ spin ▓"), "{live}");
+    assert!(live.contains("refs per virtual s"), "{live}");
+    assert!(live.contains("virtual "), "{live}");
+    let fin = s.wait_for("the final numbers", Duration::from_secs(40), |p| {
+        p.contains("press any key")
+    });
+    assert!(
+        fin.contains("transaction 9/9") && fin.contains('█'),
+        "{fin}"
+    );
+    s.keys("x");
+    let out = s.wait_for("the exit", Duration::from_secs(10), |p| {
+        p.contains("REFGATE-EXIT=")
+    });
+    assert!(out.contains("REFGATE-EXIT=0"), "{out}");
+    assert!(out.contains("seed on 8 virtual CPUs"), "{out}");
+    assert!(out.contains("verdict    invariant holds (§7.4)"), "{out}");
+    assert!(out.contains("cpu time   work"), "{out}");
     restored(&out);
 }

@@ -16,8 +16,8 @@ use ratatui::{
     },
 };
 use refgate_replay::{
-    Report,
-    live::{Live, LiveSnapshot, ThreadState, WaitRole, log2_quantile},
+    Engine, Report,
+    live::{Live, LiveSnapshot, ThreadSnapshot, ThreadState, WaitRole, log2_quantile},
     metrics::WaitSummary,
 };
 
@@ -31,16 +31,19 @@ pub const FRAME: Duration = Duration::from_millis(200);
 pub struct ReplayApp {
     pub trace: String,
     pub policy: String,
+    pub engine: Engine,
+    /// CPUs (virtual) or threads (real).
     pub threads: usize,
     /// Wall time since the replay started, and how much of it was paused.
     pub elapsed: Duration,
     pub paused_seconds: f64,
     pub snap: LiveSnapshot,
-    /// Refs run per second, one sample per update.
+    /// Refs run per second (per virtual second under virtual CPUs), one sample per update.
     pub throughput: VecDeque<u64>,
     pub entries: VecDeque<u64>,
     pub ready: VecDeque<u64>,
-    last: Option<(Duration, u64)>,
+    /// The previous update's clock (ns: wall, or virtual) and refs run.
+    last: Option<(u64, u64)>,
     /// `q` was pressed: waiting for the workers to stop.
     pub stopping: bool,
     /// The engine's report once it returned: the panels then show its exact numbers.
@@ -48,10 +51,11 @@ pub struct ReplayApp {
 }
 
 impl ReplayApp {
-    pub fn new(trace: &str, policy: &str, live: &Live) -> Self {
+    pub fn new(trace: &str, policy: &str, engine: Engine, live: &Live) -> Self {
         Self {
             trace: trace.into(),
             policy: policy.into(),
+            engine,
             threads: live.workers.len(),
             elapsed: Duration::ZERO,
             paused_seconds: 0.0,
@@ -66,17 +70,22 @@ impl ReplayApp {
     }
 
     pub fn update(&mut self, snap: LiveSnapshot, elapsed: Duration, paused_seconds: f64) {
+        // Throughput on the engine's own clock: virtual time under virtual CPUs.
+        let clock = match self.engine {
+            Engine::Virtual => snap.virtual_ns,
+            Engine::Threads => elapsed.as_nanos() as u64,
+        };
         if let Some((t, refs)) = self.last {
-            let dt = (elapsed - t).as_secs_f64();
+            let dt = clock.saturating_sub(t) as f64 / 1e9;
             if dt > 0.0 {
                 push_bounded(
                     &mut self.throughput,
-                    ((snap.refs_run - refs) as f64 / dt) as u64,
+                    (snap.refs_run.saturating_sub(refs) as f64 / dt) as u64,
                     HISTORY,
                 );
             }
         }
-        self.last = Some((elapsed, snap.refs_run));
+        self.last = Some((clock, snap.refs_run));
         push_bounded(&mut self.entries, snap.num_entries, HISTORY);
         push_bounded(&mut self.ready, snap.num_heads_ready, HISTORY);
         self.elapsed = elapsed;
@@ -98,8 +107,31 @@ impl ReplayApp {
 
     fn refs_per_sec(&self) -> f64 {
         match &self.report {
-            Some(r) => r.refs_per_sec,
+            Some(r) => match &r.virtual_figures {
+                Some(v) => v.refs_per_virtual_second,
+                None => r.host.refs_per_second,
+            },
             None => self.throughput.back().copied().unwrap_or(0) as f64,
+        }
+    }
+
+    /// "refs/s" on the engine's clock.
+    fn rate_unit(&self) -> &'static str {
+        match self.engine {
+            Engine::Virtual => "refs per virtual s",
+            Engine::Threads => "refs/s",
+        }
+    }
+
+    /// The policies that have the seed's cmpxchg gate (§2.3, §4.1).
+    fn gated(&self) -> bool {
+        matches!(self.policy.as_str(), "seed" | "seed-throttle")
+    }
+
+    fn cpu_noun(&self) -> &'static str {
+        match self.engine {
+            Engine::Virtual => "virtual CPUs",
+            Engine::Threads => "threads",
         }
     }
 }
@@ -172,8 +204,16 @@ pub fn draw(f: &mut Frame, app: &ReplayApp) {
 
 fn draw_progress(f: &mut Frame, area: Rect, app: &ReplayApp) {
     let s = &app.snap;
+    let clock = match app.engine {
+        Engine::Virtual => format!(
+            "virtual {} · host {:.1}s",
+            ns(s.virtual_ns),
+            app.elapsed.as_secs_f64()
+        ),
+        Engine::Threads => format!("{:.1}s", app.elapsed.as_secs_f64()),
+    };
     let mut label = format!(
-        "{:.1}% · {}/{} ops · transaction {}/{} · {} refs run · {} refs/s · {:.1}s",
+        "{:.1}% · {}/{} ops · transaction {}/{} · {} refs run · {} {} · {clock}",
         100.0 * app.fraction(),
         s.ops_done,
         s.ops_total,
@@ -181,7 +221,7 @@ fn draw_progress(f: &mut Frame, area: Rect, app: &ReplayApp) {
         s.transactions_total,
         s.refs_run,
         si(app.refs_per_sec()),
-        app.elapsed.as_secs_f64()
+        app.rate_unit(),
     );
     match (&app.report, app.eta()) {
         (Some(r), _) if r.partial => label.push_str(" · stopped early (partial)"),
@@ -190,10 +230,11 @@ fn draw_progress(f: &mut Frame, area: Rect, app: &ReplayApp) {
         (None, None) => {}
     }
     let title = format!(
-        "refgate replay · {} · policy {} · {} threads{}",
+        "refgate replay · {} · policy {} · {} {}{}",
         app.trace,
         app.policy,
         app.threads,
+        app.cpu_noun(),
         if s.paused { " · PAUSED" } else { "" }
     );
     let g = Gauge::default()
@@ -211,7 +252,8 @@ fn draw_throughput(f: &mut Frame, area: Rect, app: &ReplayApp) {
     let tail = &data[data.len().saturating_sub(w)..];
     let sp = Sparkline::default()
         .block(panel(format!(
-            "Throughput: refs/s (now {}, peak {})",
+            "Throughput: {} (now {}, peak {})",
+            app.rate_unit(),
             si(app.refs_per_sec()),
             si(max as f64)
         )))
@@ -349,12 +391,12 @@ fn draw_locks(f: &mut Frame, area: Rect, app: &ReplayApp) {
 
 fn draw_gate(f: &mut Frame, area: Rect, app: &ReplayApp) {
     let s = &app.snap;
-    let lines: Vec<Line> = if app.policy != "seed" {
+    let lines: Vec<Line> = if !app.gated() {
         vec![
             Line::from("no gate under"),
             Line::from(format!("policy `{}`", app.policy)),
-            Line::from("(the cmpxchg gate"),
-            Line::from(" of §2.3 is `seed`)"),
+            Line::from("(the cmpxchg gate of"),
+            Line::from(" §2.3 is `seed`, `seed-throttle`)"),
         ]
     } else {
         let asleep = s
@@ -383,11 +425,7 @@ fn draw_gate(f: &mut Frame, area: Rect, app: &ReplayApp) {
         }
         l
     };
-    let title = if app.policy == "seed" {
-        "Seed gate"
-    } else {
-        "Gate"
-    };
+    let title = if app.gated() { "Seed gate" } else { "Gate" };
     f.render_widget(Paragraph::new(lines).block(panel(title)), area);
 }
 
@@ -449,17 +487,26 @@ fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
         .iter()
         .map(|(st, n)| format!("{n} {}", st.name()))
         .collect();
-    let block = panel(format!("Threads: {}", summary.join(", ")));
+    let virt = app.engine == Engine::Virtual;
+    let noun = if virt { "CPUs" } else { "Threads" };
+    let block = panel(format!("{noun}: {}", summary.join(", ")));
     let room = block.inner(area).height.saturating_sub(1) as usize;
+    let last = if virt {
+        "time: work █ spin ▓ switch ▒ sleep ░ idle ·"
+    } else {
+        ""
+    };
     let header = Row::new([
-        "thread",
+        if virt { "cpu" } else { "thread" },
         "state",
         "refs run",
         "ops",
         "time waiting",
         "spinning",
+        last,
     ])
     .style(Style::default().add_modifier(Modifier::BOLD));
+    let bar_width = area.width.saturating_sub(75).clamp(10, 60) as usize;
     let shown = if s.threads.len() > room {
         room.saturating_sub(1)
     } else {
@@ -478,6 +525,11 @@ fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
                 Cell::from(t.ops_done.to_string()),
                 Cell::from(ns(t.waiting_ns())),
                 Cell::from(ns(t.spin_ns)),
+                Cell::from(if virt {
+                    split_bar(t, bar_width)
+                } else {
+                    Line::default()
+                }),
             ])
         })
         .collect();
@@ -496,11 +548,48 @@ fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
             Constraint::Length(10),
             Constraint::Length(13),
             Constraint::Length(10),
+            Constraint::Min(10),
         ],
     )
     .header(header)
     .block(block);
     f.render_widget(t, area);
+}
+
+/// A virtual CPU's time so far as a bar of `width` cells: work, spinning, switching,
+/// sleeping, idle, each in proportion (largest remainders get the leftover cells).
+fn split_bar(t: &ThreadSnapshot, width: usize) -> Line<'static> {
+    const PARTS: [(char, Color); 5] = [
+        ('█', Color::Green),
+        ('▓', Color::Red),
+        ('▒', Color::Magenta),
+        ('░', Color::Yellow),
+        ('·', Color::DarkGray),
+    ];
+    let total: u64 = t.cpu_time.iter().sum();
+    if total == 0 {
+        return Line::default();
+    }
+    let exact: Vec<f64> = t
+        .cpu_time
+        .iter()
+        .map(|&v| v as f64 * width as f64 / total as f64)
+        .collect();
+    let mut cells: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..5).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let short = width.saturating_sub(cells.iter().sum());
+    for &i in order.iter().take(short) {
+        cells[i] += 1;
+    }
+    Line::from(
+        PARTS
+            .iter()
+            .zip(cells)
+            .filter(|(_, n)| *n > 0)
+            .map(|((c, col), n)| Span::styled(c.to_string().repeat(n), Style::default().fg(*col)))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn draw_footer(f: &mut Frame, area: Rect, app: &ReplayApp) {
@@ -601,13 +690,13 @@ mod tests {
             w.set(st);
             w.add_ops_done(100);
             w.add_refs_run(10 * (i as u64 + 1));
-            w.publish_waits(WaitRole::DelayedRefsLock, 3, 3_000);
+            w.add_waits(WaitRole::DelayedRefsLock, 3, 3_000);
         }
-        live.workers[3].publish_waits(WaitRole::HeadMutex, 2, 2_000_000);
+        live.workers[3].add_waits(WaitRole::HeadMutex, 2, 2_000_000);
         live.run_calls.record_n(700, 5); // bucket [512, 1024)
         live.run_calls.record_n(3_000_000, 1);
         live.waits[WaitRole::DelayedRefsLock as usize].record_n(1_000, 12);
-        let mut a = ReplayApp::new("sample.bin", policy, &live);
+        let mut a = ReplayApp::new("sample.bin", policy, Engine::Threads, &live);
         a.update(live.snapshot(), Duration::from_secs(1), 0.0);
         for w in &live.workers {
             w.add_refs_run(100);

@@ -1,0 +1,429 @@
+//! Replay engines: a [`Workload`] driven through a [`Policy`] over the kernel model, then the
+//! §7.4 invariant checked. Two engines run the same model code (see [`crate::exec`]):
+//!
+//! - [`Engine::Virtual`] ([`crate::vcpu`], the default): N virtual CPUs in deterministic
+//!   virtual time, with costs from a [`crate::cost::CostModel`]; the same answer on any host.
+//! - [`Engine::Threads`] ([`threads`]): N real threads; exercises real races (with loom and
+//!   the invariant), but its contention figures measure the host's scheduler when threads
+//!   outnumber cores.
+//!
+//! Transactions: each transaction ends with a commit. Every committing task runs the
+//! policy's concurrent commit phase (while others may still be adding); then everyone
+//! meets at a barrier (the kernel's wait for `num_writers == 1`), the first committing task
+//! runs the exclusive phase (run everything), the queue must be empty, and a fresh
+//! transaction starts for everyone.
+
+pub mod threads;
+
+use crate::cost::CostModel;
+use crate::error::ModelError;
+use crate::invariant::{InvariantSummary, InvariantViolation, check_extent_tree};
+use crate::live::{Live, ThreadState, WaitRole};
+use crate::metrics::{GateStats, SpinSummary, ThreadMetrics, WaitSummary};
+use crate::params::Params;
+use crate::policy::Policy;
+use crate::root::{FsModel, TransHandle, Worker};
+use crate::vcpu::CpuTime;
+use crate::workload::{Handle, Op, Workload};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub use threads::{run, run_live};
+
+/// Which engine runs a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// N virtual CPUs in virtual time ([`crate::vcpu`]).
+    #[default]
+    Virtual,
+    /// N real threads ([`threads`]).
+    Threads,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Virtual => "virtual",
+            Engine::Threads => "threads",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Engine::Virtual, Engine::Threads]
+            .into_iter()
+            .find(|e| e.name() == s)
+    }
+}
+
+/// How to run one replay.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub engine: Engine,
+    /// CPUs (virtual) or threads (real).
+    pub cpus: usize,
+    /// The model's parameters; `params.costs` is what the virtual engine charges.
+    pub params: Params,
+    /// Tie-breaking among virtual CPUs ready at the same instant.
+    pub sim_seed: u64,
+    /// Virtual engine: keep the virtual clock no faster than the wall clock, so that a
+    /// replay with recorded think-times (`--speed`) can be watched. Changes no figure.
+    pub pace: bool,
+}
+
+/// Figures that depend on the host that ran the replay (everything else in a virtual
+/// replay's [`Report`] is the same on any host).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostFigures {
+    pub wall_seconds: f64,
+    /// (adds + refs run) per wall second.
+    pub ops_per_second: f64,
+    pub refs_per_second: f64,
+    /// `std::thread::available_parallelism()` of the machine that ran the replay.
+    pub cores: usize,
+    /// Time held by [`Live::pause`], left out of `wall_seconds`.
+    pub paused_seconds: f64,
+}
+
+/// The virtual engine's own figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct VirtualFigures {
+    /// Makespan: the virtual time at which the last task finished.
+    pub virtual_seconds: f64,
+    pub refs_per_virtual_second: f64,
+    /// Per virtual CPU: work / spinning / switching / sleeping / idle.
+    pub cpus: Vec<CpuTime>,
+    pub cost_model: CostModel,
+    pub sim_seed: u64,
+}
+
+/// Everything measured in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub policy: String,
+    pub engine: Engine,
+    /// CPUs (virtual) or threads (real).
+    pub threads: usize,
+    pub tasks: usize,
+    pub transactions: usize,
+    /// Add-API calls queued.
+    pub adds: u64,
+    /// Ref nodes run against the extent tree.
+    pub refs_run: u64,
+    pub heads_run: u64,
+    pub extent_ops_run: u64,
+    /// `delayed_refs->lock`: acquisitions, contended, CPU seconds burnt spinning, waits.
+    pub dr_lock: SpinSummary,
+    pub head_lock: SpinSummary,
+    pub head_mutex_waits: WaitSummary,
+    pub extent_tree_waits: WaitSummary,
+    pub extent_tree_acquisitions: u64,
+    pub gate: GateStats,
+    /// Latency of each `btrfs_run_delayed_refs` call.
+    pub run_calls: WaitSummary,
+    /// Per thread (real) or per CPU (virtual).
+    pub per_thread_refs_run: Vec<u64>,
+    pub insert_cancels: u64,
+    pub run_merges: u64,
+    pub seq_holdbacks: u64,
+    pub nodes_walked: u64,
+    pub head_eagain: u64,
+    pub invariant: InvariantSummary,
+    /// Cut short by [`Live::cancel`]: counts cover the part replayed, and no §7.4 verdict is
+    /// given (`invariant` is all zeros).
+    pub partial: bool,
+    /// Virtual engine only.
+    pub virtual_figures: Option<VirtualFigures>,
+    pub host: HostFigures,
+}
+
+/// Runs `workload` under `policy` with the engine and CPU count of `cfg`, publishing
+/// progress into `live` (which must have `cfg.cpus` slots).
+pub fn replay(
+    workload: &Workload,
+    policy: &dyn Policy,
+    cfg: &Config,
+    live: Arc<Live>,
+) -> Result<Report, InvariantViolation> {
+    match cfg.engine {
+        Engine::Threads => run_live(workload, policy, cfg.cpus, &cfg.params, live),
+        Engine::Virtual => crate::vcpu::run(workload, policy, cfg, live),
+    }
+}
+
+/// What an engine hands back for the report.
+pub(crate) struct Outcome {
+    pub per_worker: Vec<ThreadMetrics>,
+    /// Refs run per thread or per CPU.
+    pub per_cpu_refs: Vec<u64>,
+    pub errors: Vec<String>,
+    pub wall_seconds: f64,
+    pub paused_seconds: f64,
+    pub commits_done: u64,
+    pub virtual_figures: Option<VirtualFigures>,
+}
+
+/// Checks that a run can start: `live` sized for `cpus`, a valid workload.
+pub(crate) fn preflight(
+    workload: &Workload,
+    policy: &dyn Policy,
+    cpus: usize,
+    live: &Live,
+) -> Result<(), InvariantViolation> {
+    let fail = |e: String| violation(policy, cpus, vec![e]);
+    if live.workers.len() != cpus {
+        return Err(fail(format!(
+            "live view has {} slots for {cpus} CPUs",
+            live.workers.len()
+        )));
+    }
+    workload
+        .validate()
+        .map_err(|e| fail(format!("invalid workload: {e}")))?;
+    live.ops_total
+        .store(workload.total_ops(), Ordering::Relaxed);
+    live.transactions_total
+        .store(workload.transactions as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn violation(policy: &dyn Policy, cpus: usize, errors: Vec<String>) -> InvariantViolation {
+    InvariantViolation {
+        policy: policy.name().into(),
+        threads: cpus,
+        errors,
+    }
+}
+
+/// The index of the task that runs transaction `t`'s exclusive commit: the first that
+/// commits it (task 0 if none does).
+pub(crate) fn committers(workload: &Workload) -> Vec<usize> {
+    (0..workload.transactions)
+        .map(|t| {
+            workload
+                .tasks
+                .iter()
+                .position(|task| task.transactions[t].commit)
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Merges the engine's counts, checks §7.4 on the final extent tree and builds the report.
+pub(crate) fn finish(
+    workload: &Workload,
+    policy: &dyn Policy,
+    engine: Engine,
+    cpus: usize,
+    fs: &FsModel,
+    out: Outcome,
+) -> Result<Report, InvariantViolation> {
+    // Cut short only if a cancel stopped a transaction from committing (a cancel after the
+    // last commit changes nothing).
+    let partial = out.commits_done < workload.transactions as u64;
+    let mut total = ThreadMetrics::default();
+    for m in &out.per_worker {
+        total.merge(m);
+    }
+    if !out.errors.is_empty() {
+        return Err(violation(policy, cpus, out.errors));
+    }
+    let invariant = if partial {
+        // The check compares the end state with the whole trace's net effect: meaningless
+        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
+        InvariantSummary::default()
+    } else {
+        let invariant = check_extent_tree(workload, &fs.extent_tree.snapshot())
+            .map_err(|e| violation(policy, cpus, e))?;
+        InvariantSummary {
+            pinned: fs.extent_tree.pinned().0,
+            ..invariant
+        }
+    };
+    let wall = out.wall_seconds.max(1e-9);
+    let ops = (total.adds + total.refs_run) as f64;
+    Ok(Report {
+        policy: policy.name().into(),
+        engine,
+        threads: cpus,
+        tasks: workload.tasks.len(),
+        transactions: workload.transactions,
+        adds: total.adds,
+        refs_run: total.refs_run,
+        heads_run: total.heads_run,
+        extent_ops_run: total.extent_ops_run,
+        dr_lock: total.dr_lock.summary(),
+        head_lock: total.head_lock.summary(),
+        head_mutex_waits: total.head_mutex.summary(),
+        extent_tree_waits: total.extent_tree.summary(),
+        extent_tree_acquisitions: total.extent_tree_acquisitions,
+        gate: total.gate,
+        run_calls: total.run_calls.summary(),
+        per_thread_refs_run: out.per_cpu_refs,
+        insert_cancels: total.insert_cancels,
+        run_merges: total.run_merges,
+        seq_holdbacks: total.seq_holdbacks,
+        nodes_walked: total.nodes_walked,
+        head_eagain: total.head_eagain,
+        invariant,
+        partial,
+        virtual_figures: out.virtual_figures,
+        host: HostFigures {
+            wall_seconds: wall,
+            ops_per_second: ops / wall,
+            refs_per_second: total.refs_run as f64 / wall,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            paused_seconds: out.paused_seconds,
+        },
+    })
+}
+
+/// What a worker last published into its [`Live`] slot, so that it publishes only changes.
+#[derive(Default)]
+pub(crate) struct Published {
+    run_calls: (u64, u64),
+    waits: [(u64, u64); 4],
+    spin_ns: u64,
+}
+
+/// Publishes the worker's wait and run-call counters for the dashboard, between operations
+/// (the kernel model itself is not touched). The live histograms get each operation's new
+/// samples; when one operation had several of a kind (rare: a run call per add at most, and
+/// a contended wait is a few per run call), each is counted at their mean. Slot totals are
+/// added as deltas: under the virtual engine several tasks share one CPU's slot.
+pub(crate) fn publish(live: &Live, w: &Worker, p: &mut Published) {
+    let m = &w.m;
+    // The new samples since the last call, as (count, ns), recorded into `h`.
+    let delta = |h: &crate::live::Log2Hist, last: &mut (u64, u64), now: (u64, u64)| {
+        let d = (now.0 - last.0, now.1.saturating_sub(last.1));
+        if let Some(mean) = d.1.checked_div(d.0) {
+            h.record_n(mean, d.0);
+        }
+        *last = now;
+        d
+    };
+    delta(
+        &live.run_calls,
+        &mut p.run_calls,
+        (m.run_calls.count, m.run_calls.total_ns),
+    );
+    let waits = [
+        (m.dr_lock.wait.count, m.dr_lock.wait.total_ns),
+        (m.head_lock.wait.count, m.head_lock.wait.total_ns),
+        (m.head_mutex.count, m.head_mutex.total_ns),
+        (m.extent_tree.count, m.extent_tree.total_ns),
+    ];
+    for (role, now) in WaitRole::ALL.into_iter().zip(waits) {
+        let d = delta(&live.waits[role as usize], &mut p.waits[role as usize], now);
+        if d.0 > 0 {
+            w.ws().add_waits(role, d.0, d.1);
+        }
+    }
+    let spin = m.dr_lock.spin_ns + m.head_lock.spin_ns;
+    if spin != p.spin_ns {
+        w.ws().add_spin_ns(spin - p.spin_ns);
+        p.spin_ns = spin;
+    }
+}
+
+/// Between operations: holds while paused; false once the run is cancelled.
+#[inline]
+pub(crate) fn may_continue(live: &Live, w: &Worker) -> bool {
+    if live.is_paused() {
+        let prev = w.set_state(ThreadState::Paused);
+        while live.is_paused() && !live.is_cancelled() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        w.set_state(prev);
+    }
+    !live.is_cancelled()
+}
+
+/// One handle of one task, from its first op to `btrfs_end_transaction`.
+pub(crate) fn run_handle(
+    fs: &FsModel,
+    policy: &dyn Policy,
+    w: &mut Worker,
+    p: &mut Published,
+    handle: &Handle,
+) -> Result<(), ModelError> {
+    let mut h = TransHandle::default();
+    for op in &handle.ops {
+        if !may_continue(&fs.live, w) {
+            break;
+        }
+        w.set_state(ThreadState::Adding);
+        match op {
+            Op::AddRef { r, extent_op } => fs.add_ref(w, &mut h, r, *extent_op)?,
+            Op::AddExtentOp {
+                bytenr,
+                num_bytes,
+                is_data,
+                op,
+            } => fs.add_extent_op(w, &mut h, *bytenr, *num_bytes, *is_data, *op)?,
+            Op::LookupExtentInfo { bytenr } => {
+                fs.lookup_extent_info(w, *bytenr);
+            }
+            Op::ShouldEnd => {
+                if policy.should_end_transaction(fs, w, &mut h)? {
+                    policy.end_transaction(fs, w, &mut h)?;
+                    h = TransHandle::default();
+                }
+            }
+            Op::Think { ns } => {
+                w.set_state(ThreadState::Idle);
+                crate::exec::think(*ns);
+            }
+        }
+        w.ws().add_ops_done(1);
+        publish(&fs.live, w, p);
+    }
+    policy.end_transaction(fs, w, &mut h)?;
+    publish(&fs.live, w, p);
+    w.set_state(ThreadState::Idle);
+    Ok(())
+}
+
+/// A committing task's concurrent phase (§2.8 run_most ×2; §4.7 the single pre-flush).
+pub(crate) fn commit_pre(
+    fs: &FsModel,
+    policy: &dyn Policy,
+    w: &mut Worker,
+    p: &mut Published,
+) -> Result<(), ModelError> {
+    w.set_state(ThreadState::Committing);
+    let mut h = TransHandle::default();
+    policy.commit_pre(fs, w, &mut h)?;
+    publish(&fs.live, w, p);
+    Ok(())
+}
+
+/// The exclusive phase of a commit, with every other task parked: run everything, check
+/// the queue is empty and the counters agree (§1.5), start a new transaction.
+pub(crate) fn exclusive_commit(
+    fs: &FsModel,
+    policy: &dyn Policy,
+    w: &mut Worker,
+) -> Result<(), ModelError> {
+    if fs.params.check_counters {
+        fs.check_counters(w).map_err(ModelError::Bug)?;
+    }
+    let mut h = TransHandle::default();
+    policy.commit_exclusive(fs, w, &mut h)?;
+    let (c, heads) = fs.counters(w);
+    let entries = fs.num_entries_racy();
+    if heads != 0 || entries != 0 || c.num_heads_ready != 0 {
+        return Err(ModelError::Bug(format!(
+            "queue not empty after run-all: {heads} heads, num_entries {entries}, num_heads_ready {}",
+            c.num_heads_ready
+        )));
+    }
+    if fs.params.check_counters {
+        fs.check_counters(w).map_err(ModelError::Bug)?;
+    }
+    fs.start_transaction(w)?;
+    fs.live.transaction.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

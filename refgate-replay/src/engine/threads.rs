@@ -1,0 +1,370 @@
+//! The real-thread engine: N OS threads drive the workload (what the race tests and loom
+//! exercise).
+//!
+//! Task → thread mapping: task index `i` runs on thread `i % threads`. A thread with
+//! several tasks interleaves them round-robin, one whole handle at a time (a thread has at
+//! most one open handle). With more threads than tasks the extra threads only take part in
+//! the commits' barriers; use [`Workload::replicate`] to give every thread a writer's worth
+//! of work on disjoint extents.
+
+use super::{
+    Engine, Outcome, Published, commit_pre, committers, exclusive_commit, finish, preflight,
+    publish, run_handle,
+};
+use crate::error::ModelError;
+use crate::invariant::InvariantViolation;
+use crate::live::{Live, ThreadState};
+use crate::metrics::ThreadMetrics;
+use crate::params::Params;
+use crate::policy::Policy;
+use crate::root::{FsModel, Worker};
+use crate::workload::{Task, Workload};
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+pub use super::Report;
+
+/// A barrier that an error or a panic can open for everyone.
+struct Barrier {
+    n: usize,
+    st: Mutex<(usize, u64)>,
+    cv: Condvar,
+    aborted: AtomicBool,
+}
+
+impl Barrier {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            st: Mutex::new((0, 0)),
+            cv: Condvar::new(),
+            aborted: AtomicBool::new(false),
+        }
+    }
+    /// False if the run was aborted.
+    fn wait(&self) -> bool {
+        let mut g = self.st.lock();
+        if self.aborted.load(Ordering::SeqCst) {
+            return false;
+        }
+        let gen_ = g.1;
+        g.0 += 1;
+        if g.0 == self.n {
+            g.0 = 0;
+            g.1 += 1;
+            self.cv.notify_all();
+            return true;
+        }
+        while g.1 == gen_ && !self.aborted.load(Ordering::SeqCst) {
+            self.cv.wait(&mut g);
+        }
+        !self.aborted.load(Ordering::SeqCst)
+    }
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        let _g = self.st.lock();
+        self.cv.notify_all();
+    }
+}
+
+struct Ctx<'a> {
+    fs: FsModel,
+    policy: &'a dyn Policy,
+    workload: &'a Workload,
+    threads: usize,
+    barrier: Barrier,
+    errors: Mutex<Vec<String>>,
+    /// Thread that runs the exclusive commit of each transaction.
+    committer: Vec<usize>,
+}
+
+impl Ctx<'_> {
+    fn fail(&self, e: impl std::fmt::Display) {
+        self.errors.lock().push(e.to_string());
+        self.barrier.abort();
+    }
+}
+
+struct AbortOnPanic<'a>(&'a Barrier);
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
+    }
+}
+
+/// One thread's tasks through transaction `t`, round-robin one turn each: a turn is a
+/// task's next handle, or its commit once its handles are done (the order one virtual CPU
+/// gives the same tasks, see [`crate::vcpu`]).
+fn run_share(
+    ctx: &Ctx,
+    w: &mut Worker,
+    p: &mut Published,
+    mine: &[&Task],
+    t: usize,
+) -> Result<(), ModelError> {
+    let mut next = vec![0usize; mine.len()];
+    let mut committed = vec![false; mine.len()];
+    loop {
+        let mut any = false;
+        for (i, task) in mine.iter().enumerate() {
+            let tt = &task.transactions[t];
+            if ctx.fs.live.is_cancelled() {
+                return Ok(());
+            }
+            if next[i] < tt.handles.len() {
+                run_handle(&ctx.fs, ctx.policy, w, p, &tt.handles[next[i]])?;
+                next[i] += 1;
+                any = true;
+            } else if tt.commit && !committed[i] {
+                committed[i] = true;
+                commit_pre(&ctx.fs, ctx.policy, w, p)?;
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+    }
+}
+
+fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
+    let _guard = AbortOnPanic(&ctx.barrier);
+    let mut w = Worker::new(id, ctx.fs.live.clone());
+    let mine: Vec<&Task> = ctx
+        .workload
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % ctx.threads == id)
+        .map(|(_, t)| t)
+        .collect();
+    let mut p = Published::default();
+    for t in 0..ctx.workload.transactions {
+        if let Err(e) = run_share(ctx, &mut w, &mut p, &mine, t) {
+            ctx.fail(format!("transaction {t}: {e}"));
+        }
+        if ctx.fs.live.is_cancelled() {
+            // Cancelled (not an error): open the barrier so every worker stops here too.
+            ctx.barrier.abort();
+            break;
+        }
+        w.set_state(ThreadState::AtBarrier);
+        if !ctx.barrier.wait() {
+            break;
+        }
+        if ctx.committer[t] == id {
+            w.set_state(ThreadState::Committing);
+            if let Err(e) = exclusive_commit(&ctx.fs, ctx.policy, &mut w) {
+                ctx.fail(format!("commit of transaction {t}: {e}"));
+            }
+            publish(&ctx.fs.live, &w, &mut p);
+            w.set_state(ThreadState::AtBarrier);
+        }
+        if !ctx.barrier.wait() {
+            break;
+        }
+    }
+    w.set_state(ThreadState::Done);
+    w.m
+}
+
+/// Replay `workload` with `threads` real threads under `policy`. Errors if the model hits a
+/// kernel BUG or the §7.4 invariant fails.
+pub fn run(
+    workload: &Workload,
+    policy: &dyn Policy,
+    threads: usize,
+    params: &Params,
+) -> Result<Report, InvariantViolation> {
+    run_live(
+        workload,
+        policy,
+        threads,
+        params,
+        Arc::new(Live::new(threads.max(1))),
+    )
+}
+
+/// [`run`] publishing progress into `live` (which must have `threads` worker slots) so a
+/// dashboard can poll [`Live::snapshot`] meanwhile.
+pub fn run_live(
+    workload: &Workload,
+    policy: &dyn Policy,
+    threads: usize,
+    params: &Params,
+    live: Arc<Live>,
+) -> Result<Report, InvariantViolation> {
+    let threads = threads.max(1);
+    preflight(workload, policy, threads, &live)?;
+    let committer = committers(workload)
+        .into_iter()
+        .map(|task| task % threads)
+        .collect();
+    let ctx = Ctx {
+        fs: FsModel::new(
+            policy.era(),
+            params.clone(),
+            workload.initial.iter().cloned(),
+            live.clone(),
+        ),
+        policy,
+        workload,
+        threads,
+        barrier: Barrier::new(threads),
+        errors: Mutex::new(Vec::new()),
+        committer,
+    };
+    let commits_before = live.transaction.load(Ordering::Relaxed);
+    let paused_before = live.paused_seconds();
+    let t0 = Instant::now();
+    let per_thread: Vec<Result<ThreadMetrics, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|i| {
+                let ctx = &ctx;
+                s.spawn(move || worker(ctx, i))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join().map_err(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    format!("worker panicked: {}", msg.unwrap_or_default())
+                })
+            })
+            .collect()
+    });
+    let paused_seconds = live.paused_seconds() - paused_before;
+    let mut errors = ctx.errors.lock().clone();
+    let mut per_worker = Vec::new();
+    for r in per_thread {
+        match r {
+            Ok(m) => per_worker.push(m),
+            Err(e) => errors.push(e),
+        }
+    }
+    let out = Outcome {
+        per_cpu_refs: per_worker.iter().map(|m| m.refs_run).collect(),
+        per_worker,
+        errors,
+        wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,
+        paused_seconds,
+        commits_done: live.transaction.load(Ordering::Relaxed) - commits_before,
+        virtual_figures: None,
+    };
+    finish(workload, policy, Engine::Threads, threads, &ctx.fs, out)
+}
+
+#[cfg(test)]
+mod live_control_tests {
+    //! The dashboard's hooks: `Live::cancel` gives a partial report without a false
+    //! violation; `Live::pause` holds the workers; the live counters match the report.
+    use super::*;
+    use crate::invariant::InvariantSummary;
+    use crate::live::WaitRole;
+    use crate::policy::by_name;
+    use crate::workload::{SynthParams, synthetic};
+
+    fn workload() -> Workload {
+        synthetic(&SynthParams {
+            transactions: 20,
+            ..SynthParams::default()
+        })
+    }
+
+    #[test]
+    fn cancel_before_start_gives_a_partial_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.cancel();
+        let r = run_live(
+            &w,
+            by_name("seed").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
+        assert!(r.partial);
+        assert_eq!(
+            r.invariant,
+            InvariantSummary::default(),
+            "no verdict on a prefix"
+        );
+        assert!(live.snapshot().ops_done < w.total_ops());
+    }
+
+    #[test]
+    fn cancel_while_paused_stops_the_run() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.pause(true);
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                run_live(
+                    &w,
+                    by_name("modern").unwrap().as_ref(),
+                    4,
+                    &Params::default(),
+                    live.clone(),
+                )
+            });
+            // Every worker reaches its first operation boundary and holds there.
+            let t0 = Instant::now();
+            while !live
+                .snapshot()
+                .threads
+                .iter()
+                .all(|t| t.state == ThreadState::Paused)
+            {
+                assert!(
+                    t0.elapsed().as_secs() < 20,
+                    "workers did not pause: {:?}",
+                    live.snapshot().threads
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert_eq!(live.snapshot().ops_done, 0);
+            live.cancel();
+            h.join().unwrap()
+        })
+        .unwrap();
+        assert!(r.partial);
+        assert!(r.host.paused_seconds > 0.0);
+        assert_eq!(r.refs_run, 0);
+    }
+
+    #[test]
+    fn uncancelled_run_is_complete_and_live_counters_match_the_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        let r = run_live(
+            &w,
+            by_name("pre").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
+        assert!(!r.partial);
+        assert!(r.invariant.extents_checked > 0);
+        let s = live.snapshot();
+        assert_eq!(s.run_calls.iter().sum::<u64>(), r.run_calls.count);
+        let waits: u64 = s
+            .threads
+            .iter()
+            .map(|t| t.waits[WaitRole::DelayedRefsLock as usize])
+            .sum();
+        assert_eq!(waits, r.dr_lock.wait.count);
+        assert_eq!(
+            s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(),
+            r.extent_tree_waits.count
+        );
+    }
+}

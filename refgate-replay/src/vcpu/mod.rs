@@ -1,0 +1,366 @@
+//! The virtual-CPU engine: N CPUs in deterministic virtual time on one host thread, running
+//! the same model code as the real-thread engine.
+//!
+//! Each recorded task is a stackful coroutine (corosensei) pinned to CPU `i mod N`. The
+//! model reaches the scheduler only through [`crate::exec`]: a cost charged is virtual time
+//! passing on the task's CPU, a contended spinlock is spun on (CPU burnt) until the holder
+//! hands it over in FIFO order, a head mutex, the extent-tree lock, the seed gate's wait
+//! queue and the commit barrier put the task to sleep so that its CPU can switch to
+//! another task or go idle. Nothing depends on the host's speed or core count: the same
+//! trace, arguments and `--sim-seed` give the same report on any machine.
+
+mod sched;
+
+pub use sched::CpuTime;
+pub(crate) use sched::{Acct, Req, Sched};
+
+use crate::engine::{
+    Config, Engine, Outcome, Published, Report, VirtualFigures, commit_pre, committers,
+    exclusive_commit, finish, preflight, publish, run_handle,
+};
+use crate::exec;
+use crate::invariant::InvariantViolation;
+use crate::live::{Live, ThreadState};
+use crate::metrics::ThreadMetrics;
+use crate::policy::Policy;
+use crate::root::{FsModel, Worker};
+use crate::workload::Workload;
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use sched::{Event, TaskId};
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Each task's coroutine stack (reserved, touched lazily; the model's call depth is small).
+const STACK_BYTES: usize = 256 * 1024;
+/// Scheduler events between two publications of the clock for a dashboard.
+const PUBLISH_EVERY: u32 = 4096;
+
+/// The running task as [`crate::exec`] sees it: its yielder, the scheduler, who it is.
+pub(crate) struct TaskCtx {
+    yielder: *const Yielder<(), Req>,
+    sched: *const RefCell<Sched>,
+    pub(crate) task: TaskId,
+    pub(crate) cpu: u32,
+}
+
+impl TaskCtx {
+    pub(crate) fn sched(&self) -> &RefCell<Sched> {
+        // SAFETY: the scheduler outlives every coroutine (see `run`).
+        unsafe { &*self.sched }
+    }
+
+    /// Hands control to the scheduler until it resumes this task.
+    pub(crate) fn suspend(&self, req: Req) {
+        // SAFETY: the yielder belongs to the coroutine running this code.
+        unsafe { &*self.yielder }.suspend(req);
+        exec::set_current(self);
+    }
+
+    /// `ns` of this CPU's time spent as `a`.
+    pub(crate) fn busy(&self, ns: u64, a: Acct) {
+        if ns == 0 {
+            return;
+        }
+        let inline = self.sched().borrow_mut().busy_inline(self.cpu, ns, a);
+        if !inline {
+            self.suspend(Req::Busy(ns, a));
+        }
+    }
+}
+
+/// The transaction barrier among virtual tasks (the kernel's wait for `num_writers == 1`).
+struct VBarrier {
+    n: usize,
+    arrived: Cell<usize>,
+    generation: Cell<u64>,
+}
+
+impl VBarrier {
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+    /// False once the run is cancelled.
+    fn wait(&self, live: &Live) -> bool {
+        if live.is_cancelled() {
+            return false;
+        }
+        let g = self.generation.get();
+        self.arrived.set(self.arrived.get() + 1);
+        if self.arrived.get() == self.n {
+            self.arrived.set(0);
+            self.generation.set(g + 1);
+            exec::wake_all(self.addr());
+            return true;
+        }
+        while self.generation.get() == g {
+            exec::sleep_on(self.addr());
+            if live.is_cancelled() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What the tasks share.
+struct Env<'a> {
+    fs: &'a FsModel,
+    policy: &'a dyn Policy,
+    workload: &'a Workload,
+    barrier: &'a VBarrier,
+    committer: &'a [usize],
+}
+
+struct TaskEnd {
+    m: ThreadMetrics,
+    err: Option<String>,
+}
+
+/// One task's whole life: its handles of each transaction (giving its CPU to the next task
+/// between handles), its commit, the barriers.
+fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
+    let fs = env.fs;
+    let mut w = Worker::new(cpu as usize, fs.live.clone());
+    let mut p = Published::default();
+    let task = &env.workload.tasks[i];
+    let mut run = || -> Result<(), String> {
+        for t in 0..env.workload.transactions {
+            let tt = &task.transactions[t];
+            for h in &tt.handles {
+                if fs.live.is_cancelled() {
+                    break;
+                }
+                run_handle(fs, env.policy, &mut w, &mut p, h)
+                    .map_err(|e| format!("transaction {t}: {e}"))?;
+                exec::yield_cpu();
+            }
+            if tt.commit && !fs.live.is_cancelled() {
+                commit_pre(fs, env.policy, &mut w, &mut p)
+                    .map_err(|e| format!("transaction {t}: {e}"))?;
+            }
+            w.set_state(ThreadState::AtBarrier);
+            if !env.barrier.wait(&fs.live) {
+                break;
+            }
+            if env.committer[t] == i {
+                w.set_state(ThreadState::Committing);
+                exclusive_commit(fs, env.policy, &mut w)
+                    .map_err(|e| format!("commit of transaction {t}: {e}"))?;
+                publish(&fs.live, &w, &mut p);
+                w.set_state(ThreadState::AtBarrier);
+            }
+            if !env.barrier.wait(&fs.live) {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let err = run().err();
+    w.set_state(ThreadState::Done);
+    TaskEnd { m: w.m, err }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+type Task = Coroutine<(), Req, TaskEnd>;
+
+/// The dashboard's pause: every CPU shows as paused while the scheduler holds.
+fn hold_while_paused(live: &Live) {
+    if !live.is_paused() || live.is_cancelled() {
+        return;
+    }
+    let prev: Vec<ThreadState> = live
+        .workers
+        .iter()
+        .map(|w| w.set(ThreadState::Paused))
+        .collect();
+    while live.is_paused() && !live.is_cancelled() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for (w, s) in live.workers.iter().zip(prev) {
+        w.set(s);
+    }
+}
+
+/// Sleeps until the wall clock (pauses left out) catches up with the next event's virtual
+/// time. Only the host waits: the virtual figures do not change.
+fn pace(sched: &Sched, live: &Live, t0: Instant, paused_before: f64) {
+    let Some(next) = sched.next_event_at() else {
+        return;
+    };
+    let wall = t0.elapsed().as_secs_f64() - (live.paused_seconds() - paused_before);
+    let ahead = next as f64 / 1e9 - wall;
+    if ahead > 0.002 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(ahead.min(0.05)));
+    }
+}
+
+/// Replays `workload` under `policy` on `cfg.cpus` virtual CPUs.
+pub(crate) fn run(
+    workload: &Workload,
+    policy: &dyn Policy,
+    cfg: &Config,
+    live: Arc<Live>,
+) -> Result<Report, InvariantViolation> {
+    let cpus = cfg.cpus.max(1);
+    preflight(workload, policy, cpus, &live)?;
+    let fs = FsModel::new(
+        policy.era(),
+        cfg.params.clone(),
+        workload.initial.iter().cloned(),
+        live.clone(),
+    );
+    let task_cpus: Vec<u32> = (0..workload.tasks.len())
+        .map(|i| (i % cpus) as u32)
+        .collect();
+    let sched = RefCell::new(Sched::new(
+        cpus,
+        &task_cpus,
+        &cfg.params.costs,
+        cfg.sim_seed,
+    ));
+    let barrier = VBarrier {
+        n: workload.tasks.len(),
+        arrived: Cell::new(0),
+        generation: Cell::new(0),
+    };
+    let committer = committers(workload);
+    let env = Env {
+        fs: &fs,
+        policy,
+        workload,
+        barrier: &barrier,
+        committer: &committer,
+    };
+    let commits_before = live.transaction.load(std::sync::atomic::Ordering::Relaxed);
+    let paused_before = live.paused_seconds();
+    let t0 = Instant::now();
+    let mut errors = Vec::new();
+    let mut ends: Vec<Option<TaskEnd>> = (0..task_cpus.len()).map(|_| None).collect();
+    {
+        let (env, sched_ptr) = (&env, &sched as *const RefCell<Sched>);
+        let mut tasks: Vec<Task> = Vec::with_capacity(task_cpus.len());
+        for (i, &cpu) in task_cpus.iter().enumerate() {
+            let stack = DefaultStack::new(STACK_BYTES).map_err(|e| InvariantViolation {
+                policy: policy.name().into(),
+                threads: cpus,
+                errors: vec![format!("cannot allocate a coroutine stack: {e}")],
+            })?;
+            let body = move |y: &Yielder<(), Req>, ()| {
+                let ctx = TaskCtx {
+                    yielder: y,
+                    sched: sched_ptr,
+                    task: i as TaskId,
+                    cpu,
+                };
+                exec::set_current(&ctx);
+                let end = task_body(env, i, cpu);
+                exec::set_current(std::ptr::null());
+                end
+            };
+            // SAFETY: the body borrows `env` (and through it `fs`, `barrier`, `committer`)
+            // and `sched`, all declared before `tasks` and so dropped after it; `tasks`
+            // never leaves this block.
+            tasks.push(unsafe { Coroutine::with_stack_unchecked(stack, body) });
+        }
+        let mut since_publish = 0u32;
+        loop {
+            since_publish += 1;
+            if since_publish >= PUBLISH_EVERY || cfg.pace {
+                since_publish = 0;
+                sched.borrow().publish(&live);
+                hold_while_paused(&live);
+            }
+            if cfg.pace {
+                pace(&sched.borrow(), &live, t0, paused_before);
+            }
+            let ev = sched.borrow_mut().pop();
+            let cpu = match ev {
+                Some(Event::Timer(t)) => {
+                    sched.borrow_mut().wake(t);
+                    continue;
+                }
+                Some(Event::Cpu(cpu)) => cpu,
+                None if live.is_cancelled() && sched.borrow_mut().wake_all(barrier.addr()) > 0 => {
+                    // Cancelled: release the tasks parked at the barrier so they end.
+                    continue;
+                }
+                None => break,
+            };
+            let t = sched.borrow().current(cpu).expect("a CPU event has a task");
+            sched.borrow_mut().set_acct(cpu, Acct::Work);
+            let r = catch_unwind(AssertUnwindSafe(|| tasks[t as usize].resume(())));
+            exec::set_current(std::ptr::null());
+            match r {
+                Ok(CoroutineResult::Yield(req)) => sched.borrow_mut().suspended(cpu, t, req),
+                Ok(CoroutineResult::Return(end)) => {
+                    sched.borrow_mut().finished(cpu);
+                    let failed = end.err.is_some();
+                    ends[t as usize] = Some(end);
+                    if failed {
+                        break;
+                    }
+                }
+                Err(p) => {
+                    errors.push(format!("task {t} panicked: {}", panic_message(p)));
+                    break;
+                }
+            }
+        }
+        // Tasks that did not finish (an error stopped the run, or a deadlock) are unwound
+        // here, with no task current.
+        drop(tasks);
+    }
+    for e in ends.iter().flatten() {
+        errors.extend(e.err.clone());
+    }
+    let unfinished = ends.iter().filter(|e| e.is_none()).count();
+    if errors.is_empty() && unfinished > 0 && !live.is_cancelled() {
+        let stuck = sched.borrow().stuck();
+        errors.push(format!(
+            "virtual engine: {unfinished} task(s) can never run again (deadlock in the model); waiting: {stuck:?}"
+        ));
+    }
+    let mut sched = sched.into_inner();
+    let makespan = sched.now;
+    let mut cpu_time = sched.close();
+    let mut per_worker = Vec::new();
+    for (e, &cpu) in ends.into_iter().zip(&task_cpus) {
+        if let Some(e) = e {
+            cpu_time[cpu as usize].refs_run += e.m.refs_run;
+            per_worker.push(e.m);
+        }
+    }
+    sched.publish(&live);
+    let refs: u64 = cpu_time.iter().map(|c| c.refs_run).sum();
+    let paused_seconds = live.paused_seconds() - paused_before;
+    let virtual_seconds = makespan as f64 / 1e9;
+    let out = Outcome {
+        per_cpu_refs: cpu_time.iter().map(|c| c.refs_run).collect(),
+        per_worker,
+        errors,
+        wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,
+        paused_seconds,
+        commits_done: live.transaction.load(std::sync::atomic::Ordering::Relaxed) - commits_before,
+        virtual_figures: Some(VirtualFigures {
+            virtual_seconds,
+            refs_per_virtual_second: if makespan > 0 {
+                refs as f64 / virtual_seconds
+            } else {
+                0.0
+            },
+            cpus: cpu_time,
+            cost_model: cfg.params.costs.clone(),
+            sim_seed: cfg.sim_seed,
+        }),
+    };
+    finish(workload, policy, Engine::Virtual, cpus, &fs, out)
+}

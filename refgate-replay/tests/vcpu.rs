@@ -1,0 +1,291 @@
+//! The virtual-CPU engine (issue "virtual CPUs"): the same model under a deterministic
+//! scheduler. Checks: a hand-computed two-CPU timeline, determinism, 1 virtual CPU against
+//! 1 real thread, the §7.4 invariant at 1–128 CPUs for every policy, and the seed gate's
+//! sleeps and wake-ups once the queue crosses its threshold.
+
+use proptest::prelude::*;
+use refgate_replay::cost::{Cost, CostModel};
+use refgate_replay::engine::{Config, Engine, Report, replay};
+use refgate_replay::live::Live;
+use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
+use refgate_replay::refkey::{AddAction, BackrefKey, RefSpec};
+use refgate_replay::workload::{
+    Handle, Op, SynthParams, Task, TaskTransaction, Workload, synthetic,
+};
+use refgate_replay::{Params, engine};
+use std::sync::Arc;
+
+fn virt(w: &Workload, policy: &str, cpus: usize, params: &Params, seed: u64) -> Report {
+    let cfg = Config {
+        engine: Engine::Virtual,
+        cpus,
+        params: params.clone(),
+        sim_seed: seed,
+        pace: false,
+    };
+    replay(
+        w,
+        policy::by_name(policy).unwrap().as_ref(),
+        &cfg,
+        Arc::new(Live::new(cpus)),
+    )
+    .unwrap_or_else(|e| panic!("{policy}/{cpus} virtual CPUs: {e}"))
+}
+
+/// The report without its host-dependent part, as JSON.
+fn deterministic_part(r: &Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("host");
+    v
+}
+
+fn add(bytenr: u64) -> Op {
+    Op::AddRef {
+        r: RefSpec {
+            bytenr,
+            num_bytes: 4096,
+            action: AddAction::AddExtent,
+            key: BackrefKey::data(0, 5, 257, bytenr),
+            ref_root: 5,
+            level: 0,
+            for_cow: false,
+        },
+        extent_op: None,
+    }
+}
+
+fn task(id: u32, ops: Vec<Op>, commit: bool) -> Task {
+    Task {
+        id,
+        transactions: vec![TaskTransaction {
+            handles: vec![Handle { ops }],
+            commit,
+        }],
+    }
+}
+
+fn hand_costs() -> Params {
+    let mut costs = CostModel::defaults();
+    for (c, ns) in [
+        (Cost::AddRef, 100),
+        (Cost::WalkNode, 10),
+        (Cost::SelectRef, 50),
+        (Cost::RunRef, 1000),
+        (Cost::DeleteHead, 30),
+        (Cost::ContextSwitch, 2000),
+        (Cost::Wakeup, 5000),
+    ] {
+        costs.set(c, ns, "test");
+    }
+    Params {
+        costs,
+        ..Params::default()
+    }
+}
+
+/// Two CPUs, hand-set costs, the timeline worked out by hand from the model's code:
+/// task 0 (CPU 0) adds at 0 and holds `delayed_refs->lock` until 100; task 1 (CPU 1) thinks
+/// 10 ns and spins 10–100; task 0's commit (run_most) then spins 100–200 while task 1 adds;
+/// task 0 walks 3 nodes (200–230), runs two heads of one ref each (select 50 + run 1000 +
+/// select 50 + delete 30, twice: 230–2490); task 1 sleeps at the barrier from 200 and is
+/// woken at 2490 (wake-up 5000 → runs at 7490, ends); task 0 sleeps at the second barrier
+/// from 2490 and is woken at 7490 (→ 12490, ends).
+#[test]
+fn two_cpus_hand_computed_spin_and_sleep() {
+    let w = Workload {
+        tasks: vec![
+            task(0, vec![add(1 << 20)], true),
+            task(1, vec![Op::Think { ns: 10 }, add(2 << 20)], false),
+        ],
+        initial: vec![],
+        transactions: 1,
+    };
+    for seed in [0, 1, 2] {
+        let r = virt(&w, "pre", 2, &hand_costs(), seed);
+        let v = r.virtual_figures.as_ref().unwrap();
+        assert_eq!(r.refs_run, 2);
+        assert_eq!(r.heads_run, 2);
+        assert_eq!(r.dr_lock.contended, 2);
+        assert_eq!(r.dr_lock.wait.total_ns, 190, "90 + 100 ns spinning");
+        assert_eq!(r.dr_lock.spin_cpu_seconds, 190e-9);
+        assert_eq!(v.virtual_seconds, 12_490e-9);
+        let (c0, c1) = (&v.cpus[0], &v.cpus[1]);
+        assert_eq!(
+            (
+                c0.work_ns,
+                c0.spin_delayed_refs_lock_ns,
+                c0.sleeping_ns,
+                c0.switch_ns,
+                c0.idle_ns
+            ),
+            (2390, 100, 5000, 5000, 0)
+        );
+        assert_eq!(
+            (
+                c1.work_ns,
+                c1.spin_delayed_refs_lock_ns,
+                c1.sleeping_ns,
+                c1.switch_ns,
+                c1.idle_ns
+            ),
+            (110, 90, 2290, 5000, 5000)
+        );
+        assert_eq!((c0.refs_run, c1.refs_run), (2, 0));
+    }
+}
+
+#[test]
+fn same_replay_twice_gives_the_same_report() {
+    let w = synthetic(&SynthParams {
+        tasks: 24,
+        transactions: 3,
+        ..Default::default()
+    });
+    for name in NAMES {
+        let a = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
+        let b = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+/// With one CPU there is no concurrency: within a transaction the virtual engine runs the
+/// tasks round-robin one handle (or commit) at a time, as one real thread does, so both run
+/// the same refs and heads. Across transactions the order after the commit's barrier
+/// differs (the virtual CPU resumes the woken tasks in wake-up order, the thread starts
+/// over from its first task), so longer workloads end in the same extent tree, with pinned
+/// extents (which depend on how ADD_EXTENT and DROP meet in a run) allowed to differ.
+#[test]
+fn one_virtual_cpu_matches_one_real_thread() {
+    for (seed, transactions) in [(1, 1), (2, 1), (3, 1), (4, 3)] {
+        let w = synthetic(&SynthParams {
+            seed,
+            tasks: 6,
+            transactions,
+            ..Default::default()
+        });
+        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+            let v = virt(&w, name, 1, &Params::default(), 0);
+            let p = policy::by_name(name).unwrap();
+            let t = engine::run(&w, p.as_ref(), 1, &Params::default()).unwrap();
+            let tree = |r: &Report| {
+                let i = r.invariant;
+                (i.extents_checked, i.backrefs_checked, i.extents_live)
+            };
+            assert_eq!(tree(&v), tree(&t), "{name}, seed {seed}");
+            if transactions == 1 {
+                let counts = |r: &Report| {
+                    (
+                        r.refs_run,
+                        r.heads_run,
+                        r.extent_ops_run,
+                        r.invariant.pinned,
+                        r.run_merges,
+                        r.insert_cancels,
+                        r.seq_holdbacks,
+                    )
+                };
+                assert_eq!(counts(&v), counts(&t), "{name}, seed {seed}");
+            }
+        }
+    }
+}
+
+/// The spec's seed constants, scaled down so a small workload crosses the gate threshold.
+fn small_constants() -> Params {
+    Params {
+        cluster_heads: 4,
+        throttle_ready_heads: 4,
+        gate_entries_threshold: 32,
+        gate_progress_quantum: 8,
+        modern_flush_entries: 64,
+        ..Params::default()
+    }
+}
+
+#[test]
+fn seed_gate_sleeps_and_wakes_once_past_the_threshold() {
+    let w = synthetic(&SynthParams {
+        tasks: 16,
+        transactions: 3,
+        ops_per_handle: 32,
+        ..Default::default()
+    });
+    let r = virt(&w, "seed", 8, &small_constants(), 0);
+    assert!(r.gate.sleeps > 0, "{:?}", r.gate);
+    assert!(r.gate.wakeups > 0, "{:?}", r.gate);
+    assert!(r.gate.early_returns > 0, "{:?}", r.gate);
+    // Below the threshold nobody sleeps.
+    let below = Params {
+        gate_entries_threshold: u64::MAX,
+        ..small_constants()
+    };
+    assert_eq!(virt(&w, "seed", 8, &below, 0).gate.sleeps, 0);
+}
+
+#[test]
+fn many_cpus_run_including_more_cpus_than_tasks() {
+    let w = synthetic(&SynthParams {
+        tasks: 40,
+        transactions: 2,
+        ..Default::default()
+    });
+    for cpus in [1, 32, 256, 1024] {
+        let r = virt(&w, "seed", cpus, &Params::default(), 0);
+        assert_eq!(r.adds, w.total_adds());
+        assert_eq!(r.virtual_figures.as_ref().unwrap().cpus.len(), cpus);
+        let idle = r
+            .virtual_figures
+            .unwrap()
+            .cpus
+            .iter()
+            .filter(|c| c.work_ns == 0)
+            .count();
+        assert_eq!(idle, cpus.saturating_sub(40));
+    }
+}
+
+fn synth() -> impl Strategy<Value = SynthParams> {
+    (
+        any::<u64>(),
+        1usize..10,
+        1usize..4,
+        1usize..5,
+        1usize..24,
+        1usize..40,
+        0.0f64..0.6,
+    )
+        .prop_map(
+            |(seed, tasks, transactions, handles, ops, shared, cancel)| SynthParams {
+                seed,
+                tasks,
+                transactions,
+                handles_per_transaction: handles,
+                ops_per_handle: ops,
+                shared_extents: shared,
+                cancel_prob: cancel,
+                ..Default::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// §7.4 after every virtual replay: every policy, 1–128 CPUs, kernel and small constants.
+    #[test]
+    fn spec_7_4_virtual_any_cpus(p in synth(), cpus in prop::sample::select(vec![1usize, 2, 3, 8, 32, 128]), small in any::<bool>(), seed in any::<u64>()) {
+        let w = synthetic(&p);
+        let params = if small { small_constants() } else { Params::default() };
+        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+            let cfg = Config { engine: Engine::Virtual, cpus, params: params.clone(), sim_seed: seed, pace: false };
+            let r = replay(&w, policy::by_name(name).unwrap().as_ref(), &cfg, Arc::new(Live::new(cpus)));
+            prop_assert!(r.is_ok(), "{name}/{cpus}: {}", r.unwrap_err());
+            let r = r.unwrap();
+            prop_assert_eq!(r.adds, w.total_adds());
+            let v = r.virtual_figures.unwrap();
+            let makespan = (v.virtual_seconds * 1e9).round() as u64;
+            for c in &v.cpus {
+                prop_assert_eq!(c.total_ns(), makespan);
+            }
+        }
+    }
+}

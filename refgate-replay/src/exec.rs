@@ -120,26 +120,34 @@ pub(crate) fn spin_until_handed(addr: usize, role: WaitRole) -> u64 {
     with_sched(t, |s| s.now - t0)
 }
 
-/// Virtual only: sleep (off CPU) until the sleeping lock at `addr` is handed over.
-/// Returns the virtual ns slept.
-pub(crate) fn sleep_until_handed(addr: usize) -> u64 {
-    let t = current().expect("virtual only");
-    let t0 = with_sched(t, |s| {
-        s.enqueue_waiter(addr, t.task, false);
-        s.now
-    });
-    t.suspend(Req::Sleep);
-    with_sched(t, |s| s.now - t0)
-}
-
-/// At unlock: if a virtual task waits for the lock at `addr`, make it the owner (FIFO, as
-/// the kernel's qspinlock queue hands over) and return true — the caller then leaves the
-/// lock locked. False on a real thread or without waiters: unlock normally.
+/// At a spinlock's unlock: if a virtual task spins on the lock at `addr`, make it the
+/// owner (FIFO, as the kernel's qspinlock queue hands over) and return true — the caller
+/// then leaves the lock locked. False on a real thread or without waiters: unlock normally.
 #[inline]
 pub(crate) fn handover(addr: usize) -> bool {
     match current() {
         Some(t) => with_sched(t, |s| s.handover(addr)),
         None => false,
+    }
+}
+
+/// Virtual only: a sleeping lock (mutex, the extent-tree lock) at `addr` is taken; sleep
+/// off CPU until its holder releases it, then return so the caller tries again. A waiter
+/// that was woken and lost the lock to a running task goes back at the head of the queue
+/// (`front`), as the kernel's mutex hands off to a starved top waiter.
+pub(crate) fn sleep_for_lock(addr: usize, front: bool) {
+    let t = current().expect("virtual only");
+    with_sched(t, |s| s.enqueue_waiter_at(addr, t.task, front));
+    t.suspend(Req::Sleep);
+}
+
+/// After releasing the sleeping lock at `addr`: wake its first waiter, which then competes
+/// for the lock when it runs (no handover: a running task may take the lock first, which
+/// is what keeps a released mutex from convoying behind a wake-up's latency).
+#[inline]
+pub(crate) fn wake_one(addr: usize) {
+    if let Some(t) = current() {
+        with_sched(t, |s| s.wake_one(addr));
     }
 }
 

@@ -112,16 +112,24 @@ impl ExtentTree {
     ) -> R {
         m.extent_tree_acquisitions += 1;
         let virt = exec::in_virtual();
+        let addr = self.tree.data_ptr() as usize;
         let mut g = match self.tree.try_lock() {
             Some(g) => g,
             None if virt => {
-                // Sleep until the holder hands the lock over (FIFO).
+                // Sleep until the holder releases the lock, then compete for it.
                 let prev = ws.set(ThreadState::WaitingExtentTree);
-                m.extent_tree
-                    .record(exec::sleep_until_handed(self.tree.data_ptr() as usize));
+                let t0 = exec::now_ns();
+                let mut front = false;
+                let g = loop {
+                    exec::sleep_for_lock(addr, front);
+                    front = true;
+                    if let Some(g) = self.tree.try_lock() {
+                        break g;
+                    }
+                };
+                m.extent_tree.record(exec::now_ns() - t0);
                 ws.set(prev);
-                // SAFETY: the handover made this task the owner; the mutex stayed locked.
-                unsafe { self.tree.make_guard_unchecked() }
+                g
             }
             None => {
                 let prev = ws.set(ThreadState::WaitingExtentTree);
@@ -138,9 +146,9 @@ impl ExtentTree {
             exec::burn(self.ext_cost_ns);
         }
         let r = f(&mut g);
-        if virt && exec::handover(self.tree.data_ptr() as usize) {
-            // A waiter owns it now: leave it locked.
-            std::mem::forget(g);
+        drop(g);
+        if virt {
+            exec::wake_one(addr);
         }
         r
     }

@@ -305,8 +305,14 @@ impl DelayedRefHead {
         }
         let prev = state.set(ThreadState::WaitingOnHead);
         if exec::in_virtual() {
-            // The task sleeps until the owner hands the mutex over (FIFO).
-            waits.record(exec::sleep_until_handed(self.mutex_addr()));
+            // The task sleeps until the owner releases the mutex, then competes for it.
+            let t0 = exec::now_ns();
+            let mut front = false;
+            while !self.mutex.try_lock() {
+                exec::sleep_for_lock(self.mutex_addr(), front);
+                front = true;
+            }
+            waits.record(exec::now_ns() - t0);
             state.set(prev);
             return;
         }
@@ -319,12 +325,10 @@ impl DelayedRefHead {
     /// Callers must hold the mutex (every lock/unlock pair in this crate is local and
     /// balanced; the runners track ownership in `locked_ref`).
     pub fn mutex_unlock(&self) {
-        // Under virtual CPUs a sleeping waiter becomes the owner: the mutex stays locked.
-        if exec::handover(self.mutex_addr()) {
-            return;
-        }
         // SAFETY: the caller holds the mutex (see above).
         unsafe { self.mutex.unlock() }
+        // Under virtual CPUs: wake the first sleeper (no-op on a real thread).
+        exec::wake_one(self.mutex_addr());
     }
 
     pub fn mutex_is_locked(&self) -> bool {

@@ -305,6 +305,34 @@ impl Sched {
         self.waiters.entry(addr).or_default().push_back(t);
     }
 
+    /// A sleeper on a sleeping lock, at the back of its queue or (a woken waiter that lost
+    /// the race) at the front.
+    pub(crate) fn enqueue_waiter_at(&mut self, addr: usize, t: TaskId, front: bool) {
+        let slot = &mut self.tasks[t as usize];
+        slot.spinning = false;
+        slot.waiting_on = addr;
+        let q = self.waiters.entry(addr).or_default();
+        if front {
+            q.push_front(t);
+        } else {
+            q.push_back(t);
+        }
+    }
+
+    /// Wakes the first sleeper on `addr`, if any.
+    pub(crate) fn wake_one(&mut self, addr: usize) {
+        let Some(q) = self.waiters.get_mut(&addr) else {
+            return;
+        };
+        let t = q.pop_front();
+        if q.is_empty() {
+            self.waiters.remove(&addr);
+        }
+        if let Some(t) = t {
+            self.wake(t);
+        }
+    }
+
     /// Gives the lock at `addr` to its first waiter, if any (see [`crate::exec::handover`]).
     pub(crate) fn handover(&mut self, addr: usize) -> bool {
         let Some(q) = self.waiters.get_mut(&addr) else {

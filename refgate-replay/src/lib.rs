@@ -1,5 +1,5 @@
 //! refgate-replay: a userspace reimplementation of the btrfs delayed-ref machinery as
-//! specified in `kernel-delayed-refs.md` (cited as §N below), its runner policies, a
+//! specified in `docs/kernel-delayed-refs.md` (cited as §N below), its runner policies, a
 //! synthetic/recorded workload model and a multi-threaded replay engine.
 //!
 //! Entry points: [`engine::run`] / [`engine::run_live`] with a [`workload::Workload`], a

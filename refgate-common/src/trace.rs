@@ -315,6 +315,27 @@ pub enum DamageReason {
     Io { detail: String },
 }
 
+impl DamageReason {
+    /// A short phrase for reports and titles, e.g. "cut inside a frame".
+    pub fn short(&self) -> String {
+        match self {
+            DamageReason::CutFrame { needed, available } => {
+                format!("cut inside a frame ({available} of its {needed} bytes present)")
+            }
+            DamageReason::CrcMismatch { .. } => "a frame fails its CRC32 checksum".into(),
+            DamageReason::BadFrameLength { len } => format!("impossible frame length {len}"),
+            DamageReason::Undecodable { record, detail } => {
+                format!("record {record} of a frame is undecodable ({detail})")
+            }
+            DamageReason::Unfinished => {
+                "no end-of-trace frame (the recorder was stopped before it finished)".into()
+            }
+            DamageReason::TrailingData => "data after the end-of-trace frame".into(),
+            DamageReason::Io { detail } => format!("read error: {detail}"),
+        }
+    }
+}
+
 impl Damage {
     /// The error a caller that needs the whole trace should report.
     pub fn to_error(&self, name: &str) -> TraceError {

@@ -90,6 +90,10 @@ enum Command {
         /// Plain progress lines instead of the dashboard.
         #[arg(long)]
         no_tui: bool,
+        /// Refuse a damaged trace (cut, corrupt, or unfinished after a crash) instead of
+        /// replaying what precedes the damage.
+        #[arg(long)]
+        strict: bool,
     },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
     Inspect {
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
             ext_cost_ns,
             json,
             no_tui,
+            strict,
         } => replay::run(replay::ReplayArgs {
             trace,
             threads,
@@ -202,6 +207,7 @@ fn main() -> ExitCode {
             ext_cost_ns,
             json,
             plain: no_tui,
+            strict,
         }),
     };
     match res {

@@ -39,10 +39,27 @@ pub struct ReplayArgs {
     pub ext_cost_ns: Option<u64>,
     pub json: bool,
     pub plain: bool,
+    /// Refuse a damaged trace instead of replaying what precedes the damage.
+    pub strict: bool,
 }
 
-/// Reads every record, failing on damage only if nothing usable was read.
-fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>)> {
+/// Where a damaged trace stops (`trace_damage` in `--json`): everything before it is replayed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TraceDamage {
+    /// Byte offset of the damaged (or missing) frame.
+    pub offset: u64,
+    /// Why reading stopped, in a few words.
+    pub reason: String,
+    /// Records read before the damage; all of them are replayed.
+    pub records_kept: u64,
+    /// The full diagnosis, naming the file.
+    pub message: String,
+}
+
+/// Reads every record before any damage. A damaged trace (cut, corrupt, or without its
+/// end-of-trace frame after a crash) is replayed up to the damage, which the reports state;
+/// `--strict` refuses it instead.
+fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>, Option<TraceDamage>)> {
     let (name, mut reader): (String, TraceReader<Box<dyn std::io::Read>>) = match &args.trace {
         Some(p) => {
             let f = std::fs::File::open(p)
@@ -65,12 +82,73 @@ fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>)> {
         ),
     };
     let records: Vec<Record> = reader.by_ref().collect();
-    if let Some(e) = reader.damage_error() {
-        // Replaying a prefix would report a workload that was not the recorded one without
-        // saying so loudly; a cut trace is still inspectable.
-        bail!("{e}. Replay needs a complete trace; `refgate inspect` still reads what is there.");
+    let damage = reader.damage().map(|d| TraceDamage {
+        offset: d.offset,
+        reason: d.reason.short(),
+        records_kept: records.len() as u64,
+        message: d.to_error(&name).to_string(),
+    });
+    if let Some(d) = &damage {
+        if args.strict {
+            bail!(
+                "{}. --strict: replay needs a complete trace. Without --strict, refgate replays \
+                 the {} records before the damage and says so in its report; `refgate inspect` \
+                 shows what is there.",
+                d.message,
+                d.records_kept
+            );
+        }
+        if !records.iter().any(|r| matches!(r, Record::Event(_))) {
+            bail!(
+                "{}. Before the damage there is not a single event, so there is nothing to \
+                 replay; re-record.",
+                d.message
+            );
+        }
+        eprintln!(
+            "refgate: warning: {}. Replaying the {} records before the damage (--strict \
+             refuses such a trace).",
+            d.message, d.records_kept
+        );
     }
-    Ok((name, records))
+    Ok((name, records, damage))
+}
+
+/// `trace_damage` for `--json`: `null` for a whole trace. `cut_transaction` is the (1-based)
+/// transaction that was open at the damage: replayed up to it, then committed by the replay.
+pub fn damage_json(damage: Option<&TraceDamage>, conv: &TraceConversion) -> serde_json::Value {
+    match damage {
+        None => serde_json::Value::Null,
+        Some(d) => json!({
+            "offset": d.offset,
+            "reason": d.reason,
+            "records_kept": d.records_kept,
+            "message": d.message,
+            "cut_transaction": conv.transactions,
+            "cut_transaction_committed_by_replay": true,
+        }),
+    }
+}
+
+/// The text report with the damage stated right under its first line.
+pub fn with_damage_text(
+    report: String,
+    damage: Option<&TraceDamage>,
+    conv: &TraceConversion,
+) -> String {
+    let Some(d) = damage else { return report };
+    let at = report.find('\n').map_or(report.len(), |i| i + 1);
+    let mut o = report;
+    o.insert_str(
+        at,
+        &format!(
+            "  DAMAGED    the trace stops at byte offset {} ({}): replayed the {} records before \
+             it; transaction {} of {} was open there, so it was replayed up to the cut and then \
+             committed by the replay, and the §7.4 verdict covers what was replayed\n",
+            d.offset, d.reason, d.records_kept, conv.transactions, conv.transactions
+        ),
+    );
+    o
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {
@@ -84,7 +162,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         )
     })?;
     let prepare = Instant::now();
-    let (name, records) = load(&args)?;
+    let (name, records, damage) = load(&args)?;
     let opts = TraceOptions {
         handle_gap_ns: args.handle_gap_us * 1000,
         speed: args.speed,
@@ -143,7 +221,15 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 .unwrap_or_else(|_| Err("the replay engine panicked".into()))
         };
         if tui {
-            match dashboard_phase(&name, &args.policy, args.engine, &live, started, engine) {
+            match dashboard_phase(
+                &name,
+                damage.as_ref(),
+                &args.policy,
+                args.engine,
+                &live,
+                started,
+                engine,
+            ) {
                 Ok(r) => return r,
                 // The terminal failed under us: the engine was cancelled and joined.
                 Err(e) => return Err(format!("the dashboard failed: {e}")),
@@ -181,18 +267,25 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json_report(&name, &conv, &prep, &report))?
+            serde_json::to_string_pretty(&{
+                let mut v = json_report(&name, &conv, &prep, &report);
+                v["trace_damage"] = damage_json(damage.as_ref(), &conv);
+                v
+            })?
         );
     } else {
-        print!("{}", text_report(&name, &conv, &prep, &report));
+        let text = text_report(&name, &conv, &prep, &report);
+        print!("{}", with_damage_text(text, damage.as_ref(), &conv));
     }
     Ok(())
 }
 
 /// Runs the dashboard on this thread while the engine runs; holds the final numbers until a
 /// key is pressed (not after `q`). The terminal is restored before this returns.
+#[allow(clippy::too_many_arguments)]
 fn dashboard_phase(
     name: &str,
+    damage: Option<&TraceDamage>,
     policy: &str,
     engine_kind: Engine,
     live: &Arc<Live>,
@@ -210,9 +303,17 @@ fn dashboard_phase(
         .and_then(|n| n.to_str())
         .unwrap_or(name);
     let short = if name == SAMPLE_NAME {
-        "bundled sample"
+        "bundled sample".to_string()
     } else {
-        short
+        short.to_string()
+    };
+    // The title says when the trace is damaged and how much of it is replayed.
+    let short = match damage {
+        Some(d) => format!(
+            "{short} (DAMAGED at byte {}: {} records before it replayed)",
+            d.offset, d.records_kept
+        ),
+        None => short,
     };
     let mut tui = match Tui::enter() {
         Ok(t) => t,
@@ -222,7 +323,7 @@ fn dashboard_phase(
             return Err(e);
         }
     };
-    let mut app = replay::ReplayApp::new(short, policy, engine_kind, live);
+    let mut app = replay::ReplayApp::new(&short, policy, engine_kind, live);
     let ended = replay::run(&mut tui, &mut app, live, started, &|| engine.is_finished());
     let ended = match ended {
         Ok(e) => e,

@@ -90,7 +90,7 @@ fn record_without_root_says_so() {
 }
 
 #[test]
-fn replay_rejects_a_cut_trace_and_a_bad_policy() {
+fn replay_strict_rejects_a_cut_trace_and_a_bad_policy() {
     let d = tempfile::tempdir().unwrap();
     let sample = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -101,11 +101,11 @@ fn replay_rejects_a_cut_trace_and_a_bad_policy() {
     std::fs::write(&cut, &sample[..sample.len() / 2]).unwrap();
     fails_with(
         refgate()
-            .args(["replay", "--no-tui"])
+            .args(["replay", "--no-tui", "--strict"])
             .arg(&cut)
             .output()
             .unwrap(),
-        "Replay needs a complete trace",
+        "--strict: replay needs a complete trace",
     );
     fails_with(
         refgate()
@@ -124,4 +124,79 @@ fn replay_rejects_a_cut_trace_and_a_bad_policy() {
             .unwrap(),
         "empty",
     );
+}
+
+/// Without --strict a damaged trace (here: cut mid-frame, and one without its end frame, as
+/// `kill -9` leaves it) is replayed up to the damage, and every report says so.
+#[test]
+fn replay_of_a_damaged_trace_replays_what_precedes_the_damage() {
+    use refgate_common::trace::{TraceReader, TraceWriter};
+    let d = tempfile::tempdir().unwrap();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/scratch-6.18.bin"
+    ))
+    .unwrap();
+    let cut = d.path().join("cut.bin");
+    std::fs::write(&cut, &sample[..sample.len() / 2]).unwrap();
+    // Unfinished: every frame whole, no end-of-trace frame (what a crash after a flush leaves).
+    let unfinished = d.path().join("unfinished.bin");
+    {
+        let mut r = TraceReader::open(&sample[..]).unwrap();
+        let header = r.header().clone();
+        let records: Vec<_> = r.by_ref().collect();
+        let mut w = TraceWriter::new(std::fs::File::create(&unfinished).unwrap(), &header).unwrap();
+        for rec in &records[..records.len() * 2 / 3] {
+            w.write(rec).unwrap();
+        }
+        w.flush().unwrap();
+        // Dropped without finish().
+    }
+    for (path, reason) in [
+        (&cut, "cut inside a frame"),
+        (&unfinished, "no end-of-trace frame"),
+    ] {
+        let o = refgate()
+            .args(["replay", "--no-tui", "--json", "--threads", "4"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert!(o.status.success(), "{}: {e}", path.display());
+        assert!(
+            e.contains("Replaying the") && !e.contains("panicked"),
+            "{e}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let dmg = &v["trace_damage"];
+        assert!(dmg["offset"].as_u64().unwrap() > 0, "{dmg}");
+        assert!(dmg["records_kept"].as_u64().unwrap() > 1000, "{dmg}");
+        assert!(dmg["reason"].as_str().unwrap().contains(reason), "{dmg}");
+        assert_eq!(dmg["cut_transaction_committed_by_replay"], true);
+        assert_eq!(
+            v["invariant_ok"], true,
+            "the invariant holds for what was replayed"
+        );
+        // The text report states it under its first line.
+        let o = refgate()
+            .args(["replay", "--no-tui", "--threads", "4"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        let second = text.lines().nth(1).unwrap_or("");
+        assert!(
+            second.contains("DAMAGED") && second.contains("committed by the replay"),
+            "{text}"
+        );
+        assert!(text.contains("verdict    invariant holds"), "{text}");
+    }
+    // A whole trace has `trace_damage: null`.
+    let o = refgate()
+        .args(["replay", "--no-tui", "--json", "--threads", "2"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["trace_damage"].is_null(), "{}", v["trace_damage"]);
 }

@@ -209,3 +209,40 @@ fn virtual_replay_dashboard_shows_virtual_time_and_the_cpu_split() {
     assert!(out.contains("cpu time   work"), "{out}");
     restored(&out);
 }
+
+#[test]
+fn replay_dashboard_title_says_the_trace_is_damaged() {
+    let d = tempfile::tempdir().unwrap();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/scratch-6.18.bin"
+    ))
+    .unwrap();
+    let cut = d.path().join("cut.bin");
+    std::fs::write(&cut, &sample[..sample.len() / 2]).unwrap();
+    let cmd = format!(
+        "{} replay --threads 4 --policy seed {}; echo REFGATE-EXIT=$?; sleep 20",
+        env!("CARGO_BIN_EXE_refgate"),
+        cut.display()
+    );
+    let Some(s) = Session::start(&cmd) else {
+        return;
+    };
+    let fin = s.wait_for("the final numbers", Duration::from_secs(30), |p| {
+        p.contains("press any key")
+    });
+    assert!(
+        fin.contains("cut.bin (DAMAGED at byte") && fin.contains("records before it replayed"),
+        "{fin}"
+    );
+    s.keys("x");
+    let out = s.wait_for("the exit", Duration::from_secs(10), |p| {
+        p.contains("REFGATE-EXIT=")
+    });
+    assert!(out.contains("REFGATE-EXIT=0"), "{out}");
+    assert!(
+        out.contains("DAMAGED    the trace stops at byte offset"),
+        "{out}"
+    );
+    restored(&out);
+}

@@ -101,8 +101,8 @@ impl CostModel {
             entries: vec![
                 e(
                     Cost::AddRef,
-                    376,
-                    "microbenchmark: the model's add-API call (head + ref insert)",
+                    128,
+                    "microbenchmark: the model's add-API work under the lock (head + ref insert; allocation is outside it)",
                 ),
                 e(
                     Cost::WalkNode,

@@ -5,8 +5,9 @@
 use crate::error::ModelError;
 use crate::exec;
 use crate::head::ExtentOp;
-use crate::live::{ThreadState, WorkerState};
+use crate::live::{ThreadState, WaitRole, WorkerState};
 use crate::metrics::ThreadMetrics;
+use crate::params::ExtentLock;
 use crate::refkey::{BackrefKey, RefAction};
 use crate::vecmap::{U64Build, VecMap};
 use parking_lot::Mutex;
@@ -83,6 +84,8 @@ pub struct ExtentTree {
     ext_cost_ns: u64,
     /// The same cost in virtual time ([`crate::cost::Cost::RunRef`]).
     virtual_cost_ns: u64,
+    /// How a virtual task waits for the lock.
+    lock_kind: ExtentLock,
 }
 
 impl ExtentTree {
@@ -90,6 +93,7 @@ impl ExtentTree {
         initial: impl IntoIterator<Item = (u64, ExtentItem)>,
         ext_cost_ns: u64,
         virtual_cost_ns: u64,
+        lock_kind: ExtentLock,
     ) -> Self {
         Self {
             tree: Mutex::new(Tree {
@@ -101,6 +105,7 @@ impl ExtentTree {
             }),
             ext_cost_ns,
             virtual_cost_ns,
+            lock_kind,
         }
     }
 
@@ -113,8 +118,18 @@ impl ExtentTree {
         m.extent_tree_acquisitions += 1;
         let virt = exec::in_virtual();
         let addr = self.tree.data_ptr() as usize;
+        let spin = self.lock_kind == ExtentLock::Spin;
         let mut g = match self.tree.try_lock() {
             Some(g) => g,
+            None if virt && spin => {
+                // Spin on this CPU until the holder hands the lock over (FIFO).
+                let prev = ws.set(ThreadState::WaitingExtentTree);
+                m.extent_tree
+                    .record(exec::spin_until_handed(addr, WaitRole::ExtentTree));
+                ws.set(prev);
+                // SAFETY: the handover made this task the owner; the lock stayed locked.
+                unsafe { self.tree.make_guard_unchecked() }
+            }
             None if virt => {
                 // Sleep until the holder releases the lock, then compete for it.
                 let prev = ws.set(ThreadState::WaitingExtentTree);
@@ -146,9 +161,16 @@ impl ExtentTree {
             exec::burn(self.ext_cost_ns);
         }
         let r = f(&mut g);
-        drop(g);
-        if virt {
-            exec::wake_one(addr);
+        if virt && spin {
+            if exec::handover(addr) {
+                // A spinning waiter owns it now: leave it locked.
+                std::mem::forget(g);
+            }
+        } else {
+            drop(g);
+            if virt {
+                exec::wake_one(addr);
+            }
         }
         r
     }

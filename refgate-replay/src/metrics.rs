@@ -74,6 +74,9 @@ pub struct SpinStats {
     pub acquisitions: u64,
     pub contended: u64,
     pub spin_ns: u64,
+    /// The part of `spin_ns` spun by tasks inside `btrfs_run_delayed_refs` (the rest is
+    /// the add path, lookups and commits' bookkeeping).
+    pub runner_spin_ns: u64,
     pub yields: u64,
     pub wait: WaitStats,
 }
@@ -83,6 +86,7 @@ impl SpinStats {
         self.acquisitions += o.acquisitions;
         self.contended += o.contended;
         self.spin_ns += o.spin_ns;
+        self.runner_spin_ns += o.runner_spin_ns;
         self.yields += o.yields;
         self.wait.merge(&o.wait);
     }
@@ -91,6 +95,7 @@ impl SpinStats {
             acquisitions: self.acquisitions,
             contended: self.contended,
             spin_cpu_seconds: self.spin_ns as f64 / 1e9,
+            runner_spin_cpu_seconds: self.runner_spin_ns as f64 / 1e9,
             yields: self.yields,
             wait: self.wait.summary(),
         }
@@ -102,6 +107,8 @@ pub struct SpinSummary {
     pub acquisitions: u64,
     pub contended: u64,
     pub spin_cpu_seconds: f64,
+    /// Of which spun inside `btrfs_run_delayed_refs`.
+    pub runner_spin_cpu_seconds: f64,
     pub yields: u64,
     /// Wait of contended acquisitions only.
     pub wait: WaitSummary,

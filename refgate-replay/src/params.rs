@@ -3,7 +3,31 @@
 
 use crate::cost::CostModel;
 use crate::gate::GateParams;
+use crate::refkey::Era;
 use serde::Serialize;
+
+/// How a task waits for the extent tree's lock under virtual CPUs (§2.7, §7.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtentLock {
+    /// Spins on its CPU, FIFO, until handed the lock: btrfs tree locks up to 5.10 were
+    /// btrfs's own rwlocks, spinning while the holder keeps them spinning (they go
+    /// blocking only around I/O and COW allocation, which the model does not have).
+    Spin,
+    /// Sleeps until the holder releases it, then competes: the `rw_semaphore` tree locks
+    /// of 5.11+ (their optimistic spinning is not modelled).
+    Sleep,
+}
+
+impl ExtentLock {
+    /// The kernel's kind for an era: 3.x spinning, modern sleeping.
+    pub fn for_era(era: Era) -> Self {
+        match era {
+            Era::V3 => ExtentLock::Spin,
+            Era::Modern => ExtentLock::Sleep,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Params {
@@ -40,6 +64,9 @@ pub struct Params {
     pub check_counters: bool,
     /// What the virtual-CPU engine charges for each step ([`crate::cost`]).
     pub costs: CostModel,
+    /// Virtual CPUs: how the extent-tree lock is waited for; `None`: the era's kind
+    /// ([`ExtentLock::for_era`]).
+    pub extent_lock: Option<ExtentLock>,
 }
 
 impl Default for Params {
@@ -59,6 +86,7 @@ impl Default for Params {
             modern_flush_entries: 4096,
             check_counters: true,
             costs: CostModel::defaults(),
+            extent_lock: None,
         }
     }
 }

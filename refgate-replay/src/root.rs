@@ -186,6 +186,9 @@ impl FsModel {
                 initial,
                 params.ext_cost_ns,
                 params.costs.get(Cost::RunRef),
+                params
+                    .extent_lock
+                    .unwrap_or(crate::params::ExtentLock::for_era(era)),
             ),
             tree_mod: TreeModSeq::default(),
             costs: params.costs.table(),
@@ -268,24 +271,32 @@ impl FsModel {
         HeadLock::Locked(g)
     }
 
-    /// `add_delayed_ref_head` (§1.4, §4.3) with the DR lock held; returns the head.
+    /// A head allocated before `delayed_refs->lock` is taken, as the add API does
+    /// (`kmem_cache_alloc` of head and ref, then `spin_lock`, §1.4): only the tree work is
+    /// done under the lock.
+    fn alloc_head(&self, bytenr: u64, num_bytes: u64, is_data: bool) -> Arc<DelayedRefHead> {
+        Arc::new(DelayedRefHead::new(
+            bytenr,
+            num_bytes,
+            is_data,
+            self.params.spin_limit,
+        ))
+    }
+
+    /// `add_delayed_ref_head` (§1.4, §4.3) with the DR lock held; returns the head. The
+    /// preallocated head is taken if no head exists for the extent; otherwise the caller
+    /// frees it after unlocking.
     fn add_delayed_ref_head(
         &self,
         g: &mut RootInner,
         h: &mut TransHandle,
         bytenr: u64,
-        num_bytes: u64,
-        is_data: bool,
+        prealloc: &mut Option<Arc<DelayedRefHead>>,
     ) -> Arc<DelayedRefHead> {
         if let Some(head) = g.heads.get(&bytenr) {
             return head.clone();
         }
-        let head = Arc::new(DelayedRefHead::new(
-            bytenr,
-            num_bytes,
-            is_data,
-            self.params.spin_limit,
-        ));
+        let head = prealloc.take().expect("one head allocated per add call");
         g.heads.insert(bytenr, head.clone());
         g.c.num_heads += 1;
         g.c.num_heads_ready += 1;
@@ -335,6 +346,7 @@ impl FsModel {
         op: Option<ExtentOp>,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
+        let mut spare = Some(self.alloc_head(r.bytenr, r.num_bytes, r.is_data()));
         let mut g = self.lock_root(w);
         self.charge(Cost::AddRef, 1);
         // §1.6: v3.x hands every fs-tree ref a fresh seq; modern reads a seq that only
@@ -343,7 +355,7 @@ impl FsModel {
             Era::V3 if r.need_ref_seq() => self.tree_mod.get_seq(&mut h.seq_elem),
             _ => 0,
         };
-        let head = self.add_delayed_ref_head(&mut g, h, r.bytenr, r.num_bytes, r.is_data());
+        let head = self.add_delayed_ref_head(&mut g, h, r.bytenr, &mut spare);
         let mut hi = self.lock_head(&head, w);
         Self::update_head(
             &mut hi,
@@ -370,6 +382,8 @@ impl FsModel {
         }
         drop(hi);
         self.publish(&g.c);
+        drop(g);
+        drop(spare);
         Ok(())
     }
 
@@ -384,13 +398,16 @@ impl FsModel {
         op: ExtentOp,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
+        let mut spare = Some(self.alloc_head(bytenr, num_bytes, is_data));
         let mut g = self.lock_root(w);
         self.charge(Cost::AddRef, 1);
-        let head = self.add_delayed_ref_head(&mut g, h, bytenr, num_bytes, is_data);
+        let head = self.add_delayed_ref_head(&mut g, h, bytenr, &mut spare);
         let mut hi = self.lock_head(&head, w);
         Self::update_head(&mut hi, bytenr, num_bytes, is_data, 0, false, Some(op))?;
         drop(hi);
         self.publish(&g.c);
+        drop(g);
+        drop(spare);
         Ok(())
     }
 

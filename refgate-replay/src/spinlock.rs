@@ -62,6 +62,9 @@ impl<T> SpinLock<T> {
             // first come first served as the kernel's qspinlock queue does; no yielding.
             let spun = exec::spin_until_handed(self.addr(), self.role);
             st.spin_ns += spun;
+            if prev == ThreadState::RunningRefs {
+                st.runner_spin_ns += spun;
+            }
             st.wait.record(spun);
             state.set(prev);
             return;
@@ -80,6 +83,9 @@ impl<T> SpinLock<T> {
                 {
                     spin_ns += burst.elapsed().as_nanos() as u64;
                     st.spin_ns += spin_ns;
+                    if prev == ThreadState::RunningRefs {
+                        st.runner_spin_ns += spin_ns;
+                    }
                     st.wait.record(start.elapsed().as_nanos() as u64);
                     state.set(prev);
                     return;

@@ -210,16 +210,19 @@ fn seed_gate_sleeps_and_wakes_once_past_the_threshold() {
         ops_per_handle: 32,
         ..Default::default()
     });
+    // Above the threshold (32 entries): busy gate ⇒ sleep until the runner's wake-all.
     let r = virt(&w, "seed", 8, &small_constants(), 0);
     assert!(r.gate.sleeps > 0, "{:?}", r.gate);
-    assert!(r.gate.wakeups > 0, "{:?}", r.gate);
-    assert!(r.gate.early_returns > 0, "{:?}", r.gate);
-    // Below the threshold nobody sleeps.
+    assert_eq!(r.gate.wakeups, r.gate.sleeps, "{:?}", r.gate);
+    assert!(r.gate.wake_alls > 0, "{:?}", r.gate);
+    // Never above it: busy gate ⇒ early return, nobody sleeps.
     let below = Params {
         gate_entries_threshold: u64::MAX,
         ..small_constants()
     };
-    assert_eq!(virt(&w, "seed", 8, &below, 0).gate.sleeps, 0);
+    let b = virt(&w, "seed", 8, &below, 0);
+    assert_eq!(b.gate.sleeps, 0, "{:?}", b.gate);
+    assert!(b.gate.early_returns > 0, "{:?}", b.gate);
 }
 
 #[test]

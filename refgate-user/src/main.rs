@@ -1,8 +1,10 @@
 //! `refgate`: record btrfs delayed-ref contention with eBPF, replay it on a userspace model of
 //! the kernel's delayed-ref runner, and inspect traces.
+mod compare;
 mod dashboard;
 mod inspect;
 mod record;
+mod plots;
 mod replay;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -64,6 +66,10 @@ enum Command {
         /// Virtual engine: tie-breaking among CPUs ready at the same virtual instant.
         #[arg(long, default_value_t = 0)]
         sim_seed: u64,
+        /// Virtual engine: how tasks wait for the extent tree's lock: `spin` (3.x btrfs
+        /// tree locks) or `sleep` (5.11+ rwsems); default: the policy's era.
+        #[arg(long, value_parser = parse_extent_lock)]
+        extent_lock: Option<ExtentLock>,
         /// Virtual engine: override a cost of the cost model, NAME=NS (repeatable); the
         /// report lists the names, values and where each came from.
         #[arg(long = "cost", value_name = "NAME=NS")]
@@ -95,6 +101,43 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Sweep policies × virtual CPU counts over one workload: a table (or JSON/CSV) and plots.
+    Compare {
+        /// Trace to replay (default: the bundled sample, recorded on btrfs).
+        trace: Option<PathBuf>,
+        /// Policies to compare, comma-separated.
+        #[arg(long, default_value = "pre,seed,modern", value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Virtual CPU counts, comma-separated.
+        #[arg(long, default_value = "1,2,4,8,16,32,64", value_parser = compare::parse_cpus)]
+        cpus: std::vec::Vec<usize>,
+        /// Copies of the workload over disjoint extents (`auto`: enough for the largest CPU
+        /// count); the same workload replays at every point.
+        #[arg(long, default_value = "auto", value_parser = parse_replicate)]
+        replicate: Replicate,
+        /// A task's adds further apart than this start a new transaction handle (no kprobes).
+        #[arg(long, default_value_t = 1000)]
+        handle_gap_us: u64,
+        /// Override a cost of the cost model, NAME=NS (repeatable).
+        #[arg(long = "cost", value_name = "NAME=NS")]
+        costs: Vec<String>,
+        /// Tie-breaking among virtual CPUs ready at the same instant.
+        #[arg(long, default_value_t = 0)]
+        sim_seed: u64,
+        /// How tasks wait for the extent tree's lock: `spin` (3.x) or `sleep` (5.11+);
+        /// default: each policy's era.
+        #[arg(long, value_parser = parse_extent_lock)]
+        extent_lock: Option<ExtentLock>,
+        /// Write SVG and PNG plots into this directory.
+        #[arg(short = 'o', long = "out")]
+        out_dir: Option<PathBuf>,
+        /// One JSON object with a `points` list instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// CSV instead of the table.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
     Inspect {
         trace: PathBuf,
@@ -104,7 +147,16 @@ enum Command {
     },
 }
 
-use refgate_replay::Engine;
+use refgate_replay::{Engine, params::ExtentLock};
+
+fn parse_extent_lock(s: &str) -> Result<ExtentLock, String> {
+    match s {
+        "spin" => Ok(ExtentLock::Spin),
+        "sleep" => Ok(ExtentLock::Sleep),
+        _ => Err(format!("--extent-lock takes `spin` or `sleep`, not {s}")),
+    }
+}
+
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
     Engine::from_name(s).ok_or_else(|| format!("--engine takes `virtual` or `threads`, not {s}"))
@@ -180,11 +232,37 @@ fn main() -> ExitCode {
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),
+        Command::Compare {
+            trace,
+            policies,
+            cpus,
+            replicate,
+            handle_gap_us,
+            costs,
+            sim_seed,
+            extent_lock,
+            out_dir,
+            json,
+            csv,
+        } => compare::run(compare::CompareArgs {
+            trace,
+            policies,
+            cpus,
+            replicate: replicate.0,
+            handle_gap_us,
+            costs,
+            sim_seed,
+            extent_lock,
+            out_dir,
+            json,
+            csv,
+        }),
         Command::Replay {
             trace,
             threads,
             engine,
             sim_seed,
+            extent_lock,
             costs,
             policy,
             speed,
@@ -199,6 +277,7 @@ fn main() -> ExitCode {
             threads,
             engine,
             sim_seed,
+            extent_lock,
             costs,
             policy,
             speed: speed.0,

@@ -21,6 +21,7 @@ use serde_json::json;
 pub static SAMPLE: &[u8] = include_bytes!("../../samples/scratch-6.18.bin");
 pub const SAMPLE_NAME: &str = "bundled sample (samples/scratch-6.18.bin)";
 
+#[derive(Default)]
 pub struct ReplayArgs {
     pub trace: Option<PathBuf>,
     /// CPUs (virtual) or threads (real).
@@ -29,6 +30,8 @@ pub struct ReplayArgs {
     pub sim_seed: u64,
     /// `--cost NAME=NS` overrides.
     pub costs: Vec<String>,
+    /// `--extent-lock`; `None`: the policy era's kind.
+    pub extent_lock: Option<refgate_replay::params::ExtentLock>,
     pub policy: String,
     /// `None`: as fast as possible; `Some(f)`: recorded think-times divided by f.
     pub speed: Option<f64>,
@@ -155,34 +158,15 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    let policy = by_name(&args.policy).with_context(|| {
-        format!(
-            "unknown policy `{}`: choose pre (3.7/3.8), seed (3.9/3.10), modern (6.7+) or seed-throttle (3.11-3.13)",
-            args.policy
-        )
-    })?;
+    let policy = policy_by_name(&args.policy)?;
     let prepare = Instant::now();
-    let (name, records, damage) = load(&args)?;
-    let opts = TraceOptions {
-        handle_gap_ns: args.handle_gap_us * 1000,
-        speed: args.speed,
-    };
-    let (base, conv) = workload_from_records(records, &opts)
-        .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
-    let tasks = base
-        .tasks
-        .iter()
-        .filter(|t| t.transactions.iter().any(|tt| !tt.handles.is_empty()))
-        .count();
-    let copies = args
-        .replicate
-        .unwrap_or_else(|| args.threads.div_ceil(tasks.max(1)))
-        .max(1);
-    let workload = if copies > 1 {
-        base.replicate(copies, base.span())
-    } else {
-        base
-    };
+    let Prepared {
+        name,
+        conv,
+        workload,
+        copies,
+        damage,
+    } = prepare_workload(&args, args.threads)?;
 
     let live = Arc::new(Live::new(args.threads));
     let costs = cost_model(&args, &conv)?;
@@ -191,6 +175,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),
         costs,
+        extent_lock: args.extent_lock,
         ..Params::default()
     };
     // Reading and converting the trace must not dominate the replay (issue: speed); reported.
@@ -344,9 +329,62 @@ fn dashboard_phase(
     Ok(report)
 }
 
+/// A policy from its CLI name, or an error listing the names.
+pub fn policy_by_name(name: &str) -> Result<Box<dyn refgate_replay::Policy>> {
+    by_name(name).with_context(|| {
+        format!(
+            "unknown policy `{name}`: choose pre (3.7/3.8), seed (3.9/3.10), modern (6.7+) or seed-throttle (3.11-3.13)"
+        )
+    })
+}
+
+/// A trace turned into the workload to replay.
+pub struct Prepared {
+    pub name: String,
+    pub conv: TraceConversion,
+    pub workload: refgate_replay::Workload,
+    /// Replicas of the recorded workload in `workload`.
+    pub copies: usize,
+    /// Where the trace is damaged, if it is; the workload is what precedes the damage.
+    pub damage: Option<TraceDamage>,
+}
+
+/// Reads the trace and builds its workload, replicated over disjoint extents as
+/// `args.replicate` says (`auto`: enough copies that each of `cpus` CPUs has a writer).
+pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
+    let (name, records, damage) = load(args)?;
+    let opts = TraceOptions {
+        handle_gap_ns: args.handle_gap_us * 1000,
+        speed: args.speed,
+    };
+    let (base, conv) = workload_from_records(records, &opts)
+        .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
+    let tasks = base
+        .tasks
+        .iter()
+        .filter(|t| t.transactions.iter().any(|tt| !tt.handles.is_empty()))
+        .count();
+    let copies = args
+        .replicate
+        .unwrap_or_else(|| cpus.div_ceil(tasks.max(1)))
+        .max(1);
+    let workload = if copies > 1 {
+        base.replicate(copies, base.span())
+    } else {
+        base
+    };
+    Ok(Prepared {
+        name,
+        conv,
+        workload,
+        copies,
+        damage,
+    })
+}
+
 /// The virtual engine's costs: defaults, the run cost calibrated from the trace when it has
 /// run events, then `--ext-cost-ns` and `--cost` overrides.
-fn cost_model(args: &ReplayArgs, conv: &TraceConversion) -> Result<CostModel> {
+pub fn cost_model(args: &ReplayArgs, conv: &TraceConversion) -> Result<CostModel> {
     let mut m = CostModel::defaults();
     if conv.run_cost_ns > 0 {
         m.set(
@@ -407,7 +445,11 @@ pub fn json_report(
         "spin_cpu_seconds": r.dr_lock.spin_cpu_seconds,
         "spin_cpu_seconds_by_role": {
             "delayed_refs_lock": r.dr_lock.spin_cpu_seconds,
+            "delayed_refs_lock_in_runners": r.dr_lock.runner_spin_cpu_seconds,
             "head_lock": r.head_lock.spin_cpu_seconds,
+            "extent_tree": r.virtual_figures.as_ref().map(|v| {
+                v.cpus.iter().map(|c| c.spin_extent_tree_ns).sum::<u64>() as f64 / 1e9
+            }),
         },
         "lock_waits": {
             "delayed_refs_lock": wait_json(&r.dr_lock.wait),
@@ -599,11 +641,12 @@ fn cpu_split(o: &mut String, v: &refgate_replay::engine::VirtualFigures) {
     let pct = |x: u64| 100.0 * x as f64 / total;
     let _ = writeln!(
         o,
-        "  cpu time   work {:.1} %, spinning {:.1} % (delayed_refs->lock {}, head->lock {}), switching {:.1} %, sleeping {:.1} %, idle {:.1} %",
+        "  cpu time   work {:.1} %, spinning {:.1} % (delayed_refs->lock {}, head->lock {}, extent tree {}), switching {:.1} %, sleeping {:.1} %, idle {:.1} %",
         pct(sum(|c| c.work_ns)),
         pct(sum(|c| c.spin_ns())),
         ns(sum(|c| c.spin_delayed_refs_lock_ns)),
         ns(sum(|c| c.spin_head_lock_ns)),
+        ns(sum(|c| c.spin_extent_tree_ns)),
         pct(sum(|c| c.switch_ns)),
         pct(sum(|c| c.sleeping_ns)),
         pct(sum(|c| c.idle_ns)),

@@ -26,15 +26,17 @@ pub(crate) enum Acct {
     Work = 0,
     SpinDr = 1,
     SpinHead = 2,
-    Switch = 3,
-    Sleep = 4,
-    Idle = 5,
+    SpinExtent = 3,
+    Switch = 4,
+    Sleep = 5,
+    Idle = 6,
 }
 
 impl Acct {
     pub(crate) fn spin(role: WaitRole) -> Acct {
         match role {
             WaitRole::DelayedRefsLock => Acct::SpinDr,
+            WaitRole::ExtentTree => Acct::SpinExtent,
             _ => Acct::SpinHead,
         }
     }
@@ -64,6 +66,8 @@ pub struct CpuTime {
     pub spin_delayed_refs_lock_ns: u64,
     /// Spinning on a head's spinlock.
     pub spin_head_lock_ns: u64,
+    /// Spinning on the extent tree's lock (3.x spinning tree locks, `ExtentLock::Spin`).
+    pub spin_extent_tree_ns: u64,
     /// Context switches, wake-up latency, `cond_resched` polling.
     pub switch_ns: u64,
     /// No runnable task while some of its tasks sleep (gate, head mutex, extent tree,
@@ -81,13 +85,14 @@ impl CpuTime {
             Acct::Work => self.work_ns += ns,
             Acct::SpinDr => self.spin_delayed_refs_lock_ns += ns,
             Acct::SpinHead => self.spin_head_lock_ns += ns,
+            Acct::SpinExtent => self.spin_extent_tree_ns += ns,
             Acct::Switch => self.switch_ns += ns,
             Acct::Sleep => self.sleeping_ns += ns,
             Acct::Idle => self.idle_ns += ns,
         }
     }
     pub fn spin_ns(&self) -> u64 {
-        self.spin_delayed_refs_lock_ns + self.spin_head_lock_ns
+        self.spin_delayed_refs_lock_ns + self.spin_head_lock_ns + self.spin_extent_tree_ns
     }
     pub fn total_ns(&self) -> u64 {
         self.work_ns + self.spin_ns() + self.switch_ns + self.sleeping_ns + self.idle_ns

@@ -1,0 +1,362 @@
+//! `refgate compare`: one workload replayed on the virtual-CPU engine under every
+//! (policy, CPU count) point, as a table, JSON or CSV, and plots (`-o DIR`).
+//!
+//! Every point replays the same workload: replicated once, as much as the largest CPU
+//! count needs, so that points differ only in policy and CPUs. Points are independent and
+//! deterministic, so they run in parallel on all host cores and the figures do not depend
+//! on how many there are.
+
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use anyhow::{Result, bail};
+use refgate_replay::{
+    Config, Engine, Params, Report,
+    cost::{Cost, CostEntry},
+    live::Live,
+    params::ExtentLock,
+    vcpu::CpuTime,
+};
+use serde::Serialize;
+
+use crate::replay::{self, ReplayArgs};
+
+pub struct CompareArgs {
+    pub trace: Option<PathBuf>,
+    pub policies: Vec<String>,
+    pub cpus: Vec<usize>,
+    pub replicate: Option<usize>,
+    pub handle_gap_us: u64,
+    pub costs: Vec<String>,
+    pub sim_seed: u64,
+    pub extent_lock: Option<ExtentLock>,
+    pub out_dir: Option<PathBuf>,
+    pub json: bool,
+    pub csv: bool,
+}
+
+/// One (policy, CPUs) point's answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub policy: String,
+    pub cpus: usize,
+    /// Makespan.
+    pub virtual_seconds: f64,
+    pub refs_per_virtual_second: f64,
+    pub refs_run: u64,
+    /// CPU burnt spinning on `delayed_refs->lock`, summed over CPUs.
+    pub dr_spin_cpu_seconds: f64,
+    /// The same as a share of all CPU time (CPUs × makespan).
+    pub dr_spin_share: f64,
+    /// Of `dr_spin_cpu_seconds`, spun inside `btrfs_run_delayed_refs` (the runners).
+    pub dr_runner_spin_cpu_seconds: f64,
+    /// CPU burnt spinning on the extent tree's lock (3.x spinning tree locks).
+    pub extent_tree_spin_cpu_seconds: f64,
+    pub head_lock_spin_cpu_seconds: f64,
+    pub extent_tree_wait_seconds: f64,
+    pub extent_tree_waits: u64,
+    pub head_mutex_wait_seconds: f64,
+    pub run_calls: u64,
+    pub run_call_p99_ns: u64,
+    pub gate_sleeps: u64,
+    pub gate_early_returns: u64,
+    pub seq_holdbacks: u64,
+    /// Summed over CPUs.
+    pub cpu_time: CpuTime,
+    pub invariant_ok: bool,
+}
+
+impl Point {
+    fn from_report(policy: &str, r: &Report) -> Self {
+        let v = r.virtual_figures.as_ref().expect("virtual engine");
+        let mut t = CpuTime::default();
+        for c in &v.cpus {
+            t.work_ns += c.work_ns;
+            t.spin_delayed_refs_lock_ns += c.spin_delayed_refs_lock_ns;
+            t.spin_head_lock_ns += c.spin_head_lock_ns;
+            t.spin_extent_tree_ns += c.spin_extent_tree_ns;
+            t.switch_ns += c.switch_ns;
+            t.sleeping_ns += c.sleeping_ns;
+            t.idle_ns += c.idle_ns;
+            t.refs_run += c.refs_run;
+        }
+        Point {
+            policy: policy.into(),
+            cpus: r.threads,
+            virtual_seconds: v.virtual_seconds,
+            refs_per_virtual_second: v.refs_per_virtual_second,
+            refs_run: r.refs_run,
+            dr_spin_cpu_seconds: r.dr_lock.spin_cpu_seconds,
+            dr_spin_share: t.spin_delayed_refs_lock_ns as f64 / t.total_ns().max(1) as f64,
+            dr_runner_spin_cpu_seconds: r.dr_lock.runner_spin_cpu_seconds,
+            extent_tree_spin_cpu_seconds: t.spin_extent_tree_ns as f64 / 1e9,
+            head_lock_spin_cpu_seconds: r.head_lock.spin_cpu_seconds,
+            extent_tree_wait_seconds: r.extent_tree_waits.total_ns as f64 / 1e9,
+            extent_tree_waits: r.extent_tree_waits.count,
+            head_mutex_wait_seconds: r.head_mutex_waits.total_ns as f64 / 1e9,
+            run_calls: r.run_calls.count,
+            run_call_p99_ns: r.run_calls.p99_ns,
+            gate_sleeps: r.gate.sleeps,
+            gate_early_returns: r.gate.early_returns,
+            seq_holdbacks: r.seq_holdbacks,
+            cpu_time: t,
+            invariant_ok: !r.partial,
+        }
+    }
+}
+
+/// What a sweep was run on, for the table's header and the plots' titles.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sweep {
+    pub trace: String,
+    pub kernel: String,
+    pub engine: &'static str,
+    /// Tasks in the recorded workload, and the copies replayed at every point.
+    pub recorded_tasks: usize,
+    pub replicas: usize,
+    pub cost_model: Vec<CostEntry>,
+    pub sim_seed: u64,
+    /// `spin`, `sleep`, or `era` (3.x policies spin, modern sleeps).
+    pub extent_lock: &'static str,
+    pub points: Vec<Point>,
+}
+
+/// Parses `1,2,4` into CPU counts.
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|p| match p.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "--cpus takes positive counts separated by commas, not `{p}`"
+            )),
+        })
+        .collect()
+}
+
+fn kernel_of(trace: &Option<PathBuf>) -> String {
+    let header = match trace {
+        Some(p) => refgate_common::trace::TraceReader::open_path(p)
+            .map(|r| r.header().kernel_release.clone()),
+        None => refgate_common::trace::TraceReader::open(std::io::Cursor::new(replay::SAMPLE))
+            .map(|r| r.header().kernel_release.clone()),
+    };
+    header.unwrap_or_else(|_| "unknown kernel".into())
+}
+
+pub fn run(args: CompareArgs) -> Result<()> {
+    if args.cpus.is_empty() || args.policies.is_empty() {
+        bail!("compare needs at least one policy (--policies) and one CPU count (--cpus)");
+    }
+    let policies: Vec<_> = args
+        .policies
+        .iter()
+        .map(|p| replay::policy_by_name(p).map(|b| (p.clone(), b)))
+        .collect::<Result<_>>()?;
+    let max_cpus = *args.cpus.iter().max().expect("non-empty");
+    let rargs = ReplayArgs {
+        trace: args.trace.clone(),
+        replicate: args.replicate,
+        handle_gap_us: args.handle_gap_us,
+        costs: args.costs.clone(),
+        ..Default::default()
+    };
+    let prepared = replay::prepare_workload(&rargs, max_cpus)?;
+    let costs = replay::cost_model(&rargs, &prepared.conv)?;
+    let params = Params {
+        ext_cost_ns: costs.get(Cost::RunRef),
+        costs: costs.clone(),
+        extent_lock: args.extent_lock,
+        ..Params::default()
+    };
+    let points: Vec<(usize, usize)> = (0..policies.len())
+        .flat_map(|p| args.cpus.iter().map(move |&c| (p, c)))
+        .collect();
+    let results: Mutex<Vec<Option<Result<Point, String>>>> = Mutex::new(vec![None; points.len()]);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(points.len());
+    let tty = std::io::stderr().is_terminal();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(p, cpus)) = points.get(i) else {
+                        return;
+                    };
+                    let (name, policy) = &policies[p];
+                    let cfg = Config {
+                        engine: Engine::Virtual,
+                        cpus,
+                        params: params.clone(),
+                        sim_seed: args.sim_seed,
+                        pace: false,
+                    };
+                    let r = refgate_replay::replay(
+                        &prepared.workload,
+                        policy.as_ref(),
+                        &cfg,
+                        Arc::new(Live::new(cpus)),
+                    )
+                    .map(|r| Point::from_report(name, &r))
+                    .map_err(|e| format!("{name} on {cpus} CPUs: {e}"));
+                    results.lock().expect("no panics hold it")[i] = Some(r);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(n, points.len(), started, tty);
+                }
+            });
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    let mut out = Vec::new();
+    for r in results.into_inner().expect("no panics hold it") {
+        match r.expect("every point ran") {
+            Ok(p) => out.push(p),
+            Err(e) => bail!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"),
+        }
+    }
+    let sweep = Sweep {
+        trace: prepared.name.clone(),
+        kernel: kernel_of(&args.trace),
+        engine: Engine::Virtual.name(),
+        recorded_tasks: prepared.conv.tasks,
+        replicas: prepared.copies,
+        cost_model: costs.entries.clone(),
+        sim_seed: args.sim_seed,
+        extent_lock: match args.extent_lock {
+            Some(ExtentLock::Spin) => "spin",
+            Some(ExtentLock::Sleep) => "sleep",
+            None => "era",
+        },
+        points: out,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&sweep)?);
+    } else if args.csv {
+        print!("{}", csv(&sweep));
+    } else {
+        print!("{}", table(&sweep));
+    }
+    if let Some(dir) = &args.out_dir {
+        let files = crate::plots::write_all(&sweep, dir)?;
+        eprintln!(
+            "refgate compare: wrote {} plots into {}",
+            files.len(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Points done and an ETA, on one line (terminal) or a line per point.
+fn progress(done: usize, total: usize, started: Instant, tty: bool) {
+    let el = started.elapsed().as_secs_f64();
+    let eta = el / done as f64 * (total - done) as f64;
+    if tty {
+        eprint!("\rrefgate compare: {done}/{total} points, {el:.1} s, ETA {eta:.1} s   ");
+    } else {
+        eprintln!("refgate compare: {done}/{total} points, {el:.1} s, ETA {eta:.1} s");
+    }
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.3}", s * 1e3)
+}
+
+/// The text table: one row per point.
+pub fn table(s: &Sweep) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "refgate compare: {} (recorded on {}), {} tasks × {} replicas on every point, engine {}, sim seed {}, extent-tree lock {}",
+        s.trace, s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_lock
+    );
+    let costs: Vec<String> = s
+        .cost_model
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.ns))
+        .collect();
+    let _ = writeln!(o, "costs (ns): {}\n", costs.join(" "));
+    let _ = writeln!(
+        o,
+        "{:<13} {:>5} {:>12} {:>12} {:>13} {:>7} {:>13} {:>13} {:>13} {:>12} {:>12} {:>7} {:>7}",
+        "policy",
+        "cpus",
+        "makespan ms",
+        "refs/vsec",
+        "DR spin ms",
+        "DR %",
+        "  in runners",
+        "ext spin ms",
+        "ext wait ms",
+        "mutex ms",
+        "run p99 µs",
+        "sleeps",
+        "early"
+    );
+    for p in &s.points {
+        let _ = writeln!(
+            o,
+            "{:<13} {:>5} {:>12} {:>12.0} {:>13} {:>6.2}% {:>13} {:>13} {:>13} {:>12} {:>12.1} {:>7} {:>7}",
+            p.policy,
+            p.cpus,
+            ms(p.virtual_seconds),
+            p.refs_per_virtual_second,
+            ms(p.dr_spin_cpu_seconds),
+            100.0 * p.dr_spin_share,
+            ms(p.dr_runner_spin_cpu_seconds),
+            ms(p.extent_tree_spin_cpu_seconds),
+            ms(p.extent_tree_wait_seconds),
+            ms(p.head_mutex_wait_seconds),
+            p.run_call_p99_ns as f64 / 1e3,
+            p.gate_sleeps,
+            p.gate_early_returns
+        );
+    }
+    o
+}
+
+/// CSV with a header row; one row per point.
+pub fn csv(s: &Sweep) -> String {
+    let mut o = String::from(
+        "policy,cpus,virtual_seconds,refs_per_virtual_second,refs_run,dr_spin_cpu_seconds,dr_spin_share,dr_runner_spin_cpu_seconds,extent_tree_spin_cpu_seconds,head_lock_spin_cpu_seconds,extent_tree_wait_seconds,extent_tree_waits,head_mutex_wait_seconds,run_calls,run_call_p99_ns,gate_sleeps,gate_early_returns,seq_holdbacks\n",
+    );
+    for p in &s.points {
+        o.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            p.policy,
+            p.cpus,
+            p.virtual_seconds,
+            p.refs_per_virtual_second,
+            p.refs_run,
+            p.dr_spin_cpu_seconds,
+            p.dr_spin_share,
+            p.dr_runner_spin_cpu_seconds,
+            p.extent_tree_spin_cpu_seconds,
+            p.head_lock_spin_cpu_seconds,
+            p.extent_tree_wait_seconds,
+            p.extent_tree_waits,
+            p.head_mutex_wait_seconds,
+            p.run_calls,
+            p.run_call_p99_ns,
+            p.gate_sleeps,
+            p.gate_early_returns,
+            p.seq_holdbacks
+        ));
+    }
+    o
+}

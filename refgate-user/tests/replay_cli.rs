@@ -1,0 +1,122 @@
+//! `refgate replay` and `refgate compare` end to end on the bundled sample: the virtual
+//! engine's figures are the same run after run (outside `host`), `compare` gives every
+//! point, a CSV and plots that name what they show.
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json_of(args: &[&str]) -> Value {
+    let o = refgate().args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn without_host(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("host");
+    v
+}
+
+#[test]
+fn virtual_replay_json_is_identical_twice_and_says_which_engine_ran() {
+    let args = [
+        "replay", "--json", "--policy", "seed", "--threads", "16", "--replicate", "2",
+    ];
+    let a = json_of(&args);
+    assert_eq!(a["engine"], "virtual");
+    assert_eq!(a["invariant_ok"], true);
+    assert!(a["virtual_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(a["cpus"].as_array().unwrap().len(), 16);
+    assert!(a["host"]["wall_seconds"].as_f64().unwrap() > 0.0);
+    assert!(a.get("wall_seconds").is_none(), "host figures live in `host`");
+    let names: Vec<&str> = a["cost_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"run_ref") && names.contains(&"context_switch"));
+    assert_eq!(without_host(a), without_host(json_of(&args)));
+    // The threads engine says so too.
+    let t = json_of(&["replay", "--json", "--engine", "threads", "--threads", "2"]);
+    assert_eq!(t["engine"], "threads");
+    assert!(t.get("virtual_seconds").is_none());
+}
+
+#[test]
+fn cost_overrides_are_used_and_bad_ones_explained() {
+    let v = json_of(&["replay", "--json", "--threads", "4", "--cost", "run_ref=5000"]);
+    let run = v["cost_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "run_ref")
+        .unwrap()
+        .clone();
+    assert_eq!(run["ns"], 5000);
+    assert!(run["source"].as_str().unwrap().contains("--cost"));
+    let o = refgate()
+        .args(["replay", "--threads", "4", "--cost", "nope=3"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("unknown cost `nope`") && e.contains("run_ref"), "{e}");
+}
+
+#[test]
+fn compare_gives_every_point_a_csv_and_labelled_plots() {
+    let d = tempfile::tempdir().unwrap();
+    let args = [
+        "compare",
+        "--policies",
+        "pre,seed",
+        "--cpus",
+        "1,4",
+        "--json",
+        "-o",
+        d.path().to_str().unwrap(),
+    ];
+    let v = json_of(&args);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    assert_eq!(v["engine"], "virtual");
+    // One workload for every point: replicated for the largest CPU count.
+    assert_eq!(v["replicas"], 1);
+    for p in points {
+        assert_eq!(p["invariant_ok"], true);
+        assert!(p["virtual_seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(v, json_of(&args), "a sweep is deterministic");
+    for stem in [
+        "dr-spin",
+        "extent-tree-wait",
+        "makespan",
+        "throughput",
+        "run-call-p99",
+        "gate-sleeps",
+    ] {
+        // plotters writes each text on its own line: fold them.
+        let svg = std::fs::read_to_string(d.path().join(format!("{stem}.svg")))
+            .unwrap()
+            .replace('\n', " ");
+        for needle in ["virtual CPUs", "> pre <", "> seed <", "recorded on", "cost model"] {
+            assert!(svg.contains(needle), "{stem}.svg lacks {needle:?}");
+        }
+        let png = std::fs::read(d.path().join(format!("{stem}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{stem}.png");
+    }
+    let o = refgate()
+        .args(["compare", "--policies", "modern", "--cpus", "2", "--csv"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("policy,cpus,virtual_seconds,"));
+    assert!(lines.next().unwrap().starts_with("modern,2,"));
+    assert_eq!(lines.next(), None);
+}

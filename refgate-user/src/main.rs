@@ -3,6 +3,7 @@
 mod compare;
 mod dashboard;
 mod inspect;
+mod owner;
 mod record;
 mod plots;
 mod replay;

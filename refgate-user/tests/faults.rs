@@ -80,3 +80,75 @@ fn kill_9_then_replay() {
         .unwrap();
     assert!(!o.status.success(), "--strict refuses a killed recording");
 }
+
+/// Under sudo (SUDO_UID/SUDO_GID set, running as root) the trace belongs to the user who asked
+/// for it, and a trace is private (0600) like perf.data. Under sudo, refgate does not write
+/// through a symlink nor take over a file of a third user.
+#[test]
+fn sudo_trace_is_the_invoking_users_and_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _s = serial();
+    if !is_root() {
+        eprintln!("skipped: needs root (to act as sudo would)");
+        return;
+    }
+    ensure_tracefs();
+    let fs = LoopBtrfs::new();
+    let d = fs.dir.path();
+    let sudo_record = |out: &Path| {
+        refgate()
+            .args(["record", "--no-tui", "--duration", "1", "--mount"])
+            .arg(&fs.mnt)
+            .arg("-o")
+            .arg(out)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .output()
+            .unwrap()
+    };
+    // A new trace, and an old root-owned 0644 trace (from a refgate before this fix).
+    let old = d.join("old.bin");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin"),
+        &old,
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for out in [d.join("new.bin"), old] {
+        let o = sudo_record(&out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let md = std::fs::metadata(&out).unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534), "{}", out.display());
+        assert_eq!(md.mode() & 0o777, 0o600, "{}", out.display());
+    }
+    // Without sudo, root's trace is root's, still 0600.
+    let plain = d.join("plain.bin");
+    let o = refgate()
+        .args(["record", "--no-tui", "--duration", "1", "--mount"])
+        .arg(&fs.mnt)
+        .arg("-o")
+        .arg(&plain)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::metadata(&plain).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    // A symlink to a file of root, and a file of a third user: refused, left untouched.
+    let precious = d.join("precious");
+    std::fs::write(&precious, b"root's data").unwrap();
+    let link = d.join("link.bin");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let other = d.join("other.bin");
+    std::fs::write(&other, b"someone else's").unwrap();
+    std::os::unix::fs::chown(&other, Some(12345), Some(12345)).unwrap();
+    for (out, needle) in [(&link, "symbolic link"), (&other, "will not overwrite")] {
+        let o = sudo_record(out);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(needle), "{e}");
+    }
+    assert_eq!(std::fs::read(&precious).unwrap(), b"root's data");
+    assert_eq!(std::fs::read(&other).unwrap(), b"someone else's");
+    assert_eq!(std::fs::metadata(&precious).unwrap().uid(), 0);
+}

@@ -98,7 +98,9 @@ pub fn run(args: RecordArgs) -> Result<()> {
         None => None,
     };
 
-    let file = File::create(&args.output)
+    // Mode 0600 (the trace names the host, its tasks and command lines), and under sudo
+    // owned by the user who asked for it.
+    let file = crate::owner::create_private(&args.output)
         .with_context(|| format!("cannot create the trace file {}", args.output.display()))?;
     let res = record_into(
         file,

@@ -273,6 +273,14 @@ impl DelayedRefHead {
         }
     }
 
+    /// Makes an unused head (never inserted, so never locked or claimed) stand for another
+    /// extent: the add API's preallocated head, reused instead of freed and allocated again.
+    pub(crate) fn reset(&mut self, bytenr: u64, num_bytes: u64, is_data: bool) {
+        debug_assert!(!self.mutex.is_locked() && !self.claimed() && self.in_tree());
+        self.bytenr = bytenr;
+        *self.lock.get_mut() = HeadInner::new(num_bytes, is_data);
+    }
+
     /// Caller holds `delayed_refs->lock`.
     pub fn claimed(&self) -> bool {
         self.claimed.load(Ordering::Relaxed)

@@ -6,8 +6,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 fn new_hist() -> Histogram<u64> {
-    // 1 ns .. 1 hour at 2 significant digits: a few KiB per histogram.
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("static bounds")
+    // Auto-resizing from 1 ns at 2 significant digits: a histogram grows only to the
+    // largest value it records (a task's metrics hold five; the virtual engine has one
+    // worker per task, thousands in a large replay).
+    Histogram::new(2).expect("static precision")
 }
 
 /// Waits of one kind (count, total, distribution) in nanoseconds.
@@ -32,7 +34,11 @@ impl WaitStats {
     pub fn record(&mut self, ns: u64) {
         self.count += 1;
         self.total_ns += ns;
-        self.hist.saturating_record(ns.max(1));
+        // `record` grows the auto-resizing histogram; only a value beyond what any
+        // histogram can hold (never, for ns) falls back to saturating.
+        if self.hist.record(ns.max(1)).is_err() {
+            self.hist.saturating_record(ns.max(1));
+        }
     }
     pub fn merge(&mut self, o: &WaitStats) {
         self.count += o.count;
@@ -196,5 +202,25 @@ impl ThreadMetrics {
         self.seq_holdbacks += o.seq_holdbacks;
         self.nodes_walked += o.nodes_walked;
         self.head_eagain += o.head_eagain;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The auto-resizing histogram keeps large values (a run-all of seconds) and merges
+    /// histograms of different ranges.
+    #[test]
+    fn large_values_are_kept_and_merged() {
+        let mut a = WaitStats::default();
+        a.record(300_000_000_000);
+        let mut b = WaitStats::default();
+        b.record(5);
+        b.merge(&a);
+        let s = b.summary();
+        assert_eq!(s.count, 2);
+        assert!(s.max_ns >= 297_000_000_000, "{s:?}");
+        assert!(s.p50_ns <= 5, "{s:?}");
     }
 }

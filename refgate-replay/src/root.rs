@@ -22,6 +22,9 @@ pub struct Worker {
     pub id: usize,
     pub m: ThreadMetrics,
     live: Arc<Live>,
+    /// The add API's preallocated head when the last add found one in the tree (§1.4):
+    /// kept for the next add instead of freed.
+    spare_head: Option<Arc<DelayedRefHead>>,
 }
 
 impl Worker {
@@ -31,6 +34,7 @@ impl Worker {
             id,
             m: ThreadMetrics::default(),
             live,
+            spare_head: None,
         }
     }
     pub fn ws(&self) -> &WorkerState {
@@ -205,7 +209,7 @@ impl FsModel {
     }
 
     pub(crate) fn lock_root(&self, w: &mut Worker) -> SpinGuard<'_, RootInner> {
-        let Worker { m, live, id } = w;
+        let Worker { m, live, id, .. } = w;
         self.root.lock.lock(&mut m.dr_lock, &live.workers[*id])
     }
 
@@ -214,7 +218,7 @@ impl FsModel {
         head: &'h DelayedRefHead,
         w: &mut Worker,
     ) -> SpinGuard<'h, HeadInner> {
-        let Worker { m, live, id } = w;
+        let Worker { m, live, id, .. } = w;
         head.lock.lock(&mut m.head_lock, &live.workers[*id])
     }
 
@@ -259,7 +263,7 @@ impl FsModel {
         }
         drop(g);
         {
-            let Worker { m, live, id } = w;
+            let Worker { m, live, id, .. } = w;
             head.mutex_lock(&mut m.head_mutex, &live.workers[*id]);
         }
         let g = self.lock_root(w);
@@ -274,7 +278,19 @@ impl FsModel {
     /// A head allocated before `delayed_refs->lock` is taken, as the add API does
     /// (`kmem_cache_alloc` of head and ref, then `spin_lock`, §1.4): only the tree work is
     /// done under the lock.
-    fn alloc_head(&self, bytenr: u64, num_bytes: u64, is_data: bool) -> Arc<DelayedRefHead> {
+    fn alloc_head(
+        &self,
+        w: &mut Worker,
+        bytenr: u64,
+        num_bytes: u64,
+        is_data: bool,
+    ) -> Arc<DelayedRefHead> {
+        if let Some(mut spare) = w.spare_head.take()
+            && let Some(h) = Arc::get_mut(&mut spare)
+        {
+            h.reset(bytenr, num_bytes, is_data);
+            return spare;
+        }
         Arc::new(DelayedRefHead::new(
             bytenr,
             num_bytes,
@@ -346,7 +362,7 @@ impl FsModel {
         op: Option<ExtentOp>,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
-        let mut spare = Some(self.alloc_head(r.bytenr, r.num_bytes, r.is_data()));
+        let mut spare = Some(self.alloc_head(w, r.bytenr, r.num_bytes, r.is_data()));
         let mut g = self.lock_root(w);
         self.charge(Cost::AddRef, 1);
         // §1.6: v3.x hands every fs-tree ref a fresh seq; modern reads a seq that only
@@ -383,7 +399,7 @@ impl FsModel {
         drop(hi);
         self.publish(&g.c);
         drop(g);
-        drop(spare);
+        w.spare_head = spare;
         Ok(())
     }
 
@@ -398,7 +414,7 @@ impl FsModel {
         op: ExtentOp,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
-        let mut spare = Some(self.alloc_head(bytenr, num_bytes, is_data));
+        let mut spare = Some(self.alloc_head(w, bytenr, num_bytes, is_data));
         let mut g = self.lock_root(w);
         self.charge(Cost::AddRef, 1);
         let head = self.add_delayed_ref_head(&mut g, h, bytenr, &mut spare);
@@ -407,7 +423,7 @@ impl FsModel {
         drop(hi);
         self.publish(&g.c);
         drop(g);
-        drop(spare);
+        w.spare_head = spare;
         Ok(())
     }
 

@@ -99,6 +99,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The data, through exclusive access (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+
     /// Racy peek for assertions in single-threaded tests.
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed)

@@ -119,6 +119,9 @@ impl std::hash::Hasher for U64Hasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
+    fn write_usize(&mut self, v: usize) {
+        self.0 = v as u64;
+    }
 }
 
 pub type U64Build = std::hash::BuildHasherDefault<U64Hasher>;

@@ -226,8 +226,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             std::thread::sleep(
                 Duration::from_millis(50).min(next.saturating_duration_since(Instant::now())),
             );
-            if Instant::now() >= next && !args.json && !engine.is_finished() {
-                next += Duration::from_secs(1);
+            if Instant::now() < next || engine.is_finished() {
+                continue;
+            }
+            // Advanced in JSON mode too: a deadline left in the past made this loop spin
+            // (a busy core taken from the engine).
+            next += Duration::from_secs(1);
+            if !args.json {
                 let snap = live.snapshot();
                 let clock = if args.engine == Engine::Virtual {
                     format!(" (virtual {})", ns(snap.virtual_ns))

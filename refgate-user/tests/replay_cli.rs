@@ -24,7 +24,14 @@ fn without_host(mut v: Value) -> Value {
 #[test]
 fn virtual_replay_json_is_identical_twice_and_says_which_engine_ran() {
     let args = [
-        "replay", "--json", "--policy", "seed", "--threads", "16", "--replicate", "2",
+        "replay",
+        "--json",
+        "--policy",
+        "seed",
+        "--threads",
+        "16",
+        "--replicate",
+        "2",
     ];
     let a = json_of(&args);
     assert_eq!(a["engine"], "virtual");
@@ -32,7 +39,10 @@ fn virtual_replay_json_is_identical_twice_and_says_which_engine_ran() {
     assert!(a["virtual_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(a["cpus"].as_array().unwrap().len(), 16);
     assert!(a["host"]["wall_seconds"].as_f64().unwrap() > 0.0);
-    assert!(a.get("wall_seconds").is_none(), "host figures live in `host`");
+    assert!(
+        a.get("wall_seconds").is_none(),
+        "host figures live in `host`"
+    );
     let names: Vec<&str> = a["cost_model"]
         .as_array()
         .unwrap()
@@ -49,7 +59,14 @@ fn virtual_replay_json_is_identical_twice_and_says_which_engine_ran() {
 
 #[test]
 fn cost_overrides_are_used_and_bad_ones_explained() {
-    let v = json_of(&["replay", "--json", "--threads", "4", "--cost", "run_ref=5000"]);
+    let v = json_of(&[
+        "replay",
+        "--json",
+        "--threads",
+        "4",
+        "--cost",
+        "run_ref=5000",
+    ]);
     let run = v["cost_model"]
         .as_array()
         .unwrap()
@@ -65,7 +82,10 @@ fn cost_overrides_are_used_and_bad_ones_explained() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("unknown cost `nope`") && e.contains("run_ref"), "{e}");
+    assert!(
+        e.contains("unknown cost `nope`") && e.contains("run_ref"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -104,11 +124,20 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
         let svg = std::fs::read_to_string(d.path().join(format!("{stem}.svg")))
             .unwrap()
             .replace('\n', " ");
-        for needle in ["virtual CPUs", "> pre <", "> seed <", "recorded on", "cost model"] {
+        for needle in [
+            "virtual CPUs",
+            "> pre <",
+            "> seed <",
+            "recorded on",
+            "cost model",
+        ] {
             assert!(svg.contains(needle), "{stem}.svg lacks {needle:?}");
         }
         let png = std::fs::read(d.path().join(format!("{stem}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{stem}.png");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{stem}.png"
+        );
     }
     let o = refgate()
         .args(["compare", "--policies", "modern", "--cpus", "2", "--csv"])
@@ -116,7 +145,12 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
         .unwrap();
     let csv = String::from_utf8_lossy(&o.stdout);
     let mut lines = csv.lines();
-    assert!(lines.next().unwrap().starts_with("policy,cpus,virtual_seconds,"));
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("policy,cpus,virtual_seconds,")
+    );
     assert!(lines.next().unwrap().starts_with("modern,2,"));
     assert_eq!(lines.next(), None);
 }

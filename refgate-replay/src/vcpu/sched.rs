@@ -14,6 +14,7 @@
 
 use crate::cost::{Cost, CostModel};
 use crate::live::{Live, WaitRole};
+use crate::vecmap::U64Build;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -130,7 +131,9 @@ pub(crate) struct Sched {
     cpus: Vec<Cpu>,
     tasks: Vec<TaskSlot>,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
-    waiters: HashMap<usize, VecDeque<TaskId>>,
+    /// FIFO waiters per waited-on address. Emptied queues stay (their buffers are reused:
+    /// a contended acquisition then allocates nothing).
+    waiters: HashMap<usize, VecDeque<TaskId>, U64Build>,
     costs: [u64; 7],
     seed: u64,
     seq: u64,
@@ -168,7 +171,7 @@ impl Sched {
                 })
                 .collect(),
             events: BinaryHeap::new(),
-            waiters: HashMap::new(),
+            waiters: HashMap::default(),
             costs: costs.table(),
             seed,
             seq: 0,
@@ -329,11 +332,7 @@ impl Sched {
         let Some(q) = self.waiters.get_mut(&addr) else {
             return;
         };
-        let t = q.pop_front();
-        if q.is_empty() {
-            self.waiters.remove(&addr);
-        }
-        if let Some(t) = t {
+        if let Some(t) = q.pop_front() {
             self.wake(t);
         }
     }
@@ -346,9 +345,6 @@ impl Sched {
         let Some(t) = q.pop_front() else {
             return false;
         };
-        if q.is_empty() {
-            self.waiters.remove(&addr);
-        }
         let slot = &mut self.tasks[t as usize];
         slot.waiting_on = 0;
         if slot.spinning {
@@ -363,14 +359,14 @@ impl Sched {
     }
 
     pub(crate) fn wake_all(&mut self, addr: usize) -> usize {
-        let Some(q) = self.waiters.remove(&addr) else {
+        let Some(q) = self.waiters.get_mut(&addr) else {
             return 0;
         };
-        let n = q.len();
-        for t in q {
+        let woken: Vec<TaskId> = q.drain(..).collect();
+        for &t in &woken {
             self.wake(t);
         }
-        n
+        woken.len()
     }
 
     /// Tasks still waiting when nothing is left to happen, with what they wait on.

@@ -1,11 +1,13 @@
 //! `refgate`: record btrfs delayed-ref contention with eBPF, replay it on a userspace model of
 //! the kernel's delayed-ref runner, and inspect traces.
 mod compare;
+mod completions;
 mod dashboard;
+mod export;
 mod inspect;
 mod owner;
-mod record;
 mod plots;
+mod record;
 mod replay;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -146,6 +148,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a trace: Chrome trace-event JSON (Perfetto, chrome://tracing), JSON lines, or
+    /// Parquet (DuckDB, Spark, Trino); one entry per recorded event.
+    Export {
+        trace: PathBuf,
+        /// chrome, jsonl or parquet (default: from the output's extension, else chrome).
+        #[arg(short, long, value_enum)]
+        format: Option<export::Format>,
+        /// Output file, `-` for stdout (default: the trace's name with the format's
+        /// extension, in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Export the records before the damage of a cut or corrupt trace (with a warning)
+        /// instead of refusing it.
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write it and one page per subcommand into a directory.
+    Manpage {
+        /// Write refgate.1 and refgate-SUBCOMMAND.1 here instead of printing refgate.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 use refgate_replay::{Engine, params::ExtentLock};
@@ -157,7 +186,6 @@ fn parse_extent_lock(s: &str) -> Result<ExtentLock, String> {
         _ => Err(format!("--extent-lock takes `spin` or `sleep`, not {s}")),
     }
 }
-
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
     Engine::from_name(s).ok_or_else(|| format!("--engine takes `virtual` or `threads`, not {s}"))
@@ -233,6 +261,19 @@ fn main() -> ExitCode {
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),
+        Command::Export {
+            trace,
+            format,
+            output,
+            partial,
+        } => export::run(export::ExportArgs {
+            trace,
+            format,
+            output,
+            partial,
+        }),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Manpage { dir } => completions::manpage(dir.as_deref()),
         Command::Compare {
             trace,
             policies,

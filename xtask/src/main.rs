@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod install;
 mod vm;
 
 #[derive(Parser)]
@@ -40,6 +41,13 @@ enum Cmd {
     BenchReplay,
     /// Measure the probes' in-kernel cost per event on the --scratch workload (needs root).
     BenchProbes,
+    /// Build and install refgate, its shell completions and man pages under a prefix.
+    Install {
+        /// Installation prefix: binary to PREFIX/bin, completions and man pages under
+        /// PREFIX/share.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
 }
 
 /// The sample trace the README's first command replays.
@@ -335,6 +343,10 @@ fn main() -> Result<()> {
             build_release()?;
             bench_replay()
         }
+        Cmd::Install { prefix } => install::run(&prefix, &refgate(), || {
+            setup_toolchain()?;
+            build_release()
+        }),
         Cmd::BenchProbes => {
             setup()?;
             build_release()?;

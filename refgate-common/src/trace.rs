@@ -57,7 +57,7 @@
 //! build (zstd-sys); it was not measured, since LZ4 already meets both targets.
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -412,6 +412,12 @@ fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> io::Result<u64> {
 
 /// Streaming trace writer with bounded memory (one block of at most about [`BLOCK_TARGET`]
 /// bytes, plus one record).
+///
+/// Every frame goes to `W` with two `write_all` calls and nothing is buffered between frames,
+/// so with an unbuffered `W` (a `File`) [`bytes_written`](TraceWriter::bytes_written) is the
+/// file offset where the last whole frame ends. After a write error (a full disk),
+/// [`salvage`](TraceWriter::salvage) cuts the file back to that offset and appends the
+/// end-of-trace frame if there is room.
 pub struct TraceWriter<W: Write> {
     w: W,
     enc: wire::Encoder,
@@ -421,6 +427,78 @@ pub struct TraceWriter<W: Write> {
     packed: Vec<u8>,
     bytes_written: u64,
     records: u64,
+    /// What the whole frames written so far hold.
+    kept: Kept,
+    /// The same for the current block.
+    pending: Kept,
+    /// A write to `W` failed: what follows `bytes_written` in `W` is undefined.
+    failed: bool,
+    /// The end-of-trace frame is written.
+    closed: bool,
+}
+
+/// What a part of a trace holds: records, events, and the events' time span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub records: u64,
+    pub events: u64,
+    /// Smallest and largest event timestamp (ns), if any event.
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+}
+
+impl Kept {
+    fn add(&mut self, rec: &Record) {
+        self.records += 1;
+        if let Record::Event(e) = rec {
+            self.events += 1;
+            self.first_ts_ns = Some(self.first_ts_ns.map_or(e.ts_ns, |t| t.min(e.ts_ns)));
+            self.last_ts_ns = Some(self.last_ts_ns.map_or(e.ts_ns, |t| t.max(e.ts_ns)));
+        }
+    }
+    fn merge(&mut self, o: &Kept) {
+        self.records += o.records;
+        self.events += o.events;
+        self.first_ts_ns = match (self.first_ts_ns, o.first_ts_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_ts_ns = match (self.last_ts_ns, o.last_ts_ns) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    /// Seconds from the first to the last event.
+    pub fn span_seconds(&self) -> f64 {
+        match (self.first_ts_ns, self.last_ts_ns) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Cutting a writer's output back to a length ([`TraceWriter::salvage`]).
+pub trait Truncate {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl Truncate for File {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+/// What a salvaged trace holds ([`TraceWriter::salvage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Salvaged {
+    /// The file's length now: it ends with a whole frame.
+    pub bytes: u64,
+    /// What its frames hold.
+    pub kept: Kept,
+    /// Records that had been handed to the writer but are not in the file.
+    pub lost_records: u64,
+    /// Whether the end-of-trace frame fitted.
+    pub finished: bool,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -439,6 +517,10 @@ impl<W: Write> TraceWriter<W> {
             packed: Vec::new(),
             bytes_written: 10 + n,
             records: 0,
+            kept: Kept::default(),
+            pending: Kept::default(),
+            failed: false,
+            closed: false,
         })
     }
 
@@ -446,10 +528,14 @@ impl<W: Write> TraceWriter<W> {
     ///
     /// [`flush`]: TraceWriter::flush
     pub fn write(&mut self, rec: &Record) -> io::Result<()> {
+        if self.closed {
+            return Err(io::Error::other("the trace is already closed"));
+        }
         self.enc
             .encode(rec, &mut self.block)
             .map_err(io::Error::other)?;
         self.records += 1;
+        self.pending.add(rec);
         if self.block.len() >= BLOCK_TARGET {
             self.end_block()?;
         }
@@ -457,6 +543,12 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn end_block(&mut self) -> io::Result<()> {
+        if self.failed {
+            // What follows `bytes_written` is undefined: nothing more may be appended.
+            return Err(io::Error::other(
+                "an earlier write to the trace failed; only salvage() is possible",
+            ));
+        }
         if self.block.len() <= 1 {
             return Ok(());
         }
@@ -486,9 +578,11 @@ impl<W: Write> TraceWriter<W> {
         };
         let written = write_frame(&mut self.w, frame);
         self.packed = packed;
-        self.bytes_written += written?;
+        self.bytes_written += written.inspect_err(|_| self.failed = true)?;
         self.block.truncate(1);
         self.enc.reset();
+        let p = std::mem::take(&mut self.pending);
+        self.kept.merge(&p);
         Ok(())
     }
 
@@ -501,10 +595,33 @@ impl<W: Write> TraceWriter<W> {
 
     /// Flush, write the end-of-trace frame and return `W`.
     pub fn finish(mut self) -> io::Result<W> {
-        self.end_block()?;
-        self.bytes_written += write_frame(&mut self.w, &[KIND_END])?;
-        self.w.flush()?;
+        self.close()?;
         Ok(self.w)
+    }
+
+    /// Flush and write the end-of-trace frame; no record may follow. Unlike
+    /// [`finish`](TraceWriter::finish) the writer stays, for [`salvage`](TraceWriter::salvage)
+    /// should this fail.
+    pub fn close(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.end_block()?;
+        self.bytes_written +=
+            write_frame(&mut self.w, &[KIND_END]).inspect_err(|_| self.failed = true)?;
+        self.w.flush().inspect_err(|_| self.failed = true)?;
+        self.closed = true;
+        Ok(())
+    }
+
+    /// Whether a write to `W` failed (then only [`salvage`](TraceWriter::salvage) is useful).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// What the whole frames written so far hold.
+    pub fn kept(&self) -> Kept {
+        self.kept
     }
 
     /// Bytes handed to `W` so far (pending records not included).
@@ -515,6 +632,42 @@ impl<W: Write> TraceWriter<W> {
     /// Records written so far (including pending ones).
     pub fn records_written(&self) -> u64 {
         self.records
+    }
+}
+
+impl<W: Write + Seek + Truncate> TraceWriter<W> {
+    /// After a write error: cut `W` back to the end of its last whole frame (it was at offset 0
+    /// when the writer was made) and append the end-of-trace frame if there is room, so that
+    /// the file is a whole trace of everything in its frames; otherwise it ends at a frame
+    /// boundary, which readers report as unfinished, and nothing in it is damaged. Records
+    /// of the unwritten block are lost. Fails only if `W` cannot even be cut back.
+    pub fn salvage(mut self) -> io::Result<(W, Salvaged)> {
+        let at = self.bytes_written;
+        let lost_records = self.records - self.kept.records;
+        let mut finished = self.closed && !self.failed;
+        if !finished {
+            self.w.truncate_to(at)?;
+            self.w.seek(SeekFrom::Start(at))?;
+            let end = write_frame(&mut self.w, &[KIND_END]).and_then(|n| {
+                self.w.flush()?;
+                Ok(n)
+            });
+            match end {
+                Ok(n) => {
+                    self.bytes_written += n;
+                    finished = true;
+                }
+                // No room for 9 bytes: the file ends after its last whole frame.
+                Err(_) => self.w.truncate_to(at)?,
+            }
+        }
+        let s = Salvaged {
+            bytes: self.bytes_written,
+            kept: self.kept,
+            lost_records,
+            finished,
+        };
+        Ok((self.w, s))
     }
 }
 

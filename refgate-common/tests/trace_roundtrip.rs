@@ -151,3 +151,96 @@ fn stored_and_compressed_blocks_both_read_back() {
     assert!(bytes.len() < 2000 * 4, "and small: {} bytes", bytes.len());
     assert_eq!(read_back(&bytes).1, many);
 }
+
+/// A disk of `cap` bytes: a write past it is cut short, then fails with ENOSPC.
+struct Disk {
+    data: Vec<u8>,
+    pos: usize,
+    cap: usize,
+}
+
+impl std::io::Write for Disk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.pos >= self.cap {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let n = buf.len().min(self.cap - self.pos);
+        if self.data.len() < self.pos + n {
+            self.data.resize(self.pos + n, 0);
+        }
+        self.data[self.pos..self.pos + n].copy_from_slice(&buf[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for Disk {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match to {
+            std::io::SeekFrom::Start(p) => self.pos = p as usize,
+            _ => unimplemented!(),
+        }
+        Ok(self.pos as u64)
+    }
+}
+
+impl Truncate for Disk {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.data.truncate(len as usize);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// ENOSPC at any byte: `salvage` leaves a file that ends with a whole frame (and its end
+    /// frame when 9 bytes fit), holding exactly the records it says, none damaged.
+    #[test]
+    fn a_full_disk_is_salvaged_to_the_last_whole_frame(
+        records in prop::collection::vec(record(), 1..300),
+        flush_after in prop::collection::vec(0usize..300, 0..10),
+        cap_frac in 0.0f64..1.2,
+    ) {
+        let (full, _) = write_trace(&records, &flush_after, true);
+        let header_len = TraceWriter::new(Vec::new(), &sample_header()).unwrap().bytes_written();
+        let cap = header_len as usize + ((full.len() as f64 - header_len as f64) * cap_frac) as usize;
+        let disk = Disk { data: Vec::new(), pos: 0, cap };
+        let mut w = TraceWriter::new(disk, &sample_header()).unwrap();
+        let mut handed = 0u64;
+        let mut res = Ok(());
+        for (i, r) in records.iter().enumerate() {
+            res = w.write(r);
+            if res.is_err() { break; }
+            handed += 1;
+            if flush_after.contains(&i) {
+                res = w.flush();
+                if res.is_err() { break; }
+            }
+        }
+        if res.is_ok() {
+            res = w.close();
+        }
+        prop_assert_eq!(res.is_err(), w.failed());
+        let (disk, s) = w.salvage().unwrap();
+        prop_assert_eq!(s.bytes as usize, disk.data.len());
+        prop_assert!(s.kept.records <= handed);
+        prop_assert_eq!(s.lost_records, handed - s.kept.records);
+        if cap >= full.len() {
+            prop_assert!(s.finished);
+            prop_assert_eq!(&disk.data, &full);
+        }
+        let (_, back, damage, finished) = read_back(&disk.data);
+        prop_assert_eq!(finished, s.finished);
+        if s.finished {
+            prop_assert_eq!(damage, None);
+        } else {
+            prop_assert_eq!(damage.map(|d| (d.offset, d.reason)), Some((s.bytes, DamageReason::Unfinished)));
+        }
+        prop_assert_eq!(back.len() as u64, s.kept.records);
+        prop_assert_eq!(&back[..], &records[..back.len()]);
+    }
+}

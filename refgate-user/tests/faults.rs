@@ -152,3 +152,119 @@ fn sudo_trace_is_the_invoking_users_and_private() {
     assert_eq!(std::fs::read(&other).unwrap(), b"someone else's");
     assert_eq!(std::fs::metadata(&precious).unwrap().uid(), 0);
 }
+
+/// A tiny tmpfs, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new(size: &str) -> Tmpfs {
+        let d = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(d)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// ENOSPC while recording: the recorder stops with exit 1 (probes detached, workload
+/// untouched), and the file is cut back to its last whole frame (with its end frame if there is
+/// room), never ending in half a frame; the message says what the file holds.
+#[test]
+fn enospc_on_a_tiny_tmpfs_leaves_whole_frames() {
+    use refgate_common::trace::{DamageReason, TraceReader, summary::summarize};
+    let _s = serial();
+    if !is_root() {
+        eprintln!("skipped: recording needs root");
+        return;
+    }
+    ensure_tracefs();
+    let fs = LoopBtrfs::new();
+    let small = Tmpfs::new("48k");
+    let trace = small.0.path().join("trace.bin");
+    let mut child = refgate()
+        .args(["record", "--no-tui", "-o"])
+        .arg(&trace)
+        .arg("--mount")
+        .arg(&fs.mnt)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("recording with")),
+        "refgate record did not start"
+    );
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let mut err = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    // Enough events for a few hundred KB of trace; the recorder must stop on its own.
+    let t0 = std::time::Instant::now();
+    let mut st = None;
+    for round in 0..10 {
+        workload(&fs.mnt.join(format!("r{round}")), 4, 300);
+        fs.syncfs();
+        std::thread::sleep(Duration::from_millis(1200));
+        st = child.try_wait().unwrap();
+        if st.is_some() {
+            break;
+        }
+    }
+    if st.is_none() {
+        let _ = child.kill();
+        child.wait().unwrap();
+        panic!(
+            "refgate record did not stop on a full disk within {:?}",
+            t0.elapsed()
+        );
+    }
+    let _ = drain.join().unwrap();
+    let err = errs.join().unwrap();
+    assert_eq!(st.unwrap().code(), Some(1), "{err}");
+    for needle in [
+        "No space left on device",
+        "cut back to its last whole frame",
+        "every probe was detached",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    let summary = summarize(TraceReader::open_path(&trace).unwrap());
+    match &summary.damage {
+        None => assert!(summary.finished),
+        Some(d) => assert_eq!(
+            d.reason,
+            DamageReason::Unfinished,
+            "{:?}",
+            summary.damage_message
+        ),
+    }
+    assert!(summary.events > 100, "only {} events kept", summary.events);
+    // The message's figures are the file's.
+    let len = std::fs::metadata(&trace).unwrap().len();
+    assert!(
+        err.contains(&format!(
+            "{len} bytes holding the header and {} records",
+            summary.records
+        )),
+        "{err}"
+    );
+}

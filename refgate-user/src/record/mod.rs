@@ -10,7 +10,6 @@ pub mod tracefs;
 
 use std::{
     fs::File,
-    io::BufWriter,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -118,6 +117,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
             .unwrap_or(0);
         if len == 0 || e.downcast_ref::<NothingRecorded>().is_some() {
             let _ = std::fs::remove_file(&args.output);
+        } else if e.downcast_ref::<WriteFailed>().is_some() {
+            // The error itself says what the salvaged file holds.
         } else {
             eprintln!(
                 "refgate: stopped by an error; the events recorded before it are kept in {} \
@@ -129,6 +130,17 @@ pub fn run(args: RecordArgs) -> Result<()> {
     drop(scratch);
     res
 }
+
+/// Writing the trace failed (a full disk, an I/O error); the message says what the file,
+/// cut back to its last whole frame, holds.
+#[derive(Debug)]
+struct WriteFailed(String);
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for WriteFailed {}
 
 /// An error before anything reached the file: the file is removed.
 #[derive(Debug)]
@@ -256,7 +268,16 @@ fn record_into(
         }
     }
     let header = header(args, &probes, fs_info);
-    let mut writer = TraceWriter::new(BufWriter::new(file), &header)?;
+    // Unbuffered: the writer hands whole frames to the file, so after a write error the file
+    // can be cut back to the last whole frame (`salvage`).
+    let mut writer = TraceWriter::new(file, &header).map_err(|e| {
+        anyhow::Error::new(e)
+            .context(format!(
+                "cannot write the trace header to {}",
+                args.output.display()
+            ))
+            .context(NothingRecorded)
+    })?;
     let ncpus = header.cpu_count as usize;
 
     let logger = aya_log::EbpfLogger::init(&mut ebpf)
@@ -278,7 +299,7 @@ fn record_into(
         std::thread::spawn(move || scratch::run_workload(&mnt, files, stop))
     });
     let started = Instant::now();
-    let why: &'static str = rt.block_on(async {
+    let looped: Result<&'static str> = rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // The eBPF side submits without waking us (see `submit` there), so drain on a timer.
         let mut poll = tokio::time::interval(Duration::from_millis(20));
@@ -338,31 +359,44 @@ fn record_into(
                 } => return Ok("--duration elapsed"),
             }
         }
-    })?;
+    });
+    // Whatever ended the loop (including a write error), stop the workload and detach every
+    // probe (dropping the object closes programs and links) before anything else.
     if let Some(s) = scratch {
         s.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    if args.probe_cost {
+    if args.probe_cost && looped.is_ok() {
         cost::report(&ebpf);
     }
-    // Detach every probe (dropping the object closes programs and links), then take what is
-    // still in the ring buffer, so that nothing recorded is lost at the end.
     drop(ebpf);
-    let mut out = Vec::with_capacity(64);
-    drain(
-        ring.get_mut(),
-        &mut decoder,
-        &mut writer,
-        &mut live,
-        &mut out,
-    )?;
-    if let Some(l) = logger.as_mut() {
-        l.get_mut().flush();
-    }
-    let stats = read_counters(&counters, ncpus);
-    writer.write(&Record::Stats(stats.clone()))?;
-    let mut w = writer.finish()?;
-    std::io::Write::flush(&mut w)?;
+    // Then take what is still in the ring buffer, so that nothing recorded is lost at the
+    // end, and close the trace.
+    let closed = looped.and_then(|why| {
+        let mut out = Vec::with_capacity(64);
+        drain(
+            ring.get_mut(),
+            &mut decoder,
+            &mut writer,
+            &mut live,
+            &mut out,
+        )?;
+        if let Some(l) = logger.as_mut() {
+            l.get_mut().flush();
+        }
+        let stats = read_counters(&counters, ncpus);
+        writer.write(&Record::Stats(stats.clone()))?;
+        writer.close()?;
+        Ok((why, stats))
+    });
+    let workload_done = workload.map(|w| w.join());
+    let (why, stats) = match closed {
+        Ok(c) => c,
+        Err(e) if writer.failed() => {
+            drop(live);
+            return Err(salvage(writer, &e, &args.output));
+        }
+        Err(e) => return Err(e),
+    };
     live.finish(&stats, started.elapsed(), why, &args.output);
     if decoder.comm_fallbacks > 0 {
         log::warn!(
@@ -370,14 +404,54 @@ fn record_into(
             decoder.comm_fallbacks
         );
     }
-    if let Some(w) = workload {
-        match w.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.context("the scratch workload failed (the trace is kept)")),
-            Err(_) => bail!("the scratch workload thread panicked (the trace is kept)"),
+    match workload_done {
+        None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => {
+            return Err(e.context("the scratch workload failed (the trace is kept)"));
         }
+        Some(Err(_)) => bail!("the scratch workload thread panicked (the trace is kept)"),
     }
     Ok(())
+}
+
+/// After a write error: cut the file back to its last whole frame, append the end frame if it
+/// fits, and say exactly what the file holds.
+fn salvage(
+    writer: TraceWriter<File>,
+    err: &anyhow::Error,
+    path: &std::path::Path,
+) -> anyhow::Error {
+    let at = writer.bytes_written();
+    let path = path.display();
+    match writer.salvage() {
+        Ok((_, s)) => {
+            let end = if s.finished {
+                "and its end-of-trace frame: it is a whole trace of what it holds"
+            } else {
+                "but no end-of-trace frame (there was no room even for its 9 bytes): readers \
+                 call it unfinished, and read all of it"
+            };
+            anyhow::Error::new(WriteFailed(format!(
+                "writing the trace {path} failed at byte offset {at} ({err:#}). Recording stopped and \
+                 every probe was detached. The file was cut back to its last whole frame: {} \
+                 bytes holding the header and {} records ({} events over the first {:.1} s of \
+                 the recording), {end}; the {} records after them could not be written. \
+                 `refgate inspect {path}` and `refgate replay {path}` read it. Free space (or \
+                 record with -o on another filesystem) and record again for more.",
+                s.bytes,
+                s.kept.records,
+                s.kept.events,
+                s.kept.span_seconds(),
+                s.lost_records,
+            )))
+        }
+        Err(e2) => anyhow::Error::new(WriteFailed(format!(
+            "writing the trace {path} failed at byte offset {at} ({err:#}), and cutting it back to \
+             that byte failed too ({e2}). Recording stopped and every probe was detached. The \
+             first {at} bytes hold whole frames; `refgate inspect {path}` reads them and says \
+             where the damage starts."
+        ))),
+    }
 }
 
 /// Registers a ring buffer with tokio's reactor.
@@ -391,7 +465,7 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
 fn drain(
     ring: &mut RingBuf<aya::maps::MapData>,
     decoder: &mut Decoder,
-    writer: &mut TraceWriter<BufWriter<File>>,
+    writer: &mut TraceWriter<File>,
     live: &mut Live,
     out: &mut Vec<Record>,
 ) -> Result<()> {

@@ -50,9 +50,7 @@ fn add_ref() -> f64 {
     let mut map: BTreeMap<u64, Arc<DelayedRefHead>> = BTreeMap::new();
     let t = Instant::now();
     for (i, (head, hi)) in heads.iter().zip(&mut inners).enumerate() {
-        if !map.contains_key(&head.bytenr) {
-            map.insert(head.bytenr, head.clone());
-        }
+        map.entry(head.bytenr).or_insert_with(|| head.clone());
         let key = NodeKey::new(Era::V3, &BackrefKey::data(0, 5, 257, i as u64), 0);
         black_box(hi.insert_ref(Era::V3, key, RefAction::Add, 0));
     }

@@ -277,6 +277,16 @@ impl ExtentTree {
         })
     }
 
+    /// Extents with an item.
+    pub fn bytenrs(&self) -> Vec<u64> {
+        self.tree.lock().items.keys().copied().collect()
+    }
+
+    /// One extent's item, if it has one.
+    pub fn get(&self, bytenr: u64) -> Option<ExtentItem> {
+        self.tree.lock().items.get(&bytenr).map(ExtentItem::from)
+    }
+
     pub fn snapshot(&self) -> HashMap<u64, ExtentItem> {
         self.tree
             .lock()

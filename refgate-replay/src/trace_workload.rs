@@ -319,6 +319,7 @@ pub fn workload_from_records(
         tasks,
         initial,
         transactions,
+        ..Workload::default()
     };
     w.validate()?;
     Ok((w, conv))

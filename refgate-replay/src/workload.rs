@@ -8,8 +8,9 @@
 use crate::extent_tree::ExtentItem;
 use crate::head::ExtentOp;
 use crate::refkey::{AddAction, BackrefKey, RefSpec};
+use crate::vecmap::{U64Build, VecMap};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One operation inside a transaction handle.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,32 +59,109 @@ pub struct Task {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
+    /// The tasks of one copy (see `copies`).
     pub tasks: Vec<Task>,
-    /// Extent items present before the first transaction.
+    /// Extent items present before the first transaction (of one copy).
     pub initial: Vec<(u64, ExtentItem)>,
     /// Number of transactions; every one ends with a commit that drains the queue.
     pub transactions: usize,
+    /// [`Workload::replicate`]: this many copies of `tasks` and `initial` replay side by
+    /// side, copy `i` shifted by `i × stride` bytes. A view, not materialised: a replay of
+    /// many copies holds the operations of one (0 counts as 1).
+    #[serde(default)]
+    pub copies: usize,
+    #[serde(default)]
+    pub stride: u64,
+}
+
+/// One task of a (possibly replicated) workload: the recorded task and its copy's shift.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskView<'a> {
+    pub task: &'a Task,
+    /// Bytes added to every extent address of this copy.
+    pub offset: u64,
+    /// `copy × tasks + task.id`.
+    pub id: u32,
+}
+
+impl TaskView<'_> {
+    /// The operation as this copy replays it.
+    pub fn op(&self, op: &Op) -> Op {
+        op.shifted(self.offset)
+    }
+}
+
+/// A replica's backref key: SHARED_* keys name a parent block, which moves with the copy.
+pub(crate) fn shift_key(k: BackrefKey, off: u64) -> BackrefKey {
+    use refgate_common::event::{SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY};
+    if off != 0 && (k.ref_type == SHARED_BLOCK_REF_KEY || k.ref_type == SHARED_DATA_REF_KEY) {
+        BackrefKey { a: k.a + off, ..k }
+    } else {
+        k
+    }
+}
+
+impl Op {
+    /// The same operation on extents `off` bytes further (a replica, [`Workload::replicate`]).
+    pub fn shifted(&self, off: u64) -> Op {
+        let mut op = self.clone();
+        if off != 0 {
+            match &mut op {
+                Op::AddRef { r, .. } => {
+                    r.bytenr += off;
+                    r.key = shift_key(r.key, off);
+                }
+                Op::AddExtentOp { bytenr, .. } | Op::LookupExtentInfo { bytenr } => *bytenr += off,
+                Op::ShouldEnd | Op::Think { .. } => {}
+            }
+        }
+        op
+    }
 }
 
 impl Workload {
-    /// Operations the engine will execute (progress denominator).
-    pub fn total_ops(&self) -> u64 {
-        self.tasks
-            .iter()
-            .flat_map(|t| &t.transactions)
-            .flat_map(|tt| &tt.handles)
-            .map(|h| h.ops.len() as u64)
-            .sum()
+    /// Copies replayed (at least 1).
+    pub fn copies(&self) -> usize {
+        self.copies.max(1)
     }
 
-    /// Add-API calls (adds + drops + extent ops).
-    pub fn total_adds(&self) -> u64 {
-        self.ops()
-            .filter(|o| matches!(o, Op::AddRef { .. } | Op::AddExtentOp { .. }))
-            .count() as u64
+    /// Tasks of all copies.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len() * self.copies()
     }
 
-    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+    /// Task `i` of all copies, copy-major: copy `i / tasks`, recorded task `i % tasks`.
+    pub fn task(&self, i: usize) -> TaskView<'_> {
+        let n = self.tasks.len();
+        let copy = (i / n) as u64;
+        let task = &self.tasks[i % n];
+        TaskView {
+            task,
+            offset: copy * self.stride,
+            id: (copy as u32) * n as u32 + task.id,
+        }
+    }
+
+    /// The initial extent items of every copy.
+    pub fn initial_extents(&self) -> impl Iterator<Item = (u64, ExtentItem)> + '_ {
+        (0..self.copies() as u64).flat_map(move |c| {
+            let off = c * self.stride;
+            self.initial.iter().map(move |(b, it)| {
+                let mut it = it.clone();
+                if off != 0 {
+                    it.backrefs = it
+                        .backrefs
+                        .into_iter()
+                        .map(|(k, v)| (shift_key(k, off), v))
+                        .collect();
+                }
+                (b + off, it)
+            })
+        })
+    }
+
+    /// Operations of one copy.
+    fn base_ops(&self) -> impl Iterator<Item = &Op> {
         self.tasks
             .iter()
             .flat_map(|t| &t.transactions)
@@ -91,18 +169,64 @@ impl Workload {
             .flat_map(|h| &h.ops)
     }
 
-    /// §7.4 net effect: initial backrefs plus +1 per ADD/ADD_EXTENT call and −1 per DROP.
-    pub fn expected_backrefs(&self) -> BTreeMap<u64, BTreeMap<BackrefKey, i64>> {
-        let mut m: BTreeMap<u64, BTreeMap<BackrefKey, i64>> = BTreeMap::new();
+    /// Operations the engine will execute (progress denominator).
+    pub fn total_ops(&self) -> u64 {
+        self.base_ops().count() as u64 * self.copies() as u64
+    }
+
+    /// Add-API calls (adds + drops + extent ops).
+    pub fn total_adds(&self) -> u64 {
+        self.base_ops()
+            .filter(|o| matches!(o, Op::AddRef { .. } | Op::AddExtentOp { .. }))
+            .count() as u64
+            * self.copies() as u64
+    }
+
+    /// Every operation of every copy, as replayed.
+    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        (0..self.copies() as u64)
+            .flat_map(move |c| self.base_ops().map(move |op| op.shifted(c * self.stride)))
+    }
+
+    /// §7.4 net effect of copy 0 (every copy nets the same, shifted): initial backrefs
+    /// plus +1 per ADD/ADD_EXTENT call and −1 per DROP, per extent.
+    pub fn expected_backrefs_of_one_copy(&self) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
+        let mut m: HashMap<u64, VecMap<BackrefKey, i64>, U64Build> = HashMap::default();
         for (b, it) in &self.initial {
             let e = m.entry(*b).or_default();
             for (k, v) in &it.backrefs {
-                *e.entry(*k).or_insert(0) += *v as i64;
+                *e.get_or_insert_with(*k, || 0) += *v as i64;
             }
         }
-        for op in self.ops() {
+        for op in self.base_ops() {
             if let Op::AddRef { r, .. } = op {
-                *m.entry(r.bytenr).or_default().entry(r.key).or_insert(0) += r.action.count_mod();
+                *m.entry(r.bytenr)
+                    .or_default()
+                    .get_or_insert_with(r.key, || 0) += r.action.count_mod();
+            }
+        }
+        m
+    }
+
+    /// The copy an extent address belongs to, and its address in copy 0.
+    pub fn copy_of(&self, bytenr: u64) -> (u64, u64) {
+        match self.stride {
+            0 => (0, bytenr),
+            s => (bytenr / s, bytenr % s),
+        }
+    }
+
+    /// §7.4 net effect of every copy (tests; [`crate::invariant`] checks copy by copy).
+    pub fn expected_backrefs(&self) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
+        let base = self.expected_backrefs_of_one_copy();
+        let mut m = HashMap::default();
+        for c in 0..self.copies() as u64 {
+            let off = c * self.stride;
+            for (b, keys) in &base {
+                m.insert(
+                    b + off,
+                    keys.iter().map(|(k, v)| (shift_key(*k, off), *v)).collect(),
+                );
             }
         }
         m
@@ -110,54 +234,14 @@ impl Workload {
 
     /// The scaling mode: `n` copies of every task, copy `i` shifted by `i × stride` bytes
     /// (bytenrs, SHARED_* parents, lookups), so `n × tasks` writers work on disjoint extents.
-    /// Task ids become `i × tasks + id`.
+    /// Task ids become `i × tasks + id`. The copies are a view ([`Workload::task`]).
     pub fn replicate(&self, n: usize, stride: u64) -> Workload {
-        let ntasks = self.tasks.len() as u32;
-        let shift_key = |k: BackrefKey, off: u64| -> BackrefKey {
-            use refgate_common::event::{SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY};
-            if k.ref_type == SHARED_BLOCK_REF_KEY || k.ref_type == SHARED_DATA_REF_KEY {
-                BackrefKey { a: k.a + off, ..k }
-            } else {
-                k
-            }
-        };
-        let mut out = Workload {
-            transactions: self.transactions,
-            ..Default::default()
-        };
-        for i in 0..n {
-            let off = i as u64 * stride;
-            for (b, it) in &self.initial {
-                let mut it = it.clone();
-                it.backrefs = it
-                    .backrefs
-                    .into_iter()
-                    .map(|(k, v)| (shift_key(k, off), v))
-                    .collect();
-                out.initial.push((b + off, it));
-            }
-            for t in &self.tasks {
-                let mut t = t.clone();
-                t.id += i as u32 * ntasks;
-                for tt in &mut t.transactions {
-                    for h in &mut tt.handles {
-                        for op in &mut h.ops {
-                            match op {
-                                Op::AddRef { r, .. } => {
-                                    r.bytenr += off;
-                                    r.key = shift_key(r.key, off);
-                                }
-                                Op::AddExtentOp { bytenr, .. }
-                                | Op::LookupExtentInfo { bytenr } => *bytenr += off,
-                                Op::ShouldEnd | Op::Think { .. } => {}
-                            }
-                        }
-                    }
-                }
-                out.tasks.push(t);
-            }
+        assert_eq!(self.copies(), 1, "replicate a workload once");
+        Workload {
+            copies: n.max(1),
+            stride,
+            ..self.clone()
         }
-        out
     }
 
     /// The smallest stride that keeps replicas disjoint (see [`Workload::replicate`]).
@@ -166,7 +250,7 @@ impl Workload {
         for (b, it) in &self.initial {
             hi = hi.max(b + it.num_bytes);
         }
-        for op in self.ops() {
+        for op in self.base_ops() {
             match op {
                 Op::AddRef { r, .. } => hi = hi.max(r.bytenr + r.num_bytes).max(r.key.a + 1),
                 Op::AddExtentOp {
@@ -191,8 +275,9 @@ impl Workload {
                 ));
             }
         }
-        for (b, keys) in self.expected_backrefs() {
-            for (k, v) in keys {
+        // Every copy nets what copy 0 does.
+        for (b, keys) in self.expected_backrefs_of_one_copy() {
+            for (k, &v) in keys.iter() {
                 if v < 0 {
                     return Err(format!("extent {b}: backref {k:?} nets to {v}"));
                 }
@@ -573,6 +658,7 @@ pub fn synthetic(p: &SynthParams) -> Workload {
         tasks,
         initial,
         transactions: p.transactions,
+        ..Workload::default()
     }
 }
 
@@ -607,10 +693,18 @@ mod tests {
             ..Default::default()
         });
         let r = w.replicate(3, w.span());
-        assert_eq!(r.tasks.len(), 6);
+        assert_eq!(r.task_count(), 6);
+        assert_eq!((r.task(5).id, r.task(5).offset), (5, 2 * w.span()));
+        assert_eq!(r.total_ops(), 3 * w.total_ops());
+        assert_eq!(r.initial_extents().count(), 3 * w.initial.len());
         let e1 = w.expected_backrefs();
         let e3 = r.expected_backrefs();
         assert_eq!(e3.len(), 3 * e1.len());
+        // Copy 2 of an extent nets what copy 0 does, 2 × span further.
+        for (b, keys) in &e1 {
+            let k2: Vec<i64> = e3[&(b + 2 * w.span())].values().copied().collect();
+            assert_eq!(k2, keys.values().copied().collect::<Vec<_>>());
+        }
         r.validate().unwrap();
     }
 }

@@ -99,6 +99,7 @@ fn two_cpus_hand_computed_spin_and_sleep() {
         ],
         initial: vec![],
         transactions: 1,
+        ..Workload::default()
     };
     for seed in [0, 1, 2] {
         let r = virt(&w, "pre", 2, &hand_costs(), seed);

@@ -24,7 +24,7 @@ use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::vcpu::CpuTime;
-use crate::workload::{Handle, Op, Workload};
+use crate::workload::{Handle, Op, TaskView, Workload};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -200,6 +200,7 @@ fn violation(policy: &dyn Policy, cpus: usize, errors: Vec<String>) -> Invariant
 pub(crate) fn committers(workload: &Workload) -> Vec<usize> {
     (0..workload.transactions)
         .map(|t| {
+            // Copy 0's tasks come first (`Workload::task`).
             workload
                 .tasks
                 .iter()
@@ -233,8 +234,8 @@ pub(crate) fn finish(
         // for a prefix, so a cancelled run gives no verdict rather than a false violation.
         InvariantSummary::default()
     } else {
-        let invariant = check_extent_tree(workload, &fs.extent_tree.snapshot())
-            .map_err(|e| violation(policy, cpus, e))?;
+        let invariant =
+            check_extent_tree(workload, &fs.extent_tree).map_err(|e| violation(policy, cpus, e))?;
         InvariantSummary {
             pinned: fs.extent_tree.pinned().0,
             ..invariant
@@ -246,7 +247,7 @@ pub(crate) fn finish(
         policy: policy.name().into(),
         engine,
         threads: cpus,
-        tasks: workload.tasks.len(),
+        tasks: workload.task_count(),
         transactions: workload.transactions,
         adds: total.adds,
         refs_run: total.refs_run,
@@ -341,16 +342,19 @@ pub(crate) fn may_continue(live: &Live, w: &Worker) -> bool {
     !live.is_cancelled()
 }
 
-/// One handle of one task, from its first op to `btrfs_end_transaction`.
+/// One handle of one task, from its first op to `btrfs_end_transaction`; `task` shifts
+/// the ops to its copy's extents.
 pub(crate) fn run_handle(
     fs: &FsModel,
     policy: &dyn Policy,
     w: &mut Worker,
     p: &mut Published,
+    task: &TaskView,
     handle: &Handle,
 ) -> Result<(), ModelError> {
     let mut h = TransHandle::default();
     for op in &handle.ops {
+        let op = &task.op(op);
         if !may_continue(&fs.live, w) {
             break;
         }

@@ -18,7 +18,7 @@ use crate::metrics::ThreadMetrics;
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, Worker};
-use crate::workload::{Task, Workload};
+use crate::workload::{TaskView, Workload};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +103,7 @@ fn run_share(
     ctx: &Ctx,
     w: &mut Worker,
     p: &mut Published,
-    mine: &[&Task],
+    mine: &[TaskView],
     t: usize,
 ) -> Result<(), ModelError> {
     let mut next = vec![0usize; mine.len()];
@@ -111,12 +111,12 @@ fn run_share(
     loop {
         let mut any = false;
         for (i, task) in mine.iter().enumerate() {
-            let tt = &task.transactions[t];
+            let tt = &task.task.transactions[t];
             if ctx.fs.live.is_cancelled() {
                 return Ok(());
             }
             if next[i] < tt.handles.len() {
-                run_handle(&ctx.fs, ctx.policy, w, p, &tt.handles[next[i]])?;
+                run_handle(&ctx.fs, ctx.policy, w, p, task, &tt.handles[next[i]])?;
                 next[i] += 1;
                 any = true;
             } else if tt.commit && !committed[i] {
@@ -134,13 +134,9 @@ fn run_share(
 fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
     let _guard = AbortOnPanic(&ctx.barrier);
     let mut w = Worker::new(id, ctx.fs.live.clone());
-    let mine: Vec<&Task> = ctx
-        .workload
-        .tasks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % ctx.threads == id)
-        .map(|(_, t)| t)
+    let mine: Vec<TaskView> = (0..ctx.workload.task_count())
+        .filter(|i| i % ctx.threads == id)
+        .map(|i| ctx.workload.task(i))
         .collect();
     let mut p = Published::default();
     for t in 0..ctx.workload.transactions {
@@ -208,7 +204,7 @@ pub fn run_live(
         fs: FsModel::new(
             policy.era(),
             params.clone(),
-            workload.initial.iter().cloned(),
+            workload.initial_extents(),
             live.clone(),
         ),
         policy,

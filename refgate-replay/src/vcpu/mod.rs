@@ -112,11 +112,20 @@ struct Env<'a> {
     workload: &'a Workload,
     barrier: &'a VBarrier,
     committer: &'a [usize],
+    /// Each CPU's counts: tasks hand theirs over between operations (`flush`), so that
+    /// thousands of tasks do not each hold a set of histograms.
+    cpu_metrics: &'a RefCell<Vec<ThreadMetrics>>,
 }
 
 struct TaskEnd {
-    m: ThreadMetrics,
     err: Option<String>,
+}
+
+/// Moves a task's counts into its CPU's and starts it afresh (no borrow of them is live
+/// between operations; the live view's deltas restart with them).
+fn flush(env: &Env, cpu: u32, w: &mut Worker, p: &mut Published) {
+    env.cpu_metrics.borrow_mut()[cpu as usize].merge(&std::mem::take(&mut w.m));
+    *p = Published::default();
 }
 
 /// One task's whole life: its handles of each transaction (giving its CPU to the next task
@@ -125,7 +134,8 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
     let fs = env.fs;
     let mut w = Worker::new(cpu as usize, fs.live.clone());
     let mut p = Published::default();
-    let task = &env.workload.tasks[i];
+    let view = env.workload.task(i);
+    let task = view.task;
     let mut run = || -> Result<(), String> {
         for t in 0..env.workload.transactions {
             let tt = &task.transactions[t];
@@ -133,7 +143,7 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
                 if fs.live.is_cancelled() {
                     break;
                 }
-                run_handle(fs, env.policy, &mut w, &mut p, h)
+                run_handle(fs, env.policy, &mut w, &mut p, &view, h)
                     .map_err(|e| format!("transaction {t}: {e}"))?;
                 exec::yield_cpu();
             }
@@ -141,6 +151,7 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
                 commit_pre(fs, env.policy, &mut w, &mut p)
                     .map_err(|e| format!("transaction {t}: {e}"))?;
             }
+            flush(env, cpu, &mut w, &mut p);
             w.set_state(ThreadState::AtBarrier);
             if !env.barrier.wait(&fs.live) {
                 break;
@@ -150,6 +161,7 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
                 exclusive_commit(fs, env.policy, &mut w)
                     .map_err(|e| format!("commit of transaction {t}: {e}"))?;
                 publish(&fs.live, &w, &mut p);
+                flush(env, cpu, &mut w, &mut p);
                 w.set_state(ThreadState::AtBarrier);
             }
             if !env.barrier.wait(&fs.live) {
@@ -159,8 +171,9 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
         Ok(())
     };
     let err = run().err();
+    flush(env, cpu, &mut w, &mut p);
     w.set_state(ThreadState::Done);
-    TaskEnd { m: w.m, err }
+    TaskEnd { err }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -215,10 +228,10 @@ pub(crate) fn run(
     let fs = FsModel::new(
         policy.era(),
         cfg.params.clone(),
-        workload.initial.iter().cloned(),
+        workload.initial_extents(),
         live.clone(),
     );
-    let task_cpus: Vec<u32> = (0..workload.tasks.len())
+    let task_cpus: Vec<u32> = (0..workload.task_count())
         .map(|i| (i % cpus) as u32)
         .collect();
     let sched = RefCell::new(Sched::new(
@@ -228,17 +241,19 @@ pub(crate) fn run(
         cfg.sim_seed,
     ));
     let barrier = VBarrier {
-        n: workload.tasks.len(),
+        n: workload.task_count(),
         arrived: Cell::new(0),
         generation: Cell::new(0),
     };
     let committer = committers(workload);
+    let cpu_metrics = RefCell::new(vec![ThreadMetrics::default(); cpus]);
     let env = Env {
         fs: &fs,
         policy,
         workload,
         barrier: &barrier,
         committer: &committer,
+        cpu_metrics: &cpu_metrics,
     };
     let commits_before = live.transaction.load(std::sync::atomic::Ordering::Relaxed);
     let paused_before = live.paused_seconds();
@@ -332,12 +347,9 @@ pub(crate) fn run(
     let mut sched = sched.into_inner();
     let makespan = sched.now;
     let mut cpu_time = sched.close();
-    let mut per_worker = Vec::new();
-    for (e, &cpu) in ends.into_iter().zip(&task_cpus) {
-        if let Some(e) = e {
-            cpu_time[cpu as usize].refs_run += e.m.refs_run;
-            per_worker.push(e.m);
-        }
+    let per_worker = cpu_metrics.into_inner();
+    for (t, m) in cpu_time.iter_mut().zip(&per_worker) {
+        t.refs_run = m.refs_run;
     }
     sched.publish(&live);
     let refs: u64 = cpu_time.iter().map(|c| c.refs_run).sum();

@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench_vcpu;
 mod install;
 mod vm;
 
@@ -41,6 +42,8 @@ enum Cmd {
     BenchReplay,
     /// Measure the probes' in-kernel cost per event on the --scratch workload (needs root).
     BenchProbes,
+    /// The virtual-CPU engine's speed, CPU-count scale and memory on the bundled sample.
+    BenchVcpu,
     /// Build and install refgate, its shell completions and man pages under a prefix.
     Install {
         /// Installation prefix: binary to PREFIX/bin, completions and man pages under
@@ -63,6 +66,8 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("busybox-static", "busybox"),
     ("cpio", "cpio"),
+    // cargo xtask bench-vcpu (max RSS)
+    ("time", "/usr/bin/time"),
 ];
 /// platform.md: 0.10.x loads rustc's own LLVM 22; 0.11+ needs a system LLVM 23.
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
@@ -246,7 +251,9 @@ fn bench_replay() -> Result<()> {
                         bail!("replay failed: {}", String::from_utf8_lossy(&out.stderr));
                     }
                     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-                    let w = |v: &serde_json::Value| v["wall_seconds"].as_f64().unwrap_or(f64::MAX);
+                    let w = |v: &serde_json::Value| {
+                        v["host"]["wall_seconds"].as_f64().unwrap_or(f64::MAX)
+                    };
                     if best.as_ref().is_none_or(|b| w(&v) < w(b)) {
                         best = Some(v);
                     }
@@ -256,9 +263,9 @@ fn bench_replay() -> Result<()> {
                     "| {trace} | {policy} | {threads} | {} | {} | {:.3} | {:.3} | {:.0} | {:.4} | {} | {} |",
                     v["replicas"],
                     v["refs_run"],
-                    v["prepare_seconds"].as_f64().unwrap_or(0.0),
-                    v["wall_seconds"].as_f64().unwrap_or(0.0),
-                    v["refs_per_second"].as_f64().unwrap_or(0.0),
+                    v["host"]["prepare_seconds"].as_f64().unwrap_or(0.0),
+                    v["host"]["wall_seconds"].as_f64().unwrap_or(0.0),
+                    v["host"]["refs_per_second"].as_f64().unwrap_or(0.0),
                     v["spin_cpu_seconds"].as_f64().unwrap_or(0.0),
                     v["delayed_refs_lock"]["contended"],
                     if v["invariant_ok"] == true {
@@ -347,6 +354,10 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             build_release()
         }),
+        Cmd::BenchVcpu => {
+            build_release()?;
+            bench_vcpu::run(&refgate())
+        }
         Cmd::BenchProbes => {
             setup()?;
             build_release()?;

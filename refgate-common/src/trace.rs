@@ -64,6 +64,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Record;
 
+pub mod pointers;
 pub mod summary;
 mod wire;
 
@@ -77,6 +78,9 @@ pub const OLDEST_FORMAT_VERSION: u16 = 1;
 pub const BLOCK_TARGET: usize = 64 * 1024;
 /// No frame is larger than this; a larger length field means corruption.
 pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
+/// Zero bytes a reader appends to a header payload so that header fields added after the file
+/// was written read as their defaults (one byte each suffices).
+const HEADER_PAD: usize = 16;
 /// Bytes before the header frame's payload: magic, version, frame length and CRC.
 const PREFIX_LEN: u64 = 8 + 2 + 8;
 
@@ -180,6 +184,40 @@ pub struct TraceHeader {
     pub run_arg: RunArg,
     /// The filesystem's nodesize, if known.
     pub nodesize: Option<u32>,
+    /// What `lock_addr` and the transaction `handle`s hold. Absent from traces recorded before
+    /// refgate hid kernel pointers, which read as [`Pointers::Raw`] (they hold raw addresses).
+    pub pointers: Pointers,
+}
+
+/// What the pointer-valued fields of events (`Contention::lock_addr`, the transaction
+/// `handle`s) hold. Variants are only ever appended; variant 0 is what a header without this
+/// field reads as.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pointers {
+    /// Raw kernel addresses: `refgate record --keep-kernel-pointers`, and every trace recorded
+    /// before refgate replaced them. They help defeat KASLR: do not publish such a trace.
+    #[default]
+    Raw,
+    /// Opaque per-trace identifiers, numbered in order of first appearance (1, 2, …), one
+    /// series for locks and one for handles (0 stays 0). The replay needs identity only.
+    Ids,
+}
+
+impl Pointers {
+    /// A line for `inspect`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Pointers::Raw => {
+                "RAW KERNEL ADDRESSES (lock addresses, transaction handles): they help defeat \
+                 KASLR, do not publish this trace (`refgate record` without \
+                 --keep-kernel-pointers writes identifiers instead)"
+            }
+            Pointers::Ids => {
+                "lock addresses and transaction handles are per-trace identifiers (1, 2, … in \
+                 order of first appearance), not kernel addresses"
+            }
+        }
+    }
 }
 
 /// Why a trace could not be opened or read to its end. Each message says what to do.
@@ -814,7 +852,11 @@ impl<R: Read> TraceReader<R> {
                 detail: format!("CRC32 stored {stored:#010x}, computed {computed:#010x}"),
             });
         }
-        // Trailing bytes are fields appended by a later writer of the same version.
+        // Trailing bytes are fields appended by a later writer of the same version. Fields
+        // appended after a writer was released are missing from its files: zero bytes read as
+        // their defaults (variant 0, `None`, `false`, 0, empty), which every appended field
+        // must be encoded as.
+        payload.extend_from_slice(&[0u8; HEADER_PAD]);
         let (header, _) = postcard::take_from_bytes::<TraceHeader>(&payload).map_err(|e| {
             TraceError::BadHeader {
                 name: name.clone(),

@@ -244,3 +244,29 @@ proptest! {
         prop_assert_eq!(&back[..], &records[..back.len()]);
     }
 }
+
+/// A header written before a field was appended (here: `pointers`) reads with that field's
+/// default, so older traces stay readable.
+#[test]
+fn a_header_without_later_fields_reads_with_their_defaults() {
+    let mut h = sample_header();
+    h.pointers = Pointers::Raw;
+    let payload = postcard::to_stdvec(&h).unwrap();
+    assert_eq!(
+        payload.last(),
+        Some(&0),
+        "Pointers::Raw is variant 0: one zero byte"
+    );
+    let old = &payload[..payload.len() - 1];
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let len = old.len() as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(old);
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&crc.finalize().to_le_bytes());
+    bytes.extend_from_slice(old);
+    let r = TraceReader::open(&bytes[..]).expect("an old header reads");
+    assert_eq!(r.header(), &h);
+}

@@ -53,6 +53,10 @@ enum Command {
         /// delayed-ref run behind an extent-tree search needs ~16 to be seen.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
         stack_frames: u32,
+        /// Write raw kernel addresses (lock addresses, transaction handles) instead of
+        /// per-trace identifiers; they help defeat KASLR, so such a trace must not be published.
+        #[arg(long)]
+        keep_kernel_pointers: bool,
     },
     /// Replay a trace on the userspace delayed-ref model: N virtual CPUs (default) or N real
     /// threads.
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
             no_tui,
             probe_cost,
             stack_frames,
+            keep_kernel_pointers,
         } => record::run(record::RecordArgs {
             output,
             mount,
@@ -258,6 +263,7 @@ fn main() -> ExitCode {
             plain: no_tui,
             probe_cost,
             stack_frames,
+            keep_kernel_pointers,
             command_line: std::env::args().collect(),
         }),
         Command::Inspect { trace, json } => inspect::run(&trace, json),

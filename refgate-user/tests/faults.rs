@@ -268,3 +268,115 @@ fn enospc_on_a_tiny_tmpfs_leaves_whole_frames() {
         "{err}"
     );
 }
+
+/// Whether `v` looks like an x86-64 kernel address: the canonical upper half, but not the top
+/// page (-1 … -4095: negated errnos, and btrfs's negative objectids such as the relocation
+/// tree's -8, which are not addresses).
+fn looks_like_kernel_address(v: u64) -> bool {
+    (0xffff_8000_0000_0000..0xffff_ffff_ffff_f000).contains(&v)
+}
+
+/// Every unsigned number in `r`'s decoded fields (through serde, so that a field added later
+/// is covered too) that looks like a kernel address.
+fn kernel_addresses(r: &refgate_common::event::Record) -> Vec<u64> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<u64>) {
+        match v {
+            serde_json::Value::Number(n) => {
+                if let Some(u) = n.as_u64().filter(|&u| looks_like_kernel_address(u)) {
+                    out.push(u)
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&serde_json::to_value(r).unwrap(), &mut out);
+    out
+}
+
+fn trace_kernel_addresses(path: &Path) -> (refgate_common::trace::Pointers, Vec<u64>, u64) {
+    use refgate_common::{event::*, trace::TraceReader};
+    let mut r = TraceReader::open_path(path).unwrap();
+    let pointers = r.header().pointers;
+    let (mut found, mut pointer_events) = (Vec::new(), 0);
+    for rec in r.by_ref() {
+        if let Record::Event(e) = &rec
+            && matches!(
+                e.kind,
+                EventKind::Contention { .. }
+                    | EventKind::TransHandleStart { .. }
+                    | EventKind::TransHandleEnd { .. }
+                    | EventKind::CommitTransactionCall { .. }
+            )
+        {
+            pointer_events += 1;
+        }
+        found.extend(kernel_addresses(&rec));
+    }
+    (pointers, found, pointer_events)
+}
+
+/// The bundled samples (the kprobe one has handles, both have lock addresses) hold no value
+/// that looks like a kernel address, and say so in their headers.
+#[test]
+fn samples_hold_no_kernel_pointers() {
+    for s in ["scratch-6.18.bin", "debian-6.1-kprobes.bin"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../samples")
+            .join(s);
+        let (pointers, found, n) = trace_kernel_addresses(&p);
+        assert_eq!(pointers, refgate_common::trace::Pointers::Ids, "{s}");
+        assert!(n > 0, "{s} has events with pointer fields");
+        assert!(
+            found.is_empty(),
+            "{s}: {:#x?}",
+            &found[..found.len().min(5)]
+        );
+    }
+}
+
+/// A fresh recording holds identifiers, not kernel addresses, and inspect says so;
+/// `--keep-kernel-pointers` keeps raw addresses and the header says that too.
+#[test]
+fn a_recording_holds_no_kernel_pointers_unless_asked() {
+    use refgate_common::trace::Pointers;
+    let _s = serial();
+    if !is_root() {
+        eprintln!("skipped: recording needs root");
+        return;
+    }
+    ensure_tracefs();
+    let fs = LoopBtrfs::new();
+    for (keep, name) in [(false, "ids.bin"), (true, "raw.bin")] {
+        let trace = fs.dir.path().join(name);
+        let mut args = vec!["--mount", fs.mnt.to_str().unwrap()];
+        if keep {
+            args.push("--keep-kernel-pointers");
+        }
+        let (child, drain) = start_recording(&args, &trace);
+        workload(&fs.mnt.join(name), 4, 300);
+        fs.syncfs();
+        std::thread::sleep(Duration::from_millis(1200));
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let mut child = child;
+        assert!(child.wait().unwrap().success());
+        drain.join().unwrap();
+        let (pointers, found, n) = trace_kernel_addresses(&trace);
+        assert!(n > 0, "no lock contention recorded: nothing was tested");
+        if keep {
+            assert_eq!(pointers, Pointers::Raw);
+            assert!(
+                !found.is_empty(),
+                "--keep-kernel-pointers kept no kernel address"
+            );
+        } else {
+            assert_eq!(pointers, Pointers::Ids);
+            assert!(found.is_empty(), "{:#x?}", &found[..found.len().min(5)]);
+            let o = refgate().arg("inspect").arg(&trace).output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("per-trace identifiers"), "{text}");
+        }
+    }
+}

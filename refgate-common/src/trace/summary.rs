@@ -356,6 +356,7 @@ pub fn render_text(s: &Summary) -> String {
         },
         h.nodesize.map_or("unknown".to_string(), |v| v.to_string())
     );
+    let _ = writeln!(o, "pointers   {}", h.pointers.describe());
     let _ = writeln!(
         o,
         "content    {} events in {:.3} s, {} records, {} tasks, {} heads, {} filesystem(s)",

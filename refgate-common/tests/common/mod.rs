@@ -33,6 +33,7 @@ pub fn sample_header() -> TraceHeader {
         },
         run_arg: RunArg::MinBytes,
         nodesize: Some(16384),
+        pointers: Pointers::Ids,
     }
 }
 

@@ -6,6 +6,7 @@ use anyhow::Result;
 use refgate_common::{
     event::{DataRef, Event, EventKind, FsId, Record, RefHead, Task, TreeRef},
     raw::{RAW_DATA_LEN, RawContentionEvent, RawEvent, RawHeader, RawKind, RawRunCallEvent},
+    trace::pointers::PointerIds,
 };
 
 use super::{roles::RoleNamer, tracefs::Layout};
@@ -208,6 +209,9 @@ pub struct Decoder {
     filesystems: HashMap<[u8; 16], FsId>,
     /// Tasks whose first record had no comm: named from /proc (refgate's pid namespace) or "?".
     pub comm_fallbacks: u64,
+    /// Replaces kernel pointers by per-trace identifiers; `None` keeps them raw
+    /// (`--keep-kernel-pointers`).
+    pub pointer_ids: Option<PointerIds>,
 }
 
 impl Decoder {
@@ -218,6 +222,7 @@ impl Decoder {
             tasks: HashMap::new(),
             filesystems: HashMap::new(),
             comm_fallbacks: 0,
+            pointer_ids: Some(PointerIds::new()),
         }
     }
 
@@ -399,6 +404,10 @@ impl Decoder {
                 }
             }
         };
+        let mut kind = kind;
+        if let Some(ids) = &mut self.pointer_ids {
+            ids.hide(&mut kind);
+        }
         out.push(Record::Event(Event {
             ts_ns,
             cpu: hdr.cpu,

@@ -19,7 +19,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use refgate_common::{
     event::{Record, Stats},
     raw::counter,
-    trace::{ProbeInfo, ProbeKind, Provenance, RunArg, TraceHeader, TraceWriter},
+    trace::{Pointers, ProbeInfo, ProbeKind, Provenance, RunArg, TraceHeader, TraceWriter},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -44,6 +44,8 @@ pub struct RecordArgs {
     pub probe_cost: bool,
     /// Kernel stack frames per contended lock (1..=STACK_DEPTH).
     pub stack_frames: u32,
+    /// Write raw kernel pointers instead of per-trace identifiers.
+    pub keep_kernel_pointers: bool,
     pub command_line: Vec<String>,
 }
 
@@ -207,6 +209,11 @@ fn header(
             },
         },
         nodesize: fs_info.map(|f| f.nodesize),
+        pointers: if args.keep_kernel_pointers {
+            Pointers::Raw
+        } else {
+            Pointers::Ids
+        },
     }
 }
 
@@ -286,6 +293,13 @@ fn record_into(
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     let counters = Counters::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
     let mut decoder = Decoder::new(layouts.clone(), RoleNamer::new(ksyms.clone(), btrfs_text));
+    if args.keep_kernel_pointers {
+        decoder.pointer_ids = None;
+        live.note(
+            "--keep-kernel-pointers: the trace holds raw kernel addresses (lock addresses, \
+             transaction handles), which help defeat KASLR; do not publish it",
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

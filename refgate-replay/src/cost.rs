@@ -73,7 +73,7 @@ pub struct CostEntry {
 /// pipe: pinned to one CPU, each pass is a context switch; to two CPUs, a cross-CPU
 /// wake-up), from `cargo bench -p refgate-replay --bench costs` on the development machine
 /// (x86-64, 2 cores, a PVM guest: its cross-CPU wake-ups are slow), medians of 5,
-/// 2026-11-30; BENCHMARKS.md keeps the run. See [`CostModel::defaults`].
+/// 2026-11-30 06:39 UTC; BENCHMARKS.md keeps the run. See [`CostModel::defaults`].
 const BENCH: &str =
     "cargo bench -p refgate-replay --bench costs on the 2-core dev machine, 2026-11-30";
 
@@ -101,12 +101,12 @@ impl CostModel {
             entries: vec![
                 e(
                     Cost::AddRef,
-                    128,
+                    117,
                     "microbenchmark: the model's add-API work under the lock (head + ref insert; allocation is outside it)",
                 ),
                 e(
                     Cost::WalkNode,
-                    28,
+                    30,
                     "microbenchmark: the model's btrfs_find_ref_cluster, per node walked",
                 ),
                 e(
@@ -116,22 +116,22 @@ impl CostModel {
                 ),
                 e(
                     Cost::RunRef,
-                    129,
+                    114,
                     "microbenchmark: the model's extent-tree update (used when the trace has no run events to calibrate from)",
                 ),
                 e(
                     Cost::DeleteHead,
-                    43,
+                    39,
                     "microbenchmark: removing a head from the model's queue",
                 ),
                 e(
                     Cost::ContextSwitch,
-                    2_592,
+                    2_533,
                     "host measurement: pipe ping-pong, two threads on one CPU, per switch",
                 ),
                 e(
                     Cost::Wakeup,
-                    22_465,
+                    24_829,
                     "host measurement: pipe ping-pong across two CPUs, per wake-up",
                 ),
             ],

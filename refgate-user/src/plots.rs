@@ -20,7 +20,13 @@ pub struct Metric {
     pub value: fn(&Point) -> f64,
 }
 
-pub const METRICS: [Metric; 6] = [
+pub const METRICS: [Metric; 7] = [
+    Metric {
+        stem: "spin-total",
+        title: "CPU burnt spinning on any lock",
+        y_label: "spin CPU (ms, summed over CPUs)",
+        value: |p| p.cpu_time.spin_ns() as f64 / 1e6,
+    },
     Metric {
         stem: "dr-spin",
         title: "CPU burnt spinning on delayed_refs->lock",
@@ -89,6 +95,14 @@ pub fn write_all(s: &Sweep, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The CPU counts of the sweep, as the x axis's ticks.
+fn cpu_ticks(s: &Sweep) -> Vec<f64> {
+    let mut v: Vec<f64> = s.points.iter().map(|p| p.cpus as f64).collect();
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+    v
+}
+
 /// An axis label: SI-prefixed from 1000 up, else up to two decimals without trailing zeros.
 fn axis_number(v: f64) -> String {
     if v.abs() >= 1000.0 {
@@ -131,7 +145,12 @@ where
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(84)
-        .build_cartesian_2d((xmin * 0.9..xmax * 1.1).log_scale(), 0f64..ymax * 1.08)
+        .build_cartesian_2d(
+            (xmin * 0.9..xmax * 1.1)
+                .log_scale()
+                .with_key_points(cpu_ticks(s)),
+            0f64..ymax * 1.08,
+        )
         .map_err(err)?;
     chart
         .configure_mesh()

@@ -113,6 +113,7 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
     }
     assert_eq!(v, json_of(&args), "a sweep is deterministic");
     for stem in [
+        "spin-total",
         "dr-spin",
         "extent-tree-wait",
         "makespan",

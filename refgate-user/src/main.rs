@@ -40,6 +40,11 @@ enum Command {
         /// Make a temporary loopback btrfs, run a built-in workload on it, record it, tear it down.
         #[arg(long)]
         scratch: bool,
+        /// With --scratch: only remove what earlier scratch runs whose process is gone (killed)
+        /// left behind (mounts, loop devices, images), then exit. A --scratch run does this
+        /// at its start anyway.
+        #[arg(long, requires = "scratch")]
+        cleanup: bool,
         /// Files per writer thread in the --scratch workload.
         #[arg(long, default_value_t = 1500)]
         scratch_files: usize,
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
             mount,
             duration,
             scratch,
+            cleanup,
             scratch_files,
             no_tui,
             probe_cost,
@@ -259,6 +265,7 @@ fn main() -> ExitCode {
             mount,
             duration,
             scratch,
+            cleanup,
             scratch_files,
             plain: no_tui,
             probe_cost,

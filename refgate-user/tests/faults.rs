@@ -380,3 +380,146 @@ fn a_recording_holds_no_kernel_pointers_unless_asked() {
         }
     }
 }
+
+/// Removes, whatever the test's outcome, what a killed scratch run of pid `0` left behind.
+struct ScratchLeftovers(u32);
+
+impl ScratchLeftovers {
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("refgate-scratch-{}", self.0))
+    }
+    fn present(&self) -> bool {
+        let d = self.dir();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let loops = std::process::Command::new("losetup")
+            .arg("-a")
+            .output()
+            .unwrap();
+        d.exists()
+            || mounts.contains(d.to_str().unwrap())
+            || String::from_utf8_lossy(&loops.stdout).contains(d.to_str().unwrap())
+    }
+}
+
+impl Drop for ScratchLeftovers {
+    fn drop(&mut self) {
+        let d = self.dir();
+        let _ = std::process::Command::new("umount")
+            .arg(d.join("mnt"))
+            .status();
+        let img = d.join("btrfs.img");
+        if let Ok(o) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&img)
+            .output()
+        {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                if let Some(dev) = l.split(':').next() {
+                    let _ = std::process::Command::new("losetup")
+                        .args(["-d", dev])
+                        .status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_file(format!("/run/refgate/scratch-{}", self.0));
+    }
+}
+
+/// Starts `record --scratch` and kills it with SIGKILL once it records: its loop btrfs stays.
+fn killed_scratch_run(trace: &Path) -> ScratchLeftovers {
+    let (mut child, drain) = start_recording(&["--scratch"], trace);
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap(); // reaped: the process is gone
+    drain.join().unwrap();
+    let left = ScratchLeftovers(child.id());
+    assert!(
+        left.present(),
+        "a killed scratch run left nothing: nothing to test"
+    );
+    left
+}
+
+/// `kill -9` of a `--scratch` run leaves its mount, loop device and image; the next
+/// `--scratch` run, and `record --scratch --cleanup` on its own, find and remove them, and
+/// leave alone what is not a dead scratch run's (no marker; a live process's marker).
+#[test]
+fn killed_scratch_runs_are_cleaned_up_by_the_next() {
+    let _s = serial();
+    if !is_root() {
+        eprintln!("skipped: recording needs root");
+        return;
+    }
+    ensure_tracefs();
+    let d = tempfile::tempdir().unwrap();
+    // Decoys: a directory named like a scratch run without a marker, and one whose marker
+    // names a live process (this test).
+    let decoy = std::env::temp_dir().join("refgate-scratch-4000000");
+    std::fs::create_dir_all(&decoy).unwrap();
+    std::fs::write(decoy.join("keep"), b"not refgate's").unwrap();
+    let me = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let live = std::env::temp_dir().join(format!("refgate-scratch-{me}"));
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(
+        live.join("refgate-scratch.marker"),
+        format!(
+            "refgate scratch v1\npid={me}\nstarttime={start}\ndir={}\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+
+    // 1. `--cleanup` on its own.
+    let left = killed_scratch_run(&d.path().join("k1.bin"));
+    let o = refgate()
+        .args(["record", "--scratch", "--cleanup"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(&format!("cleaned up after scratch run {}", left.0)),
+        "{out}"
+    );
+    assert!(!left.present(), "leftovers of {} remain: {out}", left.0);
+    drop(left);
+
+    // 2. The next --scratch run.
+    let left = killed_scratch_run(&d.path().join("k2.bin"));
+    let o = refgate()
+        .args([
+            "record",
+            "--scratch",
+            "--scratch-files",
+            "20",
+            "--no-tui",
+            "-o",
+        ])
+        .arg(d.path().join("next.bin"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cleaned up after scratch run {}", left.0)),
+        "{err}"
+    );
+    assert!(!left.present(), "leftovers of {} remain: {err}", left.0);
+    drop(left);
+
+    // The decoys are untouched.
+    assert!(decoy.join("keep").exists() && live.join("refgate-scratch.marker").exists());
+    let _ = std::fs::remove_dir_all(&decoy);
+    let _ = std::fs::remove_dir_all(&live);
+}

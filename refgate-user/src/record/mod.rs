@@ -37,6 +37,8 @@ pub struct RecordArgs {
     pub mount: Option<PathBuf>,
     pub duration: Option<Duration>,
     pub scratch: bool,
+    /// `--scratch --cleanup`: only remove earlier scratch runs' leftovers.
+    pub cleanup: bool,
     /// Scale of the `--scratch` workload (files per writer).
     pub scratch_files: usize,
     pub plain: bool,
@@ -73,6 +75,16 @@ fn preflight() -> Result<()> {
 
 pub fn run(args: RecordArgs) -> Result<()> {
     preflight()?;
+    if args.cleanup {
+        let done = scratch::cleanup_leftovers();
+        if done.is_empty() {
+            println!("refgate: no leftovers of earlier scratch runs");
+        }
+        for line in done {
+            println!("refgate: {line}");
+        }
+        return Ok(());
+    }
     let tracefs = tracefs::ensure_mounted()?;
     let layouts = Layouts::read(&tracefs).context(
         "reading the btrfs tracepoint layouts from tracefs (btrfs must be built in or loaded; \

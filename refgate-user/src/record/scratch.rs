@@ -22,6 +22,12 @@ pub const DESCRIPTION: &str = "on a fresh 2 GiB loopback btrfs, 4 \
     deleted and cleaned, and everything is synced";
 
 /// A scratch btrfs on a loop device; unmounted, detached and deleted on drop.
+///
+/// A run killed with SIGKILL cannot clean up, so every scratch run marks what it creates: its
+/// directory `$TMPDIR/refgate-scratch-PID` holds a [`MARKER`] file naming the process (pid and
+/// start time), and `/run/refgate/` holds a copy (found even if a later run has another
+/// `TMPDIR`). The next `--scratch` run, or `refgate record --scratch --cleanup`, removes what a
+/// run whose process is gone left behind ([`cleanup_leftovers`]).
 pub struct ScratchFs {
     dir: PathBuf,
     img: PathBuf,
@@ -29,6 +35,75 @@ pub struct ScratchFs {
     mounted: bool,
     /// Set on drop so the workload stops before the unmount.
     pub stop: Arc<AtomicBool>,
+}
+
+/// The marker file in a scratch directory.
+pub const MARKER: &str = "refgate-scratch.marker";
+const MARKER_MAGIC: &str = "refgate scratch v1";
+/// Where copies of the markers live (root-only, cleared at boot).
+const REGISTRY: &str = "/run/refgate";
+const DIR_PREFIX: &str = "refgate-scratch-";
+
+/// A scratch run's marker: who made the directory, and what is in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Marker {
+    pid: u32,
+    /// Start time of the process (field 22 of /proc/PID/stat), against pid reuse.
+    starttime: u64,
+    dir: PathBuf,
+}
+
+impl Marker {
+    fn render(&self) -> String {
+        format!(
+            "{MARKER_MAGIC}\npid={}\nstarttime={}\ndir={}\nimage={}\nmount={}\n",
+            self.pid,
+            self.starttime,
+            self.dir.display(),
+            self.dir.join(IMAGE).display(),
+            self.dir.join(MOUNT).display(),
+        )
+    }
+
+    fn parse(text: &str) -> Option<Marker> {
+        let mut lines = text.lines();
+        if lines.next()? != MARKER_MAGIC {
+            return None;
+        }
+        let (mut pid, mut starttime, mut dir) = (None, None, None);
+        for l in lines {
+            match l.split_once('=')? {
+                ("pid", v) => pid = v.parse().ok(),
+                ("starttime", v) => starttime = v.parse().ok(),
+                ("dir", v) => dir = Some(PathBuf::from(v)),
+                _ => {}
+            }
+        }
+        Some(Marker {
+            pid: pid?,
+            starttime: starttime?,
+            dir: dir?,
+        })
+    }
+
+    /// Whether the process that wrote the marker still runs.
+    fn alive(&self) -> bool {
+        process_starttime(self.pid) == Some(self.starttime)
+    }
+}
+
+const IMAGE: &str = "btrfs.img";
+const MOUNT: &str = "mnt";
+
+/// Field 22 of /proc/PID/stat (after the parenthesised comm, which may hold spaces); `None`
+/// if there is no such process, or only its corpse (a zombie not yet reaped after SIGKILL).
+fn process_starttime(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(rest.next()?, "Z" | "X") {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
@@ -56,15 +131,30 @@ impl ScratchFs {
                  (`apt-get install btrfs-progs`) or record an existing btrfs with --mount."
             );
         }
-        let dir = std::env::temp_dir().join(format!("refgate-scratch-{}", std::process::id()));
+        for line in cleanup_leftovers() {
+            eprintln!("refgate: {line}");
+        }
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{pid}"));
         fs::create_dir_all(&dir)?;
         let mut s = ScratchFs {
-            img: dir.join("btrfs.img"),
-            mnt: dir.join("mnt"),
+            img: dir.join(IMAGE),
+            mnt: dir.join(MOUNT),
             dir,
             mounted: false,
             stop: Arc::new(AtomicBool::new(false)),
         };
+        // Marked before anything else is made in it, so a kill at any point leaves a marker.
+        let marker = Marker {
+            pid,
+            starttime: process_starttime(pid).context("reading /proc/self/stat")?,
+            dir: s.dir.clone(),
+        }
+        .render();
+        fs::write(s.dir.join(MARKER), &marker)?;
+        if fs::create_dir_all(REGISTRY).is_ok() {
+            let _ = fs::write(Path::new(REGISTRY).join(format!("scratch-{pid}")), &marker);
+        }
         fs::create_dir_all(&s.mnt)?;
         fs::File::create(&s.img)?.set_len(2 << 30)?;
         run(
@@ -110,6 +200,235 @@ impl Drop for ScratchFs {
             }
         }
         let _ = fs::remove_dir_all(&self.dir);
+        let _ =
+            fs::remove_file(Path::new(REGISTRY).join(format!("scratch-{}", std::process::id())));
+    }
+}
+
+/// Finds what scratch runs whose process is gone left behind (a mount, loop devices, the
+/// image, the directory) and removes it; returns one line per run for the user. Only a
+/// directory named `refgate-scratch-*` with a valid marker is touched, and in it only the
+/// mount at `mnt` if it is a btrfs on a loop device backed by its own `btrfs.img`, those loop
+/// devices, and the directory itself: never anything a scratch run did not create.
+pub fn cleanup_leftovers() -> Vec<String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Ok(rd) = fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+                dirs.push(e.path());
+            }
+        }
+    }
+    let mut registry = Vec::new();
+    if let Ok(rd) = fs::read_dir(REGISTRY) {
+        for e in rd.flatten() {
+            if let Some(m) = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| Marker::parse(&t))
+            {
+                registry.push((e.path(), m.clone()));
+                dirs.push(m.dir);
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut report = Vec::new();
+    for dir in dirs {
+        // The marker inside the directory is the authority; a registry entry alone is not.
+        let Some(m) = fs::read_to_string(dir.join(MARKER))
+            .ok()
+            .and_then(|t| Marker::parse(&t))
+        else {
+            continue;
+        };
+        let named_for_pid = dir.file_name().map(|n| n.to_string_lossy().into_owned())
+            == Some(format!("{DIR_PREFIX}{}", m.pid));
+        if m.dir != dir || !named_for_pid {
+            continue;
+        }
+        if m.alive() {
+            report.push(format!(
+                "scratch run {} is still running (or still dying); its {} is left alone",
+                m.pid,
+                dir.display()
+            ));
+            continue;
+        }
+        report.push(remove_leftover(&dir, m.pid));
+    }
+    // Registry entries whose directory is gone (cleaned above, or by hand).
+    for (entry, m) in registry {
+        if !m.alive() && !m.dir.join(MARKER).exists() {
+            let _ = fs::remove_file(entry);
+        }
+    }
+    report
+}
+
+/// Loop devices backed by `img` (`/sys/block/loop*/loop/backing_file`).
+fn loops_backed_by(img: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/sys/block") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let backing = fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+        let backing = backing.trim_end_matches('\n');
+        // The kernel appends " (deleted)" when the image was unlinked.
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing) == img {
+            out.push(format!("/dev/{name}"));
+        }
+    }
+    out
+}
+
+/// Mount points and sources of the btrfs mounts at `mnt` (/proc/self/mountinfo).
+fn btrfs_mounts_at(mnt: &Path) -> Vec<String> {
+    let unescape = |s: &str| {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\")
+    };
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let point = unescape(pre.split(' ').nth(4)?);
+            let mut post = post.split(' ');
+            let (fstype, source) = (post.next()?, post.next()?);
+            (Path::new(&point) == mnt && fstype == "btrfs").then(|| unescape(source))
+        })
+        .collect()
+}
+
+/// Every mount point at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+fn remove_leftover(dir: &Path, pid: u32) -> String {
+    let (img, mnt) = (dir.join(IMAGE), dir.join(MOUNT));
+    let mut did = Vec::new();
+    let mut left = Vec::new();
+    let ours = loops_backed_by(&img);
+    for source in btrfs_mounts_at(&mnt) {
+        if !ours.contains(&source) {
+            left.push(format!(
+                "{} (a btrfs on {source}, not its image)",
+                mnt.display()
+            ));
+            continue;
+        }
+        let ok = Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+            || Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+        if ok {
+            did.push(format!("unmounted {}", mnt.display()));
+        } else {
+            left.push(format!("the mount {}", mnt.display()));
+        }
+    }
+    for dev in loops_backed_by(&img) {
+        if Command::new("losetup")
+            .args(["-d", &dev])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            did.push(format!("detached {dev}"));
+        } else {
+            left.push(dev);
+        }
+    }
+    // Never delete through a mount (whatever it is, it is not ours to delete).
+    let still = mounts_under(dir);
+    if !still.is_empty() {
+        left.push(format!(
+            "mounts under {}: {}",
+            dir.display(),
+            still.join(", ")
+        ));
+    }
+    if left.is_empty() {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => did.push(format!("deleted {} and its image", dir.display())),
+            Err(e) => left.push(format!("{} ({e})", dir.display())),
+        }
+    }
+    let _ = fs::remove_file(Path::new(REGISTRY).join(format!("scratch-{pid}")));
+    if left.is_empty() {
+        format!(
+            "cleaned up after scratch run {pid}, whose process is gone (killed?): {}",
+            did.join(", ")
+        )
+    } else {
+        format!(
+            "scratch run {pid}'s process is gone, but its leftovers could not all be removed \
+             ({} done); still there: {}; remove them by hand (umount, losetup -d, rm -r)",
+            if did.is_empty() {
+                "nothing".to_string()
+            } else {
+                did.join(", ")
+            },
+            left.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod leftover_tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_reject_garbage() {
+        let m = Marker {
+            pid: 42,
+            starttime: 777,
+            dir: PathBuf::from("/tmp/refgate-scratch-42"),
+        };
+        assert_eq!(Marker::parse(&m.render()), Some(m));
+        assert_eq!(Marker::parse("pid=42\nstarttime=1\ndir=/x\n"), None);
+        assert_eq!(Marker::parse(&format!("{MARKER_MAGIC}\npid=42\n")), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let pid = std::process::id();
+        let starttime = process_starttime(pid).unwrap();
+        let dir = PathBuf::new();
+        assert!(
+            Marker {
+                pid,
+                starttime,
+                dir: dir.clone()
+            }
+            .alive()
+        );
+        assert!(
+            !Marker {
+                pid,
+                starttime: starttime + 1,
+                dir
+            }
+            .alive()
+        );
     }
 }
 

@@ -523,3 +523,72 @@ fn killed_scratch_runs_are_cleaned_up_by_the_next() {
     let _ = std::fs::remove_dir_all(&decoy);
     let _ = std::fs::remove_dir_all(&live);
 }
+
+/// First contact: without --mount on a host with no btrfs mounted, refgate says so (and
+/// suggests --scratch) instead of counting zeros in silence, keeps recording, and picks up a
+/// btrfs mounted later. Its start-up probe report is one line per cause; `-v` has them all.
+#[test]
+fn first_contact_without_btrfs_then_a_later_mount() {
+    let _s = serial();
+    if !is_root() {
+        eprintln!("skipped: recording needs root");
+        return;
+    }
+    if std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(2) == Some("btrfs"))
+    {
+        eprintln!("skipped: this host has a btrfs mounted");
+        return;
+    }
+    ensure_tracefs();
+    let d = tempfile::tempdir().unwrap();
+    let trace = d.path().join("later.bin");
+    let (child, drain) = start_recording(&[], &trace);
+    std::thread::sleep(Duration::from_millis(1500));
+    let fs = LoopBtrfs::new();
+    workload(&fs.mnt, 2, 100);
+    fs.syncfs();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let out = drain.join().unwrap();
+    let text = out.join("\n");
+    assert!(text.contains("no btrfs filesystem is mounted"), "{text}");
+    assert!(text.contains("record --scratch"), "{text}");
+    assert!(
+        text.contains(&format!("btrfs mounted at {}", fs.mnt.display())),
+        "{text}"
+    );
+    // One line per cause: at most kprobes, fentry/fexit and lock tracepoints.
+    let missing: Vec<&String> = out.iter().filter(|l| l.contains("not attached")).collect();
+    assert!(missing.len() <= 3, "{missing:#?}");
+    let adds = refgate_common::trace::summary::summarize(
+        refgate_common::trace::TraceReader::open_path(&trace).unwrap(),
+    )
+    .events_by_kind
+    .get("btrfs:add_delayed_data_ref")
+    .copied()
+    .unwrap_or(0);
+    assert!(adds > 0, "the btrfs mounted later was not recorded");
+
+    // -v lists every probe.
+    let o = refgate()
+        .args(["record", "-v", "--no-tui", "--duration", "1", "--mount"])
+        .arg(&fs.mnt)
+        .arg("-o")
+        .arg(d.path().join("v.bin"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for probe in [
+        "btrfs:add_delayed_tree_ref (tracepoint) attached",
+        "kprobe:btrfs_run_delayed_refs (kprobe)",
+        "fexit:btrfs_run_delayed_refs (fexit)",
+    ] {
+        assert!(err.contains(probe), "-v lacks {probe:?}: {err}");
+    }
+}

@@ -280,3 +280,109 @@ fn attach_kprobes(ebpf: &mut Ebpf, ksyms: &Kallsyms) -> Vec<ProbeStatus> {
         })
         .collect()
 }
+
+/// The cause of a missing probe in a few words, from its full note.
+fn short_cause(note: &str) -> String {
+    if note.contains("CONFIG_KPROBES") {
+        "this kernel has no kprobes (CONFIG_KPROBES unset)".into()
+    } else if note.contains("Operation not permitted") || note.contains("os error 1)") {
+        "refused by the kernel (EPERM)".into()
+    } else if note.contains("Permission denied") || note.contains("os error 13)") {
+        "refused by the kernel's verifier (EACCES)".into()
+    } else {
+        // Already short and specific (kallsyms, module, not needed, no lock tracepoints).
+        note.split("; recording goes on")
+            .next()
+            .unwrap_or(note)
+            .into()
+    }
+}
+
+/// The probes of one group, named compactly: "6 kprobes", "fentry/fexit", or their names.
+fn group_label(ps: &[&ProbeStatus]) -> String {
+    let kinds: std::collections::BTreeSet<&str> = ps.iter().map(|p| p.kind).collect();
+    let all = |ks: &[&str]| kinds.iter().all(|k| ks.contains(k));
+    if all(&["kprobe", "kretprobe"]) && ps.len() > 1 {
+        format!("{} kprobes", ps.len())
+    } else if all(&["fentry", "fexit"]) && ps.len() == 2 && kinds.len() == 2 {
+        "fentry/fexit".into()
+    } else if ps.len() <= 2 {
+        ps.iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        format!("{} probes", ps.len())
+    }
+}
+
+/// The start-up report of the probes not attached: one line per cause (the full list is at
+/// `-v` and in `refgate inspect`), the last saying what refgate records with.
+pub fn folded_report(probes: &[ProbeStatus]) -> Vec<String> {
+    let mut causes: Vec<(String, Vec<&ProbeStatus>)> = Vec::new();
+    for p in probes.iter().filter(|p| !p.attached) {
+        let c = short_cause(&p.note);
+        match causes.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, v)) => v.push(p),
+            None => causes.push((c, vec![p])),
+        }
+    }
+    let mut lines: Vec<String> = causes
+        .iter()
+        .map(|(c, ps)| format!("{} not attached: {c}", group_label(ps)))
+        .collect();
+    let calls = probes
+        .iter()
+        .filter(|p| p.attached && p.kind != "tracepoint")
+        .count();
+    if let Some(last) = lines.last_mut() {
+        last.push_str(&if calls == 0 {
+            " — recording with tracepoints only".to_string()
+        } else {
+            format!(" — recording with tracepoints and {calls} function probes")
+        });
+    }
+    lines
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+
+    fn p(name: &str, kind: &'static str, note: &str) -> ProbeStatus {
+        ProbeStatus {
+            name: name.into(),
+            kind,
+            attached: note.is_empty(),
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn one_line_per_cause() {
+        let no_kp = "this kernel has no kprobes (CONFIG_KPROBES is not set); recording with \
+                     tracepoints only";
+        let eperm = "the kernel refused to load it: the BPF_PROG_LOAD syscall returned \
+                     Operation not permitted (os error 1). Verifier output: : Operation not \
+                     permitted (os error 1)";
+        let mut probes: Vec<ProbeStatus> = (0..10)
+            .map(|i| p(&format!("btrfs:tp{i}"), "tracepoint", ""))
+            .collect();
+        for (n, k) in KPROBES.iter().map(|&(_, k, f)| (format!("{k}:{f}"), k)) {
+            probes.push(p(&n, k, no_kp));
+        }
+        probes.push(p("fentry:btrfs_run_delayed_refs", "fentry", eperm));
+        probes.push(p("fexit:btrfs_run_delayed_refs", "fexit", eperm));
+        assert_eq!(
+            folded_report(&probes),
+            [
+                "6 kprobes not attached: this kernel has no kprobes (CONFIG_KPROBES unset)",
+                "fentry/fexit not attached: refused by the kernel (EPERM) — recording with \
+                 tracepoints only",
+            ]
+        );
+        // Everything attached: nothing to say.
+        let all: Vec<_> = probes.iter().filter(|p| p.attached).cloned().collect();
+        assert!(folded_report(&all).is_empty());
+    }
+}

@@ -156,6 +156,19 @@ impl std::fmt::Display for WriteFailed {
 }
 impl std::error::Error for WriteFailed {}
 
+/// Mount points of the btrfs filesystems mounted now (/proc/self/mounts).
+fn btrfs_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "btrfs").then(|| point.replace("\\040", " "))
+        })
+        .collect()
+}
+
 /// An error before anything reached the file: the file is removed.
 #[derive(Debug)]
 struct NothingRecorded;
@@ -281,10 +294,26 @@ fn record_into(
         None
     };
     let mut live = Live::new(!args.plain, &probes, &args.output);
+    // One line per cause; every probe at -v (and in `refgate inspect`).
+    for line in loader::folded_report(&probes) {
+        live.note(&line);
+    }
     for p in &probes {
-        if !p.attached {
-            live.note(&format!("{} not attached: {}", p.name, p.note));
+        match p.attached {
+            true => log::info!("{} ({}) attached", p.name, p.kind),
+            false => log::info!("{} ({}) not attached: {}", p.name, p.kind, p.note),
         }
+    }
+    // Without --mount, every btrfs is recorded, including one mounted later; with none
+    // mounted now, say so rather than count zeros in silence.
+    let mut waiting_for_btrfs =
+        args.mount.is_none() && scratch.is_none() && btrfs_mounts().is_empty();
+    if waiting_for_btrfs {
+        live.note(
+            "no btrfs filesystem is mounted, so there is nothing to record yet; refgate keeps \
+             recording and picks up any btrfs mounted from now on. To try refgate on this host, \
+             `sudo refgate record --scratch` makes a temporary loop btrfs with a workload.",
+        );
     }
     let header = header(args, &probes, fs_info);
     // Unbuffered: the writer hands whole frames to the file, so after a write error the file
@@ -364,6 +393,13 @@ fn record_into(
                     writer.flush()?;
                     if args.probe_cost {
                         live.probe_cost(cost::average(&cost::sample(&ebpf).0).map(|a| a.0));
+                    }
+                    if waiting_for_btrfs {
+                        let m = btrfs_mounts();
+                        if !m.is_empty() {
+                            waiting_for_btrfs = false;
+                            live.note(&format!("btrfs mounted at {}: recording it", m.join(", ")));
+                        }
                     }
                     live.tick(&stats, started.elapsed());
                     if workload.as_ref().is_some_and(|w| w.is_finished()) {

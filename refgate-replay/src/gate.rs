@@ -3,76 +3,8 @@
 //! exit. Kept free of the rest of the model so loom can check it (tests/loom_gate.rs).
 
 use crate::metrics::GateStats;
-use crate::sync::{AtomicI32, AtomicU32, Condvar, Mutex, Ordering, fence};
-
-/// `delayed_refs->wait`. A wake-up is a generation bump under the queue lock, so a sleeper
-/// that registered before the bump cannot miss it; `waiters` is the lockless
-/// `waitqueue_active()` test the waker does after its full barrier.
-struct WaitQueue {
-    waiters: AtomicU32,
-    generation: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl WaitQueue {
-    fn new() -> Self {
-        Self {
-            waiters: AtomicU32::new(0),
-            generation: Mutex::new(0),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// `prepare_to_wait`: on the queue before the caller's re-check (§2.3 step 3).
-    fn prepare(&self) -> u64 {
-        let g = self.generation.lock().unwrap();
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        // `set_current_state`'s full barrier: pairs with the waker's `smp_mb()` between its
-        // decrement and `waitqueue_active()` (Dekker: one of the two must see the other).
-        fence(Ordering::SeqCst);
-        *g
-    }
-
-    /// `finish_wait` without sleeping.
-    fn cancel(&self) {
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn addr(&self) -> usize {
-        self as *const Self as usize
-    }
-
-    /// `schedule()` until a wake-up newer than `seen`, then `finish_wait`.
-    fn sleep(&self, seen: u64) {
-        if crate::exec::in_virtual() {
-            // A virtual task must not block the host thread: sleep in the scheduler (the
-            // queue lock is never held across a switch).
-            while *self.generation.lock().unwrap() == seen {
-                crate::exec::sleep_on(self.addr());
-            }
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
-        let mut g = self.generation.lock().unwrap();
-        while *g == seen {
-            g = self.cv.wait(g).unwrap();
-        }
-        drop(g);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn active(&self) -> bool {
-        self.waiters.load(Ordering::SeqCst) != 0
-    }
-
-    fn wake_all(&self) {
-        let mut g = self.generation.lock().unwrap();
-        *g = g.wrapping_add(1);
-        self.cv.notify_all();
-        drop(g);
-        crate::exec::wake_all(self.addr());
-    }
-}
+use crate::sync::{AtomicI32, Ordering, fence};
+use crate::waitqueue::WaitQueue;
 
 /// What a throttled caller does after the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +75,7 @@ impl Gate {
         self.ref_seq.load(Ordering::Relaxed)
     }
     pub fn sleepers(&self) -> u32 {
-        self.wait.waiters.load(Ordering::Relaxed)
+        self.wait.waiters()
     }
 
     /// run_all / run_most callers: `atomic_inc(procs_running_refs)`, never wait (§2.3).

@@ -70,6 +70,9 @@ pub struct HeadInner {
     /// Modern `ref_add_list`: ADD nodes in insertion order; stale entries skipped lazily.
     add_list: VecDeque<(NodeKey, u64)>,
     next_id: u64,
+    /// Modern: refs' worth of `delayed_refs_rsv` reserved by the add calls on this head and
+    /// not yet released (§4.7); released one per ref run and the rest when the head goes.
+    pub rsv_refs: u64,
     /// The fence the last merge ran with, cleared by inserts: merging is idempotent until
     /// refs are added or the fence moves, so we skip re-merging (same result, less work).
     merged_with_fence: Option<u64>,
@@ -87,6 +90,7 @@ impl HeadInner {
             refs: VecMap::new(),
             add_list: VecDeque::new(),
             next_id: 0,
+            rsv_refs: 0,
             merged_with_fence: None,
         }
     }

@@ -21,11 +21,13 @@ pub mod refkey;
 pub mod root;
 pub mod run_modern;
 pub mod run_v3;
+pub mod space;
 pub mod spinlock;
 mod sync;
 pub mod trace_workload;
 pub mod vcpu;
 pub mod vecmap;
+mod waitqueue;
 pub mod workload;
 
 pub use engine::{Config, Engine, Report, replay, run, run_live};

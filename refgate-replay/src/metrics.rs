@@ -151,6 +151,52 @@ impl GateStats {
     }
 }
 
+/// Who called `btrfs_run_delayed_refs` (§2.8, §4.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Caller {
+    /// `btrfs_commit_transaction`: the pre-flush and the exclusive phase.
+    Commit,
+    /// The async metadata reclaim worker, for waiting tickets (6.x).
+    AsyncReclaim,
+    /// The preemptive reclaim worker (6.x).
+    PreemptiveReclaim,
+    /// `__btrfs_end_transaction` (3.x).
+    HandleEnd,
+    /// Anything else (`btrfs_should_end_transaction`'s run in 3.x, …).
+    #[default]
+    Other,
+}
+
+/// `btrfs_run_delayed_refs` calls per [`Caller`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCallsByCaller {
+    pub commit: u64,
+    pub async_reclaim: u64,
+    pub preemptive_reclaim: u64,
+    pub handle_end: u64,
+    pub other: u64,
+}
+
+impl RunCallsByCaller {
+    pub fn add(&mut self, c: Caller) {
+        *match c {
+            Caller::Commit => &mut self.commit,
+            Caller::AsyncReclaim => &mut self.async_reclaim,
+            Caller::PreemptiveReclaim => &mut self.preemptive_reclaim,
+            Caller::HandleEnd => &mut self.handle_end,
+            Caller::Other => &mut self.other,
+        } += 1;
+    }
+    fn merge(&mut self, o: &Self) {
+        self.commit += o.commit;
+        self.async_reclaim += o.async_reclaim;
+        self.preemptive_reclaim += o.preemptive_reclaim;
+        self.handle_end += o.handle_end;
+        self.other += o.other;
+    }
+}
+
 /// Everything one worker thread counted.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadMetrics {
@@ -166,6 +212,9 @@ pub struct ThreadMetrics {
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
     pub run_calls: WaitStats,
+    pub run_calls_by_caller: RunCallsByCaller,
+    /// Modern: add calls that waited on a space ticket (§4.7).
+    pub space_waits: u64,
     /// Add-API calls (tree, data, extent op).
     pub adds: u64,
     /// Ref nodes run against the extent tree.
@@ -193,6 +242,8 @@ impl ThreadMetrics {
         self.extent_tree_acquisitions += o.extent_tree_acquisitions;
         self.gate.merge(&o.gate);
         self.run_calls.merge(&o.run_calls);
+        self.run_calls_by_caller.merge(&o.run_calls_by_caller);
+        self.space_waits += o.space_waits;
         self.adds += o.adds;
         self.refs_run += o.refs_run;
         self.heads_run += o.heads_run;

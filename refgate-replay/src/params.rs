@@ -57,9 +57,11 @@ pub struct Params {
     pub ext_cost_ns: u64,
     /// `btrfs_calc_delayed_ref_bytes(1)` = nodesize × BTRFS_MAX_LEVEL × 2 (§4.6).
     pub delayed_ref_bytes: u64,
-    /// Modern: a handle end kicks the (single) space flusher once this many entries are
-    /// queued — a stand-in for "`delayed_refs_rsv` outgrew the global reserve" (§4.7).
-    pub modern_flush_entries: u64,
+    /// Modern: the metadata space that delayed-ref reservations come from (§4.7; see
+    /// [`crate::space`]). The trace does not record the filesystem's size, so this is a
+    /// stated default: 512 MiB, the cap of the global block reserve (`SZ_512M` in
+    /// `btrfs_update_global_block_rsv`), i.e. 2048 queued refs of 256 KiB.
+    pub metadata_pool_bytes: u64,
     /// Check the §1.5 counters before and after every commit's run-all.
     pub check_counters: bool,
     /// What the virtual-CPU engine charges for each step ([`crate::cost`]).
@@ -83,7 +85,7 @@ impl Default for Params {
             walk_cost_ns: 0,
             ext_cost_ns: 0,
             delayed_ref_bytes: 16384 * 8 * 2,
-            modern_flush_entries: 4096,
+            metadata_pool_bytes: 512 << 20,
             check_counters: true,
             costs: CostModel::defaults(),
             extent_lock: None,

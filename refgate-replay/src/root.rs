@@ -8,9 +8,10 @@ use crate::extent_tree::{ExtentItem, ExtentTree};
 use crate::gate::Gate;
 use crate::head::{DelayedRefHead, ExtentOp, HeadInner, InsertOutcome};
 use crate::live::{Live, ThreadState, WaitRole, WorkerState};
-use crate::metrics::ThreadMetrics;
+use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
 use crate::refkey::{Era, NodeKey, RefSpec};
+use crate::space::DelayedRefsRsv;
 use crate::spinlock::{SpinGuard, SpinLock};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -25,6 +26,8 @@ pub struct Worker {
     /// The add API's preallocated head when the last add found one in the tree (§1.4):
     /// kept for the next add instead of freed.
     spare_head: Option<Arc<DelayedRefHead>>,
+    /// Who this task's `btrfs_run_delayed_refs` calls count as, set by the hook it is in.
+    pub caller: Caller,
 }
 
 impl Worker {
@@ -35,6 +38,7 @@ impl Worker {
             m: ThreadMetrics::default(),
             live,
             spare_head: None,
+            caller: Caller::Other,
         }
     }
     pub fn ws(&self) -> &WorkerState {
@@ -150,11 +154,11 @@ pub struct FsModel {
     pub root: DelayedRefRoot,
     pub extent_tree: ExtentTree,
     pub tree_mod: TreeModSeq,
+    /// Modern: `delayed_refs_rsv` and its reclaim workers (§4.7).
+    pub space: DelayedRefsRsv,
     pub live: Arc<Live>,
     /// `params.costs` as a table indexed by [`Cost`] (the virtual engine's charges).
     costs: [u64; 7],
-    /// Modern: the preemptive-reclaim work item is single (§4.7).
-    pub(crate) space_flusher_busy: AtomicBool,
 }
 
 /// Result of a head-mutex acquisition dance (§2.4 step 1, §4.4).
@@ -195,10 +199,10 @@ impl FsModel {
                     .unwrap_or(crate::params::ExtentLock::for_era(era)),
             ),
             tree_mod: TreeModSeq::default(),
+            space: DelayedRefsRsv::new(params.metadata_pool_bytes),
             costs: params.costs.table(),
             params,
             live,
-            space_flusher_busy: AtomicBool::new(false),
         }
     }
 
@@ -362,6 +366,10 @@ impl FsModel {
         op: Option<ExtentOp>,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
+        // Modern: the reservation is made before anything is queued, and may wait (§4.7).
+        if self.era == Era::Modern && self.space.reserve(self.params.delayed_ref_bytes) {
+            w.m.space_waits += 1;
+        }
         let mut spare = Some(self.alloc_head(w, r.bytenr, r.num_bytes, r.is_data()));
         let mut g = self.lock_root(w);
         self.charge(Cost::AddRef, 1);
@@ -382,6 +390,9 @@ impl FsModel {
             r.action == crate::refkey::AddAction::AddExtent,
             op,
         )?;
+        if self.era == Era::Modern {
+            hi.rsv_refs += 1;
+        }
         let key = NodeKey::new(self.era, &r.key, seq);
         match hi.insert_ref(self.era, key, r.action.node_action(), r.level) {
             InsertOutcome::New => {

@@ -100,6 +100,8 @@ fn run_delayed_refs_once(
             fs.charge(Cost::SelectRef, 1);
             // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
             let n = hi.erase_ref(&k);
+            let give = hi.rsv_refs.min(1);
+            hi.rsv_refs -= give;
             let must_insert = std::mem::take(&mut hi.must_insert_reserved);
             let op = hi.extent_op.take();
             let num_bytes = hi.num_bytes;
@@ -121,6 +123,8 @@ fn run_delayed_refs_once(
             w.m.refs_run += 1;
             w.ws().add_refs_run(1);
             bytes += fs.params.delayed_ref_bytes;
+            // `btrfs_delayed_refs_rsv_release` for the ref just run (§4.7).
+            fs.space.release(give * fs.params.delayed_ref_bytes);
             hi = fs.lock_head(&head, w);
         }
         // `cleanup_ref_head` (§4.4).
@@ -155,8 +159,11 @@ fn run_delayed_refs_once(
         fs.publish(&g.c);
         let must_insert = std::mem::take(&mut hi.must_insert_reserved);
         let num_bytes = hi.num_bytes;
+        // What merged or cancelled refs had reserved leaves with the head.
+        let rest = std::mem::take(&mut hi.rsv_refs);
         drop(hi);
         drop(g);
+        fs.space.release(rest * fs.params.delayed_ref_bytes);
         if must_insert {
             fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
         }
@@ -198,6 +205,7 @@ pub fn run_delayed_refs(
         }
     })();
     w.m.run_calls.record(exec::now_ns() - t0);
+    w.m.run_calls_by_caller.add(w.caller);
     w.set_state(prev);
     r
 }

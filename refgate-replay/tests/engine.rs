@@ -30,7 +30,7 @@ fn small_constants() -> Params {
         throttle_ready_heads: 4,
         gate_entries_threshold: 32,
         gate_progress_quantum: 8,
-        modern_flush_entries: 64,
+        metadata_pool_bytes: 64 * (256 << 10),
         ..Params::default()
     }
 }
@@ -69,6 +69,11 @@ fn policies_run_where_the_spec_says() {
         modern.run_calls.count >= 2 * 3,
         "pre-flush + exclusive per commit"
     );
+    // §4.7: a 6.x writer never runs delayed refs at handle end; 3.x writers do.
+    let by = modern.run_calls_by_caller;
+    assert_eq!((by.handle_end, by.other), (0, 0), "{by:?}");
+    assert!(by.commit >= 2 * 3, "{by:?}");
+    assert!(pre.run_calls_by_caller.handle_end > 0);
     // Same input, same net effect (§7.4): the oracle ends identical under every policy.
     assert_eq!(pre.invariant.extents_live, seed.invariant.extents_live);
     assert_eq!(pre.invariant.extents_live, modern.invariant.extents_live);
@@ -91,4 +96,26 @@ fn spec_2_3_single_thread_never_sleeps() {
     .unwrap();
     assert_eq!((r.gate.sleeps, r.gate.early_returns), (0, 0));
     assert!(r.gate.acquisitions > 0);
+}
+
+/// §4.7 under real threads: with a pool of 8 refs' reservation, writers wait on tickets and
+/// the reclaim workers run refs for them; nothing runs at handle end.
+#[test]
+fn spec_4_7_modern_tickets_and_reclaim_workers_threads() {
+    let w = synthetic(&SynthParams {
+        tasks: 6,
+        transactions: 3,
+        ops_per_handle: 32,
+        ..Default::default()
+    });
+    let params = Params {
+        metadata_pool_bytes: 8 * (256 << 10),
+        ..Params::default()
+    };
+    let r = engine::run(&w, policy::by_name("modern").unwrap().as_ref(), 3, &params).unwrap();
+    let by = r.run_calls_by_caller;
+    assert!(r.space_waits > 0, "{r:?}");
+    assert!(by.async_reclaim > 0, "{by:?}");
+    assert!(by.preemptive_reclaim > 0, "{by:?}");
+    assert_eq!(by.handle_end, 0, "{by:?}");
 }

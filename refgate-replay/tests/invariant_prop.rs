@@ -47,7 +47,7 @@ fn params(small: bool) -> Params {
             throttle_ready_heads: 2,
             gate_entries_threshold: 8,
             gate_progress_quantum: 4,
-            modern_flush_entries: 16,
+            metadata_pool_bytes: 16 * (256 << 10),
             throttle_311_ready_heads: 3,
             ..Params::default()
         }

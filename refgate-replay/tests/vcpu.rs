@@ -198,7 +198,7 @@ fn small_constants() -> Params {
         throttle_ready_heads: 4,
         gate_entries_threshold: 32,
         gate_progress_quantum: 8,
-        modern_flush_entries: 64,
+        metadata_pool_bytes: 64 * (256 << 10),
         ..Params::default()
     }
 }
@@ -246,6 +246,39 @@ fn many_cpus_run_including_more_cpus_than_tasks() {
             .count();
         assert_eq!(idle, cpus.saturating_sub(40));
     }
+}
+
+/// §4.7 on virtual CPUs: tickets, both reclaim workers as tasks of their own, no runs at
+/// handle end; a pool larger than the whole queue leaves the writers unblocked and the
+/// async worker idle.
+#[test]
+fn spec_4_7_modern_reclaim_workers_virtual() {
+    let w = synthetic(&SynthParams {
+        tasks: 12,
+        transactions: 3,
+        ops_per_handle: 32,
+        ..Default::default()
+    });
+    let small = Params {
+        metadata_pool_bytes: 8 * (256 << 10),
+        ..Params::default()
+    };
+    let r = virt(&w, "modern", 4, &small, 0);
+    let by = r.run_calls_by_caller;
+    assert!(r.space_waits > 0, "{r:?}");
+    assert!(by.async_reclaim > 0 && by.preemptive_reclaim > 0, "{by:?}");
+    assert_eq!((by.handle_end, by.other), (0, 0), "{by:?}");
+    let huge = Params {
+        metadata_pool_bytes: 1 << 40,
+        ..Params::default()
+    };
+    let big = virt(&w, "modern", 4, &huge, 0);
+    assert_eq!(big.space_waits, 0);
+    assert_eq!(big.run_calls_by_caller.async_reclaim, 0);
+    assert_eq!(
+        big.run_calls_by_caller.commit,
+        big.run_calls.count - big.run_calls_by_caller.preemptive_reclaim
+    );
 }
 
 fn synth() -> impl Strategy<Value = SynthParams> {

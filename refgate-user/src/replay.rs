@@ -465,6 +465,8 @@ pub fn json_report(
         "delayed_refs_lock": r.dr_lock,
         "gate": r.gate,
         "run_call_latency": wait_json(&r.run_calls),
+        "run_calls_by_caller": r.run_calls_by_caller,
+        "space_waits": r.space_waits,
         "seq_holdbacks": r.seq_holdbacks,
         "per_thread_refs_run": r.per_thread_refs_run,
         "host": {
@@ -634,6 +636,21 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         ns(c.p50_ns),
         ns(c.p99_ns),
         ns(c.max_ns)
+    );
+    let by = &r.run_calls_by_caller;
+    let _ = writeln!(
+        o,
+        "  callers    commit {}, handle end {}, async reclaim {}, preemptive reclaim {}, other {}{}",
+        by.commit,
+        by.handle_end,
+        by.async_reclaim,
+        by.preemptive_reclaim,
+        by.other,
+        if r.space_waits > 0 {
+            format!("; {} adds waited on a space ticket", r.space_waits)
+        } else {
+            String::new()
+        }
     );
     o
 }

@@ -19,7 +19,9 @@ use crate::cost::CostModel;
 use crate::error::ModelError;
 use crate::invariant::{InvariantSummary, InvariantViolation, check_extent_tree};
 use crate::live::{Live, ThreadState, WaitRole};
-use crate::metrics::{GateStats, SpinSummary, ThreadMetrics, WaitSummary};
+use crate::metrics::{
+    Caller, GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, WaitSummary,
+};
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, TransHandle, Worker};
@@ -121,6 +123,10 @@ pub struct Report {
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
     pub run_calls: WaitSummary,
+    /// Who made those calls.
+    pub run_calls_by_caller: RunCallsByCaller,
+    /// Modern: add calls that waited on a space-reservation ticket (§4.7).
+    pub space_waits: u64,
     /// Per thread (real) or per CPU (virtual).
     pub per_thread_refs_run: Vec<u64>,
     pub insert_cancels: u64,
@@ -260,6 +266,8 @@ pub(crate) fn finish(
         extent_tree_acquisitions: total.extent_tree_acquisitions,
         gate: total.gate,
         run_calls: total.run_calls.summary(),
+        run_calls_by_caller: total.run_calls_by_caller,
+        space_waits: total.space_waits,
         per_thread_refs_run: out.per_cpu_refs,
         insert_cancels: total.insert_cancels,
         run_merges: total.run_merges,
@@ -371,7 +379,9 @@ pub(crate) fn run_handle(
                 fs.lookup_extent_info(w, *bytenr);
             }
             Op::ShouldEnd => {
+                w.caller = Caller::Other;
                 if policy.should_end_transaction(fs, w, &mut h)? {
+                    w.caller = Caller::HandleEnd;
                     policy.end_transaction(fs, w, &mut h)?;
                     h = TransHandle::default();
                 }
@@ -384,6 +394,7 @@ pub(crate) fn run_handle(
         w.ws().add_ops_done(1);
         publish(&fs.live, w, p);
     }
+    w.caller = Caller::HandleEnd;
     policy.end_transaction(fs, w, &mut h)?;
     publish(&fs.live, w, p);
     w.set_state(ThreadState::Idle);
@@ -398,6 +409,7 @@ pub(crate) fn commit_pre(
     p: &mut Published,
 ) -> Result<(), ModelError> {
     w.set_state(ThreadState::Committing);
+    w.caller = Caller::Commit;
     let mut h = TransHandle::default();
     policy.commit_pre(fs, w, &mut h)?;
     publish(&fs.live, w, p);
@@ -415,6 +427,7 @@ pub(crate) fn exclusive_commit(
         fs.check_counters(w).map_err(ModelError::Bug)?;
     }
     let mut h = TransHandle::default();
+    w.caller = Caller::Commit;
     policy.commit_exclusive(fs, w, &mut h)?;
     let (c, heads) = fs.counters(w);
     let entries = fs.num_entries_racy();

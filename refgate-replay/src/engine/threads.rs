@@ -16,7 +16,7 @@ use crate::invariant::InvariantViolation;
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
 use crate::params::Params;
-use crate::policy::Policy;
+use crate::policy::{Policy, WorkerKind};
 use crate::root::{FsModel, Worker};
 use crate::workload::{TaskView, Workload};
 use parking_lot::{Condvar, Mutex};
@@ -168,6 +168,18 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
     w.m
 }
 
+/// A kernel worker thread (§4.7), until the workload's threads are done.
+fn kernel_worker(ctx: &Ctx, kind: WorkerKind, slot: usize) -> ThreadMetrics {
+    let _guard = AbortOnPanic(&ctx.barrier);
+    let mut w = Worker::new(slot, ctx.fs.live.clone());
+    if let Err(e) = ctx.policy.run_worker(&ctx.fs, &mut w, kind) {
+        ctx.fail(format!("{}: {e}", kind.name()));
+        // The workload's threads may wait on tickets this worker would have served.
+        ctx.fs.space.shutdown();
+    }
+    w.m
+}
+
 /// Replay `workload` with `threads` real threads under `policy`. Errors if the model hits a
 /// kernel BUG or the §7.4 invariant fails.
 pub fn run(
@@ -217,24 +229,36 @@ pub fn run_live(
     let commits_before = live.transaction.load(Ordering::Relaxed);
     let paused_before = live.paused_seconds();
     let t0 = Instant::now();
+    let joined = |h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>| {
+        h.join().map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            format!("worker panicked: {}", msg.unwrap_or_default())
+        })
+    };
     let per_thread: Vec<Result<ThreadMetrics, String>> = std::thread::scope(|s| {
+        // The kernel's own workers (§4.7), one thread each, sharing the threads' live slots.
+        let kernel: Vec<_> = policy
+            .workers()
+            .iter()
+            .enumerate()
+            .map(|(k, &kind)| {
+                let ctx = &ctx;
+                s.spawn(move || kernel_worker(ctx, kind, k % threads))
+            })
+            .collect();
         let hs: Vec<_> = (0..threads)
             .map(|i| {
                 let ctx = &ctx;
                 s.spawn(move || worker(ctx, i))
             })
             .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join().map_err(|p| {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                    format!("worker panicked: {}", msg.unwrap_or_default())
-                })
-            })
-            .collect()
+        let mut out: Vec<_> = hs.into_iter().map(joined).collect();
+        ctx.fs.space.shutdown();
+        out.extend(kernel.into_iter().map(joined));
+        out
     });
     let paused_seconds = live.paused_seconds() - paused_before;
     let mut errors = ctx.errors.lock().clone();
@@ -245,8 +269,18 @@ pub fn run_live(
             Err(e) => errors.push(e),
         }
     }
+    // Threads first, then the kernel's workers, each counted in the slot it shared.
+    let mut per_cpu_refs = vec![0; threads];
+    for (i, m) in per_worker.iter().enumerate() {
+        let slot = if i < threads {
+            i
+        } else {
+            (i - threads) % threads
+        };
+        per_cpu_refs[slot] += m.refs_run;
+    }
     let out = Outcome {
-        per_cpu_refs: per_worker.iter().map(|m| m.refs_run).collect(),
+        per_cpu_refs,
         per_worker,
         errors,
         wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,

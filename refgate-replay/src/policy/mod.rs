@@ -51,6 +51,38 @@ pub trait Policy: Send + Sync {
         w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError>;
+    /// Background tasks this kernel runs delayed refs from (6.x: the metadata reclaim
+    /// workers, §4.7). The engine runs each as a task of its own.
+    fn workers(&self) -> &'static [WorkerKind] {
+        &[]
+    }
+    /// A background task's life: flush when asked, until `fs.space` shuts down.
+    fn run_worker(
+        &self,
+        _fs: &FsModel,
+        _w: &mut Worker,
+        _kind: WorkerKind,
+    ) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+/// A kernel worker that runs delayed refs (§4.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// `btrfs_async_reclaim_metadata_space`: flushes for waiting tickets.
+    AsyncReclaim,
+    /// `btrfs_preempt_reclaim_metadata_space`: flushes before anyone has to wait.
+    PreemptiveReclaim,
+}
+
+impl WorkerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerKind::AsyncReclaim => "async reclaim worker",
+            WorkerKind::PreemptiveReclaim => "preemptive reclaim worker",
+        }
+    }
 }
 
 /// The K3.7–K3.13 policies (PRE, SEED, SEED+THROTTLE; §3): the same v3 runner and the same

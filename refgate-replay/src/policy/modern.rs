@@ -1,38 +1,18 @@
-//! MODERN: 6.7+ (spec §4.5–4.7) — no running at handle end; one pre-flush committer with `0`,
-//! the exclusive commit with `U64_MAX`, and a single space flusher with `min_bytes`.
+//! MODERN: 6.7+ (spec §4.5–4.7) — no running at handle end; writers reserve
+//! `delayed_refs_rsv` space and wait on tickets when it runs out; the async and preemptive
+//! metadata reclaim workers run `FLUSH_DELAYED_REFS_NR` / `FLUSH_DELAYED_REFS`; one pre-flush
+//! committer runs `0`, the exclusive commit `U64_MAX`.
 
-use super::Policy;
+use super::{Policy, WorkerKind};
 use crate::error::ModelError;
+use crate::metrics::Caller;
 use crate::refkey::Era;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_modern::run_delayed_refs;
+use crate::space::Flush;
 use std::sync::atomic::Ordering;
 
 pub struct Modern;
-
-impl Modern {
-    /// The preemptive reclaim worker stand-in (§4.7): when the queued refs' reservation
-    /// outgrows the threshold, one task at a time runs `FLUSH_DELAYED_REFS_NR` with a
-    /// quarter of the reserved bytes.
-    fn maybe_flush_space(
-        &self,
-        fs: &FsModel,
-        w: &mut Worker,
-        h: &mut TransHandle,
-    ) -> Result<(), ModelError> {
-        let entries = fs.num_entries_racy();
-        if entries < fs.params.modern_flush_entries {
-            return Ok(());
-        }
-        if fs.space_flusher_busy.swap(true, Ordering::Acquire) {
-            return Ok(());
-        }
-        let reserved = entries * fs.params.delayed_ref_bytes;
-        let r = run_delayed_refs(fs, w, h, (reserved / 4).max(1));
-        fs.space_flusher_busy.store(false, Ordering::Release);
-        r.map(|_| ())
-    }
-}
 
 impl Policy for Modern {
     fn name(&self) -> &'static str {
@@ -43,14 +23,13 @@ impl Policy for Modern {
     }
     fn end_transaction(
         &self,
-        fs: &FsModel,
-        w: &mut Worker,
+        _fs: &FsModel,
+        _w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError> {
-        // `__btrfs_end_transaction` runs no delayed refs since 5.0; the space flusher is what
-        // a reservation made by this task would have kicked.
+        // `__btrfs_end_transaction` runs no delayed refs since 5.0 (§4.7).
         h.delayed_ref_updates = 0;
-        self.maybe_flush_space(fs, w, h)
+        Ok(())
     }
     fn should_end_transaction(
         &self,
@@ -58,9 +37,8 @@ impl Policy for Modern {
         _w: &mut Worker,
         _h: &mut TransHandle,
     ) -> Result<bool, ModelError> {
-        // Ends if FLUSHING is set or the delayed-refs reservation looks too big (§4.7).
-        Ok(fs.root.flushing.load(Ordering::Relaxed)
-            || fs.num_entries_racy() >= fs.params.modern_flush_entries)
+        // Ends if FLUSHING is set or the reservation no longer fits (writers wait, §4.7).
+        Ok(fs.root.flushing.load(Ordering::Relaxed) || fs.space.waiting() > 0)
     }
     fn commit_pre(
         &self,
@@ -80,6 +58,44 @@ impl Policy for Modern {
         w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError> {
-        run_delayed_refs(fs, w, h, u64::MAX).map(|_| ())
+        // The workers' joined transactions end before the commit goes on (num_writers).
+        fs.space.block_joins();
+        let r = run_delayed_refs(fs, w, h, u64::MAX).map(|_| ());
+        fs.space.unblock_joins();
+        r
+    }
+    fn workers(&self) -> &'static [WorkerKind] {
+        &[WorkerKind::AsyncReclaim, WorkerKind::PreemptiveReclaim]
+    }
+    fn run_worker(&self, fs: &FsModel, w: &mut Worker, kind: WorkerKind) -> Result<(), ModelError> {
+        w.caller = match kind {
+            WorkerKind::AsyncReclaim => Caller::AsyncReclaim,
+            WorkerKind::PreemptiveReclaim => Caller::PreemptiveReclaim,
+        };
+        loop {
+            let flush = match kind {
+                WorkerKind::AsyncReclaim => fs.space.next_async_flush(),
+                WorkerKind::PreemptiveReclaim => fs.space.next_preemptive_flush(),
+            };
+            let Flush::Bytes(bytes) = flush else {
+                return Ok(());
+            };
+            // `btrfs_join_transaction_nostart`: not while a commit is exclusive.
+            if !fs.space.join() {
+                fs.space.wait_commit();
+                continue;
+            }
+            let mut h = TransHandle::default();
+            let mut ran = run_delayed_refs(fs, w, &mut h, bytes);
+            // Tickets still wait: the next flush state, `FLUSH_DELAYED_REFS` (all heads now).
+            if kind == WorkerKind::AsyncReclaim && ran.is_ok() && fs.space.waiting() > 0 {
+                ran = ran.and_then(|a| run_delayed_refs(fs, w, &mut h, 0).map(|b| a + b));
+            }
+            fs.space.leave();
+            if ran? == 0 {
+                // Nothing could run (every head is another runner's): let them work.
+                crate::exec::cond_resched();
+            }
+        }
     }
 }

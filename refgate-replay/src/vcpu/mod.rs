@@ -22,7 +22,7 @@ use crate::exec;
 use crate::invariant::InvariantViolation;
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, WorkerKind};
 use crate::root::{FsModel, Worker};
 use crate::workload::Workload;
 use corosensei::stack::DefaultStack;
@@ -115,6 +115,8 @@ struct Env<'a> {
     /// Each CPU's counts: tasks hand theirs over between operations (`flush`), so that
     /// thousands of tasks do not each hold a set of histograms.
     cpu_metrics: &'a RefCell<Vec<ThreadMetrics>>,
+    /// Workload tasks still running; the last one out stops the kernel's workers.
+    running: &'a Cell<usize>,
 }
 
 struct TaskEnd {
@@ -173,6 +175,22 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
     let err = run().err();
     flush(env, cpu, &mut w, &mut p);
     w.set_state(ThreadState::Done);
+    env.running.set(env.running.get() - 1);
+    if env.running.get() == 0 {
+        fs.space.shutdown();
+    }
+    TaskEnd { err }
+}
+
+/// A kernel worker's task (§4.7): it runs until the workload's tasks are done.
+fn worker_body(env: &Env, kind: WorkerKind, cpu: u32) -> TaskEnd {
+    let mut w = Worker::new(cpu as usize, env.fs.live.clone());
+    let err = env
+        .policy
+        .run_worker(env.fs, &mut w, kind)
+        .err()
+        .map(|e| format!("{}: {e}", kind.name()));
+    env.cpu_metrics.borrow_mut()[cpu as usize].merge(&w.m);
     TaskEnd { err }
 }
 
@@ -231,7 +249,9 @@ pub(crate) fn run(
         workload.initial_extents(),
         live.clone(),
     );
-    let task_cpus: Vec<u32> = (0..workload.task_count())
+    // The workload's tasks, then the kernel's workers, each pinned to CPU i mod N.
+    let workers = policy.workers();
+    let task_cpus: Vec<u32> = (0..workload.task_count() + workers.len())
         .map(|i| (i % cpus) as u32)
         .collect();
     let sched = RefCell::new(Sched::new(
@@ -247,6 +267,10 @@ pub(crate) fn run(
     };
     let committer = committers(workload);
     let cpu_metrics = RefCell::new(vec![ThreadMetrics::default(); cpus]);
+    let running = Cell::new(workload.task_count());
+    if workload.task_count() == 0 {
+        fs.space.shutdown();
+    }
     let env = Env {
         fs: &fs,
         policy,
@@ -254,6 +278,7 @@ pub(crate) fn run(
         barrier: &barrier,
         committer: &committer,
         cpu_metrics: &cpu_metrics,
+        running: &running,
     };
     let commits_before = live.transaction.load(std::sync::atomic::Ordering::Relaxed);
     let paused_before = live.paused_seconds();
@@ -277,7 +302,10 @@ pub(crate) fn run(
                     cpu,
                 };
                 exec::set_current(&ctx);
-                let end = task_body(env, i, cpu);
+                let end = match i.checked_sub(env.workload.task_count()) {
+                    None => task_body(env, i, cpu),
+                    Some(k) => worker_body(env, workers[k], cpu),
+                };
                 exec::set_current(std::ptr::null());
                 end
             };

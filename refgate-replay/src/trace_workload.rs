@@ -43,6 +43,52 @@ use crate::{
     workload::{Handle, Op, Task, TaskTransaction, Workload},
 };
 
+/// Which recorded refs a 3.x kernel would have added `for_cow` (§1.6), and so without a
+/// tree-mod seq. 6.x tracepoints carry no `for_cow`, and their `seq` is a read of
+/// `tree_mod_seq` (0 while nothing holds the tree-mod log), so a 6.x trace cannot say;
+/// the replay of a 6.x trace under `pre`/`seed` needs a rule (`--seq-rule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeqRule {
+    /// Tree-block refs are COW (`__btrfs_cow_block` allocates and frees blocks with
+    /// `for_cow = 1`), data refs are file operations (`for_cow = 0`: writes, truncates,
+    /// unlinks) and get seqs on fs trees. Misclassified: data refs that COW of a *shared*
+    /// leaf adds (`btrfs_inc_ref`/`dec_ref` after snapshots or reflinks: really `for_cow`,
+    /// given seqs here) and tree-block refs that are not COW (new roots, snapshot
+    /// creation, relocation: given none).
+    #[default]
+    Data,
+    /// Every fs-tree ref gets a seq (the most hold-backs a 3.x kernel could show).
+    All,
+    /// `for_cow` iff the recorded `seq` is 0 (what a 6.x kernel's own seq says: nearly
+    /// every ref is then seq-less).
+    Recorded,
+}
+
+impl SeqRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            SeqRule::Data => "data",
+            SeqRule::All => "all",
+            SeqRule::Recorded => "recorded",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        [SeqRule::Data, SeqRule::All, SeqRule::Recorded]
+            .into_iter()
+            .find(|r| r.name() == s)
+    }
+    /// Sets `for_cow` on a recorded ref by the rule.
+    pub fn classify(self, mut r: RefSpec, recorded_seq: u64) -> RefSpec {
+        r.for_cow = match self {
+            SeqRule::Data => !r.is_data(),
+            SeqRule::All => false,
+            SeqRule::Recorded => recorded_seq == 0,
+        };
+        r
+    }
+}
+
 /// How to turn a trace into a workload.
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
@@ -50,6 +96,8 @@ pub struct TraceOptions {
     pub handle_gap_ns: u64,
     /// Replay recorded think-times divided by this factor (`None`: as fast as possible).
     pub speed: Option<f64>,
+    /// Which refs get 3.x tree-mod seqs (§1.6).
+    pub seq_rule: SeqRule,
 }
 
 impl Default for TraceOptions {
@@ -57,6 +105,7 @@ impl Default for TraceOptions {
         TraceOptions {
             handle_gap_ns: 1_000_000,
             speed: None,
+            seq_rule: SeqRule::default(),
         }
     }
 }
@@ -84,6 +133,10 @@ pub struct TraceConversion {
     /// `"kprobes"` when handle boundaries came from the recorded handle probes, else
     /// `"gap heuristic"`.
     pub handle_source: &'static str,
+    /// The `for_cow` rule used, and how many of the fs-tree refs it gives a seq under 3.x
+    /// policies (§1.6).
+    pub seq_rule: SeqRule,
+    pub fs_tree_refs_with_seq: u64,
     /// Median gap between consecutive run events of one task (under 1 ms): the kernel's cost
     /// of running one node, extent-tree update included (§7.5). Feeds `Params::ext_cost_ns`.
     pub run_cost_ns: u64,
@@ -113,7 +166,10 @@ pub fn workload_from_records(
     // a little across CPUs; the stable sort keeps each task's own order.
     events.sort_by_key(|e| e.ts_ns);
 
-    let mut conv = TraceConversion::default();
+    let mut conv = TraceConversion {
+        seq_rule: opts.seq_rule,
+        ..TraceConversion::default()
+    };
     let fs_of = |k: &EventKind| match k {
         EventKind::AddTreeRef(r) => Some(r.fs),
         EventKind::AddDataRef(r) => Some(r.fs),
@@ -204,11 +260,11 @@ pub fn workload_from_records(
                 }
             }
             EventKind::AddTreeRef(r) if r.fs == fs => {
-                let spec = RefSpec::from_tree_event(r);
+                let spec = RefSpec::from_tree_event(r).map(|s| opts.seq_rule.classify(s, r.seq));
                 ref_op(spec, pending_head.remove(&e.tid), r.bytenr, true, &mut conv)
             }
             EventKind::AddDataRef(r) if r.fs == fs => {
-                let spec = RefSpec::from_data_event(r);
+                let spec = RefSpec::from_data_event(r).map(|s| opts.seq_rule.classify(s, r.seq));
                 ref_op(
                     spec,
                     pending_head.remove(&e.tid),
@@ -366,6 +422,9 @@ fn ref_op(
         return None;
     };
     conv.ref_adds += 1;
+    if r.need_ref_seq() {
+        conv.fs_tree_refs_with_seq += 1;
+    }
     let add_extent = head.is_some_and(|(b, a)| b == bytenr && a == ADD_DELAYED_EXTENT);
     if add_extent && r.action == AddAction::Add {
         r.action = AddAction::AddExtent;

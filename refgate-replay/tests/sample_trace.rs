@@ -2,9 +2,11 @@
 //! at 1, 8 and 32 threads with the §7.4 invariant holding (issue: replay of recorded traces).
 use refgate_common::trace::TraceReader;
 use refgate_replay::{
-    Params, by_name,
-    trace_workload::{TraceOptions, workload_from_records},
+    Config, Engine, Params, by_name,
+    live::Live,
+    trace_workload::{SeqRule, TraceOptions, workload_from_records},
 };
+use std::sync::Arc;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
 /// Recorded by `cargo xtask vm-test --keep` on Debian's 6.1 kernel, with kprobes.
@@ -38,5 +40,43 @@ fn replays(path: &str, handle_source: &str) {
                 .unwrap_or_else(|e| panic!("{policy} × {threads}: {e}"));
             assert!(r.refs_run > 0);
         }
+    }
+}
+
+/// §1.6 on 6.x traces: with the default rule (data refs are file operations) a 3.x replay
+/// gives fs-tree refs seqs and, with 8 CPUs, holds refs back; with the recorded seqs (0 on
+/// 6.x) nothing is held back.
+#[test]
+fn samples_hold_back_refs_under_pre_with_3x_seqs() {
+    for path in [SAMPLE, VM_SAMPLE] {
+        let records = TraceReader::open_path(path).unwrap().read_all().unwrap();
+        let holdbacks = |rule: SeqRule| {
+            let opts = TraceOptions {
+                seq_rule: rule,
+                ..TraceOptions::default()
+            };
+            let (w, conv) = workload_from_records(records.clone(), &opts).unwrap();
+            let cfg = Config {
+                engine: Engine::Virtual,
+                cpus: 8,
+                params: Params::default(),
+                sim_seed: 0,
+                pace: false,
+            };
+            let r = refgate_replay::replay(
+                &w,
+                by_name("pre").unwrap().as_ref(),
+                &cfg,
+                Arc::new(Live::new(8)),
+            )
+            .unwrap();
+            (conv.fs_tree_refs_with_seq, r.seq_holdbacks)
+        };
+        let (with_seq, held) = holdbacks(SeqRule::Data);
+        assert!(
+            with_seq > 100 && held > 0,
+            "{path}: {with_seq} refs with seq, {held} hold-backs"
+        );
+        assert_eq!(holdbacks(SeqRule::Recorded), (0, 0), "{path}");
     }
 }

@@ -36,6 +36,7 @@ pub struct CompareArgs {
     pub handle_gap_us: u64,
     pub costs: Vec<String>,
     pub sim_seed: u64,
+    pub seq_rule: refgate_replay::trace_workload::SeqRule,
     pub extent_lock: Option<ExtentLock>,
     pub out_dir: Option<PathBuf>,
     pub json: bool,
@@ -165,6 +166,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         replicate: args.replicate,
         handle_gap_us: args.handle_gap_us,
         costs: args.costs.clone(),
+        seq_rule: args.seq_rule,
         ..Default::default()
     };
     let prepared = replay::prepare_workload(&rargs, max_cpus)?;

@@ -78,6 +78,10 @@ enum Command {
         /// Virtual engine: tie-breaking among CPUs ready at the same virtual instant.
         #[arg(long, default_value_t = 0)]
         sim_seed: u64,
+        /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6): `data` (data refs
+        /// are file operations, tree refs COW), `all`, or `recorded` (the trace's own seq).
+        #[arg(long, default_value = "data", value_parser = parse_seq_rule)]
+        seq_rule: SeqRule,
         /// Virtual engine: how tasks wait for the extent tree's lock: `spin` (3.x btrfs
         /// tree locks) or `sleep` (5.11+ rwsems); default: the policy's era.
         #[arg(long, value_parser = parse_extent_lock)]
@@ -136,6 +140,10 @@ enum Command {
         /// Tie-breaking among virtual CPUs ready at the same instant.
         #[arg(long, default_value_t = 0)]
         sim_seed: u64,
+        /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6): `data` (data refs
+        /// are file operations, tree refs COW), `all`, or `recorded` (the trace's own seq).
+        #[arg(long, default_value = "data", value_parser = parse_seq_rule)]
+        seq_rule: SeqRule,
         /// How tasks wait for the extent tree's lock: `spin` (3.x) or `sleep` (5.11+);
         /// default: each policy's era.
         #[arg(long, value_parser = parse_extent_lock)]
@@ -186,7 +194,11 @@ enum Command {
     },
 }
 
-use refgate_replay::{Engine, params::ExtentLock};
+use refgate_replay::{Engine, params::ExtentLock, trace_workload::SeqRule};
+
+fn parse_seq_rule(s: &str) -> Result<SeqRule, String> {
+    SeqRule::from_name(s).ok_or_else(|| format!("--seq-rule takes data, all or recorded, not {s}"))
+}
 
 fn parse_extent_lock(s: &str) -> Result<ExtentLock, String> {
     match s {
@@ -295,6 +307,7 @@ fn main() -> ExitCode {
             handle_gap_us,
             costs,
             sim_seed,
+            seq_rule,
             extent_lock,
             out_dir,
             json,
@@ -307,6 +320,7 @@ fn main() -> ExitCode {
             handle_gap_us,
             costs,
             sim_seed,
+            seq_rule,
             extent_lock,
             out_dir,
             json,
@@ -317,6 +331,7 @@ fn main() -> ExitCode {
             threads,
             engine,
             sim_seed,
+            seq_rule,
             extent_lock,
             costs,
             policy,
@@ -332,6 +347,7 @@ fn main() -> ExitCode {
             threads,
             engine,
             sim_seed,
+            seq_rule,
             extent_lock,
             costs,
             policy,

@@ -30,6 +30,8 @@ pub struct ReplayArgs {
     pub sim_seed: u64,
     /// `--cost NAME=NS` overrides.
     pub costs: Vec<String>,
+    /// `--seq-rule`: which recorded refs get 3.x tree-mod seqs.
+    pub seq_rule: refgate_replay::trace_workload::SeqRule,
     /// `--extent-lock`; `None`: the policy era's kind.
     pub extent_lock: Option<refgate_replay::params::ExtentLock>,
     pub policy: String,
@@ -361,6 +363,7 @@ pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
     let opts = TraceOptions {
         handle_gap_ns: args.handle_gap_us * 1000,
         speed: args.speed,
+        seq_rule: args.seq_rule,
     };
     let (base, conv) = workload_from_records(records, &opts)
         .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
@@ -515,8 +518,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
     );
     let _ = writeln!(
         o,
-        "  prepared   in {:.3} s (read + convert); handles from {}",
-        prep.seconds, conv.handle_source,
+        "  prepared   in {:.3} s (read + convert); handles from {}; {} fs-tree refs get a 3.x seq under pre/seed (--seq-rule {})",
+        prep.seconds,
+        conv.handle_source,
+        conv.fs_tree_refs_with_seq,
+        conv.seq_rule.name(),
     );
     let host = &r.host;
     match &r.virtual_figures {

@@ -29,6 +29,7 @@ pub mod vcpu;
 pub mod vecmap;
 mod waitqueue;
 pub mod workload;
+pub mod workload_file;
 
 pub use engine::{Config, Engine, Report, replay, run, run_live};
 pub use error::ModelError;

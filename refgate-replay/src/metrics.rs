@@ -213,6 +213,8 @@ pub struct ThreadMetrics {
     /// Latency of each `btrfs_run_delayed_refs` call.
     pub run_calls: WaitStats,
     pub run_calls_by_caller: RunCallsByCaller,
+    /// Ref nodes run, by who called `btrfs_run_delayed_refs`.
+    pub refs_run_by_caller: RunCallsByCaller,
     /// Modern: add calls that waited on a space ticket (§4.7).
     pub space_waits: u64,
     /// Add-API calls (tree, data, extent op).
@@ -243,6 +245,7 @@ impl ThreadMetrics {
         self.gate.merge(&o.gate);
         self.run_calls.merge(&o.run_calls);
         self.run_calls_by_caller.merge(&o.run_calls_by_caller);
+        self.refs_run_by_caller.merge(&o.refs_run_by_caller);
         self.space_waits += o.space_waits;
         self.adds += o.adds;
         self.refs_run += o.refs_run;

@@ -69,6 +69,8 @@ pub struct Params {
     /// Virtual CPUs: how the extent-tree lock is waited for; `None`: the era's kind
     /// ([`ExtentLock::for_era`]).
     pub extent_lock: Option<ExtentLock>,
+    /// Keep the final extent tree in the report (`--dump-state`).
+    pub keep_final_state: bool,
 }
 
 impl Default for Params {
@@ -89,11 +91,32 @@ impl Default for Params {
             check_counters: true,
             costs: CostModel::defaults(),
             extent_lock: None,
+            keep_final_state: false,
         }
     }
 }
 
 impl Params {
+    /// Sets a numeric parameter by name (a workload file's `params` line).
+    pub fn set(&mut self, name: &str, v: u64) -> Result<(), String> {
+        match name {
+            "cluster_heads" => self.cluster_heads = v as usize,
+            "throttle_ready_heads" => self.throttle_ready_heads = v,
+            "gate_entries_threshold" => self.gate_entries_threshold = v,
+            "gate_progress_quantum" => self.gate_progress_quantum = v as i32,
+            "end_trans_loops" => self.end_trans_loops = Some(v as u32),
+            "throttle_311_ready_heads" => self.throttle_311_ready_heads = v,
+            "delayed_ref_bytes" => self.delayed_ref_bytes = v,
+            "metadata_pool_bytes" => self.metadata_pool_bytes = v,
+            _ => {
+                return Err(format!(
+                    "unknown parameter `{name}`: cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn gate(&self) -> GateParams {
         GateParams {
             entries_threshold: self.gate_entries_threshold,

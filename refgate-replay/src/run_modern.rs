@@ -121,6 +121,7 @@ fn run_delayed_refs_once(
                 return Err(e);
             }
             w.m.refs_run += 1;
+            w.m.refs_run_by_caller.add(w.caller);
             w.ws().add_refs_run(1);
             bytes += fs.params.delayed_ref_bytes;
             // `btrfs_delayed_refs_rsv_release` for the ref just run (§4.7).

@@ -230,6 +230,7 @@ fn run_clustered_refs<'a>(
                     return Err(e);
                 }
                 w.m.refs_run += 1;
+                w.m.refs_run_by_caller.add(w.caller);
                 w.ws().add_refs_run(1);
                 count += 1;
                 g = fs.lock_root(w);

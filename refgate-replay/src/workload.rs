@@ -34,6 +34,9 @@ pub enum Op {
     ShouldEnd,
     /// Time spent outside delayed-ref code.
     Think { ns: u64 },
+    /// An explicit `btrfs_run_delayed_refs` (scenarios): 3.x `count` (`u64::MAX` = −1,
+    /// 0 = run_most, N nodes), 6.x `min_bytes` (`u64::MAX`, 0 = heads now, N bytes).
+    RunDelayedRefs { arg: u64 },
 }
 
 /// One `btrfs_trans_handle` from start to `btrfs_end_transaction`.
@@ -112,7 +115,7 @@ impl Op {
                     r.key = shift_key(r.key, off);
                 }
                 Op::AddExtentOp { bytenr, .. } | Op::LookupExtentInfo { bytenr } => *bytenr += off,
-                Op::ShouldEnd | Op::Think { .. } => {}
+                Op::ShouldEnd | Op::Think { .. } | Op::RunDelayedRefs { .. } => {}
             }
         }
         op

@@ -68,6 +68,14 @@ enum Command {
     Replay {
         /// Trace to replay (default: the bundled sample, recorded on btrfs).
         trace: Option<PathBuf>,
+        /// Replay this workload file (JSON lines; `refgate export --format workload` writes
+        /// one) instead of a trace.
+        #[arg(long, conflicts_with = "trace")]
+        workload: Option<PathBuf>,
+        /// Write the final extent tree (per extent: refs, flags, backrefs) and the model's
+        /// counts as JSON to this file.
+        #[arg(long)]
+        dump_state: Option<PathBuf>,
         /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
         #[arg(short, long, visible_alias = "cpus", default_value_t = 32)]
         threads: usize,
@@ -328,6 +336,8 @@ fn main() -> ExitCode {
         }),
         Command::Replay {
             trace,
+            workload,
+            dump_state,
             threads,
             engine,
             sim_seed,
@@ -344,6 +354,8 @@ fn main() -> ExitCode {
             strict,
         } => replay::run(replay::ReplayArgs {
             trace,
+            workload,
+            dump_state,
             threads,
             engine,
             sim_seed,

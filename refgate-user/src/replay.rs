@@ -30,6 +30,10 @@ pub struct ReplayArgs {
     pub sim_seed: u64,
     /// `--cost NAME=NS` overrides.
     pub costs: Vec<String>,
+    /// `--workload FILE`: replay a workload file instead of a trace.
+    pub workload: Option<PathBuf>,
+    /// `--dump-state FILE`: write the final extent tree and counters as JSON.
+    pub dump_state: Option<PathBuf>,
     /// `--seq-rule`: which recorded refs get 3.x tree-mod seqs.
     pub seq_rule: refgate_replay::trace_workload::SeqRule,
     /// `--extent-lock`; `None`: the policy era's kind.
@@ -168,18 +172,25 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         workload,
         copies,
         damage,
+        params: overrides,
     } = prepare_workload(&args, args.threads)?;
 
     let live = Arc::new(Live::new(args.threads));
     let costs = cost_model(&args, &conv)?;
     // The per-node extent-tree cost is calibrated from the recorded run events (§7.5) unless
     // given; everything else keeps the kernel's values.
-    let params = Params {
+    let mut params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),
         costs,
         extent_lock: args.extent_lock,
+        keep_final_state: args.dump_state.is_some(),
         ..Params::default()
     };
+    for (k, v) in &overrides {
+        params
+            .set(k, *v)
+            .map_err(|e| anyhow::anyhow!("{name}: params line: {e}"))?;
+    }
     // Reading and converting the trace must not dominate the replay (issue: speed); reported.
     let prep = Prep {
         seconds: prepare.elapsed().as_secs_f64(),
@@ -256,6 +267,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         join(engine)
     });
     let report = report.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(path) = &args.dump_state {
+        write_dump(path, &report)?;
+    }
     if args.json {
         println!(
             "{}",
@@ -336,6 +350,32 @@ fn dashboard_phase(
     Ok(report)
 }
 
+/// `--dump-state`: the final extent tree and the model's counts as JSON.
+fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
+    let v = json!({
+        "policy": r.policy,
+        "engine": r.engine.name(),
+        "cpus": r.threads,
+        "final_state": r.final_state,
+        "counts": {
+            "adds": r.adds,
+            "refs_run": r.refs_run,
+            "heads_run": r.heads_run,
+            "extent_ops_run": r.extent_ops_run,
+            "insert_cancels": r.insert_cancels,
+            "run_merges": r.run_merges,
+            "seq_holdbacks": r.seq_holdbacks,
+            "head_eagain": r.head_eagain,
+            "space_waits": r.space_waits,
+            "gate": r.gate,
+            "run_calls_by_caller": r.run_calls_by_caller,
+            "refs_run_by_caller": r.refs_run_by_caller,
+        },
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("cannot write the state dump {}", path.display()))
+}
+
 /// A policy from its CLI name, or an error listing the names.
 pub fn policy_by_name(name: &str) -> Result<Box<dyn refgate_replay::Policy>> {
     by_name(name).with_context(|| {
@@ -354,11 +394,16 @@ pub struct Prepared {
     pub copies: usize,
     /// Where the trace is damaged, if it is; the workload is what precedes the damage.
     pub damage: Option<TraceDamage>,
+    /// A workload file's `params` lines.
+    pub params: std::collections::BTreeMap<String, u64>,
 }
 
 /// Reads the trace and builds its workload, replicated over disjoint extents as
 /// `args.replicate` says (`auto`: enough copies that each of `cpus` CPUs has a writer).
 pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
+    if let Some(path) = &args.workload {
+        return prepare_workload_file(args, path, cpus);
+    }
     let (name, records, damage) = load(args)?;
     let opts = TraceOptions {
         handle_gap_ns: args.handle_gap_us * 1000,
@@ -387,6 +432,58 @@ pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
         workload,
         copies,
         damage,
+        params: Default::default(),
+    })
+}
+
+/// `--workload FILE`: the workload text format (`refgate-replay/src/workload_file.rs`).
+fn prepare_workload_file(
+    args: &ReplayArgs,
+    path: &std::path::Path,
+    cpus: usize,
+) -> Result<Prepared> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the workload file {}", path.display()))?;
+    let file = refgate_replay::workload_file::parse(&text, args.seq_rule).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a workload this replay can run: {e}. The format is described in \
+             refgate-replay/src/workload_file.rs; `refgate export TRACE --format workload` \
+             writes one from a trace.",
+            path.display()
+        )
+    })?;
+    let base = file.workload;
+    let conv = TraceConversion {
+        tasks: base.tasks.len(),
+        transactions: base.transactions,
+        handles: base
+            .tasks
+            .iter()
+            .flat_map(|t| &t.transactions)
+            .map(|tt| tt.handles.len())
+            .sum(),
+        ref_adds: base.total_adds(),
+        initial_extents: base.initial.len(),
+        handle_source: "workload file",
+        seq_rule: args.seq_rule,
+        ..TraceConversion::default()
+    };
+    let copies = args
+        .replicate
+        .unwrap_or_else(|| cpus.div_ceil(base.tasks.len().max(1)))
+        .max(1);
+    let workload = if copies > 1 {
+        base.replicate(copies, base.span())
+    } else {
+        base
+    };
+    Ok(Prepared {
+        name: path.display().to_string(),
+        conv,
+        workload,
+        copies,
+        damage: None,
+        params: file.params,
     })
 }
 

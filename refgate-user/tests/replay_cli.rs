@@ -155,3 +155,51 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
     assert!(lines.next().unwrap().starts_with("modern,2,"));
     assert_eq!(lines.next(), None);
 }
+
+/// `export --format workload` then `replay --workload`: the same refs, heads, hold-backs and
+/// figures as replaying the trace itself (given the trace's calibrated run cost); and
+/// `--dump-state` writes the final extent tree.
+#[test]
+fn exported_workload_replays_like_its_trace() {
+    let d = tempfile::tempdir().unwrap();
+    let wl = d.path().join("sample.workload.jsonl");
+    let o = refgate()
+        .args(["export", "samples/scratch-6.18.bin", "--format", "workload", "-o"])
+        .arg(&wl)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trace = json_of(&["replay", "--json", "--threads", "8", "--policy", "pre"]);
+    let run_cost = trace["ext_cost_ns"].as_u64().unwrap();
+    let dump = d.path().join("state.json");
+    let replayed = json_of(&[
+        "replay",
+        "--json",
+        "--threads",
+        "8",
+        "--policy",
+        "pre",
+        "--workload",
+        wl.to_str().unwrap(),
+        "--cost",
+        &format!("run_ref={run_cost}"),
+        "--dump-state",
+        dump.to_str().unwrap(),
+    ]);
+    let strip = |mut v: Value| {
+        for k in ["host", "conversion", "trace", "cost_model", "trace_damage"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    assert!(trace["seq_holdbacks"].as_u64().unwrap() > 0);
+    assert_eq!(strip(trace.clone()), strip(replayed));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    let extents = state["final_state"]["extents"].as_array().unwrap();
+    assert_eq!(
+        extents.len() as u64,
+        trace["invariant"]["extents_live"].as_u64().unwrap()
+    );
+    assert_eq!(state["counts"]["refs_run"], trace["refs_run"]);
+}

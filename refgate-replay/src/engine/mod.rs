@@ -87,6 +87,78 @@ pub struct HostFigures {
     pub paused_seconds: f64,
 }
 
+/// One extent item of the final extent tree, as `--dump-state` writes it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpExtent {
+    pub bytenr: u64,
+    pub num_bytes: u64,
+    pub refs: u64,
+    pub flags: u64,
+    pub key: Option<u64>,
+    /// Per backref: its kind (`tree`/`shared_block`/`data`/`shared_data`), fields, count.
+    pub backrefs: Vec<DumpBackref>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpBackref {
+    pub kind: &'static str,
+    /// TREE/EXTENT_DATA: root; SHARED_*: parent.
+    pub a: u64,
+    pub objectid: u64,
+    pub offset: u64,
+    pub count: u64,
+}
+
+/// The model's end state (`--dump-state`): extent items in bytenr order and what was pinned.
+#[derive(Clone, Debug, Serialize)]
+pub struct FinalState {
+    pub extents: Vec<DumpExtent>,
+    pub pinned_extents: u64,
+    pub pinned_bytes: u64,
+}
+
+fn final_state(fs: &FsModel) -> FinalState {
+    use refgate_common::event::{
+        EXTENT_DATA_REF_KEY, SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY, TREE_BLOCK_REF_KEY,
+    };
+    let mut extents: Vec<DumpExtent> = fs
+        .extent_tree
+        .snapshot()
+        .into_iter()
+        .map(|(bytenr, it)| DumpExtent {
+            bytenr,
+            num_bytes: it.num_bytes,
+            refs: it.refs,
+            flags: it.flags,
+            key: it.key,
+            backrefs: it
+                .backrefs
+                .iter()
+                .map(|(k, &count)| DumpBackref {
+                    kind: match k.ref_type {
+                        TREE_BLOCK_REF_KEY => "tree",
+                        SHARED_BLOCK_REF_KEY => "shared_block",
+                        EXTENT_DATA_REF_KEY => "data",
+                        SHARED_DATA_REF_KEY => "shared_data",
+                        _ => "other",
+                    },
+                    a: k.a,
+                    objectid: k.b,
+                    offset: k.c,
+                    count,
+                })
+                .collect(),
+        })
+        .collect();
+    extents.sort_by_key(|e| e.bytenr);
+    let (pinned_extents, pinned_bytes) = fs.extent_tree.pinned();
+    FinalState {
+        extents,
+        pinned_extents,
+        pinned_bytes,
+    }
+}
+
 /// The virtual engine's own figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct VirtualFigures {
@@ -125,6 +197,8 @@ pub struct Report {
     pub run_calls: WaitSummary,
     /// Who made those calls.
     pub run_calls_by_caller: RunCallsByCaller,
+    /// Ref nodes run, by caller.
+    pub refs_run_by_caller: RunCallsByCaller,
     /// Modern: add calls that waited on a space-reservation ticket (§4.7).
     pub space_waits: u64,
     /// Per thread (real) or per CPU (virtual).
@@ -140,6 +214,8 @@ pub struct Report {
     pub partial: bool,
     /// Virtual engine only.
     pub virtual_figures: Option<VirtualFigures>,
+    /// The final extent tree, when `Params::keep_final_state` asked for it.
+    pub final_state: Option<FinalState>,
     pub host: HostFigures,
 }
 
@@ -267,6 +343,7 @@ pub(crate) fn finish(
         gate: total.gate,
         run_calls: total.run_calls.summary(),
         run_calls_by_caller: total.run_calls_by_caller,
+        refs_run_by_caller: total.refs_run_by_caller,
         space_waits: total.space_waits,
         per_thread_refs_run: out.per_cpu_refs,
         insert_cancels: total.insert_cancels,
@@ -277,6 +354,7 @@ pub(crate) fn finish(
         invariant,
         partial,
         virtual_figures: out.virtual_figures,
+        final_state: fs.params.keep_final_state.then(|| final_state(fs)),
         host: HostFigures {
             wall_seconds: wall,
             ops_per_second: ops / wall,
@@ -389,6 +467,10 @@ pub(crate) fn run_handle(
             Op::Think { ns } => {
                 w.set_state(ThreadState::Idle);
                 crate::exec::think(*ns);
+            }
+            Op::RunDelayedRefs { arg } => {
+                w.caller = Caller::Other;
+                policy.run_explicit(fs, w, &mut h, *arg)?;
             }
         }
         w.ws().add_ops_done(1);

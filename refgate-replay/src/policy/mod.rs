@@ -51,6 +51,15 @@ pub trait Policy: Send + Sync {
         w: &mut Worker,
         h: &mut TransHandle,
     ) -> Result<(), ModelError>;
+    /// An explicit `btrfs_run_delayed_refs(arg)` in this kernel's terms (§6): 3.x `count`
+    /// (`u64::MAX` = −1, 0 = run_most, N nodes), 6.x `min_bytes`. Returns what it ran.
+    fn run_explicit(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+        arg: u64,
+    ) -> Result<u64, ModelError>;
     /// Background tasks this kernel runs delayed refs from (6.x: the metadata reclaim
     /// workers, §4.7). The engine runs each as a task of its own.
     fn workers(&self) -> &'static [WorkerKind] {
@@ -146,6 +155,20 @@ impl<P: V3Policy> Policy for P {
         fs.root.flushing.store(true, Ordering::Relaxed);
         run_delayed_refs_with(fs, w, h, RunCount::Most, P::GATING)?;
         Ok(())
+    }
+    fn run_explicit(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+        arg: u64,
+    ) -> Result<u64, ModelError> {
+        let count = match arg {
+            u64::MAX => RunCount::All,
+            0 => RunCount::Most,
+            n => RunCount::Nodes(n),
+        };
+        run_delayed_refs_with(fs, w, h, count, P::GATING)
     }
     /// run_all (§2.8 −1), again bypassing the gate but counted in `procs_running_refs`.
     fn commit_exclusive(

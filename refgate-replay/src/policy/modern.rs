@@ -64,6 +64,15 @@ impl Policy for Modern {
         fs.space.unblock_joins();
         r
     }
+    fn run_explicit(
+        &self,
+        fs: &FsModel,
+        w: &mut Worker,
+        h: &mut TransHandle,
+        arg: u64,
+    ) -> Result<u64, ModelError> {
+        run_delayed_refs(fs, w, h, arg)
+    }
     fn workers(&self) -> &'static [WorkerKind] {
         &[WorkerKind::AsyncReclaim, WorkerKind::PreemptiveReclaim]
     }

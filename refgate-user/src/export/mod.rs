@@ -19,6 +19,7 @@
 pub mod chrome;
 pub mod jsonl;
 pub mod parquet;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,6 +40,8 @@ pub enum Format {
     Jsonl,
     /// One Parquet table, one row per event (Snappy-compressed).
     Parquet,
+    /// The replay's workload built from the trace, in the workload text format.
+    Workload,
 }
 
 impl Format {
@@ -48,6 +51,7 @@ impl Format {
             Format::Chrome => "json",
             Format::Jsonl => "jsonl",
             Format::Parquet => "parquet",
+            Format::Workload => "workload.jsonl",
         }
     }
 
@@ -68,6 +72,9 @@ impl Format {
             }
             Format::Jsonl => "JSON lines, one object per event",
             Format::Parquet => "Parquet, one row per event",
+            Format::Workload => {
+                "the replay's workload, JSON lines (refgate replay --workload FILE)"
+            }
         }
     }
 }
@@ -210,6 +217,7 @@ pub fn export<R: Read, W: Write + Send>(
         Format::Chrome => chrome::write(&mut src, out)?,
         Format::Jsonl => jsonl::write(&mut src, out)?,
         Format::Parquet => parquet::write(&mut src, out)?,
+        Format::Workload => workload::write(&mut src, out)?,
     };
     if let Some(e) = src.reader.damage_error() {
         if !partial {

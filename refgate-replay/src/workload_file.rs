@@ -1,0 +1,498 @@
+//! The workload text format: JSON lines, one operation per line, for hand-written scenarios
+//! and what-ifs (`refgate replay --workload FILE`) and for traces turned into workloads
+//! (`refgate export TRACE --format workload`).
+//!
+//! ```text
+//! # comments start with `#` or `//`; blank lines are skipped
+//! {"op":"workload","transactions":3}                   # transactions, if some are empty
+//! {"op":"params","gate_entries_threshold":5}            # scale the kernel's constants
+//! {"op":"task","task":3}                                # declare a task (optional)
+//! {"op":"extent","bytenr":1048576,"num_bytes":4096,"flags":0,"backrefs":[{"kind":"data","root":5,"owner":257,"offset":0,"count":1}]}
+//! {"op":"add","task":0,"txn":0,"action":"add_extent","kind":"data","bytenr":2097152,"num_bytes":4096,"root":5,"owner":257,"offset":0}
+//! {"op":"add","task":0,"txn":0,"action":"add","kind":"tree","bytenr":3145728,"num_bytes":16384,"root":5,"level":0,"for_cow":true,"extent_op":{"flags":2,"key":77}}
+//! {"op":"extent_op","task":0,"txn":0,"bytenr":3145728,"num_bytes":16384,"is_data":false,"flags":2}
+//! {"op":"lookup","task":0,"txn":0,"bytenr":3145728}
+//! {"op":"should_end","task":0,"txn":0}
+//! {"op":"think","task":0,"txn":0,"ns":100000}
+//! {"op":"run","task":0,"txn":0,"arg":"all"}             # btrfs_run_delayed_refs(count | min_bytes)
+//! {"op":"end_handle","task":0,"txn":0}                  # the task's next op opens a new handle
+//! {"op":"commit","task":0,"txn":0}                      # the task commits transaction 0
+//! {"op":"expect", ...}                                  # scenario tests' expectations; ignored here
+//! ```
+//!
+//! A task's operations of one transaction run in file order; `end_handle` closes a handle
+//! (an unclosed one ends with the transaction). `kind` is `tree` or `data`; a non-zero
+//! `parent` makes the backref SHARED_* (§1.2). `action` is `add`, `drop` or `add_extent`.
+//! `for_cow` may be given per ref; where it is not, the `--seq-rule` decides (§1.6) — seqs
+//! themselves are never stored: the replay assigns them as the policy's era does. `run`'s
+//! `arg` is the era's argument: 3.x `count` (`"all"` = −1, `0` = run_most, N nodes), 6.x
+//! `min_bytes` (`"all"` = U64_MAX, `0` = the heads that exist now, N bytes).
+
+use crate::extent_tree::ExtentItem;
+use crate::head::ExtentOp;
+use crate::refkey::{AddAction, BackrefKey, RefSpec};
+use crate::trace_workload::SeqRule;
+use crate::workload::{Handle, Op, Task, TaskTransaction, Workload};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// `run`'s argument: a number, or `"all"`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RunArg {
+    N(u64),
+    Word(String),
+}
+
+/// One backref of an initial extent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackrefLine {
+    pub kind: String,
+    #[serde(default)]
+    pub root: u64,
+    #[serde(default)]
+    pub parent: u64,
+    #[serde(default)]
+    pub owner: u64,
+    #[serde(default)]
+    pub offset: u64,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExtentOpLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
+}
+
+/// One line of the format.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Line {
+    /// The number of transactions, when some have no operation at all (optional).
+    Workload {
+        transactions: usize,
+    },
+    Params(BTreeMap<String, u64>),
+    /// Declares a task (in this order), also one that queues nothing: it still takes part
+    /// in every transaction's barrier.
+    Task {
+        task: u32,
+    },
+    Extent {
+        bytenr: u64,
+        num_bytes: u64,
+        #[serde(default)]
+        flags: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<u64>,
+        backrefs: Vec<BackrefLine>,
+    },
+    Add {
+        task: u32,
+        txn: usize,
+        action: String,
+        kind: String,
+        bytenr: u64,
+        num_bytes: u64,
+        #[serde(default)]
+        root: u64,
+        #[serde(default)]
+        parent: u64,
+        #[serde(default)]
+        owner: u64,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        level: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_cow: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extent_op: Option<ExtentOpLine>,
+    },
+    ExtentOp {
+        task: u32,
+        txn: usize,
+        bytenr: u64,
+        num_bytes: u64,
+        is_data: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<u64>,
+    },
+    Lookup {
+        task: u32,
+        txn: usize,
+        bytenr: u64,
+    },
+    ShouldEnd {
+        task: u32,
+        txn: usize,
+    },
+    Think {
+        task: u32,
+        txn: usize,
+        ns: u64,
+    },
+    Run {
+        task: u32,
+        txn: usize,
+        arg: RunArg,
+    },
+    EndHandle {
+        task: u32,
+        txn: usize,
+    },
+    Commit {
+        task: u32,
+        txn: usize,
+    },
+    /// Scenario expectations (read by the scenario tests, ignored by the replay).
+    Expect(Value),
+}
+
+/// A parsed file: the workload and the parameter overrides of its `params` lines.
+#[derive(Debug, Default)]
+pub struct WorkloadFile {
+    pub workload: Workload,
+    pub params: BTreeMap<String, u64>,
+    pub expectations: Vec<Value>,
+}
+
+fn backref(
+    kind: &str,
+    parent: u64,
+    root: u64,
+    owner: u64,
+    offset: u64,
+) -> Result<BackrefKey, String> {
+    match kind {
+        "tree" => Ok(BackrefKey::tree(parent, root)),
+        "data" => Ok(BackrefKey::data(parent, root, owner, offset)),
+        k => Err(format!("kind `{k}`: expected `tree` or `data`")),
+    }
+}
+
+fn action(a: &str) -> Result<AddAction, String> {
+    match a {
+        "add" => Ok(AddAction::Add),
+        "drop" => Ok(AddAction::Drop),
+        "add_extent" => Ok(AddAction::AddExtent),
+        a => Err(format!("action `{a}`: expected add, drop or add_extent")),
+    }
+}
+
+/// Builds tasks, transactions and handles from the lines' (task, txn) in file order.
+#[derive(Default)]
+struct Builder {
+    order: Vec<u32>,
+    tasks: BTreeMap<u32, Vec<(TaskTransaction, bool)>>,
+}
+
+impl Builder {
+    /// The task's transaction `txn` and whether its last handle is still open.
+    fn slot(&mut self, task: u32, txn: usize) -> &mut (TaskTransaction, bool) {
+        if !self.tasks.contains_key(&task) {
+            self.order.push(task);
+        }
+        let t = self.tasks.entry(task).or_default();
+        if t.len() <= txn {
+            t.resize_with(txn + 1, Default::default);
+        }
+        &mut t[txn]
+    }
+    fn push(&mut self, task: u32, txn: usize, op: Op) {
+        let (tt, open) = self.slot(task, txn);
+        if !*open {
+            tt.handles.push(Handle::default());
+            *open = true;
+        }
+        tt.handles.last_mut().expect("opened").ops.push(op);
+    }
+    fn finish(self, initial: Vec<(u64, ExtentItem)>, declared: usize) -> Workload {
+        let transactions = self
+            .tasks
+            .values()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(declared);
+        let mut tasks = self.tasks;
+        Workload {
+            tasks: self
+                .order
+                .iter()
+                .map(|id| {
+                    let mut tt: Vec<TaskTransaction> = tasks
+                        .remove(id)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(t, _)| t)
+                        .collect();
+                    tt.resize_with(transactions, Default::default);
+                    Task {
+                        id: *id,
+                        transactions: tt,
+                    }
+                })
+                .collect(),
+            initial,
+            transactions,
+            ..Workload::default()
+        }
+    }
+}
+
+/// Parses the format; `rule` decides `for_cow` where a line does not (§1.6).
+pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, String> {
+    let mut b = Builder::default();
+    let mut out = WorkloadFile::default();
+    let mut initial = Vec::new();
+    let mut declared = 0;
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with("//") {
+            continue;
+        }
+        let line: Line = serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let at = |e: String| format!("line {}: {e}", n + 1);
+        match line {
+            Line::Params(p) => out.params.extend(p),
+            Line::Workload { transactions } => declared = declared.max(transactions),
+            Line::Task { task } => {
+                b.slot(task, 0);
+            }
+            Line::Expect(v) => out.expectations.push(v),
+            Line::Extent {
+                bytenr,
+                num_bytes,
+                flags,
+                key,
+                backrefs,
+            } => {
+                let mut it = ExtentItem {
+                    num_bytes,
+                    flags,
+                    key,
+                    ..Default::default()
+                };
+                for r in backrefs {
+                    let k = backref(&r.kind, r.parent, r.root, r.owner, r.offset).map_err(at)?;
+                    *it.backrefs.entry(k).or_insert(0) += r.count;
+                    it.refs += r.count;
+                }
+                initial.push((bytenr, it));
+            }
+            Line::Add {
+                task,
+                txn,
+                action: a,
+                kind,
+                bytenr,
+                num_bytes,
+                root,
+                parent,
+                owner,
+                offset,
+                level,
+                for_cow,
+                extent_op,
+            } => {
+                let mut r = RefSpec {
+                    bytenr,
+                    num_bytes,
+                    action: action(&a).map_err(at)?,
+                    key: backref(&kind, parent, root, owner, offset).map_err(at)?,
+                    ref_root: root,
+                    level,
+                    for_cow: false,
+                };
+                r = match for_cow {
+                    Some(c) => RefSpec { for_cow: c, ..r },
+                    None => rule.classify(r, 0),
+                };
+                let extent_op = extent_op.map(|o| ExtentOp {
+                    flags: o.flags,
+                    key: o.key,
+                });
+                b.push(task, txn, Op::AddRef { r, extent_op });
+            }
+            Line::ExtentOp {
+                task,
+                txn,
+                bytenr,
+                num_bytes,
+                is_data,
+                flags,
+                key,
+            } => b.push(
+                task,
+                txn,
+                Op::AddExtentOp {
+                    bytenr,
+                    num_bytes,
+                    is_data,
+                    op: ExtentOp { flags, key },
+                },
+            ),
+            Line::Lookup { task, txn, bytenr } => {
+                b.push(task, txn, Op::LookupExtentInfo { bytenr })
+            }
+            Line::ShouldEnd { task, txn } => b.push(task, txn, Op::ShouldEnd),
+            Line::Think { task, txn, ns } => b.push(task, txn, Op::Think { ns }),
+            Line::Run { task, txn, arg } => {
+                let arg = match arg {
+                    RunArg::N(n) => n,
+                    RunArg::Word(w) if w == "all" => u64::MAX,
+                    RunArg::Word(w) => {
+                        return Err(at(format!("run arg `{w}`: a number or \"all\"")));
+                    }
+                };
+                b.push(task, txn, Op::RunDelayedRefs { arg });
+            }
+            Line::EndHandle { task, txn } => b.slot(task, txn).1 = false,
+            Line::Commit { task, txn } => b.slot(task, txn).0.commit = true,
+        }
+    }
+    let w = b.finish(initial, declared);
+    if w.transactions == 0 {
+        return Err("the workload has no operations".into());
+    }
+    w.validate()?;
+    out.workload = w;
+    Ok(out)
+}
+
+fn kind_fields(k: &BackrefKey, root: u64) -> (&'static str, u64, u64, u64, u64) {
+    use refgate_common::event::{SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY, TREE_BLOCK_REF_KEY};
+    match k.ref_type {
+        TREE_BLOCK_REF_KEY => ("tree", k.a, 0, 0, 0),
+        SHARED_BLOCK_REF_KEY => ("tree", root, k.a, 0, 0),
+        SHARED_DATA_REF_KEY => ("data", root, k.a, 0, 0),
+        _ => ("data", k.a, 0, k.b, k.c),
+    }
+}
+
+/// The workload as lines of the format (one copy; `replicate` is a replay option).
+pub fn lines(w: &Workload) -> Vec<Line> {
+    let mut out = vec![Line::Workload {
+        transactions: w.transactions,
+    }];
+    for (bytenr, it) in &w.initial {
+        out.push(Line::Extent {
+            bytenr: *bytenr,
+            num_bytes: it.num_bytes,
+            flags: it.flags,
+            key: it.key,
+            backrefs: it
+                .backrefs
+                .iter()
+                .map(|(k, &count)| {
+                    let (kind, root, parent, owner, offset) = kind_fields(k, 0);
+                    BackrefLine {
+                        kind: kind.into(),
+                        root,
+                        parent,
+                        owner,
+                        offset,
+                        count,
+                    }
+                })
+                .collect(),
+        });
+    }
+    for t in &w.tasks {
+        out.push(Line::Task { task: t.id });
+    }
+    for t in &w.tasks {
+        let task = t.id;
+        for (txn, tt) in t.transactions.iter().enumerate() {
+            for h in &tt.handles {
+                for op in &h.ops {
+                    out.push(op_line(task, txn, op));
+                }
+                out.push(Line::EndHandle { task, txn });
+            }
+            if tt.commit {
+                out.push(Line::Commit { task, txn });
+            }
+        }
+    }
+    out
+}
+
+fn op_line(task: u32, txn: usize, op: &Op) -> Line {
+    match op {
+        Op::AddRef { r, extent_op } => {
+            let (kind, root, parent, owner, offset) = kind_fields(&r.key, r.ref_root);
+            Line::Add {
+                task,
+                txn,
+                action: match r.action {
+                    AddAction::Add => "add",
+                    AddAction::Drop => "drop",
+                    AddAction::AddExtent => "add_extent",
+                }
+                .into(),
+                kind: kind.into(),
+                bytenr: r.bytenr,
+                num_bytes: r.num_bytes,
+                root: if parent != 0 { r.ref_root } else { root },
+                parent,
+                owner,
+                offset,
+                level: r.level,
+                for_cow: Some(r.for_cow),
+                extent_op: extent_op.map(|o| ExtentOpLine {
+                    flags: o.flags,
+                    key: o.key,
+                }),
+            }
+        }
+        Op::AddExtentOp {
+            bytenr,
+            num_bytes,
+            is_data,
+            op,
+        } => Line::ExtentOp {
+            task,
+            txn,
+            bytenr: *bytenr,
+            num_bytes: *num_bytes,
+            is_data: *is_data,
+            flags: op.flags,
+            key: op.key,
+        },
+        Op::LookupExtentInfo { bytenr } => Line::Lookup {
+            task,
+            txn,
+            bytenr: *bytenr,
+        },
+        Op::ShouldEnd => Line::ShouldEnd { task, txn },
+        Op::Think { ns } => Line::Think { task, txn, ns: *ns },
+        Op::RunDelayedRefs { arg } => Line::Run {
+            task,
+            txn,
+            arg: if *arg == u64::MAX {
+                RunArg::Word("all".into())
+            } else {
+                RunArg::N(*arg)
+            },
+        },
+    }
+}
+
+/// The workload as text in the format.
+pub fn to_text(w: &Workload) -> String {
+    let mut s =
+        String::from("# refgate workload (JSON lines; see refgate-replay/src/workload_file.rs)\n");
+    for l in lines(w) {
+        s.push_str(&serde_json::to_string(&l).expect("serializable"));
+        s.push('\n');
+    }
+    s
+}

@@ -25,6 +25,7 @@ pub mod space;
 pub mod spinlock;
 mod sync;
 pub mod trace_workload;
+pub mod validate;
 pub mod vcpu;
 pub mod vecmap;
 mod waitqueue;

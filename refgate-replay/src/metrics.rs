@@ -188,7 +188,7 @@ impl RunCallsByCaller {
             Caller::Other => &mut self.other,
         } += 1;
     }
-    fn merge(&mut self, o: &Self) {
+    pub fn merge(&mut self, o: &Self) {
         self.commit += o.commit;
         self.async_reclaim += o.async_reclaim;
         self.preemptive_reclaim += o.preemptive_reclaim;
@@ -217,6 +217,8 @@ pub struct ThreadMetrics {
     pub refs_run_by_caller: RunCallsByCaller,
     /// Modern: add calls that waited on a space ticket (§4.7).
     pub space_waits: u64,
+    /// Heads and refs run per transaction, refs by caller (`--validate`).
+    pub per_txn: Vec<crate::validate::TxnCounts>,
     /// Add-API calls (tree, data, extent op).
     pub adds: u64,
     /// Ref nodes run against the extent tree.
@@ -236,6 +238,32 @@ pub struct ThreadMetrics {
 }
 
 impl ThreadMetrics {
+    fn txn(&mut self, t: usize) -> &mut crate::validate::TxnCounts {
+        if self.per_txn.len() <= t {
+            self.per_txn.resize_with(t + 1, Default::default);
+        }
+        &mut self.per_txn[t]
+    }
+
+    /// A ref node ran in transaction `t` for `caller`.
+    pub fn ref_run(&mut self, t: usize, is_data: bool, caller: Caller) {
+        self.refs_run += 1;
+        self.refs_run_by_caller.add(caller);
+        let c = self.txn(t);
+        if is_data {
+            c.data_refs_run += 1;
+        } else {
+            c.tree_refs_run += 1;
+        }
+        c.refs_by_caller.add(caller);
+    }
+
+    /// A head was run (deleted by a runner) in transaction `t`.
+    pub fn head_run(&mut self, t: usize) {
+        self.heads_run += 1;
+        self.txn(t).heads_run += 1;
+    }
+
     pub fn merge(&mut self, o: &ThreadMetrics) {
         self.dr_lock.merge(&o.dr_lock);
         self.head_lock.merge(&o.head_lock);
@@ -247,6 +275,12 @@ impl ThreadMetrics {
         self.run_calls_by_caller.merge(&o.run_calls_by_caller);
         self.refs_run_by_caller.merge(&o.refs_run_by_caller);
         self.space_waits += o.space_waits;
+        if self.per_txn.len() < o.per_txn.len() {
+            self.per_txn.resize_with(o.per_txn.len(), Default::default);
+        }
+        for (a, b) in self.per_txn.iter_mut().zip(&o.per_txn) {
+            a.merge(b);
+        }
         self.adds += o.adds;
         self.refs_run += o.refs_run;
         self.heads_run += o.heads_run;

@@ -246,6 +246,12 @@ impl FsModel {
         q.num_heads.store(c.num_heads, Ordering::Relaxed);
     }
 
+    /// The current transaction's index (0-based), for per-transaction counts.
+    #[inline]
+    pub fn txn(&self) -> usize {
+        self.live.transaction.load(Ordering::Relaxed) as usize
+    }
+
     /// Lockless `num_entries` read (the kernel reads it without the spinlock).
     pub fn num_entries_racy(&self) -> u64 {
         self.root.num_entries.load(Ordering::Relaxed)

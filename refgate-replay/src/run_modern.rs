@@ -120,8 +120,7 @@ fn run_delayed_refs_once(
                 head.mutex_unlock();
                 return Err(e);
             }
-            w.m.refs_run += 1;
-            w.m.refs_run_by_caller.add(w.caller);
+            w.m.ref_run(fs.txn(), rr.key.is_data(), w.caller);
             w.ws().add_refs_run(1);
             bytes += fs.params.delayed_ref_bytes;
             // `btrfs_delayed_refs_rsv_release` for the ref just run (§4.7).
@@ -168,7 +167,7 @@ fn run_delayed_refs_once(
         if must_insert {
             fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
         }
-        w.m.heads_run += 1;
+        w.m.head_run(fs.txn());
         head.mutex_unlock();
         locked = None;
         if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count))

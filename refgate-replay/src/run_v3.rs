@@ -203,7 +203,7 @@ fn run_clustered_refs<'a>(
                 }
                 head.mutex_unlock();
                 locked = None;
-                w.m.heads_run += 1;
+                w.m.head_run(fs.txn());
                 count += 1;
                 g = fs.lock_root(w);
             }
@@ -229,8 +229,7 @@ fn run_clustered_refs<'a>(
                     head.mutex_unlock();
                     return Err(e);
                 }
-                w.m.refs_run += 1;
-                w.m.refs_run_by_caller.add(w.caller);
+                w.m.ref_run(fs.txn(), rr.key.is_data(), w.caller);
                 w.ws().add_refs_run(1);
                 count += 1;
                 g = fs.lock_root(w);

@@ -9,6 +9,7 @@ mod owner;
 mod plots;
 mod record;
 mod replay;
+mod validate;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -76,6 +77,11 @@ enum Command {
         /// counts as JSON to this file.
         #[arg(long)]
         dump_state: Option<PathBuf>,
+        /// Compare with the recording: replay under modern on the recorded CPU count at
+        /// recorded speed and print, per transaction, recorded vs replayed heads and refs
+        /// run, refs merged away and who ran them.
+        #[arg(long)]
+        validate: bool,
         /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
         #[arg(short, long, visible_alias = "cpus", default_value_t = 32)]
         threads: usize,
@@ -338,6 +344,7 @@ fn main() -> ExitCode {
             trace,
             workload,
             dump_state,
+            validate,
             threads,
             engine,
             sim_seed,
@@ -356,6 +363,7 @@ fn main() -> ExitCode {
             trace,
             workload,
             dump_state,
+            validate,
             threads,
             engine,
             sim_seed,

@@ -30,6 +30,8 @@ pub struct ReplayArgs {
     pub sim_seed: u64,
     /// `--cost NAME=NS` overrides.
     pub costs: Vec<String>,
+    /// `--validate`: compare with the recording instead of replaying freely.
+    pub validate: bool,
     /// `--workload FILE`: replay a workload file instead of a trace.
     pub workload: Option<PathBuf>,
     /// `--dump-state FILE`: write the final extent tree and counters as JSON.
@@ -68,7 +70,7 @@ pub struct TraceDamage {
 /// Reads every record before any damage. A damaged trace (cut, corrupt, or without its
 /// end-of-trace frame after a crash) is replayed up to the damage, which the reports state;
 /// `--strict` refuses it instead.
-fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>, Option<TraceDamage>)> {
+pub fn load(args: &ReplayArgs) -> Result<(String, Vec<Record>, Option<TraceDamage>)> {
     let (name, mut reader): (String, TraceReader<Box<dyn std::io::Read>>) = match &args.trace {
         Some(p) => {
             let f = std::fs::File::open(p)
@@ -163,6 +165,10 @@ pub fn with_damage_text(
 pub fn run(args: ReplayArgs) -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if args.validate {
+        crate::validate::check_args(&args)?;
+        return crate::validate::run(args);
     }
     let policy = policy_by_name(&args.policy)?;
     let prepare = Instant::now();

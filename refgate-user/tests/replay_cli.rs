@@ -164,7 +164,13 @@ fn exported_workload_replays_like_its_trace() {
     let d = tempfile::tempdir().unwrap();
     let wl = d.path().join("sample.workload.jsonl");
     let o = refgate()
-        .args(["export", "samples/scratch-6.18.bin", "--format", "workload", "-o"])
+        .args([
+            "export",
+            "samples/scratch-6.18.bin",
+            "--format",
+            "workload",
+            "-o",
+        ])
         .arg(&wl)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
@@ -202,4 +208,46 @@ fn exported_workload_replays_like_its_trace() {
         trace["invariant"]["extents_live"].as_u64().unwrap()
     );
     assert_eq!(state["counts"]["refs_run"], trace["refs_run"]);
+}
+
+/// `--validate` on both samples: every recorded run event lands in a row (one filesystem
+/// in these samples), the replay runs modern on the recorded CPU count, and the overall
+/// error is computed over the rows.
+#[test]
+fn validate_compares_every_recorded_run_with_the_replay() {
+    for trace in ["samples/scratch-6.18.bin", "samples/debian-6.1-kprobes.bin"] {
+        let path = format!("{}/../{trace}", env!("CARGO_MANIFEST_DIR"));
+        let inspect = json_of(&["inspect", &path, "--json"]);
+        let v = json_of(&["replay", &path, "--validate", "--json"]);
+        assert_eq!(v["policy"], "modern");
+        assert_eq!(v["cpus"], inspect["cpu_count"]);
+        let rows = v["validation"]["rows"].as_array().unwrap();
+        let sum = |side: &str, q: &str| -> u64 {
+            rows.iter().map(|r| r[side][q].as_u64().unwrap()).sum()
+        };
+        let kinds = &inspect["events_by_kind"];
+        assert_eq!(
+            sum("recorded", "heads_run"),
+            kinds["btrfs:run_delayed_ref_head"]
+        );
+        assert_eq!(
+            sum("recorded", "tree_refs_run"),
+            kinds["btrfs:run_delayed_tree_ref"]
+        );
+        assert_eq!(
+            sum("recorded", "data_refs_run"),
+            kinds["btrfs:run_delayed_data_ref"]
+        );
+        let refs = sum("recorded", "tree_refs_run") + sum("recorded", "data_refs_run");
+        let who = sum("recorded", "run_by_committer")
+            + sum("recorded", "run_by_kernel_workers")
+            + sum("recorded", "run_by_other_tasks");
+        assert_eq!(who, refs, "{trace}: every run ref has a runner");
+        assert_eq!(
+            sum("replayed", "tree_refs_run") + sum("replayed", "data_refs_run"),
+            v["refs_run"].as_u64().unwrap()
+        );
+        let e = v["validation"]["overall_relative_error"].as_f64().unwrap();
+        assert!(e.is_finite() && e >= 0.0, "{e}");
+    }
 }

@@ -199,6 +199,9 @@ pub struct Report {
     pub run_calls_by_caller: RunCallsByCaller,
     /// Ref nodes run, by caller.
     pub refs_run_by_caller: RunCallsByCaller,
+    /// Heads and refs run per transaction (`--validate`).
+    #[serde(skip)]
+    pub per_txn: Vec<crate::validate::TxnCounts>,
     /// Modern: add calls that waited on a space-reservation ticket (§4.7).
     pub space_waits: u64,
     /// Per thread (real) or per CPU (virtual).
@@ -344,6 +347,7 @@ pub(crate) fn finish(
         run_calls: total.run_calls.summary(),
         run_calls_by_caller: total.run_calls_by_caller,
         refs_run_by_caller: total.refs_run_by_caller,
+        per_txn: total.per_txn,
         space_waits: total.space_waits,
         per_thread_refs_run: out.per_cpu_refs,
         insert_cancels: total.insert_cancels,

@@ -1,0 +1,145 @@
+//! `refgate replay TRACE --validate`: the recorded kernel against the model on the same
+//! workload. The replay runs `modern` (the recorded kernels are 6.x) on as many virtual CPUs
+//! as the recorded machine had, with the recorded think-times (`--speed 1`), the trace as
+//! recorded (no copies), and `delayed_ref_bytes` from the recorded nodesize when the trace
+//! has it; then per transaction: heads run, tree and data refs run, refs merged away, and who
+//! ran them (`refgate_replay::validate`).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use refgate_common::trace::TraceReader;
+use refgate_replay::{
+    Config, Engine, Params, by_name,
+    cost::Cost,
+    live::Live,
+    trace_workload::{TraceOptions, workload_from_records},
+    validate::{self, Validation},
+};
+use serde_json::json;
+
+use crate::replay::{self, ReplayArgs};
+
+fn header_cpus_and_nodesize(args: &ReplayArgs) -> (u32, Option<u32>) {
+    let h = match &args.trace {
+        Some(p) => TraceReader::open_path(p).map(|r| r.header().clone()),
+        None => TraceReader::open(std::io::Cursor::new(replay::SAMPLE)).map(|r| r.header().clone()),
+    };
+    h.map(|h| (h.cpu_count.max(1), h.nodesize))
+        .unwrap_or((1, None))
+}
+
+pub fn run(args: ReplayArgs) -> Result<()> {
+    let (name, records, _damage) = replay::load(&args)?;
+    let (cpus, nodesize) = header_cpus_and_nodesize(&args);
+    let opts = TraceOptions {
+        handle_gap_ns: args.handle_gap_us * 1000,
+        speed: Some(1.0),
+        seq_rule: args.seq_rule,
+    };
+    let (w, conv) = workload_from_records(records.clone(), &opts)
+        .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
+    let costs = replay::cost_model(&args, &conv)?;
+    let mut params = Params {
+        ext_cost_ns: costs.get(Cost::RunRef),
+        costs,
+        ..Params::default()
+    };
+    if let Some(n) = nodesize {
+        // btrfs_calc_delayed_ref_bytes(1) = nodesize × BTRFS_MAX_LEVEL × 2 (§4.6).
+        params.delayed_ref_bytes = u64::from(n) * 8 * 2;
+    }
+    let cfg = Config {
+        engine: Engine::Virtual,
+        cpus: cpus as usize,
+        params,
+        sim_seed: args.sim_seed,
+        pace: false,
+    };
+    let policy = by_name("modern").expect("modern exists");
+    let r = refgate_replay::replay(
+        &w,
+        policy.as_ref(),
+        &cfg,
+        Arc::new(Live::new(cpus as usize)),
+    )
+    .map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
+    let rec = validate::recorded(&records, conv.filesystem);
+    let rep = validate::replayed(&w, &r.per_txn);
+    let v = validate::compare(&rec, &rep);
+    if args.json {
+        let out = json!({
+            "trace": name,
+            "policy": "modern",
+            "engine": "virtual",
+            "cpus": cpus,
+            "speed": 1.0,
+            "validation": v,
+            "refs_run": r.refs_run,
+            "invariant_ok": !r.partial,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", text(&name, cpus, &v));
+    }
+    Ok(())
+}
+
+fn text(name: &str, cpus: u32, v: &Validation) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "refgate replay --validate of {name}: modern on {cpus} virtual CPUs at recorded speed, recorded / replayed"
+    );
+    let _ = writeln!(
+        o,
+        "{:<12} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
+        "transaction",
+        "heads",
+        "tree refs",
+        "data refs",
+        "merged away",
+        "by committer",
+        "by workers",
+        "by others"
+    );
+    for r in &v.rows {
+        let t = if r.transactions.len() == 1 {
+            r.transactions[0].to_string()
+        } else {
+            format!("{} small", r.transactions.len())
+        };
+        let c = |a: u64, b: u64| format!("{a}/{b}");
+        let (a, b) = (&r.recorded, &r.replayed);
+        let _ = writeln!(
+            o,
+            "{:<12} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
+            t,
+            c(a.heads_run, b.heads_run),
+            c(a.tree_refs_run, b.tree_refs_run),
+            c(a.data_refs_run, b.data_refs_run),
+            c(a.merged_away, b.merged_away),
+            c(a.run_by_committer, b.run_by_committer),
+            c(a.run_by_kernel_workers, b.run_by_kernel_workers),
+            c(a.run_by_other_tasks, b.run_by_other_tasks),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "overall relative error {:.1} % (Σ|replayed − recorded| ÷ Σ recorded; transactions under {} recorded refs pooled)",
+        100.0 * v.overall_relative_error,
+        validate::POOL_BELOW
+    );
+    o
+}
+
+/// Fails with a clear message when `--validate` is combined with what it decides itself.
+pub fn check_args(args: &ReplayArgs) -> Result<()> {
+    if args.workload.is_some() {
+        anyhow::bail!(
+            "--validate compares a replay with its recording: give a trace, not --workload"
+        );
+    }
+    Ok(())
+}

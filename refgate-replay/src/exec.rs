@@ -159,6 +159,19 @@ pub(crate) fn sleep_on(addr: usize) {
     t.suspend(Req::Sleep);
 }
 
+/// A `btrfs_run_delayed_refs` call that began at `start` (engine clock) ends now: kept for
+/// `--timeline` (virtual CPUs only).
+pub(crate) fn run_call_done(start: u64) {
+    if let Some(t) = current() {
+        with_sched(t, |s| {
+            let now = s.now;
+            if let Some(tl) = &mut s.timeline {
+                tl.run_call(t.cpu, start, now);
+            }
+        });
+    }
+}
+
 /// Wakes every virtual task asleep on `addr`; returns how many (0 on a real thread).
 pub(crate) fn wake_all(addr: usize) -> usize {
     match current() {

@@ -62,6 +62,7 @@ fn samples_hold_back_refs_under_pre_with_3x_seqs() {
                 params: Params::default(),
                 sim_seed: 0,
                 pace: false,
+                timeline: false,
             };
             let r = refgate_replay::replay(
                 &w,

@@ -60,6 +60,7 @@ fn run_expect(name: &str, file: &workload_file::WorkloadFile, e: &Value) -> Vec<
             params,
             sim_seed: 0,
             pace: false,
+            timeline: false,
         };
         let at = format!("{name} [{policy} × {cpus} CPUs]");
         let r = match replay(

@@ -22,6 +22,7 @@ fn virt(w: &Workload, policy: &str, cpus: usize, params: &Params, seed: u64) -> 
         params: params.clone(),
         sim_seed: seed,
         pace: false,
+        timeline: false,
     };
     replay(
         w,
@@ -313,7 +314,7 @@ proptest! {
         let w = synthetic(&p);
         let params = if small { small_constants() } else { Params::default() };
         for name in NAMES.iter().chain(&EXTRA_NAMES) {
-            let cfg = Config { engine: Engine::Virtual, cpus, params: params.clone(), sim_seed: seed, pace: false };
+            let cfg = Config { engine: Engine::Virtual, cpus, params: params.clone(), sim_seed: seed, pace: false, timeline: false };
             let r = replay(&w, policy::by_name(name).unwrap().as_ref(), &cfg, Arc::new(Live::new(cpus)));
             prop_assert!(r.is_ok(), "{name}/{cpus}: {}", r.unwrap_err());
             let r = r.unwrap();

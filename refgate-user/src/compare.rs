@@ -204,6 +204,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                         params: params.clone(),
                         sim_seed: args.sim_seed,
                         pace: false,
+                        timeline: false,
                     };
                     let r = refgate_replay::replay(
                         &prepared.workload,

@@ -9,6 +9,7 @@ mod owner;
 mod plots;
 mod record;
 mod replay;
+mod timeline;
 mod validate;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -77,6 +78,10 @@ enum Command {
         /// counts as JSON to this file.
         #[arg(long)]
         dump_state: Option<PathBuf>,
+        /// Write the virtual replay's timeline (per CPU: running, spinning, sleeping; run
+        /// calls; queue depth) as Chrome trace-event JSON for Perfetto.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
         /// Compare with the recording: replay under modern on the recorded CPU count at
         /// recorded speed and print, per transaction, recorded vs replayed heads and refs
         /// run, refs merged away and who ran them.
@@ -344,6 +349,7 @@ fn main() -> ExitCode {
             trace,
             workload,
             dump_state,
+            timeline,
             validate,
             threads,
             engine,
@@ -363,6 +369,7 @@ fn main() -> ExitCode {
             trace,
             workload,
             dump_state,
+            timeline,
             validate,
             threads,
             engine,

@@ -30,6 +30,8 @@ pub struct ReplayArgs {
     pub sim_seed: u64,
     /// `--cost NAME=NS` overrides.
     pub costs: Vec<String>,
+    /// `--timeline FILE`: the virtual replay's timeline as Chrome trace-event JSON.
+    pub timeline: Option<PathBuf>,
     /// `--validate`: compare with the recording instead of replaying freely.
     pub validate: bool,
     /// `--workload FILE`: replay a workload file instead of a trace.
@@ -170,6 +172,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         crate::validate::check_args(&args)?;
         return crate::validate::run(args);
     }
+    if args.timeline.is_some() && args.engine != Engine::Virtual {
+        bail!(
+            "--timeline draws the virtual CPUs' time; it needs the virtual engine (drop --engine threads)"
+        );
+    }
     let policy = policy_by_name(&args.policy)?;
     let prepare = Instant::now();
     let Prepared {
@@ -209,6 +216,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         params,
         sim_seed: args.sim_seed,
         pace: args.speed.is_some(),
+        timeline: args.timeline.is_some(),
     };
     let started = Instant::now();
     let tui = !(args.plain || args.json) && std::io::stdout().is_terminal();
@@ -275,6 +283,19 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let report = report.map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = &args.dump_state {
         write_dump(path, &report)?;
+    }
+    if let (Some(path), Some(t)) = (
+        &args.timeline,
+        report
+            .virtual_figures
+            .as_ref()
+            .and_then(|v| v.timeline.as_ref()),
+    ) {
+        let title = format!(
+            "refgate replay of {name}: {} on {} virtual CPUs",
+            report.policy, report.threads
+        );
+        crate::timeline::write(path, t, report.threads, &title)?;
     }
     if args.json {
         println!(

@@ -55,6 +55,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         params,
         sim_seed: args.sim_seed,
         pace: false,
+        timeline: false,
     };
     let policy = by_name("modern").expect("modern exists");
     let r = refgate_replay::replay(

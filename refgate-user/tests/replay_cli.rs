@@ -251,3 +251,60 @@ fn validate_compares_every_recorded_run_with_the_replay() {
         assert!(e.is_finite() && e >= 0.0, "{e}");
     }
 }
+
+/// `--timeline`: Chrome trace-event JSON; per CPU the intervals follow each other without
+/// overlap and add up to the makespan; run calls on their own tracks; the queue as a counter.
+#[test]
+fn timeline_covers_every_cpu_for_the_whole_replay() {
+    let d = tempfile::tempdir().unwrap();
+    let tl = d.path().join("tl.json");
+    let r = json_of(&[
+        "replay",
+        "--json",
+        "--threads",
+        "4",
+        "--policy",
+        "seed",
+        "--timeline",
+        tl.to_str().unwrap(),
+    ]);
+    let makespan_us = r["virtual_seconds"].as_f64().unwrap() * 1e6;
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(&tl).unwrap()).unwrap();
+    let ev = t["traceEvents"].as_array().unwrap();
+    assert!(t["otherData"]["truncated_at_virtual_ns"].is_null());
+    let mut calls = 0;
+    for cpu in 0..4u64 {
+        let mut end = 0.0f64;
+        let mut total = 0.0;
+        for e in ev.iter().filter(|e| e["ph"] == "X" && e["tid"] == 2 * cpu) {
+            let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+            assert!(dur > 0.0 && ts + 1e-6 >= end, "CPU {cpu}: {e} overlaps");
+            end = ts + dur;
+            total += dur;
+        }
+        assert!(
+            (total - makespan_us).abs() < 1e-3 * makespan_us,
+            "CPU {cpu}: {total} vs {makespan_us}"
+        );
+        calls += ev
+            .iter()
+            .filter(|e| e["tid"] == 2 * cpu + 1 && e["name"] == "btrfs_run_delayed_refs")
+            .count();
+    }
+    assert_eq!(
+        calls as u64,
+        r["run_call_latency"]["count"].as_u64().unwrap()
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["ph"] == "C" && e["name"] == "queue depth")
+    );
+    // The threads engine has no virtual time to draw.
+    let o = refgate()
+        .args(["replay", "--engine", "threads", "--timeline"])
+        .arg(&tl)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("virtual engine"));
+}

@@ -71,6 +71,8 @@ pub struct Config {
     /// Virtual engine: keep the virtual clock no faster than the wall clock, so that a
     /// replay with recorded think-times (`--speed`) can be watched. Changes no figure.
     pub pace: bool,
+    /// Virtual engine: keep a timeline of every CPU's states and run calls (`--timeline`).
+    pub timeline: bool,
 }
 
 /// Figures that depend on the host that ran the replay (everything else in a virtual
@@ -169,6 +171,9 @@ pub struct VirtualFigures {
     pub cpus: Vec<CpuTime>,
     pub cost_model: CostModel,
     pub sim_seed: u64,
+    /// `--timeline` (not in the JSON report).
+    #[serde(skip)]
+    pub timeline: Option<crate::vcpu::Timeline>,
 }
 
 /// Everything measured in one run.

@@ -11,8 +11,8 @@
 
 mod sched;
 
-pub use sched::CpuTime;
 pub(crate) use sched::{Acct, Req, Sched};
+pub use sched::{CpuTime, Timeline};
 
 use crate::engine::{
     Config, Engine, Outcome, Published, Report, VirtualFigures, commit_pre, committers,
@@ -35,6 +35,8 @@ use std::time::Instant;
 
 /// Each task's coroutine stack (reserved, touched lazily; the model's call depth is small).
 const STACK_BYTES: usize = 256 * 1024;
+/// Entries a `--timeline` keeps at most (about 100 MB of JSON).
+const TIMELINE_CAP: usize = 1_000_000;
 /// Scheduler events between two publications of the clock for a dashboard.
 const PUBLISH_EVERY: u32 = 4096;
 
@@ -254,12 +256,11 @@ pub(crate) fn run(
     let task_cpus: Vec<u32> = (0..workload.task_count() + workers.len())
         .map(|i| (i % cpus) as u32)
         .collect();
-    let sched = RefCell::new(Sched::new(
-        cpus,
-        &task_cpus,
-        &cfg.params.costs,
-        cfg.sim_seed,
-    ));
+    let mut s = Sched::new(cpus, &task_cpus, &cfg.params.costs, cfg.sim_seed);
+    if cfg.timeline {
+        s.timeline = Some(Timeline::new(cpus, TIMELINE_CAP));
+    }
+    let sched = RefCell::new(s);
     let barrier = VBarrier {
         n: workload.task_count(),
         arrived: Cell::new(0),
@@ -325,6 +326,18 @@ pub(crate) fn run(
             if cfg.pace {
                 pace(&sched.borrow(), &live, t0, paused_before);
             }
+            {
+                let mut s = sched.borrow_mut();
+                let now = s.now;
+                if let Some(tl) = &mut s.timeline {
+                    tl.queue_depth(
+                        now,
+                        live.queue
+                            .num_entries
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                }
+            }
             let ev = sched.borrow_mut().pop();
             let cpu = match ev {
                 Some(Event::Timer(t)) => {
@@ -343,7 +356,14 @@ pub(crate) fn run(
             let r = catch_unwind(AssertUnwindSafe(|| tasks[t as usize].resume(())));
             exec::set_current(std::ptr::null());
             match r {
-                Ok(CoroutineResult::Yield(req)) => sched.borrow_mut().suspended(cpu, t, req),
+                Ok(CoroutineResult::Yield(req)) => {
+                    let mut s = sched.borrow_mut();
+                    if let Some(tl) = &mut s.timeline {
+                        // What the task goes to sleep on, for the CPU's next interval.
+                        tl.sleep_reason[cpu as usize] = live.workers[cpu as usize].state().name();
+                    }
+                    s.suspended(cpu, t, req);
+                }
                 Ok(CoroutineResult::Return(end)) => {
                     sched.borrow_mut().finished(cpu);
                     let failed = end.err.is_some();
@@ -375,6 +395,7 @@ pub(crate) fn run(
     let mut sched = sched.into_inner();
     let makespan = sched.now;
     let mut cpu_time = sched.close();
+    let timeline = sched.timeline.take();
     let per_worker = cpu_metrics.into_inner();
     for (t, m) in cpu_time.iter_mut().zip(&per_worker) {
         t.refs_run = m.refs_run;
@@ -400,6 +421,7 @@ pub(crate) fn run(
             cpus: cpu_time,
             cost_model: cfg.params.costs.clone(),
             sim_seed: cfg.sim_seed,
+            timeline,
         }),
     };
     finish(workload, policy, Engine::Virtual, cpus, &fs, out)

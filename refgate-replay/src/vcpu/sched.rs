@@ -135,8 +135,90 @@ pub(crate) struct Sched {
     /// a contended acquisition then allocates nothing).
     waiters: HashMap<usize, VecDeque<TaskId>, U64Build>,
     costs: [u64; 7],
+    /// `--timeline`: the CPUs' states and the run calls as they happen.
+    pub(crate) timeline: Option<Timeline>,
     seed: u64,
     seq: u64,
+}
+
+/// What `--timeline` keeps: per CPU, intervals of one kind of time; per CPU, the
+/// `btrfs_run_delayed_refs` calls; the queue depth over time. Bounded: once `cap` entries
+/// are kept, recording stops and `truncated_at` says when.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    /// (cpu, start ns, duration ns, what).
+    pub slices: Vec<(u32, u64, u64, &'static str)>,
+    /// (cpu, start ns, duration ns).
+    pub run_calls: Vec<(u32, u64, u64)>,
+    /// (ns, num_entries).
+    pub queue: Vec<(u64, u64)>,
+    pub cap: usize,
+    pub truncated_at: Option<u64>,
+    /// Per CPU, what its task sleeps on (the live state's name when it went to sleep).
+    pub(crate) sleep_reason: Vec<&'static str>,
+}
+
+impl Timeline {
+    pub fn new(cpus: usize, cap: usize) -> Self {
+        Self {
+            cap,
+            sleep_reason: vec![""; cpus],
+            ..Self::default()
+        }
+    }
+    fn full(&mut self, now: u64) -> bool {
+        let n = self.slices.len() + self.run_calls.len() + self.queue.len();
+        if n >= self.cap && self.truncated_at.is_none() {
+            self.truncated_at = Some(now);
+        }
+        self.truncated_at.is_some()
+    }
+    fn slice(&mut self, cpu: u32, start: u64, dur: u64, a: Acct, reason: &'static str) {
+        if self.full(start) {
+            return;
+        }
+        let name = match a {
+            Acct::Work => "running",
+            Acct::SpinDr => "spinning: delayed_refs->lock",
+            Acct::SpinHead => "spinning: head->lock",
+            Acct::SpinExtent => "spinning: extent tree",
+            Acct::Switch => "switching",
+            Acct::Sleep => match reason {
+                "sleeping on gate" => "sleeping: seed gate",
+                "waiting on head" => "sleeping: head->mutex",
+                "waiting extent tree" => "sleeping: extent tree",
+                "at barrier" => "sleeping: commit barrier",
+                _ => "sleeping",
+            },
+            Acct::Idle => "idle",
+        };
+        // Adjacent intervals of the same kind become one.
+        if let Some(last) = self.slices.iter_mut().rev().find(|s| s.0 == cpu)
+            && last.3 == name
+            && last.1 + last.2 == start
+        {
+            last.2 += dur;
+            return;
+        }
+        self.slices.push((cpu, start, dur, name));
+    }
+    pub(crate) fn run_call(&mut self, cpu: u32, start: u64, end: u64) {
+        if !self.full(start) {
+            self.run_calls.push((cpu, start, end - start));
+        }
+    }
+    pub(crate) fn queue_depth(&mut self, now: u64, entries: u64) {
+        if self
+            .queue
+            .last()
+            .is_some_and(|&(t, e)| e == entries || now < t + 1_000)
+        {
+            return;
+        }
+        if !self.full(now) {
+            self.queue.push((now, entries));
+        }
+    }
 }
 
 /// SplitMix64: a fixed, well-mixed hash for tie-breaking.
@@ -173,6 +255,7 @@ impl Sched {
             events: BinaryHeap::new(),
             waiters: HashMap::default(),
             costs: costs.table(),
+            timeline: None,
             seed,
             seq: 0,
         };
@@ -218,9 +301,16 @@ impl Sched {
     pub(crate) fn set_acct(&mut self, cpu: u32, a: Acct) {
         let now = self.now;
         let c = &mut self.cpus[cpu as usize];
-        c.time.add(c.acct, now - c.since);
+        let (was, since) = (c.acct, c.since);
+        c.time.add(was, now - since);
         c.since = now;
         c.acct = a;
+        if let Some(t) = &mut self.timeline
+            && now > since
+        {
+            let reason = t.sleep_reason.get(cpu as usize).copied().unwrap_or("");
+            t.slice(cpu, since, now - since, was, reason);
+        }
     }
 
     pub(crate) fn current(&self, cpu: u32) -> Option<TaskId> {

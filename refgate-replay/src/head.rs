@@ -348,6 +348,31 @@ impl DelayedRefHead {
     }
 }
 
+/// A head whose `mutex` the holder took (`btrfs_delayed_ref_lock`, §2.4 step 1, §4.4): the
+/// mutex is released when this is dropped, so no exit path of a runner can keep it.
+pub struct LockedHead(std::sync::Arc<DelayedRefHead>);
+
+impl LockedHead {
+    /// Wraps a head whose mutex the caller has just acquired.
+    pub(crate) fn new(head: std::sync::Arc<DelayedRefHead>) -> Self {
+        debug_assert!(head.mutex_is_locked());
+        Self(head)
+    }
+}
+
+impl std::ops::Deref for LockedHead {
+    type Target = DelayedRefHead;
+    fn deref(&self) -> &DelayedRefHead {
+        &self.0
+    }
+}
+
+impl Drop for LockedHead {
+    fn drop(&mut self) {
+        self.0.mutex_unlock();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

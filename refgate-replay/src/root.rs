@@ -4,9 +4,9 @@
 use crate::cost::Cost;
 use crate::error::ModelError;
 use crate::exec;
-use crate::extent_tree::{ExtentItem, ExtentTree};
+use crate::extent_tree::{ExtentItem, ExtentTree, RunRef};
 use crate::gate::Gate;
-use crate::head::{DelayedRefHead, ExtentOp, HeadInner, InsertOutcome};
+use crate::head::{DelayedRefHead, ExtentOp, HeadInner, InsertOutcome, LockedHead};
 use crate::live::{Live, ThreadState, WaitRole, WorkerState};
 use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
@@ -163,7 +163,8 @@ pub struct FsModel {
 
 /// Result of a head-mutex acquisition dance (§2.4 step 1, §4.4).
 pub(crate) enum HeadLock<'a> {
-    Locked(SpinGuard<'a, RootInner>),
+    /// The head's mutex is ours; `delayed_refs->lock` retaken.
+    Locked(SpinGuard<'a, RootInner>, LockedHead),
     /// The head left the tree while we slept on its mutex (`-EAGAIN`); lock retaken.
     Gone(SpinGuard<'a, RootInner>),
 }
@@ -269,7 +270,7 @@ impl FsModel {
         head: &Arc<DelayedRefHead>,
     ) -> HeadLock<'a> {
         if head.mutex_trylock() {
-            return HeadLock::Locked(g);
+            return HeadLock::Locked(g, LockedHead::new(head.clone()));
         }
         drop(g);
         {
@@ -282,7 +283,7 @@ impl FsModel {
             w.m.head_eagain += 1;
             return HeadLock::Gone(g);
         }
-        HeadLock::Locked(g)
+        HeadLock::Locked(g, LockedHead::new(head.clone()))
     }
 
     /// A head allocated before `delayed_refs->lock` is taken, as the add API does
@@ -454,15 +455,28 @@ impl FsModel {
                 return 0;
             };
             match self.delayed_ref_lock(w, g, &head) {
-                HeadLock::Locked(g) => {
-                    let v = self.lock_head(&head, w).ref_mod;
+                HeadLock::Locked(g, locked) => {
+                    let v = self.lock_head(&locked, w).ref_mod;
                     drop(g);
-                    head.mutex_unlock();
+                    drop(locked);
                     return v;
                 }
                 HeadLock::Gone(g) => drop(g),
             }
         }
+    }
+
+    /// `run_one_delayed_ref` (§2.7): one ref node applied to the extent tree and counted —
+    /// the step both eras' runners share.
+    pub(crate) fn run_one_delayed_ref(
+        &self,
+        w: &mut Worker,
+        rr: &RunRef,
+    ) -> Result<(), ModelError> {
+        self.extent_tree.run_ref(rr, &mut w.m, self.ws(w.id))?;
+        w.m.ref_run(self.txn(), rr.key.is_data(), w.caller);
+        w.ws().add_refs_run(1);
+        Ok(())
     }
 
     /// `n` steps of kind `c` done now by the calling task, under whatever locks it holds:

@@ -5,16 +5,16 @@ use crate::cost::Cost;
 use crate::error::ModelError;
 use crate::exec;
 use crate::extent_tree::RunRef;
-use crate::head::DelayedRefHead;
+use crate::head::{HeadInner, LockedHead};
 use crate::live::ThreadState;
 use crate::refkey::Era;
 use crate::root::{FsModel, HeadLock, TransHandle, Worker};
-use std::sync::Arc;
+use crate::spinlock::SpinGuard;
 use std::sync::atomic::Ordering;
 
 /// `btrfs_select_ref_head` (§4.4): claim the first unclaimed head at/after the cursor
 /// (wrapping once), then take its mutex. `Some(None)` is `-EAGAIN`.
-pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<DelayedRefHead>>> {
+pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<LockedHead>> {
     let mut g = fs.lock_root(w);
     let mut start = g.c.run_delayed_start;
     let mut walked = 0u64;
@@ -42,9 +42,9 @@ pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Arc<
     g.c.run_delayed_start = head.bytenr + num_bytes;
     fs.publish(&g.c);
     match fs.delayed_ref_lock(w, g, &head) {
-        HeadLock::Locked(g) => {
+        HeadLock::Locked(g, locked) => {
             drop(g);
-            Some(Some(head))
+            Some(Some(locked))
         }
         HeadLock::Gone(g) => {
             drop(g);
@@ -60,7 +60,6 @@ fn run_delayed_refs_once(
     h: &mut TransHandle,
     min_bytes: u64,
 ) -> Result<u64, ModelError> {
-    let era = Era::Modern;
     let (mut min_bytes, mut max_count) = (min_bytes, 0u64);
     if min_bytes == 0 {
         // Only the heads that exist now (racy snapshot, as in the kernel).
@@ -69,113 +68,140 @@ fn run_delayed_refs_once(
     }
     let mut count = 0u64;
     let mut bytes = 0u64;
-    let mut locked: Option<Arc<DelayedRefHead>> = None;
+    let mut locked: Option<LockedHead> = None;
     loop {
-        let head = match &locked {
-            Some(hd) => hd.clone(),
+        let head = match locked.take() {
+            Some(l) => l,
             None => match btrfs_select_ref_head(fs, w) {
                 None => break,
                 // "select again" (§4.5 observation).
                 Some(None) => continue,
-                Some(Some(hd)) => {
+                Some(Some(l)) => {
                     count += 1;
-                    locked = Some(hd.clone());
-                    hd
+                    l
                 }
             },
         };
-        // `btrfs_run_delayed_refs_for_head`: head mutex + head spinlock.
-        let mut hi = fs.lock_head(&head, w);
-        let fence = fs.tree_mod.lowest();
-        loop {
-            let dropped = hi.merge_delayed_refs(era, fence);
-            if dropped > 0 {
-                w.m.run_merges += dropped;
-                h.dec_updates(dropped);
-                fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
-            }
-            let Some(k) = hi.select_delayed_ref(era) else {
-                break;
-            };
-            fs.charge(Cost::SelectRef, 1);
-            // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
-            let n = hi.erase_ref(&k);
-            let give = hi.rsv_refs.min(1);
-            hi.rsv_refs -= give;
-            let must_insert = std::mem::take(&mut hi.must_insert_reserved);
-            let op = hi.extent_op.take();
-            let num_bytes = hi.num_bytes;
-            drop(hi);
-            fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
-            let rr = RunRef {
-                bytenr: head.bytenr,
-                num_bytes,
-                key: k.backref(era),
-                action: n.action,
-                ref_mod: n.ref_mod,
-                insert_reserved: must_insert,
-                extent_op: op,
-            };
-            if let Err(e) = fs.extent_tree.run_ref(&rr, &mut w.m, fs.ws(w.id)) {
-                head.mutex_unlock();
-                return Err(e);
-            }
-            w.m.ref_run(fs.txn(), rr.key.is_data(), w.caller);
-            w.ws().add_refs_run(1);
-            bytes += fs.params.delayed_ref_bytes;
-            // `btrfs_delayed_refs_rsv_release` for the ref just run (§4.7).
-            fs.space.release(give * fs.params.delayed_ref_bytes);
-            hi = fs.lock_head(&head, w);
-        }
-        // `cleanup_ref_head` (§4.4).
-        if hi.extent_op.is_some() && !hi.must_insert_reserved {
-            let op = hi.extent_op.take().expect("checked");
-            drop(hi);
-            if let Err(e) = fs
-                .extent_tree
-                .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))
-            {
-                head.mutex_unlock();
-                return Err(e);
-            }
-            w.m.extent_ops_run += 1;
+        let (ran, hi) = btrfs_run_delayed_refs_for_head(fs, w, h, &head)?;
+        bytes += ran;
+        match cleanup_ref_head(fs, w, &head, hi)? {
             // Return 1: loop again on the same head.
-            continue;
+            Cleanup::Again => {
+                locked = Some(head);
+                continue;
+            }
+            // Its mutex goes with it.
+            Cleanup::Deleted => drop(head),
         }
-        drop(hi);
-        let mut g = fs.lock_root(w);
-        let mut hi = fs.lock_head(&head, w);
-        if !hi.refs.is_empty() || (hi.extent_op.is_some() && !hi.must_insert_reserved) {
-            // Refs or an op reappeared meanwhile.
-            continue;
-        }
-        // `btrfs_delete_ref_head`: processing ⇒ num_heads_ready was already taken.
-        hi.extent_op = None;
-        fs.charge(Cost::DeleteHead, 1);
-        g.heads.remove(&head.bytenr);
-        head.set_in_tree(false);
-        g.c.num_heads -= 1;
-        fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
-        fs.publish(&g.c);
-        let must_insert = std::mem::take(&mut hi.must_insert_reserved);
-        let num_bytes = hi.num_bytes;
-        // What merged or cancelled refs had reserved leaves with the head.
-        let rest = std::mem::take(&mut hi.rsv_refs);
-        drop(hi);
-        drop(g);
-        fs.space.release(rest * fs.params.delayed_ref_bytes);
-        if must_insert {
-            fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
-        }
-        w.m.head_run(fs.txn());
-        head.mutex_unlock();
-        locked = None;
         if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count))
         {
             break;
         }
     }
     Ok(bytes)
+}
+
+/// `btrfs_run_delayed_refs_for_head` (§4.4): merge, then run the head's refs one by one
+/// (ADDs first), each outside the head's spinlock; returns the reservation bytes released,
+/// with the head's spinlock held for `cleanup_ref_head`.
+fn btrfs_run_delayed_refs_for_head<'h>(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    head: &'h LockedHead,
+) -> Result<(u64, SpinGuard<'h, HeadInner>), ModelError> {
+    let era = Era::Modern;
+    let mut bytes = 0u64;
+    let mut hi = fs.lock_head(head, w);
+    let fence = fs.tree_mod.lowest();
+    loop {
+        let dropped = hi.merge_delayed_refs(era, fence);
+        if dropped > 0 {
+            w.m.run_merges += dropped;
+            h.dec_updates(dropped);
+            fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
+        }
+        let Some(k) = hi.select_delayed_ref(era) else {
+            return Ok((bytes, hi));
+        };
+        fs.charge(Cost::SelectRef, 1);
+        // No tree-mod-log users in the modern model ⇒ nothing is held back by seq.
+        let n = hi.erase_ref(&k);
+        let give = hi.rsv_refs.min(1);
+        hi.rsv_refs -= give;
+        let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+        let op = hi.extent_op.take();
+        let num_bytes = hi.num_bytes;
+        drop(hi);
+        fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+        let rr = RunRef {
+            bytenr: head.bytenr,
+            num_bytes,
+            key: k.backref(era),
+            action: n.action,
+            ref_mod: n.ref_mod,
+            insert_reserved: must_insert,
+            extent_op: op,
+        };
+        fs.run_one_delayed_ref(w, &rr)?;
+        bytes += fs.params.delayed_ref_bytes;
+        // `btrfs_delayed_refs_rsv_release` for the ref just run (§4.7).
+        fs.space.release(give * fs.params.delayed_ref_bytes);
+        hi = fs.lock_head(head, w);
+    }
+}
+
+/// What `cleanup_ref_head` did.
+enum Cleanup {
+    /// An extent op ran, or refs came back: run the same head again (return 1).
+    Again,
+    /// The head left the tree: the caller releases its mutex.
+    Deleted,
+}
+
+/// `cleanup_ref_head` (§4.4), entered with the head's spinlock: run a remaining extent op,
+/// else delete the head (`btrfs_delete_ref_head`) unless refs or an op reappeared meanwhile.
+fn cleanup_ref_head(
+    fs: &FsModel,
+    w: &mut Worker,
+    head: &LockedHead,
+    mut hi: SpinGuard<'_, HeadInner>,
+) -> Result<Cleanup, ModelError> {
+    if hi.extent_op.is_some() && !hi.must_insert_reserved {
+        let op = hi.extent_op.take().expect("checked");
+        drop(hi);
+        fs.extent_tree
+            .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))?;
+        w.m.extent_ops_run += 1;
+        return Ok(Cleanup::Again);
+    }
+    drop(hi);
+    let mut g = fs.lock_root(w);
+    let mut hi = fs.lock_head(head, w);
+    if !hi.refs.is_empty() || (hi.extent_op.is_some() && !hi.must_insert_reserved) {
+        // Refs or an op reappeared meanwhile.
+        return Ok(Cleanup::Again);
+    }
+    // `btrfs_delete_ref_head`: processing ⇒ num_heads_ready was already taken.
+    hi.extent_op = None;
+    fs.charge(Cost::DeleteHead, 1);
+    g.heads.remove(&head.bytenr);
+    head.set_in_tree(false);
+    g.c.num_heads -= 1;
+    fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+    fs.publish(&g.c);
+    let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+    let num_bytes = hi.num_bytes;
+    // What merged or cancelled refs had reserved leaves with the head.
+    let rest = std::mem::take(&mut hi.rsv_refs);
+    drop(hi);
+    drop(g);
+    fs.space.release(rest * fs.params.delayed_ref_bytes);
+    if must_insert {
+        fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+    }
+    w.m.head_run(fs.txn());
+    Ok(Cleanup::Deleted)
 }
 
 /// K6.7+ `btrfs_run_delayed_refs(trans, min_bytes)` (§4.6): `u64::MAX` runs until the queue

@@ -6,7 +6,7 @@ use crate::error::ModelError;
 use crate::exec;
 use crate::extent_tree::RunRef;
 use crate::gate::GateEntry;
-use crate::head::DelayedRefHead;
+use crate::head::{DelayedRefHead, ExtentOp, LockedHead};
 use crate::live::ThreadState;
 use crate::refkey::Era;
 use crate::root::{FsModel, HeadLock, RootInner, TransHandle, Worker};
@@ -96,27 +96,43 @@ pub fn btrfs_find_ref_cluster(
     cluster
 }
 
+/// What one pass over a cluster's locked head did (§2.4).
+enum HeadStep {
+    /// Its extent op ran (`goto next`): the head stays locked and is visited again.
+    ExtentOp(LockedHead),
+    /// One ref node ran; the head stays locked for the next.
+    RefRun(LockedHead),
+    /// The head itself ran and left the tree (its mutex released).
+    HeadRun,
+    /// Its next ref is held back by a tree-mod seq: the head goes back (§1.6).
+    HeldBack,
+}
+
+type Locked<'a> = SpinGuard<'a, RootInner>;
+
 /// `run_clustered_refs` (§2.4): lock held on entry and exit; returns nodes run.
 fn run_clustered_refs<'a>(
     fs: &'a FsModel,
     w: &mut Worker,
     h: &mut TransHandle,
-    mut g: SpinGuard<'a, RootInner>,
+    mut g: Locked<'a>,
     mut cluster: VecDeque<Arc<DelayedRefHead>>,
-) -> Result<(u64, SpinGuard<'a, RootInner>), ModelError> {
-    let era = Era::V3;
+) -> Result<(u64, Locked<'a>), ModelError> {
     let mut count = 0u64;
-    let mut locked: Option<Arc<DelayedRefHead>> = None;
+    let mut locked: Option<LockedHead> = None;
     loop {
-        let head = match &locked {
-            Some(hd) => hd.clone(),
+        let head = match locked.take() {
+            Some(l) => l,
             None => {
                 let Some(hd) = cluster.front().cloned() else {
                     break;
                 };
                 // Step 1.
                 match fs.delayed_ref_lock(w, g, &hd) {
-                    HeadLock::Locked(ng) => g = ng,
+                    HeadLock::Locked(ng, l) => {
+                        g = ng;
+                        l
+                    }
                     HeadLock::Gone(ng) => {
                         // Whoever removed it unlinked it from our cluster (§2.4 step 1).
                         g = ng;
@@ -125,118 +141,145 @@ fn run_clustered_refs<'a>(
                         continue;
                     }
                 }
-                locked = Some(hd.clone());
-                hd
             }
         };
-        let mut hi = fs.lock_head(&head, w);
-        // Step 2: run-time merge, fenced by the oldest tree-mod-seq element (§2.6).
-        let fence = if fs.params.seq_holdback {
-            fs.tree_mod.lowest()
-        } else {
-            0
-        };
-        let dropped = hi.merge_delayed_refs(era, fence);
-        if dropped > 0 {
-            fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
-            h.dec_updates(dropped);
-            w.m.run_merges += dropped;
-        }
-        // Step 3.
-        let sel = hi.select_delayed_ref(era);
-        fs.charge(Cost::SelectRef, 1);
-        // Step 4: seq hold-back gives the head back (§1.6).
-        if let Some(k) = sel {
-            let seq = k.seq(era);
-            if fs.params.seq_holdback && seq != 0 && fs.tree_mod.hold_back(seq) {
-                drop(hi);
-                head.set_claimed(false);
-                cluster.pop_front();
-                head.mutex_unlock();
-                locked = None;
-                g.c.num_heads_ready += 1;
-                fs.publish(&g.c);
-                w.m.seq_holdbacks += 1;
-                drop(g);
-                g = fs.lock_root(w);
-                continue;
-            }
-        }
-        // Step 5.
-        let must_insert = std::mem::take(&mut hi.must_insert_reserved);
-        let mut op = hi.extent_op.take();
-        match sel {
-            None => {
-                // Step 6: the head itself.
-                if op.is_some() && must_insert {
-                    op = None;
-                }
-                if let Some(op) = op {
-                    drop(hi);
-                    drop(g);
-                    let res = fs
-                        .extent_tree
-                        .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id));
-                    if let Err(e) = res {
-                        head.mutex_unlock();
-                        return Err(e);
-                    }
-                    w.m.extent_ops_run += 1;
-                    // `goto next`: no count; the head stays locked and is revisited.
-                    g = fs.lock_root(w);
-                    continue;
-                }
-                // Step 7: erase the head (num_heads is not decremented, §1.1 item 4).
-                let num_bytes = hi.num_bytes;
-                drop(hi);
-                fs.charge(Cost::DeleteHead, 1);
-                g.heads.remove(&head.bytenr);
-                head.set_in_tree(false);
-                head.set_claimed(false);
-                fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
-                fs.publish(&g.c);
-                cluster.pop_front();
-                drop(g);
-                if must_insert {
-                    // §2.7: allocated and freed in this transaction, never inserted.
-                    fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
-                }
-                head.mutex_unlock();
-                locked = None;
-                w.m.head_run(fs.txn());
+        let (step, ng) = run_cluster_head(fs, w, h, g, head)?;
+        g = ng;
+        match step {
+            HeadStep::ExtentOp(l) => locked = Some(l),
+            HeadStep::RefRun(l) => {
+                locked = Some(l);
                 count += 1;
-                g = fs.lock_root(w);
             }
-            Some(k) => {
-                // Step 7: erase the ref and correct the head's ref_mod.
-                let n = hi.erase_ref(&k);
-                let num_bytes = hi.num_bytes;
-                drop(hi);
-                fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
-                fs.publish(&g.c);
-                drop(g);
-                // Step 8.
-                let rr = RunRef {
-                    bytenr: head.bytenr,
-                    num_bytes,
-                    key: k.backref(era),
-                    action: n.action,
-                    ref_mod: n.ref_mod,
-                    insert_reserved: must_insert,
-                    extent_op: op,
-                };
-                if let Err(e) = fs.extent_tree.run_ref(&rr, &mut w.m, fs.ws(w.id)) {
-                    head.mutex_unlock();
-                    return Err(e);
-                }
-                w.m.ref_run(fs.txn(), rr.key.is_data(), w.caller);
-                w.ws().add_refs_run(1);
+            HeadStep::HeadRun => {
+                cluster.pop_front();
                 count += 1;
-                g = fs.lock_root(w);
+            }
+            HeadStep::HeldBack => {
+                cluster.pop_front();
             }
         }
     }
     Ok((count, g))
+}
+
+/// Steps 2–8 of §2.4 on the cluster's locked head: merge, select, hold back or run the
+/// selected ref, or the head itself when no ref is left. Lock held on entry and exit.
+fn run_cluster_head<'a>(
+    fs: &'a FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+    mut g: Locked<'a>,
+    head: LockedHead,
+) -> Result<(HeadStep, Locked<'a>), ModelError> {
+    let era = Era::V3;
+    let mut hi = fs.lock_head(&head, w);
+    // Step 2: run-time merge, fenced by the oldest tree-mod-seq element (§2.6).
+    let fence = if fs.params.seq_holdback {
+        fs.tree_mod.lowest()
+    } else {
+        0
+    };
+    let dropped = hi.merge_delayed_refs(era, fence);
+    if dropped > 0 {
+        fs.root.num_entries.fetch_sub(dropped, Ordering::Relaxed);
+        h.dec_updates(dropped);
+        w.m.run_merges += dropped;
+    }
+    // Step 3.
+    let sel = hi.select_delayed_ref(era);
+    fs.charge(Cost::SelectRef, 1);
+    // Step 4: seq hold-back gives the head back (§1.6).
+    if let Some(k) = sel
+        && fs.params.seq_holdback
+        && k.seq(era) != 0
+        && fs.tree_mod.hold_back(k.seq(era))
+    {
+        drop(hi);
+        head.set_claimed(false);
+        drop(head);
+        g.c.num_heads_ready += 1;
+        fs.publish(&g.c);
+        w.m.seq_holdbacks += 1;
+        drop(g);
+        return Ok((HeadStep::HeldBack, fs.lock_root(w)));
+    }
+    // Step 5.
+    let must_insert = std::mem::take(&mut hi.must_insert_reserved);
+    let op = hi.extent_op.take();
+    let Some(k) = sel else {
+        // Step 6: the head itself; an op on a head inserted with its extent is dropped.
+        let num_bytes = hi.num_bytes;
+        drop(hi);
+        return match op.filter(|_| !must_insert) {
+            Some(op) => run_head_extent_op(fs, w, g, head, op),
+            None => Ok((
+                HeadStep::HeadRun,
+                erase_head(fs, w, g, head, must_insert, num_bytes),
+            )),
+        };
+    };
+    // Step 7: erase the ref and correct the head's ref_mod.
+    let n = hi.erase_ref(&k);
+    let num_bytes = hi.num_bytes;
+    drop(hi);
+    fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+    fs.publish(&g.c);
+    drop(g);
+    // Step 8.
+    let rr = RunRef {
+        bytenr: head.bytenr,
+        num_bytes,
+        key: k.backref(era),
+        action: n.action,
+        ref_mod: n.ref_mod,
+        insert_reserved: must_insert,
+        extent_op: op,
+    };
+    fs.run_one_delayed_ref(w, &rr)?;
+    Ok((HeadStep::RefRun(head), fs.lock_root(w)))
+}
+
+/// §2.4 step 6: `run_delayed_extent_op` on the head, outside `delayed_refs->lock`; the head
+/// stays locked and is revisited (`goto next`, not counted).
+fn run_head_extent_op<'a>(
+    fs: &'a FsModel,
+    w: &mut Worker,
+    g: Locked<'a>,
+    head: LockedHead,
+    op: ExtentOp,
+) -> Result<(HeadStep, Locked<'a>), ModelError> {
+    drop(g);
+    fs.extent_tree
+        .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))?;
+    w.m.extent_ops_run += 1;
+    Ok((HeadStep::ExtentOp(head), fs.lock_root(w)))
+}
+
+/// §2.4 step 7 for a head with no refs left: erase it (`num_heads` is not decremented,
+/// §1.1 item 4), pin an extent allocated and freed in this transaction (§2.7), release the
+/// mutex. Returns with `delayed_refs->lock` retaken.
+fn erase_head<'a>(
+    fs: &'a FsModel,
+    w: &mut Worker,
+    mut g: Locked<'a>,
+    head: LockedHead,
+    must_insert: bool,
+    num_bytes: u64,
+) -> Locked<'a> {
+    fs.charge(Cost::DeleteHead, 1);
+    g.heads.remove(&head.bytenr);
+    head.set_in_tree(false);
+    head.set_claimed(false);
+    fs.root.num_entries.fetch_sub(1, Ordering::Relaxed);
+    fs.publish(&g.c);
+    drop(g);
+    if must_insert {
+        fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+    }
+    drop(head);
+    w.m.head_run(fs.txn());
+    fs.lock_root(w)
 }
 
 /// K3.6–K3.10 `btrfs_run_delayed_refs(trans, root, count)` (§2.1). `gated` adds the seed's

@@ -236,7 +236,8 @@ mod tests {
         let v = compare(&rec, &rep);
         assert_eq!(v.rows.len(), 2);
         assert_eq!(v.rows[1].transactions, vec![2, 3]);
-        // Row 1: |100−200| + |100−0| = 200; row 2: |30−20| + |0−10| = 20; Σ recorded = 600 + 60.
-        assert!((v.overall_relative_error - 220.0 / 660.0).abs() < 1e-12);
+        // Row 1: |100−200| + |100−0| = 200 of 200+200+200 recorded; row 2 (pooled): committer
+        // |30−20| + others |0−10| = 20 of 30+30+20+10 recorded.
+        assert!((v.overall_relative_error - 220.0 / 690.0).abs() < 1e-12);
     }
 }

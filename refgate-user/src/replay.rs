@@ -12,7 +12,7 @@ use refgate_common::{event::Record, trace::TraceReader};
 use refgate_replay::{
     Config, Engine, Params, Report, by_name,
     cost::{Cost, CostModel},
-    live::Live,
+    live::{Live, WaitRole},
     trace_workload::{TraceConversion, TraceOptions, workload_from_records},
 };
 use serde_json::json;
@@ -236,7 +236,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             match dashboard_phase(
                 &name,
                 damage.as_ref(),
-                &args.policy,
+                policy.as_ref(),
                 args.engine,
                 &live,
                 started,
@@ -319,7 +319,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 fn dashboard_phase(
     name: &str,
     damage: Option<&TraceDamage>,
-    policy: &str,
+    policy: &dyn refgate_replay::Policy,
     engine_kind: Engine,
     live: &Arc<Live>,
     started: Instant,
@@ -381,6 +381,8 @@ fn dashboard_phase(
 fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
     let v = json!({
         "policy": r.policy,
+        "kernels": r.kernels,
+        "gated": r.gated,
         "engine": r.engine.name(),
         "cpus": r.threads,
         "final_state": r.final_state,
@@ -653,8 +655,8 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         Some(v) => {
             let _ = writeln!(
                 o,
-                "  policy     {} on {} virtual CPUs (engine virtual, sim seed {}; the same figures on any host)",
-                r.policy, r.threads, v.sim_seed
+                "  policy     {} ({}) on {} virtual CPUs (engine virtual, sim seed {}; the same figures on any host)",
+                r.policy, r.kernels, r.threads, v.sim_seed
             );
             let _ = writeln!(
                 o,
@@ -676,8 +678,8 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         None => {
             let _ = writeln!(
                 o,
-                "  policy     {} on {} real threads (engine threads; {} cores on this machine: with more threads than cores, contention figures measure this host's scheduler)",
-                r.policy, r.threads, host.cores
+                "  policy     {} ({}) on {} real threads (engine threads; {} cores on this machine: with more threads than cores, contention figures measure this host's scheduler)",
+                r.policy, r.kernels, r.threads, host.cores
             );
             let _ = writeln!(
                 o,
@@ -713,8 +715,8 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max"
     );
     for (label, s) in [
-        ("delayed_refs->lock", &r.dr_lock),
-        ("head->lock", &r.head_lock),
+        (WaitRole::DelayedRefsLock.name(), &r.dr_lock),
+        (WaitRole::HeadLock.name(), &r.head_lock),
     ] {
         let _ = writeln!(
             o,
@@ -729,8 +731,8 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         );
     }
     for (label, w) in [
-        ("head->mutex", &r.head_mutex_waits),
-        ("extent tree", &r.extent_tree_waits),
+        (WaitRole::HeadMutex.name(), &r.head_mutex_waits),
+        (WaitRole::ExtentTree.name(), &r.extent_tree_waits),
     ] {
         let _ = writeln!(
             o,
@@ -745,7 +747,7 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         );
     }
     let g = &r.gate;
-    if matches!(r.policy.as_str(), "seed" | "seed-throttle") {
+    if r.gated {
         let _ = writeln!(
             o,
             "\n  seed gate  {} acquisitions, {} bypasses (run_all/run_most), {} early returns, {} sleeps, {} wake-alls, {} wake-ups, {} refs_newer exits",

@@ -308,3 +308,23 @@ fn timeline_covers_every_cpu_for_the_whole_replay() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("virtual engine"));
 }
+
+/// The text report's gate line follows the policy's own gate, under seed-throttle too.
+#[test]
+fn seed_throttle_report_has_its_gate_line() {
+    let o = refgate()
+        .args([
+            "replay",
+            "--no-tui",
+            "--threads",
+            "4",
+            "--policy",
+            "seed-throttle",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("seed-throttle (3.11–3.13)"), "{out}");
+    assert!(out.contains("seed gate  "), "{out}");
+}

@@ -180,6 +180,9 @@ pub struct VirtualFigures {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub policy: String,
+    /// The kernels the policy stands for, and whether it has the seed's gate.
+    pub kernels: &'static str,
+    pub gated: bool,
     pub engine: Engine,
     /// CPUs (virtual) or threads (real).
     pub threads: usize,
@@ -335,6 +338,8 @@ pub(crate) fn finish(
     let ops = (total.adds + total.refs_run) as f64;
     Ok(Report {
         policy: policy.name().into(),
+        kernels: policy.kernels(),
+        gated: policy.gated(),
         engine,
         threads: cpus,
         tasks: workload.task_count(),

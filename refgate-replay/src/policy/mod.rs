@@ -20,6 +20,12 @@ use std::sync::atomic::Ordering;
 /// The hooks the engine calls at the points where the kernel decides to run refs.
 pub trait Policy: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The kernel releases it stands for.
+    fn kernels(&self) -> &'static str;
+    /// Whether its `btrfs_run_delayed_refs` has the seed's cmpxchg gate (§2.3, §4.1).
+    fn gated(&self) -> bool {
+        false
+    }
     /// Which data structures and orders the model follows under this policy.
     fn era(&self) -> Era;
     /// `__btrfs_end_transaction` (§2.8, §4.7).
@@ -99,6 +105,7 @@ impl WorkerKind {
 /// `__btrfs_end_transaction` (§2.8 vs §4.1). Every `V3Policy` is a [`Policy`].
 trait V3Policy: Send + Sync {
     const NAME: &'static str;
+    const KERNELS: &'static str;
     /// The admission rules of this kernel's `btrfs_run_delayed_refs`.
     const GATING: Gating;
     /// `__btrfs_end_transaction`: the one hook whose body differs between the v3 kernels.
@@ -113,6 +120,12 @@ trait V3Policy: Send + Sync {
 impl<P: V3Policy> Policy for P {
     fn name(&self) -> &'static str {
         P::NAME
+    }
+    fn kernels(&self) -> &'static str {
+        P::KERNELS
+    }
+    fn gated(&self) -> bool {
+        P::GATING != Gating::None
     }
     fn era(&self) -> Era {
         Era::V3

@@ -18,6 +18,9 @@ impl Policy for Modern {
     fn name(&self) -> &'static str {
         "modern"
     }
+    fn kernels(&self) -> &'static str {
+        "6.7–6.18"
+    }
     fn era(&self) -> Era {
         Era::Modern
     }

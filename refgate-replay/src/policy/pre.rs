@@ -31,6 +31,7 @@ pub(super) fn end_transaction_v3(
 
 impl V3Policy for Pre {
     const NAME: &'static str = "pre";
+    const KERNELS: &'static str = "3.7–3.8";
     /// No gate (§3).
     const GATING: Gating = Gating::None;
     fn end_transaction(

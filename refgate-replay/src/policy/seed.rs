@@ -11,6 +11,7 @@ pub struct Seed;
 
 impl V3Policy for Seed {
     const NAME: &'static str = "seed";
+    const KERNELS: &'static str = "3.9–3.10";
     /// The §2.3 gate: give up below 16348 entries; throttled callers stop below 64 ready heads.
     const GATING: Gating = Gating::Seed;
     fn end_transaction(

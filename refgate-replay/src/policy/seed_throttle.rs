@@ -12,6 +12,7 @@ pub struct SeedThrottle;
 
 impl V3Policy for SeedThrottle {
     const NAME: &'static str = "seed-throttle";
+    const KERNELS: &'static str = "3.11–3.13";
     /// The K3.11 gate (§4.1): give up on `flushing || !should_throttle()`; throttled callers
     /// stop on `!should_throttle()`. Commit-time (run_most/run_all) calls bypass it as in 3.9.
     const GATING: Gating = Gating::Throttle311;

@@ -16,7 +16,7 @@ use ratatui::{
     },
 };
 use refgate_replay::{
-    Engine, Report,
+    Engine, Policy, Report,
     live::{Live, LiveSnapshot, ThreadSnapshot, ThreadState, WaitRole, log2_quantile},
     metrics::WaitSummary,
 };
@@ -31,6 +31,8 @@ pub const FRAME: Duration = Duration::from_millis(200);
 pub struct ReplayApp {
     pub trace: String,
     pub policy: String,
+    /// The policy has the seed's gate (from the policy itself, not its name).
+    pub gated: bool,
     pub engine: Engine,
     /// CPUs (virtual) or threads (real).
     pub threads: usize,
@@ -51,10 +53,11 @@ pub struct ReplayApp {
 }
 
 impl ReplayApp {
-    pub fn new(trace: &str, policy: &str, engine: Engine, live: &Live) -> Self {
+    pub fn new(trace: &str, policy: &dyn Policy, engine: Engine, live: &Live) -> Self {
         Self {
             trace: trace.into(),
-            policy: policy.into(),
+            policy: policy.name().into(),
+            gated: policy.gated(),
             engine,
             threads: live.workers.len(),
             elapsed: Duration::ZERO,
@@ -123,9 +126,9 @@ impl ReplayApp {
         }
     }
 
-    /// The policies that have the seed's cmpxchg gate (§2.3, §4.1).
+    /// The policy has the seed's cmpxchg gate (§2.3, §4.1).
     fn gated(&self) -> bool {
-        matches!(self.policy.as_str(), "seed" | "seed-throttle")
+        self.gated
     }
 
     fn cpu_noun(&self) -> &'static str {
@@ -696,7 +699,8 @@ mod tests {
         live.run_calls.record_n(700, 5); // bucket [512, 1024)
         live.run_calls.record_n(3_000_000, 1);
         live.waits[WaitRole::DelayedRefsLock as usize].record_n(1_000, 12);
-        let mut a = ReplayApp::new("sample.bin", policy, Engine::Threads, &live);
+        let p = refgate_replay::by_name(policy).unwrap();
+        let mut a = ReplayApp::new("sample.bin", p.as_ref(), Engine::Threads, &live);
         a.update(live.snapshot(), Duration::from_secs(1), 0.0);
         for w in &live.workers {
             w.add_refs_run(100);
@@ -764,6 +768,19 @@ mod tests {
         // …22 do not: the table says how many are hidden.
         let s = render(&a, 80, 22);
         assert!(s.contains("+2 more"), "{s}");
+    }
+
+    /// The gate panel follows the policy's own gate (a bug once said "no gate" under
+    /// seed-throttle, whose name is not "seed").
+    #[test]
+    fn seed_throttle_shows_its_gate() {
+        let a = app("seed-throttle");
+        let s = render(&a, 160, 48);
+        assert!(
+            s.contains("Seed gate") && s.contains("procs_running_refs"),
+            "{s}"
+        );
+        assert!(!s.contains("no gate under"), "{s}");
     }
 
     #[test]

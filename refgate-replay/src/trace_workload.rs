@@ -33,7 +33,9 @@
 //!   replayed as [`Op::Think`] of `gap / f`.
 use std::collections::{BTreeMap, HashMap};
 
-use refgate_common::event::{ADD_DELAYED_EXTENT, EventKind, FsId, Record, UPDATE_DELAYED_HEAD};
+use refgate_common::event::{
+    ADD_DELAYED_EXTENT, Event, EventKind, FsId, Record, UPDATE_DELAYED_HEAD,
+};
 use serde::Serialize;
 
 use crate::{
@@ -155,213 +157,29 @@ pub fn workload_from_records(
     records: impl IntoIterator<Item = Record>,
     opts: &TraceOptions,
 ) -> Result<(Workload, TraceConversion), String> {
-    let mut events: Vec<_> = records
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Event(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    // The ring buffer delivers in reservation order, which can differ from timestamp order by
-    // a little across CPUs; the stable sort keeps each task's own order.
-    events.sort_by_key(|e| e.ts_ns);
-
+    let events = events_in_time_order(records);
     let mut conv = TraceConversion {
         seq_rule: opts.seq_rule,
         ..TraceConversion::default()
     };
-    let fs_of = |k: &EventKind| match k {
-        EventKind::AddTreeRef(r) => Some(r.fs),
-        EventKind::AddDataRef(r) => Some(r.fs),
-        EventKind::AddRefHead(h) => Some(h.fs),
-        _ => None,
-    };
-    let mut per_fs: BTreeMap<FsId, u64> = BTreeMap::new();
-    for e in &events {
-        if let Some(fs) = fs_of(&e.kind) {
-            *per_fs.entry(fs).or_default() += 1;
-        }
-    }
-    let Some((&fs, _)) = per_fs.iter().max_by_key(|(_, n)| **n) else {
-        return Err(
-            "the trace has no add_delayed_* events: nothing was queued, nothing to replay".into(),
-        );
-    };
-    conv.filesystem = fs;
-    conv.filesystems_seen = per_fs.len();
-    conv.other_fs_events = per_fs
-        .iter()
-        .filter(|(f, _)| **f != fs)
-        .map(|(_, n)| n)
-        .sum();
-
-    // Recorded handles: per task, [start, end) of each outermost handle.
-    let mut open: HashMap<u32, (u64, u32)> = HashMap::new();
-    let mut handles_of: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-    for e in &events {
-        match e.kind {
-            EventKind::TransHandleStart { .. } => {
-                open.entry(e.tid)
-                    .and_modify(|o| o.1 += 1)
-                    .or_insert((e.ts_ns, 1));
-            }
-            EventKind::TransHandleEnd { .. } => {
-                if let Some(o) = open.get_mut(&e.tid) {
-                    o.1 -= 1;
-                    if o.1 == 0 {
-                        let (start, _) = open.remove(&e.tid).expect("present");
-                        handles_of.entry(e.tid).or_default().push((start, e.ts_ns));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    conv.handle_source = if handles_of.is_empty() {
-        "gap heuristic"
-    } else {
-        "kprobes"
-    };
-    let recorded_handle = |tid: u32, ts: u64| -> Option<u64> {
-        let hs = handles_of.get(&tid)?;
-        let i = hs.partition_point(|&(s, _)| s <= ts);
-        (i > 0 && ts <= hs[i - 1].1).then(|| hs[i - 1].0)
-    };
-
-    // Transaction boundaries and committers.
-    let commits: Vec<(u64, u32)> = events
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::TransactionCommit { fs: f, .. } if f == fs => Some((e.ts_ns, e.tid)),
-            _ => None,
-        })
-        .collect();
-
-    // Pair head events with the ref event that follows on the same task.
-    let mut pending_head: HashMap<u32, (u64, u8)> = HashMap::new();
-    let mut calls: Vec<Call> = Vec::new();
-    for e in &events {
-        let op = match &e.kind {
-            EventKind::AddRefHead(h) if h.fs == fs => {
-                if h.action == UPDATE_DELAYED_HEAD {
-                    conv.extent_ops += 1;
-                    Some(Op::AddExtentOp {
-                        bytenr: h.bytenr,
-                        num_bytes: h.num_bytes,
-                        is_data: h.is_data,
-                        op: ExtentOp {
-                            flags: Some(0),
-                            key: None,
-                        },
-                    })
-                } else {
-                    pending_head.insert(e.tid, (h.bytenr, h.action));
-                    None
-                }
-            }
-            EventKind::AddTreeRef(r) if r.fs == fs => {
-                let spec = RefSpec::from_tree_event(r).map(|s| opts.seq_rule.classify(s, r.seq));
-                ref_op(spec, pending_head.remove(&e.tid), r.bytenr, true, &mut conv)
-            }
-            EventKind::AddDataRef(r) if r.fs == fs => {
-                let spec = RefSpec::from_data_event(r).map(|s| opts.seq_rule.classify(s, r.seq));
-                ref_op(
-                    spec,
-                    pending_head.remove(&e.tid),
-                    r.bytenr,
-                    false,
-                    &mut conv,
-                )
-            }
-            EventKind::RunTreeRef(_) | EventKind::RunDataRef(_) | EventKind::RunRefHead(_) => {
-                conv.recorded_run_events += 1;
-                None
-            }
-            _ => None,
-        };
-        if let Some(op) = op {
-            let bytenr = match &op {
-                Op::AddRef { r, .. } => r.bytenr,
-                Op::AddExtentOp { bytenr, .. } => *bytenr,
-                _ => unreachable!(),
-            };
-            calls.push(Call {
-                ts: e.ts_ns,
-                tid: e.tid,
-                op,
-                bytenr,
-            });
-        }
-    }
+    let fs = choose_filesystem(&events, &mut conv)?;
+    let handles = RecordedHandles::from_events(&events);
+    conv.handle_source = handles.source();
+    let commits = commits_of(&events, fs);
+    let calls = add_calls(&events, fs, opts.seq_rule, &mut conv);
     conv.run_cost_ns = median_run_gap(&events, fs);
     if calls.is_empty() {
         return Err("the trace has no delayed-ref adds the model can replay".into());
     }
-
-    // Tasks, in order of first appearance; committers are tasks too.
-    let mut task_index: HashMap<u32, usize> = HashMap::new();
-    let mut tids: Vec<u32> = Vec::new();
-    let mut index_of = |tid: u32, tids: &mut Vec<u32>| {
-        *task_index.entry(tid).or_insert_with(|| {
-            tids.push(tid);
-            tids.len() - 1
-        })
-    };
-    let transaction_of = |ts: u64| commits.partition_point(|&(c, _)| c < ts);
     let transactions = commits.len() + 1;
     conv.transactions = transactions;
 
-    // Assign each call to (transaction, task), re-homing per extent within a transaction.
-    let mut owner: HashMap<(usize, u64), usize> = HashMap::new();
-    let mut assigned: Vec<(usize, usize, u64, Option<u64>, Op)> = Vec::with_capacity(calls.len());
-    for c in calls {
-        let t = transaction_of(c.ts);
-        let me = index_of(c.tid, &mut tids);
-        let who = *owner.entry((t, c.bytenr)).or_insert(me);
-        if who != me {
-            conv.rehomed += 1;
-        }
-        assigned.push((t, who, c.ts, recorded_handle(c.tid, c.ts), c.op));
-    }
-    let committers: Vec<usize> = commits
-        .iter()
-        .map(|&(_, tid)| index_of(tid, &mut tids))
-        .collect();
-
-    let mut tasks: Vec<Task> = (0..tids.len())
-        .map(|i| Task {
-            id: i as u32,
-            transactions: vec![TaskTransaction::default(); transactions],
-        })
-        .collect();
-    for (t, &who) in committers.iter().enumerate() {
-        tasks[who].transactions[t].commit = true;
-    }
-    let mut last_ts: Vec<Option<u64>> = vec![None; tids.len()];
-    let mut last_handle: Vec<Option<u64>> = vec![None; tids.len()];
-    for (t, who, ts, handle, op) in assigned {
-        let tt = &mut tasks[who].transactions[t];
-        let gap = last_ts[who].map(|p| ts.saturating_sub(p));
-        last_ts[who] = Some(ts);
-        let new_handle = match (handle, last_handle[who]) {
-            // Recorded boundaries decide when both ops lie in recorded handles.
-            (Some(h), Some(prev)) => h != prev,
-            _ => gap.is_none_or(|g| g > opts.handle_gap_ns),
-        };
-        last_handle[who] = handle;
-        if tt.handles.is_empty() || new_handle {
-            tt.handles.push(Handle::default());
-        }
-        let h = tt.handles.last_mut().expect("pushed");
-        if let (Some(speed), Some(g)) = (opts.speed, gap)
-            && g > 0
-        {
-            h.ops.push(Op::Think {
-                ns: (g as f64 / speed) as u64,
-            });
-        }
-        h.ops.push(op);
-    }
+    // Tasks, in order of first appearance; committers are tasks too.
+    let mut tids = TaskIds::default();
+    let assigned = assign_calls(calls, &commits, &handles, &mut tids, &mut conv);
+    let committers: Vec<usize> = commits.iter().map(|&(_, tid)| tids.index_of(tid)).collect();
+    let mut tasks = empty_tasks(tids.len(), transactions, &committers);
+    place_calls(&mut tasks, assigned, opts);
     conv.tasks = tasks.len();
     conv.handles = tasks
         .iter()
@@ -381,9 +199,301 @@ pub fn workload_from_records(
     Ok((w, conv))
 }
 
+/// The trace's events, stably sorted by timestamp.
+fn events_in_time_order(records: impl IntoIterator<Item = Record>) -> Vec<Event> {
+    let mut events: Vec<_> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    // The ring buffer delivers in reservation order, which can differ from timestamp order by
+    // a little across CPUs; the stable sort keeps each task's own order.
+    events.sort_by_key(|e| e.ts_ns);
+    events
+}
+
+/// The filesystem of an add-side event.
+fn add_event_fs(k: &EventKind) -> Option<FsId> {
+    match k {
+        EventKind::AddTreeRef(r) => Some(r.fs),
+        EventKind::AddDataRef(r) => Some(r.fs),
+        EventKind::AddRefHead(h) => Some(h.fs),
+        _ => None,
+    }
+}
+
+/// The filesystem to replay: the one with the most add events (the first such by id).
+/// Records it, how many filesystems were seen and the other filesystems' add events.
+fn choose_filesystem(events: &[Event], conv: &mut TraceConversion) -> Result<FsId, String> {
+    let mut per_fs: BTreeMap<FsId, u64> = BTreeMap::new();
+    for e in events {
+        if let Some(fs) = add_event_fs(&e.kind) {
+            *per_fs.entry(fs).or_default() += 1;
+        }
+    }
+    let Some((&fs, _)) = per_fs.iter().max_by_key(|(_, n)| **n) else {
+        return Err(
+            "the trace has no add_delayed_* events: nothing was queued, nothing to replay".into(),
+        );
+    };
+    conv.filesystem = fs;
+    conv.filesystems_seen = per_fs.len();
+    conv.other_fs_events = per_fs
+        .iter()
+        .filter(|(f, _)| **f != fs)
+        .map(|(_, n)| n)
+        .sum();
+    Ok(fs)
+}
+
+/// Recorded handles (kprobes on `start_transaction`/`__btrfs_end_transaction`): per task,
+/// `[start, end]` of each outermost handle, in time order.
+struct RecordedHandles(HashMap<u32, Vec<(u64, u64)>>);
+
+impl RecordedHandles {
+    /// Nested starts only count depth: a task's handle ends when its outermost start does.
+    fn from_events(events: &[Event]) -> Self {
+        let mut open: HashMap<u32, (u64, u32)> = HashMap::new();
+        let mut handles_of: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for e in events {
+            match e.kind {
+                EventKind::TransHandleStart { .. } => {
+                    open.entry(e.tid)
+                        .and_modify(|o| o.1 += 1)
+                        .or_insert((e.ts_ns, 1));
+                }
+                EventKind::TransHandleEnd { .. } => {
+                    if let Some(o) = open.get_mut(&e.tid) {
+                        o.1 -= 1;
+                        if o.1 == 0 {
+                            let (start, _) = open.remove(&e.tid).expect("present");
+                            handles_of.entry(e.tid).or_default().push((start, e.ts_ns));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        RecordedHandles(handles_of)
+    }
+
+    /// Where handle boundaries come from, for [`TraceConversion::handle_source`].
+    fn source(&self) -> &'static str {
+        if self.0.is_empty() {
+            "gap heuristic"
+        } else {
+            "kprobes"
+        }
+    }
+
+    /// The start of the recorded handle `tid` held at `ts`, if any.
+    fn containing(&self, tid: u32, ts: u64) -> Option<u64> {
+        let hs = self.0.get(&tid)?;
+        let i = hs.partition_point(|&(s, _)| s <= ts);
+        (i > 0 && ts <= hs[i - 1].1).then(|| hs[i - 1].0)
+    }
+}
+
+/// Transaction boundaries and committers: `(ts, tid)` of each `btrfs_transaction_commit`
+/// of `fs`.
+fn commits_of(events: &[Event], fs: FsId) -> Vec<(u64, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TransactionCommit { fs: f, .. } if f == fs => Some((e.ts_ns, e.tid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The add-side calls on `fs`, in trace order: head events paired with the ref event that
+/// follows on the same task. Counts extent ops, refs, unknown refs and recorded run events.
+fn add_calls(events: &[Event], fs: FsId, rule: SeqRule, conv: &mut TraceConversion) -> Vec<Call> {
+    let mut pending_head: HashMap<u32, (u64, u8)> = HashMap::new();
+    let mut calls: Vec<Call> = Vec::new();
+    for e in events {
+        if let Some(op) = add_op(e, fs, rule, &mut pending_head, conv) {
+            calls.push(Call {
+                ts: e.ts_ns,
+                tid: e.tid,
+                bytenr: op_bytenr(&op),
+                op,
+            });
+        }
+    }
+    calls
+}
+
+/// The op one event adds, if any. A head event with `UPDATE_DELAYED_HEAD` is
+/// `btrfs_add_delayed_extent_op`; any other head event is remembered in `pending_head`
+/// for the task's next ref event, which it may mark ADD_EXTENT (§1.4/§5.1).
+fn add_op(
+    e: &Event,
+    fs: FsId,
+    rule: SeqRule,
+    pending_head: &mut HashMap<u32, (u64, u8)>,
+    conv: &mut TraceConversion,
+) -> Option<Op> {
+    match &e.kind {
+        EventKind::AddRefHead(h) if h.fs == fs => {
+            if h.action == UPDATE_DELAYED_HEAD {
+                conv.extent_ops += 1;
+                Some(Op::AddExtentOp {
+                    bytenr: h.bytenr,
+                    num_bytes: h.num_bytes,
+                    is_data: h.is_data,
+                    op: ExtentOp {
+                        flags: Some(0),
+                        key: None,
+                    },
+                })
+            } else {
+                pending_head.insert(e.tid, (h.bytenr, h.action));
+                None
+            }
+        }
+        EventKind::AddTreeRef(r) if r.fs == fs => {
+            let spec = RefSpec::from_tree_event(r).map(|s| rule.classify(s, r.seq));
+            ref_op(spec, pending_head.remove(&e.tid), r.bytenr, true, conv)
+        }
+        EventKind::AddDataRef(r) if r.fs == fs => {
+            let spec = RefSpec::from_data_event(r).map(|s| rule.classify(s, r.seq));
+            ref_op(spec, pending_head.remove(&e.tid), r.bytenr, false, conv)
+        }
+        EventKind::RunTreeRef(_) | EventKind::RunDataRef(_) | EventKind::RunRefHead(_) => {
+            conv.recorded_run_events += 1;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The extent an add-side op is on.
+fn op_bytenr(op: &Op) -> u64 {
+    match op {
+        Op::AddRef { r, .. } => r.bytenr,
+        Op::AddExtentOp { bytenr, .. } => *bytenr,
+        _ => unreachable!(),
+    }
+}
+
+/// Task indices by tid, in order of first appearance.
+#[derive(Default)]
+struct TaskIds {
+    index: HashMap<u32, usize>,
+    tids: Vec<u32>,
+}
+
+impl TaskIds {
+    fn index_of(&mut self, tid: u32) -> usize {
+        let tids = &mut self.tids;
+        *self.index.entry(tid).or_insert_with(|| {
+            tids.push(tid);
+            tids.len() - 1
+        })
+    }
+    fn len(&self) -> usize {
+        self.tids.len()
+    }
+}
+
+/// A call placed on a task in a transaction.
+struct Assigned {
+    transaction: usize,
+    task: usize,
+    ts: u64,
+    /// The start of the recorded handle the calling task held, if any.
+    handle: Option<u64>,
+    op: Op,
+}
+
+/// Assigns each call to (transaction, task), re-homing per extent within a transaction:
+/// every op on an extent stays with the first task that touched it there (`rehomed`).
+fn assign_calls(
+    calls: Vec<Call>,
+    commits: &[(u64, u32)],
+    handles: &RecordedHandles,
+    tids: &mut TaskIds,
+    conv: &mut TraceConversion,
+) -> Vec<Assigned> {
+    let transaction_of = |ts: u64| commits.partition_point(|&(c, _)| c < ts);
+    let mut owner: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut assigned = Vec::with_capacity(calls.len());
+    for c in calls {
+        let t = transaction_of(c.ts);
+        let me = tids.index_of(c.tid);
+        let who = *owner.entry((t, c.bytenr)).or_insert(me);
+        if who != me {
+            conv.rehomed += 1;
+        }
+        assigned.push(Assigned {
+            transaction: t,
+            task: who,
+            ts: c.ts,
+            handle: handles.containing(c.tid, c.ts),
+            op: c.op,
+        });
+    }
+    assigned
+}
+
+/// `n` tasks with `transactions` empty transactions each; `committers[t]` commits `t`.
+fn empty_tasks(n: usize, transactions: usize, committers: &[usize]) -> Vec<Task> {
+    let mut tasks: Vec<Task> = (0..n)
+        .map(|i| Task {
+            id: i as u32,
+            transactions: vec![TaskTransaction::default(); transactions],
+        })
+        .collect();
+    for (t, &who) in committers.iter().enumerate() {
+        tasks[who].transactions[t].commit = true;
+    }
+    tasks
+}
+
+/// Per task, where its last placed op was: to split handles and replay think times.
+#[derive(Clone, Copy, Default)]
+struct LastOp {
+    ts: Option<u64>,
+    handle: Option<u64>,
+}
+
+/// Appends each assigned op to its task's transaction, opening a new handle where the
+/// recorded handle changes or (without recorded boundaries) after a gap over
+/// `handle_gap_ns`; with `speed`, the gap before the op becomes an [`Op::Think`].
+fn place_calls(tasks: &mut [Task], assigned: Vec<Assigned>, opts: &TraceOptions) {
+    let mut last = vec![LastOp::default(); tasks.len()];
+    for a in assigned {
+        let last = &mut last[a.task];
+        let gap = last.ts.map(|p| a.ts.saturating_sub(p));
+        last.ts = Some(a.ts);
+        let new_handle = match (a.handle, last.handle) {
+            // Recorded boundaries decide when both ops lie in recorded handles.
+            (Some(h), Some(prev)) => h != prev,
+            _ => gap.is_none_or(|g| g > opts.handle_gap_ns),
+        };
+        last.handle = a.handle;
+        let tt = &mut tasks[a.task].transactions[a.transaction];
+        if tt.handles.is_empty() || new_handle {
+            tt.handles.push(Handle::default());
+        }
+        let h = tt.handles.last_mut().expect("pushed");
+        if let (Some(speed), Some(g)) = (opts.speed, gap)
+            && g > 0
+        {
+            h.ops.push(Op::Think {
+                ns: (g as f64 / speed) as u64,
+            });
+        }
+        h.ops.push(a.op);
+    }
+}
+
 /// §7.5: "gaps between consecutive run events on one TID ≈ c_ext + lock waits"; the median
 /// of gaps under 1 ms keeps out the idle time between two runs.
-fn median_run_gap(events: &[refgate_common::event::Event], fs: FsId) -> u64 {
+fn median_run_gap(events: &[Event], fs: FsId) -> u64 {
     let mut last: HashMap<u32, u64> = HashMap::new();
     let mut gaps: Vec<u64> = Vec::new();
     for e in events {
@@ -410,6 +520,9 @@ fn median_run_gap(events: &[refgate_common::event::Event], fs: FsId) -> u64 {
     *gaps.select_nth_unstable(mid).1
 }
 
+/// The [`Op::AddRef`] of one recorded ref event (`None`, counted unknown, if the model does
+/// not know its action or type). A preceding head event of the task on the same bytenr with
+/// `ADD_DELAYED_EXTENT` turns its ADD into ADD_EXTENT (§1.4/§5.1).
 fn ref_op(
     spec: Option<RefSpec>,
     head: Option<(u64, u8)>,
@@ -441,78 +554,71 @@ fn ref_op(
 /// prefix of the (per-extent ordered) op stream non-negative, plus a placeholder backref for
 /// extents that must exist but have no known backref.
 fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)> {
-    // Per extent, its ops are all on one task within a transaction (re-homing), so walking
-    // transactions in order and tasks within each gives each extent's trace order.
-    struct State {
-        num_bytes: u64,
-        data: bool,
-        exists: bool,
-        needs_item: bool,
-        run: BTreeMap<BackrefKey, i64>,
-        min: BTreeMap<BackrefKey, i64>,
-    }
-    let mut ext: BTreeMap<u64, State> = BTreeMap::new();
-    for t in 0..transactions {
-        for task in tasks {
-            for op in task.transactions[t].handles.iter().flat_map(|h| &h.ops) {
-                match op {
-                    Op::AddRef { r, .. } => {
-                        let s = ext.entry(r.bytenr).or_insert(State {
-                            num_bytes: r.num_bytes,
-                            data: r.is_data(),
-                            exists: false,
-                            needs_item: false,
-                            run: BTreeMap::new(),
-                            min: BTreeMap::new(),
-                        });
-                        if r.action == AddAction::AddExtent {
-                            s.exists = true;
-                        } else if !s.exists {
-                            s.needs_item = true;
-                            s.exists = true;
-                        }
-                        let v = s.run.entry(r.key).or_insert(0);
-                        *v += r.action.count_mod();
-                        let m = s.min.entry(r.key).or_insert(0);
-                        *m = (*m).min(*v);
-                    }
-                    Op::AddExtentOp {
-                        bytenr,
-                        num_bytes,
-                        is_data,
-                        ..
-                    } => {
-                        let s = ext.entry(*bytenr).or_insert(State {
-                            num_bytes: *num_bytes,
-                            data: *is_data,
-                            exists: false,
-                            needs_item: false,
-                            run: BTreeMap::new(),
-                            min: BTreeMap::new(),
-                        });
-                        if !s.exists {
-                            s.needs_item = true;
-                            s.exists = true;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+    extent_histories(tasks, transactions)
+        .into_iter()
+        .filter_map(|(bytenr, s)| s.initial_item().map(|item| (bytenr, item)))
+        .collect()
+}
+
+/// What the trace's ops say about one extent, walked in its trace order.
+struct ExtentHistory {
+    num_bytes: u64,
+    data: bool,
+    /// The extent exists at this point of the walk.
+    exists: bool,
+    /// It was used before any ADD_EXTENT created it: it existed before the recording.
+    needs_item: bool,
+    /// Per backref, the running count change and its minimum over every prefix.
+    run: BTreeMap<BackrefKey, i64>,
+    min: BTreeMap<BackrefKey, i64>,
+}
+
+impl ExtentHistory {
+    fn new(num_bytes: u64, data: bool) -> Self {
+        ExtentHistory {
+            num_bytes,
+            data,
+            exists: false,
+            needs_item: false,
+            run: BTreeMap::new(),
+            min: BTreeMap::new(),
         }
     }
-    let mut out = Vec::new();
-    for (bytenr, s) in ext {
-        if !s.needs_item {
-            continue;
+
+    /// The extent is used here (ADD without ADD_EXTENT, DROP, extent op).
+    fn must_exist(&mut self) {
+        if !self.exists {
+            self.needs_item = true;
+            self.exists = true;
         }
-        let mut backrefs: BTreeMap<BackrefKey, u64> = s
+    }
+
+    fn add_ref(&mut self, r: &RefSpec) {
+        if r.action == AddAction::AddExtent {
+            self.exists = true;
+        } else {
+            self.must_exist();
+        }
+        let v = self.run.entry(r.key).or_insert(0);
+        *v += r.action.count_mod();
+        let m = self.min.entry(r.key).or_insert(0);
+        *m = (*m).min(*v);
+    }
+
+    /// The initial extent item, if the extent existed before the recording: each backref's
+    /// deficit, or one placeholder backref (`root = u64::MAX`) if none had one.
+    fn initial_item(&self) -> Option<ExtentItem> {
+        if !self.needs_item {
+            return None;
+        }
+        let mut backrefs: BTreeMap<BackrefKey, u64> = self
             .min
             .iter()
             .filter(|(_, m)| **m < 0)
             .map(|(k, m)| (*k, (-m) as u64))
             .collect();
         if backrefs.is_empty() {
-            let k = if s.data {
+            let k = if self.data {
                 BackrefKey::data(0, u64::MAX, u64::MAX, u64::MAX)
             } else {
                 BackrefKey::tree(0, u64::MAX)
@@ -520,16 +626,42 @@ fn initial_extents(tasks: &[Task], transactions: usize) -> Vec<(u64, ExtentItem)
             backrefs.insert(k, 1);
         }
         let refs = backrefs.values().sum();
-        out.push((
-            bytenr,
-            ExtentItem {
-                num_bytes: s.num_bytes,
-                refs,
-                flags: 0,
-                key: None,
-                backrefs,
-            },
-        ));
+        Some(ExtentItem {
+            num_bytes: self.num_bytes,
+            refs,
+            flags: 0,
+            key: None,
+            backrefs,
+        })
     }
-    out
+}
+
+/// Every extent's history, by bytenr.
+fn extent_histories(tasks: &[Task], transactions: usize) -> BTreeMap<u64, ExtentHistory> {
+    // Per extent, its ops are all on one task within a transaction (re-homing), so walking
+    // transactions in order and tasks within each gives each extent's trace order.
+    let mut ext: BTreeMap<u64, ExtentHistory> = BTreeMap::new();
+    for t in 0..transactions {
+        for task in tasks {
+            for op in task.transactions[t].handles.iter().flat_map(|h| &h.ops) {
+                match op {
+                    Op::AddRef { r, .. } => ext
+                        .entry(r.bytenr)
+                        .or_insert_with(|| ExtentHistory::new(r.num_bytes, r.is_data()))
+                        .add_ref(r),
+                    Op::AddExtentOp {
+                        bytenr,
+                        num_bytes,
+                        is_data,
+                        ..
+                    } => ext
+                        .entry(*bytenr)
+                        .or_insert_with(|| ExtentHistory::new(*num_bytes, *is_data))
+                        .must_exist(),
+                    _ => {}
+                }
+            }
+        }
+    }
+    ext
 }

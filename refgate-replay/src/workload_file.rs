@@ -186,11 +186,112 @@ fn action(a: &str) -> Result<AddAction, String> {
     }
 }
 
-/// Builds tasks, transactions and handles from the lines' (task, txn) in file order.
+/// `run`'s argument as the op's: `"all"` is `u64::MAX` (3.x count −1, 6.x U64_MAX).
+fn run_arg(arg: RunArg) -> Result<u64, String> {
+    match arg {
+        RunArg::N(n) => Ok(n),
+        RunArg::Word(w) if w == "all" => Ok(u64::MAX),
+        RunArg::Word(w) => Err(format!("run arg `{w}`: a number or \"all\"")),
+    }
+}
+
+/// An `extent` line's item: its backrefs' counts summed into `refs`.
+fn initial_extent(
+    num_bytes: u64,
+    flags: u64,
+    key: Option<u64>,
+    backrefs: Vec<BackrefLine>,
+) -> Result<ExtentItem, String> {
+    let mut it = ExtentItem {
+        num_bytes,
+        flags,
+        key,
+        ..Default::default()
+    };
+    for r in backrefs {
+        let k = backref(&r.kind, r.parent, r.root, r.owner, r.offset)?;
+        *it.backrefs.entry(k).or_insert(0) += r.count;
+        it.refs += r.count;
+    }
+    Ok(it)
+}
+
+/// An op line's (task, txn) and op; `rule` decides `for_cow` where an `add` line does not
+/// (§1.6). Only for the lines that queue an op.
+fn queued_op(line: Line, rule: SeqRule) -> Result<(u32, usize, Op), String> {
+    Ok(match line {
+        Line::Add {
+            task,
+            txn,
+            action: a,
+            kind,
+            bytenr,
+            num_bytes,
+            root,
+            parent,
+            owner,
+            offset,
+            level,
+            for_cow,
+            extent_op,
+        } => {
+            let r = RefSpec {
+                bytenr,
+                num_bytes,
+                action: action(&a)?,
+                key: backref(&kind, parent, root, owner, offset)?,
+                ref_root: root,
+                level,
+                for_cow: false,
+            };
+            let r = match for_cow {
+                Some(c) => RefSpec { for_cow: c, ..r },
+                None => rule.classify(r, 0),
+            };
+            let extent_op = extent_op.map(|o| ExtentOp {
+                flags: o.flags,
+                key: o.key,
+            });
+            (task, txn, Op::AddRef { r, extent_op })
+        }
+        Line::ExtentOp {
+            task,
+            txn,
+            bytenr,
+            num_bytes,
+            is_data,
+            flags,
+            key,
+        } => {
+            let op = ExtentOp { flags, key };
+            let extent_op = Op::AddExtentOp {
+                bytenr,
+                num_bytes,
+                is_data,
+                op,
+            };
+            (task, txn, extent_op)
+        }
+        Line::Lookup { task, txn, bytenr } => (task, txn, Op::LookupExtentInfo { bytenr }),
+        Line::ShouldEnd { task, txn } => (task, txn, Op::ShouldEnd),
+        Line::Think { task, txn, ns } => (task, txn, Op::Think { ns }),
+        Line::Run { task, txn, arg } => (task, txn, Op::RunDelayedRefs { arg: run_arg(arg)? }),
+        _ => unreachable!("not an op line"),
+    })
+}
+
+/// Builds tasks, transactions and handles from the lines' (task, txn) in file order, and
+/// collects the file-level lines (params, extents, expectations).
 #[derive(Default)]
 struct Builder {
     order: Vec<u32>,
     tasks: BTreeMap<u32, Vec<(TaskTransaction, bool)>>,
+    /// The `extent` lines: the initial extent tree.
+    initial: Vec<(u64, ExtentItem)>,
+    /// The most transactions a `workload` line declared.
+    declared: usize,
+    params: BTreeMap<String, u64>,
+    expectations: Vec<Value>,
 }
 
 impl Builder {
@@ -213,14 +314,48 @@ impl Builder {
         }
         tt.handles.last_mut().expect("opened").ops.push(op);
     }
-    fn finish(self, initial: Vec<(u64, ExtentItem)>, declared: usize) -> Workload {
+    /// Takes in one parsed line.
+    fn line(&mut self, line: Line, rule: SeqRule) -> Result<(), String> {
+        match line {
+            Line::Params(p) => self.params.extend(p),
+            Line::Workload { transactions } => self.declared = self.declared.max(transactions),
+            Line::Task { task } => {
+                self.slot(task, 0);
+            }
+            Line::Expect(v) => self.expectations.push(v),
+            Line::Extent {
+                bytenr,
+                num_bytes,
+                flags,
+                key,
+                backrefs,
+            } => {
+                let it = initial_extent(num_bytes, flags, key, backrefs)?;
+                self.initial.push((bytenr, it));
+            }
+            Line::EndHandle { task, txn } => self.slot(task, txn).1 = false,
+            Line::Commit { task, txn } => self.slot(task, txn).0.commit = true,
+            op @ (Line::Add { .. }
+            | Line::ExtentOp { .. }
+            | Line::Lookup { .. }
+            | Line::ShouldEnd { .. }
+            | Line::Think { .. }
+            | Line::Run { .. }) => {
+                let (task, txn, op) = queued_op(op, rule)?;
+                self.push(task, txn, op);
+            }
+        }
+        Ok(())
+    }
+    /// The workload: every task padded to the most transactions any line used or declared.
+    fn workload(self) -> Workload {
         let transactions = self
             .tasks
             .values()
             .map(Vec::len)
             .max()
             .unwrap_or(0)
-            .max(declared);
+            .max(self.declared);
         let mut tasks = self.tasks;
         Workload {
             tasks: self
@@ -240,131 +375,46 @@ impl Builder {
                     }
                 })
                 .collect(),
-            initial,
+            initial: self.initial,
             transactions,
             ..Workload::default()
         }
     }
+    /// The parsed file, its workload validated.
+    fn finish(mut self) -> Result<WorkloadFile, String> {
+        let params = std::mem::take(&mut self.params);
+        let expectations = std::mem::take(&mut self.expectations);
+        let w = self.workload();
+        if w.transactions == 0 {
+            return Err("the workload has no operations".into());
+        }
+        w.validate()?;
+        Ok(WorkloadFile {
+            workload: w,
+            params,
+            expectations,
+        })
+    }
+}
+
+/// Whether a line is blank or a comment (`#`, `//`).
+fn is_blank_or_comment(l: &str) -> bool {
+    l.is_empty() || l.starts_with('#') || l.starts_with("//")
 }
 
 /// Parses the format; `rule` decides `for_cow` where a line does not (§1.6).
 pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, String> {
     let mut b = Builder::default();
-    let mut out = WorkloadFile::default();
-    let mut initial = Vec::new();
-    let mut declared = 0;
     for (n, raw) in text.lines().enumerate() {
         let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with("//") {
+        if is_blank_or_comment(l) {
             continue;
         }
-        let line: Line = serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1))?;
         let at = |e: String| format!("line {}: {e}", n + 1);
-        match line {
-            Line::Params(p) => out.params.extend(p),
-            Line::Workload { transactions } => declared = declared.max(transactions),
-            Line::Task { task } => {
-                b.slot(task, 0);
-            }
-            Line::Expect(v) => out.expectations.push(v),
-            Line::Extent {
-                bytenr,
-                num_bytes,
-                flags,
-                key,
-                backrefs,
-            } => {
-                let mut it = ExtentItem {
-                    num_bytes,
-                    flags,
-                    key,
-                    ..Default::default()
-                };
-                for r in backrefs {
-                    let k = backref(&r.kind, r.parent, r.root, r.owner, r.offset).map_err(at)?;
-                    *it.backrefs.entry(k).or_insert(0) += r.count;
-                    it.refs += r.count;
-                }
-                initial.push((bytenr, it));
-            }
-            Line::Add {
-                task,
-                txn,
-                action: a,
-                kind,
-                bytenr,
-                num_bytes,
-                root,
-                parent,
-                owner,
-                offset,
-                level,
-                for_cow,
-                extent_op,
-            } => {
-                let mut r = RefSpec {
-                    bytenr,
-                    num_bytes,
-                    action: action(&a).map_err(at)?,
-                    key: backref(&kind, parent, root, owner, offset).map_err(at)?,
-                    ref_root: root,
-                    level,
-                    for_cow: false,
-                };
-                r = match for_cow {
-                    Some(c) => RefSpec { for_cow: c, ..r },
-                    None => rule.classify(r, 0),
-                };
-                let extent_op = extent_op.map(|o| ExtentOp {
-                    flags: o.flags,
-                    key: o.key,
-                });
-                b.push(task, txn, Op::AddRef { r, extent_op });
-            }
-            Line::ExtentOp {
-                task,
-                txn,
-                bytenr,
-                num_bytes,
-                is_data,
-                flags,
-                key,
-            } => b.push(
-                task,
-                txn,
-                Op::AddExtentOp {
-                    bytenr,
-                    num_bytes,
-                    is_data,
-                    op: ExtentOp { flags, key },
-                },
-            ),
-            Line::Lookup { task, txn, bytenr } => {
-                b.push(task, txn, Op::LookupExtentInfo { bytenr })
-            }
-            Line::ShouldEnd { task, txn } => b.push(task, txn, Op::ShouldEnd),
-            Line::Think { task, txn, ns } => b.push(task, txn, Op::Think { ns }),
-            Line::Run { task, txn, arg } => {
-                let arg = match arg {
-                    RunArg::N(n) => n,
-                    RunArg::Word(w) if w == "all" => u64::MAX,
-                    RunArg::Word(w) => {
-                        return Err(at(format!("run arg `{w}`: a number or \"all\"")));
-                    }
-                };
-                b.push(task, txn, Op::RunDelayedRefs { arg });
-            }
-            Line::EndHandle { task, txn } => b.slot(task, txn).1 = false,
-            Line::Commit { task, txn } => b.slot(task, txn).0.commit = true,
-        }
+        let line: Line = serde_json::from_str(l).map_err(|e| at(e.to_string()))?;
+        b.line(line, rule).map_err(at)?;
     }
-    let w = b.finish(initial, declared);
-    if w.transactions == 0 {
-        return Err("the workload has no operations".into());
-    }
-    w.validate()?;
-    out.workload = w;
-    Ok(out)
+    b.finish()
 }
 
 fn kind_fields(k: &BackrefKey, root: u64) -> (&'static str, u64, u64, u64, u64) {

@@ -50,7 +50,7 @@ pub(crate) struct TaskCtx {
 
 impl TaskCtx {
     pub(crate) fn sched(&self) -> &RefCell<Sched> {
-        // SAFETY: the scheduler outlives every coroutine (see `run`).
+        // SAFETY: the scheduler outlives every coroutine (see `Tasks` and `build_tasks`).
         unsafe { &*self.sched }
     }
 
@@ -236,6 +236,255 @@ fn pace(sched: &Sched, live: &Live, t0: Instant, paused_before: f64) {
     }
 }
 
+/// The tasks' coroutines, indexed by [`TaskId`]. They borrow the [`Env`] and the scheduler
+/// for `'a`; the `Drop` impl makes the borrow checker keep both alive until the coroutines
+/// are dropped (an unfinished one is unwound then, and its unwinding still uses them).
+struct Tasks<'a> {
+    coroutines: Vec<Task>,
+    _borrows: std::marker::PhantomData<&'a ()>,
+}
+
+impl Drop for Tasks<'_> {
+    fn drop(&mut self) {
+        self.coroutines.clear();
+    }
+}
+
+/// One coroutine per entry of `task_cpus`: the workload's tasks, then the kernel's
+/// `workers`, each on its CPU.
+fn build_tasks<'a>(
+    env: &'a Env<'a>,
+    sched: &'a RefCell<Sched>,
+    task_cpus: &[u32],
+    workers: &'static [WorkerKind],
+) -> Result<Tasks<'a>, String> {
+    let sched_ptr = sched as *const RefCell<Sched>;
+    let mut coroutines: Vec<Task> = Vec::with_capacity(task_cpus.len());
+    for (i, &cpu) in task_cpus.iter().enumerate() {
+        let stack = DefaultStack::new(STACK_BYTES)
+            .map_err(|e| format!("cannot allocate a coroutine stack: {e}"))?;
+        let body = move |y: &Yielder<(), Req>, ()| {
+            let ctx = TaskCtx {
+                yielder: y,
+                sched: sched_ptr,
+                task: i as TaskId,
+                cpu,
+            };
+            exec::set_current(&ctx);
+            let end = match i.checked_sub(env.workload.task_count()) {
+                None => task_body(env, i, cpu),
+                Some(k) => worker_body(env, workers[k], cpu),
+            };
+            exec::set_current(std::ptr::null());
+            end
+        };
+        // SAFETY: the body borrows `env` (and through it `fs`, `barrier`, `committer`) and
+        // `sched` for `'a`; the coroutine goes into the returned `Tasks<'a>`, whose `Drop`
+        // impl keeps them borrowed until every coroutine is dropped.
+        coroutines.push(unsafe { Coroutine::with_stack_unchecked(stack, body) });
+    }
+    Ok(Tasks {
+        coroutines,
+        _borrows: std::marker::PhantomData,
+    })
+}
+
+/// The host clock and the dashboard's counters when the replay started.
+struct RunStart {
+    commits_before: u64,
+    paused_before: f64,
+    t0: Instant,
+}
+
+impl RunStart {
+    fn now(live: &Live) -> Self {
+        RunStart {
+            commits_before: live.transaction.load(std::sync::atomic::Ordering::Relaxed),
+            paused_before: live.paused_seconds(),
+            t0: Instant::now(),
+        }
+    }
+}
+
+/// The scheduler loop's next step.
+enum Next {
+    /// Resume the task current on this CPU.
+    Resume(u32),
+    /// A timer fired or cancelled tasks were released: look again.
+    Again,
+    /// Nothing can run any more.
+    Done,
+}
+
+/// Pops the scheduler's next event: a timer wakes its task; with no event left, a cancelled
+/// run releases the tasks parked at the barrier so that they end.
+fn next_step(sched: &RefCell<Sched>, live: &Live, barrier: &VBarrier) -> Next {
+    let ev = sched.borrow_mut().pop();
+    match ev {
+        Some(Event::Timer(t)) => {
+            sched.borrow_mut().wake(t);
+            Next::Again
+        }
+        Some(Event::Cpu(cpu)) => Next::Resume(cpu),
+        None if live.is_cancelled() && sched.borrow_mut().wake_all(barrier.addr()) > 0 => {
+            Next::Again
+        }
+        None => Next::Done,
+    }
+}
+
+/// The queue depth at the current virtual time, for the `--timeline`'s counter.
+fn record_queue_depth(sched: &RefCell<Sched>, live: &Live) {
+    let mut s = sched.borrow_mut();
+    let now = s.now;
+    if let Some(tl) = &mut s.timeline {
+        tl.queue_depth(
+            now,
+            live.queue
+                .num_entries
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+}
+
+/// Resumes the task current on `cpu` until it suspends or ends; `Ok(false)` when the run
+/// must stop because the task failed, `Err` when it panicked.
+fn resume_on(
+    cpu: u32,
+    sched: &RefCell<Sched>,
+    tasks: &mut Tasks,
+    live: &Live,
+    ends: &mut [Option<TaskEnd>],
+) -> Result<bool, String> {
+    let t = sched.borrow().current(cpu).expect("a CPU event has a task");
+    sched.borrow_mut().set_acct(cpu, Acct::Work);
+    let r = catch_unwind(AssertUnwindSafe(|| tasks.coroutines[t as usize].resume(())));
+    exec::set_current(std::ptr::null());
+    match r {
+        Ok(CoroutineResult::Yield(req)) => {
+            let mut s = sched.borrow_mut();
+            if let Some(tl) = &mut s.timeline {
+                // What the task goes to sleep on, for the CPU's next interval.
+                tl.sleep_reason[cpu as usize] = live.workers[cpu as usize].state().name();
+            }
+            s.suspended(cpu, t, req);
+            Ok(true)
+        }
+        Ok(CoroutineResult::Return(end)) => {
+            sched.borrow_mut().finished(cpu);
+            let failed = end.err.is_some();
+            ends[t as usize] = Some(end);
+            Ok(!failed)
+        }
+        Err(p) => Err(format!("task {t} panicked: {}", panic_message(p))),
+    }
+}
+
+/// The scheduler loop: runs events in virtual-time order until none is left or a task
+/// fails (a panic's message is returned), publishing the clock for a dashboard (and
+/// holding while it pauses) every `PUBLISH_EVERY` events, or every event when pacing to
+/// the wall clock.
+fn schedule(
+    sched: &RefCell<Sched>,
+    tasks: &mut Tasks,
+    barrier: &VBarrier,
+    live: &Live,
+    cfg: &Config,
+    start: &RunStart,
+    ends: &mut [Option<TaskEnd>],
+) -> Option<String> {
+    let mut since_publish = 0u32;
+    loop {
+        since_publish += 1;
+        if since_publish >= PUBLISH_EVERY || cfg.pace {
+            since_publish = 0;
+            sched.borrow().publish(live);
+            hold_while_paused(live);
+        }
+        if cfg.pace {
+            pace(&sched.borrow(), live, start.t0, start.paused_before);
+        }
+        record_queue_depth(sched, live);
+        let cpu = match next_step(sched, live, barrier) {
+            Next::Resume(cpu) => cpu,
+            Next::Again => continue,
+            Next::Done => return None,
+        };
+        match resume_on(cpu, sched, tasks, live, ends) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(panicked) => return Some(panicked),
+        }
+    }
+}
+
+/// The tasks' own errors, and a deadlock if some never finished (and nothing else explains
+/// it).
+fn end_errors(ends: &[Option<TaskEnd>], sched: &Sched, live: &Live, errors: &mut Vec<String>) {
+    for e in ends.iter().flatten() {
+        errors.extend(e.err.clone());
+    }
+    let unfinished = ends.iter().filter(|e| e.is_none()).count();
+    if errors.is_empty() && unfinished > 0 && !live.is_cancelled() {
+        let stuck = sched.stuck();
+        errors.push(format!(
+            "virtual engine: {unfinished} task(s) can never run again (deadlock in the model); waiting: {stuck:?}"
+        ));
+    }
+}
+
+/// The end-of-run accounting: the makespan, each CPU's time split and refs run, the
+/// timeline, and the final clock published.
+fn outcome(
+    mut sched: Sched,
+    per_worker: Vec<ThreadMetrics>,
+    errors: Vec<String>,
+    live: &Live,
+    cfg: &Config,
+    start: &RunStart,
+) -> Outcome {
+    let makespan = sched.now;
+    let mut cpu_time = sched.close();
+    let timeline = sched.timeline.take();
+    for (t, m) in cpu_time.iter_mut().zip(&per_worker) {
+        t.refs_run = m.refs_run;
+    }
+    sched.publish(live);
+    let refs: u64 = cpu_time.iter().map(|c| c.refs_run).sum();
+    let paused_seconds = live.paused_seconds() - start.paused_before;
+    let virtual_seconds = makespan as f64 / 1e9;
+    Outcome {
+        per_cpu_refs: cpu_time.iter().map(|c| c.refs_run).collect(),
+        per_worker,
+        errors,
+        wall_seconds: start.t0.elapsed().as_secs_f64() - paused_seconds,
+        paused_seconds,
+        commits_done: live.transaction.load(std::sync::atomic::Ordering::Relaxed)
+            - start.commits_before,
+        virtual_figures: Some(VirtualFigures {
+            virtual_seconds,
+            refs_per_virtual_second: if makespan > 0 {
+                refs as f64 / virtual_seconds
+            } else {
+                0.0
+            },
+            cpus: cpu_time,
+            cost_model: cfg.params.costs.clone(),
+            sim_seed: cfg.sim_seed,
+            timeline,
+        }),
+    }
+}
+
+/// The scheduler, with a `--timeline` if asked for.
+fn new_sched(cpus: usize, task_cpus: &[u32], cfg: &Config) -> Sched {
+    let mut s = Sched::new(cpus, task_cpus, &cfg.params.costs, cfg.sim_seed);
+    if cfg.timeline {
+        s.timeline = Some(Timeline::new(cpus, TIMELINE_CAP));
+    }
+    s
+}
+
 /// Replays `workload` under `policy` on `cfg.cpus` virtual CPUs.
 pub(crate) fn run(
     workload: &Workload,
@@ -256,11 +505,7 @@ pub(crate) fn run(
     let task_cpus: Vec<u32> = (0..workload.task_count() + workers.len())
         .map(|i| (i % cpus) as u32)
         .collect();
-    let mut s = Sched::new(cpus, &task_cpus, &cfg.params.costs, cfg.sim_seed);
-    if cfg.timeline {
-        s.timeline = Some(Timeline::new(cpus, TIMELINE_CAP));
-    }
-    let sched = RefCell::new(s);
+    let sched = RefCell::new(new_sched(cpus, &task_cpus, cfg));
     let barrier = VBarrier {
         n: workload.task_count(),
         arrived: Cell::new(0),
@@ -281,148 +526,21 @@ pub(crate) fn run(
         cpu_metrics: &cpu_metrics,
         running: &running,
     };
-    let commits_before = live.transaction.load(std::sync::atomic::Ordering::Relaxed);
-    let paused_before = live.paused_seconds();
-    let t0 = Instant::now();
-    let mut errors = Vec::new();
+    let start = RunStart::now(&live);
     let mut ends: Vec<Option<TaskEnd>> = (0..task_cpus.len()).map(|_| None).collect();
-    {
-        let (env, sched_ptr) = (&env, &sched as *const RefCell<Sched>);
-        let mut tasks: Vec<Task> = Vec::with_capacity(task_cpus.len());
-        for (i, &cpu) in task_cpus.iter().enumerate() {
-            let stack = DefaultStack::new(STACK_BYTES).map_err(|e| InvariantViolation {
-                policy: policy.name().into(),
-                threads: cpus,
-                errors: vec![format!("cannot allocate a coroutine stack: {e}")],
-            })?;
-            let body = move |y: &Yielder<(), Req>, ()| {
-                let ctx = TaskCtx {
-                    yielder: y,
-                    sched: sched_ptr,
-                    task: i as TaskId,
-                    cpu,
-                };
-                exec::set_current(&ctx);
-                let end = match i.checked_sub(env.workload.task_count()) {
-                    None => task_body(env, i, cpu),
-                    Some(k) => worker_body(env, workers[k], cpu),
-                };
-                exec::set_current(std::ptr::null());
-                end
-            };
-            // SAFETY: the body borrows `env` (and through it `fs`, `barrier`, `committer`)
-            // and `sched`, all declared before `tasks` and so dropped after it; `tasks`
-            // never leaves this block.
-            tasks.push(unsafe { Coroutine::with_stack_unchecked(stack, body) });
-        }
-        let mut since_publish = 0u32;
-        loop {
-            since_publish += 1;
-            if since_publish >= PUBLISH_EVERY || cfg.pace {
-                since_publish = 0;
-                sched.borrow().publish(&live);
-                hold_while_paused(&live);
-            }
-            if cfg.pace {
-                pace(&sched.borrow(), &live, t0, paused_before);
-            }
-            {
-                let mut s = sched.borrow_mut();
-                let now = s.now;
-                if let Some(tl) = &mut s.timeline {
-                    tl.queue_depth(
-                        now,
-                        live.queue
-                            .num_entries
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    );
-                }
-            }
-            let ev = sched.borrow_mut().pop();
-            let cpu = match ev {
-                Some(Event::Timer(t)) => {
-                    sched.borrow_mut().wake(t);
-                    continue;
-                }
-                Some(Event::Cpu(cpu)) => cpu,
-                None if live.is_cancelled() && sched.borrow_mut().wake_all(barrier.addr()) > 0 => {
-                    // Cancelled: release the tasks parked at the barrier so they end.
-                    continue;
-                }
-                None => break,
-            };
-            let t = sched.borrow().current(cpu).expect("a CPU event has a task");
-            sched.borrow_mut().set_acct(cpu, Acct::Work);
-            let r = catch_unwind(AssertUnwindSafe(|| tasks[t as usize].resume(())));
-            exec::set_current(std::ptr::null());
-            match r {
-                Ok(CoroutineResult::Yield(req)) => {
-                    let mut s = sched.borrow_mut();
-                    if let Some(tl) = &mut s.timeline {
-                        // What the task goes to sleep on, for the CPU's next interval.
-                        tl.sleep_reason[cpu as usize] = live.workers[cpu as usize].state().name();
-                    }
-                    s.suspended(cpu, t, req);
-                }
-                Ok(CoroutineResult::Return(end)) => {
-                    sched.borrow_mut().finished(cpu);
-                    let failed = end.err.is_some();
-                    ends[t as usize] = Some(end);
-                    if failed {
-                        break;
-                    }
-                }
-                Err(p) => {
-                    errors.push(format!("task {t} panicked: {}", panic_message(p)));
-                    break;
-                }
-            }
-        }
-        // Tasks that did not finish (an error stopped the run, or a deadlock) are unwound
-        // here, with no task current.
-        drop(tasks);
-    }
-    for e in ends.iter().flatten() {
-        errors.extend(e.err.clone());
-    }
-    let unfinished = ends.iter().filter(|e| e.is_none()).count();
-    if errors.is_empty() && unfinished > 0 && !live.is_cancelled() {
-        let stuck = sched.borrow().stuck();
-        errors.push(format!(
-            "virtual engine: {unfinished} task(s) can never run again (deadlock in the model); waiting: {stuck:?}"
-        ));
-    }
-    let mut sched = sched.into_inner();
-    let makespan = sched.now;
-    let mut cpu_time = sched.close();
-    let timeline = sched.timeline.take();
-    let per_worker = cpu_metrics.into_inner();
-    for (t, m) in cpu_time.iter_mut().zip(&per_worker) {
-        t.refs_run = m.refs_run;
-    }
-    sched.publish(&live);
-    let refs: u64 = cpu_time.iter().map(|c| c.refs_run).sum();
-    let paused_seconds = live.paused_seconds() - paused_before;
-    let virtual_seconds = makespan as f64 / 1e9;
-    let out = Outcome {
-        per_cpu_refs: cpu_time.iter().map(|c| c.refs_run).collect(),
-        per_worker,
-        errors,
-        wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,
-        paused_seconds,
-        commits_done: live.transaction.load(std::sync::atomic::Ordering::Relaxed) - commits_before,
-        virtual_figures: Some(VirtualFigures {
-            virtual_seconds,
-            refs_per_virtual_second: if makespan > 0 {
-                refs as f64 / virtual_seconds
-            } else {
-                0.0
-            },
-            cpus: cpu_time,
-            cost_model: cfg.params.costs.clone(),
-            sim_seed: cfg.sim_seed,
-            timeline,
-        }),
-    };
+    let mut tasks =
+        build_tasks(&env, &sched, &task_cpus, workers).map_err(|e| InvariantViolation {
+            policy: policy.name().into(),
+            threads: cpus,
+            errors: vec![e],
+        })?;
+    let panicked = schedule(&sched, &mut tasks, &barrier, &live, cfg, &start, &mut ends);
+    // Tasks that did not finish (an error stopped the run, or a deadlock) are unwound
+    // here, with no task current.
+    drop(tasks);
+    let sched = sched.into_inner();
+    let mut errors: Vec<String> = panicked.into_iter().collect();
+    end_errors(&ends, &sched, &live, &mut errors);
+    let out = outcome(sched, cpu_metrics.into_inner(), errors, &live, cfg, &start);
     finish(workload, policy, Engine::Virtual, cpus, &fs, out)
 }

@@ -208,58 +208,11 @@ pub fn run_live(
 ) -> Result<Report, InvariantViolation> {
     let threads = threads.max(1);
     preflight(workload, policy, threads, &live)?;
-    let committer = committers(workload)
-        .into_iter()
-        .map(|task| task % threads)
-        .collect();
-    let ctx = Ctx {
-        fs: FsModel::new(
-            policy.era(),
-            params.clone(),
-            workload.initial_extents(),
-            live.clone(),
-        ),
-        policy,
-        workload,
-        threads,
-        barrier: Barrier::new(threads),
-        errors: Mutex::new(Vec::new()),
-        committer,
-    };
+    let ctx = Ctx::new(workload, policy, threads, params, &live);
     let commits_before = live.transaction.load(Ordering::Relaxed);
     let paused_before = live.paused_seconds();
     let t0 = Instant::now();
-    let joined = |h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>| {
-        h.join().map_err(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-            format!("worker panicked: {}", msg.unwrap_or_default())
-        })
-    };
-    let per_thread: Vec<Result<ThreadMetrics, String>> = std::thread::scope(|s| {
-        // The kernel's own workers (§4.7), one thread each, sharing the threads' live slots.
-        let kernel: Vec<_> = policy
-            .workers()
-            .iter()
-            .enumerate()
-            .map(|(k, &kind)| {
-                let ctx = &ctx;
-                s.spawn(move || kernel_worker(ctx, kind, k % threads))
-            })
-            .collect();
-        let hs: Vec<_> = (0..threads)
-            .map(|i| {
-                let ctx = &ctx;
-                s.spawn(move || worker(ctx, i))
-            })
-            .collect();
-        let mut out: Vec<_> = hs.into_iter().map(joined).collect();
-        ctx.fs.space.shutdown();
-        out.extend(kernel.into_iter().map(joined));
-        out
-    });
+    let per_thread = run_threads(&ctx);
     let paused_seconds = live.paused_seconds() - paused_before;
     let mut errors = ctx.errors.lock().clone();
     let mut per_worker = Vec::new();
@@ -269,7 +222,86 @@ pub fn run_live(
             Err(e) => errors.push(e),
         }
     }
-    // Threads first, then the kernel's workers, each counted in the slot it shared.
+    let out = Outcome {
+        per_cpu_refs: per_slot_refs(&per_worker, threads),
+        per_worker,
+        errors,
+        wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,
+        paused_seconds,
+        commits_done: live.transaction.load(Ordering::Relaxed) - commits_before,
+        virtual_figures: None,
+    };
+    finish(workload, policy, Engine::Threads, threads, &ctx.fs, out)
+}
+
+impl<'a> Ctx<'a> {
+    /// A fresh model of `workload` for `threads` threads; each transaction's exclusive
+    /// commit runs on the thread of its committing task.
+    fn new(
+        workload: &'a Workload,
+        policy: &'a dyn Policy,
+        threads: usize,
+        params: &Params,
+        live: &Arc<Live>,
+    ) -> Self {
+        let committer = committers(workload)
+            .into_iter()
+            .map(|task| task % threads)
+            .collect();
+        Ctx {
+            fs: FsModel::new(
+                policy.era(),
+                params.clone(),
+                workload.initial_extents(),
+                live.clone(),
+            ),
+            policy,
+            workload,
+            threads,
+            barrier: Barrier::new(threads),
+            errors: Mutex::new(Vec::new()),
+            committer,
+        }
+    }
+}
+
+/// A thread's counts, or what it panicked with.
+fn joined(h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>) -> Result<ThreadMetrics, String> {
+    h.join().map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+        format!("worker panicked: {}", msg.unwrap_or_default())
+    })
+}
+
+/// Runs the workload's threads and the kernel's workers to the end: the threads' results
+/// first, then the workers'. The workers are stopped (space shut down) once the threads
+/// are done.
+fn run_threads(ctx: &Ctx) -> Vec<Result<ThreadMetrics, String>> {
+    std::thread::scope(|s| {
+        // The kernel's own workers (§4.7), one thread each, sharing the threads' live slots.
+        let kernel: Vec<_> = ctx
+            .policy
+            .workers()
+            .iter()
+            .enumerate()
+            .map(|(k, &kind)| s.spawn(move || kernel_worker(ctx, kind, k % ctx.threads)))
+            .collect();
+        let hs: Vec<_> = (0..ctx.threads)
+            .map(|i| s.spawn(move || worker(ctx, i)))
+            .collect();
+        let mut out: Vec<_> = hs.into_iter().map(joined).collect();
+        ctx.fs.space.shutdown();
+        out.extend(kernel.into_iter().map(joined));
+        out
+    })
+}
+
+/// Refs run per live slot: threads first, then the kernel's workers, each counted in the
+/// slot it shared.
+fn per_slot_refs(per_worker: &[ThreadMetrics], threads: usize) -> Vec<u64> {
     let mut per_cpu_refs = vec![0; threads];
     for (i, m) in per_worker.iter().enumerate() {
         let slot = if i < threads {
@@ -279,16 +311,7 @@ pub fn run_live(
         };
         per_cpu_refs[slot] += m.refs_run;
     }
-    let out = Outcome {
-        per_cpu_refs,
-        per_worker,
-        errors,
-        wall_seconds: t0.elapsed().as_secs_f64() - paused_seconds,
-        paused_seconds,
-        commits_done: live.transaction.load(Ordering::Relaxed) - commits_before,
-        virtual_figures: None,
-    };
-    finish(workload, policy, Engine::Threads, threads, &ctx.fs, out)
+    per_cpu_refs
 }
 
 #[cfg(test)]

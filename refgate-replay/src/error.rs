@@ -1,5 +1,6 @@
-//! Errors: a model error is what the kernel would BUG/abort on; the engine turns any of them
-//! into an [`crate::invariant::InvariantViolation`].
+//! Errors: a [`ModelError`] is what the kernel would BUG/abort on; a [`ReplayError`] is why a
+//! replay gave no report — a workload it cannot run, a model error (or an engine failure), or
+//! an end state that breaks the §7.4 invariant.
 
 use crate::refkey::BackrefKey;
 
@@ -24,4 +25,23 @@ pub enum ModelError {
     IsDataMismatch { bytenr: u64 },
     #[error("{0}")]
     Bug(String),
+}
+
+/// Why a replay did not give a report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The workload cannot be replayed as given; nothing ran.
+    #[error("invalid workload: {0}")]
+    BadWorkload(String),
+    /// The model hit what the kernel would BUG or abort on, or the engine failed (a task
+    /// panicked, or no task could run again).
+    #[error("model error ({policy}, {cpus} CPUs): {}", errors.join("; "))]
+    Model {
+        policy: String,
+        cpus: usize,
+        errors: Vec<String>,
+    },
+    /// The replay ran to the end and its extent tree breaks the §7.4 invariant.
+    #[error(transparent)]
+    Invariant(#[from] crate::invariant::InvariantViolation),
 }

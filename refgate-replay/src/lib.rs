@@ -33,7 +33,7 @@ pub mod workload;
 pub mod workload_file;
 
 pub use engine::{Config, Engine, Report, replay, run, run_live};
-pub use error::ModelError;
+pub use error::{ModelError, ReplayError};
 pub use invariant::InvariantViolation;
 pub use params::Params;
 pub use policy::{Policy, by_name};

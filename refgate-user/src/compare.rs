@@ -213,7 +213,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                         Arc::new(Live::new(cpus)),
                     )
                     .map(|r| Point::from_report(name, &r))
-                    .map_err(|e| format!("{name} on {cpus} CPUs: {e}"));
+                    .map_err(|e| format!("{name} on {cpus} CPUs: {}", replay::describe_error(&e)));
                     results.lock().expect("no panics hold it")[i] = Some(r);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress(n, points.len(), started, tty);
@@ -228,7 +228,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     for r in results.into_inner().expect("no panics hold it") {
         match r.expect("every point ran") {
             Ok(p) => out.push(p),
-            Err(e) => bail!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"),
+            Err(e) => bail!("{e}"),
         }
     }
     let sweep = Sweep {

@@ -225,7 +225,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             refgate_replay::replay(&workload, policy.as_ref(), &cfg, live.clone())
                 // The engine's only error is the model's verdict; a dashboard failure or a panic
                 // below is not, and must not be reported as one.
-                .map_err(|e| format!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))
+                .map_err(|e| describe_error(&e))
         });
         let join = |engine: std::thread::ScopedJoinHandle<'_, Result<Report, String>>| {
             engine
@@ -403,6 +403,20 @@ fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
     });
     std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
         .with_context(|| format!("cannot write the state dump {}", path.display()))
+}
+
+/// A replay's error for the user: what kind it is and what to make of it.
+pub fn describe_error(e: &refgate_replay::ReplayError) -> String {
+    use refgate_replay::ReplayError::*;
+    match e {
+        BadWorkload(why) => format!(
+            "the workload cannot be replayed: {why}. A trace that loses events (see `refgate inspect`) or a hand-written workload that drops more than it adds gives this"
+        ),
+        Model { .. } => format!(
+            "MODEL ERROR: {e}. The model hit what the kernel would BUG on, or the engine failed; please report it with the trace"
+        ),
+        Invariant(v) => format!("INVARIANT VIOLATED (docs/kernel-delayed-refs.md §7.4): {v}"),
+    }
 }
 
 /// A policy from its CLI name, or an error listing the names.

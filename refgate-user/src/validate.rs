@@ -64,7 +64,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         &cfg,
         Arc::new(Live::new(cpus as usize)),
     )
-    .map_err(|e| anyhow::anyhow!("INVARIANT VIOLATED (kernel-delayed-refs.md §7.4): {e}"))?;
+    .map_err(|e| anyhow::anyhow!("{}", replay::describe_error(&e)))?;
     let rec = validate::recorded(&records, conv.filesystem);
     let rep = validate::replayed(&w, &r.per_txn);
     let v = validate::compare(&rec, &rep);

@@ -17,6 +17,7 @@ pub mod threads;
 
 use crate::cost::CostModel;
 use crate::error::ModelError;
+use crate::error::ReplayError;
 use crate::invariant::{InvariantSummary, InvariantViolation, check_extent_tree};
 use crate::live::{Live, ThreadState, WaitRole};
 use crate::metrics::{
@@ -237,7 +238,7 @@ pub fn replay(
     policy: &dyn Policy,
     cfg: &Config,
     live: Arc<Live>,
-) -> Result<Report, InvariantViolation> {
+) -> Result<Report, ReplayError> {
     match cfg.engine {
         Engine::Threads => run_live(workload, policy, cfg.cpus, &cfg.params, live),
         Engine::Virtual => crate::vcpu::run(workload, policy, cfg, live),
@@ -262,17 +263,18 @@ pub(crate) fn preflight(
     policy: &dyn Policy,
     cpus: usize,
     live: &Live,
-) -> Result<(), InvariantViolation> {
-    let fail = |e: String| violation(policy, cpus, vec![e]);
+) -> Result<(), ReplayError> {
     if live.workers.len() != cpus {
-        return Err(fail(format!(
-            "live view has {} slots for {cpus} CPUs",
-            live.workers.len()
-        )));
+        return Err(model_error(
+            policy,
+            cpus,
+            vec![format!(
+                "live view has {} slots for {cpus} CPUs",
+                live.workers.len()
+            )],
+        ));
     }
-    workload
-        .validate()
-        .map_err(|e| fail(format!("invalid workload: {e}")))?;
+    workload.validate().map_err(ReplayError::BadWorkload)?;
     live.ops_total
         .store(workload.total_ops(), Ordering::Relaxed);
     live.transactions_total
@@ -280,10 +282,10 @@ pub(crate) fn preflight(
     Ok(())
 }
 
-fn violation(policy: &dyn Policy, cpus: usize, errors: Vec<String>) -> InvariantViolation {
-    InvariantViolation {
+pub(crate) fn model_error(policy: &dyn Policy, cpus: usize, errors: Vec<String>) -> ReplayError {
+    ReplayError::Model {
         policy: policy.name().into(),
-        threads: cpus,
+        cpus,
         errors,
     }
 }
@@ -311,7 +313,7 @@ pub(crate) fn finish(
     cpus: usize,
     fs: &FsModel,
     out: Outcome,
-) -> Result<Report, InvariantViolation> {
+) -> Result<Report, ReplayError> {
     // Cut short only if a cancel stopped a transaction from committing (a cancel after the
     // last commit changes nothing).
     let partial = out.commits_done < workload.transactions as u64;
@@ -320,7 +322,7 @@ pub(crate) fn finish(
         total.merge(m);
     }
     if !out.errors.is_empty() {
-        return Err(violation(policy, cpus, out.errors));
+        return Err(model_error(policy, cpus, out.errors));
     }
     let invariant = if partial {
         // The check compares the end state with the whole trace's net effect: meaningless
@@ -328,7 +330,11 @@ pub(crate) fn finish(
         InvariantSummary::default()
     } else {
         let invariant =
-            check_extent_tree(workload, &fs.extent_tree).map_err(|e| violation(policy, cpus, e))?;
+            check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
+                policy: policy.name().into(),
+                threads: cpus,
+                errors,
+            })?;
         InvariantSummary {
             pinned: fs.extent_tree.pinned().0,
             ..invariant

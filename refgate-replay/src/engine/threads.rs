@@ -12,7 +12,7 @@ use super::{
     publish, run_handle,
 };
 use crate::error::ModelError;
-use crate::invariant::InvariantViolation;
+use crate::error::ReplayError;
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
 use crate::params::Params;
@@ -187,7 +187,7 @@ pub fn run(
     policy: &dyn Policy,
     threads: usize,
     params: &Params,
-) -> Result<Report, InvariantViolation> {
+) -> Result<Report, ReplayError> {
     run_live(
         workload,
         policy,
@@ -205,7 +205,7 @@ pub fn run_live(
     threads: usize,
     params: &Params,
     live: Arc<Live>,
-) -> Result<Report, InvariantViolation> {
+) -> Result<Report, ReplayError> {
     let threads = threads.max(1);
     preflight(workload, policy, threads, &live)?;
     let ctx = Ctx::new(workload, policy, threads, params, &live);

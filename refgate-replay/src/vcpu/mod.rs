@@ -19,7 +19,6 @@ use crate::engine::{
     exclusive_commit, finish, preflight, publish, run_handle,
 };
 use crate::exec;
-use crate::invariant::InvariantViolation;
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
 use crate::policy::{Policy, WorkerKind};
@@ -491,7 +490,7 @@ pub(crate) fn run(
     policy: &dyn Policy,
     cfg: &Config,
     live: Arc<Live>,
-) -> Result<Report, InvariantViolation> {
+) -> Result<Report, crate::error::ReplayError> {
     let cpus = cfg.cpus.max(1);
     preflight(workload, policy, cpus, &live)?;
     let fs = FsModel::new(
@@ -528,12 +527,8 @@ pub(crate) fn run(
     };
     let start = RunStart::now(&live);
     let mut ends: Vec<Option<TaskEnd>> = (0..task_cpus.len()).map(|_| None).collect();
-    let mut tasks =
-        build_tasks(&env, &sched, &task_cpus, workers).map_err(|e| InvariantViolation {
-            policy: policy.name().into(),
-            threads: cpus,
-            errors: vec![e],
-        })?;
+    let mut tasks = build_tasks(&env, &sched, &task_cpus, workers)
+        .map_err(|e| crate::engine::model_error(policy, cpus, vec![e]))?;
     let panicked = schedule(&sched, &mut tasks, &barrier, &live, cfg, &start, &mut ends);
     // Tasks that did not finish (an error stopped the run, or a deadlock) are unwound
     // here, with no task current.

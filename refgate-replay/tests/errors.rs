@@ -1,0 +1,92 @@
+//! A replay that cannot give a report says which kind of failure it was: a workload it
+//! cannot run, or what the kernel would BUG on (typed `ReplayError`, not a string).
+
+use refgate_replay::engine::{Config, Engine};
+use refgate_replay::live::Live;
+use refgate_replay::trace_workload::SeqRule;
+use refgate_replay::{Params, ReplayError, by_name, replay, workload_file};
+use std::sync::Arc;
+
+fn run(text: &str, policy: &str, engine: Engine) -> Result<refgate_replay::Report, ReplayError> {
+    let w = workload_file::parse(text, SeqRule::Data).map(|f| f.workload);
+    let w = match w {
+        Ok(w) => w,
+        // The parser validates too; take the workload unvalidated to reach the engine.
+        Err(e) => return Err(ReplayError::BadWorkload(e)),
+    };
+    let cfg = Config {
+        engine,
+        cpus: 2,
+        params: Params::default(),
+        sim_seed: 0,
+        pace: false,
+        timeline: false,
+    };
+    replay(
+        &w,
+        by_name(policy).unwrap().as_ref(),
+        &cfg,
+        Arc::new(Live::new(2)),
+    )
+}
+
+#[test]
+fn a_drop_with_nothing_to_drop_is_a_bad_workload() {
+    let text = r#"{"op":"add","task":0,"txn":0,"action":"add","kind":"data","bytenr":1048576,"num_bytes":4096,"root":5,"owner":257,"offset":0}
+{"op":"commit","task":0,"txn":0}"#;
+    // A valid file, then its ADD turned into a DROP of a backref nobody added.
+    let mut w = workload_file::parse(text, SeqRule::Data).unwrap().workload;
+    if let refgate_replay::workload::Op::AddRef { r, .. } =
+        &mut w.tasks[0].transactions[0].handles[0].ops[0]
+    {
+        r.action = refgate_replay::refkey::AddAction::Drop;
+    }
+    let cfg = Config {
+        engine: Engine::Virtual,
+        cpus: 1,
+        params: Params::default(),
+        sim_seed: 0,
+        pace: false,
+        timeline: false,
+    };
+    let e = replay(
+        &w,
+        by_name("pre").unwrap().as_ref(),
+        &cfg,
+        Arc::new(Live::new(1)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ReplayError::BadWorkload(ref why) if why.contains("nets to -1")),
+        "{e}"
+    );
+    assert!(
+        run(
+            text.replace("\"add\",\"kind", "\"drop\",\"kind").as_str(),
+            "pre",
+            Engine::Virtual
+        )
+        .is_err()
+    );
+}
+
+/// §2.7: a tree ref must run with ref_mod 1; two identical COW tree refs merge on insert
+/// (§1.4 warns) and the run is what the kernel BUGs on.
+#[test]
+fn a_tree_ref_run_twice_over_is_a_model_error() {
+    let add = r#"{"op":"add","task":0,"txn":0,"action":"add","kind":"tree","bytenr":2097152,"num_bytes":16384,"root":5,"for_cow":true}"#;
+    let text = format!(
+        "{{\"op\":\"extent\",\"bytenr\":2097152,\"num_bytes\":16384,\"backrefs\":[{{\"kind\":\"tree\",\"root\":7,\"count\":1}}]}}\n{add}\n{add}\n{{\"op\":\"commit\",\"task\":0,\"txn\":0}}"
+    );
+    for engine in [Engine::Virtual, Engine::Threads] {
+        for policy in ["pre", "modern"] {
+            let e = run(&text, policy, engine).unwrap_err();
+            match &e {
+                ReplayError::Model { errors, .. } => {
+                    assert!(errors.iter().any(|m| m.contains("ref_mod 2")), "{e}")
+                }
+                other => panic!("{policy}/{engine:?}: expected a model error, got {other}"),
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! any host); a published or measured kernel figure with its source. No cost is 0: with a
 //! zero hold time nothing would ever spin. Every entry can be overridden (`--cost NAME=NS`).
 
+use crate::error::OptionError;
 use serde::Serialize;
 
 /// One named cost.
@@ -159,7 +160,11 @@ impl CostModel {
 
     /// Applies `NAME=NS` overrides; an unknown name or a bad number is an error naming the
     /// valid names.
-    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), String> {
+    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), OptionError> {
+        self.overrides(overrides).map_err(OptionError)
+    }
+
+    fn overrides(&mut self, overrides: &[String]) -> Result<(), String> {
         for o in overrides {
             let (name, ns) = o
                 .split_once('=')
@@ -213,6 +218,7 @@ mod tests {
         assert!(
             m.apply_overrides(&["nope=1".into()])
                 .unwrap_err()
+                .0
                 .contains("add_ref")
         );
         assert!(m.apply_overrides(&["run_ref=0".into()]).is_err());

@@ -45,3 +45,13 @@ pub enum ReplayError {
     #[error(transparent)]
     Invariant(#[from] crate::invariant::InvariantViolation),
 }
+
+/// A workload (or the trace or file it comes from) that cannot be replayed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkloadError(pub String);
+
+/// A bad option: an unknown cost or parameter name, or a value it cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionError(pub String);

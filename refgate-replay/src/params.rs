@@ -2,6 +2,7 @@
 //! the spec's modelling advice asks for (§7.2 costs).
 
 use crate::cost::CostModel;
+use crate::error::OptionError;
 use crate::gate::GateParams;
 use crate::refkey::Era;
 use serde::Serialize;
@@ -98,7 +99,7 @@ impl Default for Params {
 
 impl Params {
     /// Sets a numeric parameter by name (a workload file's `params` line).
-    pub fn set(&mut self, name: &str, v: u64) -> Result<(), String> {
+    pub fn set(&mut self, name: &str, v: u64) -> Result<(), OptionError> {
         match name {
             "cluster_heads" => self.cluster_heads = v as usize,
             "throttle_ready_heads" => self.throttle_ready_heads = v,
@@ -109,9 +110,9 @@ impl Params {
             "delayed_ref_bytes" => self.delayed_ref_bytes = v,
             "metadata_pool_bytes" => self.metadata_pool_bytes = v,
             _ => {
-                return Err(format!(
+                return Err(OptionError(format!(
                     "unknown parameter `{name}`: cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes"
-                ));
+                )));
             }
         }
         Ok(())

@@ -513,7 +513,7 @@ impl FsModel {
 
     /// §1.5 / §7.4 counter checks against values recomputed from the tree. Only meaningful
     /// when no runner is mid-flight (the engine calls it at commit, with everyone parked).
-    pub fn check_counters(&self, w: &mut Worker) -> Result<(), String> {
+    pub fn check_counters(&self, w: &mut Worker) -> Result<(), ModelError> {
         let g = self.lock_root(w);
         let mut entries = 0u64;
         let mut ready = 0u64;
@@ -550,7 +550,7 @@ impl FsModel {
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(errs.join("; "))
+            Err(ModelError::Bug(errs.join("; ")))
         }
     }
 

@@ -38,6 +38,7 @@ use refgate_common::event::{
 };
 use serde::Serialize;
 
+use crate::error::WorkloadError;
 use crate::{
     extent_tree::ExtentItem,
     head::ExtentOp,
@@ -156,20 +157,22 @@ struct Call {
 pub fn workload_from_records(
     records: impl IntoIterator<Item = Record>,
     opts: &TraceOptions,
-) -> Result<(Workload, TraceConversion), String> {
+) -> Result<(Workload, TraceConversion), WorkloadError> {
     let events = events_in_time_order(records);
     let mut conv = TraceConversion {
         seq_rule: opts.seq_rule,
         ..TraceConversion::default()
     };
-    let fs = choose_filesystem(&events, &mut conv)?;
+    let fs = choose_filesystem(&events, &mut conv).map_err(WorkloadError)?;
     let handles = RecordedHandles::from_events(&events);
     conv.handle_source = handles.source();
     let commits = commits_of(&events, fs);
     let calls = add_calls(&events, fs, opts.seq_rule, &mut conv);
     conv.run_cost_ns = median_run_gap(&events, fs);
     if calls.is_empty() {
-        return Err("the trace has no delayed-ref adds the model can replay".into());
+        return Err(WorkloadError(
+            "the trace has no delayed-ref adds the model can replay".into(),
+        ));
     }
     let transactions = commits.len() + 1;
     conv.transactions = transactions;

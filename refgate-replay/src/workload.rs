@@ -5,6 +5,7 @@
 //! [`Op::AddRef`] via [`RefSpec::from_tree_event`]/[`RefSpec::from_data_event`], handle
 //! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
 
+use crate::error::WorkloadError;
 use crate::extent_tree::ExtentItem;
 use crate::head::ExtentOp;
 use crate::refkey::{AddAction, BackrefKey, RefSpec};
@@ -267,7 +268,11 @@ impl Workload {
 
     /// Structural checks: every task has one entry per transaction and the net effect never
     /// goes negative (a recorded trace that fails this is missing events, §7.4).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        self.check().map_err(WorkloadError)
+    }
+
+    fn check(&self) -> Result<(), String> {
         for t in &self.tasks {
             if t.transactions.len() != self.transactions {
                 return Err(format!(

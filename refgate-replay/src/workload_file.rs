@@ -28,6 +28,7 @@
 //! `arg` is the era's argument: 3.x `count` (`"all"` = −1, `0` = run_most, N nodes), 6.x
 //! `min_bytes` (`"all"` = U64_MAX, `0` = the heads that exist now, N bytes).
 
+use crate::error::WorkloadError;
 use crate::extent_tree::ExtentItem;
 use crate::head::ExtentOp;
 use crate::refkey::{AddAction, BackrefKey, RefSpec};
@@ -388,7 +389,7 @@ impl Builder {
         if w.transactions == 0 {
             return Err("the workload has no operations".into());
         }
-        w.validate()?;
+        w.validate().map_err(|e| e.0)?;
         Ok(WorkloadFile {
             workload: w,
             params,
@@ -403,18 +404,18 @@ fn is_blank_or_comment(l: &str) -> bool {
 }
 
 /// Parses the format; `rule` decides `for_cow` where a line does not (§1.6).
-pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, String> {
+pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, WorkloadError> {
     let mut b = Builder::default();
     for (n, raw) in text.lines().enumerate() {
         let l = raw.trim();
         if is_blank_or_comment(l) {
             continue;
         }
-        let at = |e: String| format!("line {}: {e}", n + 1);
+        let at = |e: String| WorkloadError(format!("line {}: {e}", n + 1));
         let line: Line = serde_json::from_str(l).map_err(|e| at(e.to_string()))?;
         b.line(line, rule).map_err(at)?;
     }
-    b.finish()
+    b.finish().map_err(WorkloadError)
 }
 
 fn kind_fields(k: &BackrefKey, root: u64) -> (&'static str, u64, u64, u64, u64) {

@@ -12,7 +12,7 @@ fn run(text: &str, policy: &str, engine: Engine) -> Result<refgate_replay::Repor
     let w = match w {
         Ok(w) => w,
         // The parser validates too; take the workload unvalidated to reach the engine.
-        Err(e) => return Err(ReplayError::BadWorkload(e)),
+        Err(e) => return Err(ReplayError::BadWorkload(e.0)),
     };
     let cfg = Config {
         engine,

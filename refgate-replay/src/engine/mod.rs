@@ -274,7 +274,9 @@ pub(crate) fn preflight(
             )],
         ));
     }
-    workload.validate().map_err(ReplayError::BadWorkload)?;
+    workload
+        .validate()
+        .map_err(|e| ReplayError::BadWorkload(e.0))?;
     live.ops_total
         .store(workload.total_ops(), Ordering::Relaxed);
     live.transactions_total
@@ -526,7 +528,7 @@ pub(crate) fn exclusive_commit(
     w: &mut Worker,
 ) -> Result<(), ModelError> {
     if fs.params.check_counters {
-        fs.check_counters(w).map_err(ModelError::Bug)?;
+        fs.check_counters(w)?;
     }
     let mut h = TransHandle::default();
     w.caller = Caller::Commit;
@@ -540,7 +542,7 @@ pub(crate) fn exclusive_commit(
         )));
     }
     if fs.params.check_counters {
-        fs.check_counters(w).map_err(ModelError::Bug)?;
+        fs.check_counters(w)?;
     }
     fs.start_transaction(w)?;
     fs.live.transaction.fetch_add(1, Ordering::Relaxed);

@@ -338,44 +338,8 @@ fn run_delayed_refs_inner(
     };
     let gate = &fs.root.gate;
     // Step 4: the gate (K3.9).
-    if gated {
-        if run_all || run_most {
-            gate.enter_bypass(&mut w.m.gate);
-        } else {
-            let live = &fs.live;
-            let ws = fs.ws(w.id);
-            let seed_give_up = || fs.num_entries_racy() < fs.params.gate_entries_threshold;
-            let throttle_give_up = || {
-                fs.root.flushing.load(std::sync::atomic::Ordering::Relaxed)
-                    || !should_throttle_311(fs)
-            };
-            let give_up: &dyn Fn() -> bool = if gating == Gating::Throttle311 {
-                &throttle_give_up
-            } else {
-                &seed_give_up
-            };
-            let e = gate.enter_throttled_when(
-                fs.params.gate_progress_quantum,
-                give_up,
-                &mut w.m.gate,
-                &mut |sleeping| {
-                    if sleeping {
-                        ws.set(ThreadState::SleepingOnGate);
-                    } else {
-                        ws.set(ThreadState::RunningRefs);
-                    }
-                    live.gate_sleepers
-                        .store(gate.sleepers(), std::sync::atomic::Ordering::Relaxed);
-                },
-            );
-            if e != GateEntry::Run {
-                return Ok(0);
-            }
-        }
-        fs.live.procs_running_refs.store(
-            gate.procs_running_refs(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    if gated && !enter_gate(fs, w, gating, run_all || run_most) {
+        return Ok(0);
     }
     let res = run_loop(fs, w, h, &mut count, run_all, run_most, gating);
     match res {
@@ -400,6 +364,47 @@ fn run_delayed_refs_inner(
             Err(e)
         }
     }
+}
+
+/// §2.1 step 4 / §2.3: run_all and run_most callers bypass the gate (but count in
+/// `procs_running_refs`); throttled callers take it, return early, or sleep and maybe retry.
+/// False: the caller returns without running (early return, or enough progress meanwhile).
+fn enter_gate(fs: &FsModel, w: &mut Worker, gating: Gating, bypass: bool) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let gate = &fs.root.gate;
+    if bypass {
+        gate.enter_bypass(&mut w.m.gate);
+    } else {
+        let (live, ws) = (&fs.live, fs.ws(w.id));
+        // K3.9/3.10: `num_entries < 16348`; K3.11–3.13: `flushing || !should_throttle()`.
+        let seed_give_up = || fs.num_entries_racy() < fs.params.gate_entries_threshold;
+        let throttle_give_up = || fs.root.flushing.load(Relaxed) || !should_throttle_311(fs);
+        let give_up: &dyn Fn() -> bool = if gating == Gating::Throttle311 {
+            &throttle_give_up
+        } else {
+            &seed_give_up
+        };
+        let e = gate.enter_throttled_when(
+            fs.params.gate_progress_quantum,
+            give_up,
+            &mut w.m.gate,
+            &mut |sleeping| {
+                ws.set(if sleeping {
+                    ThreadState::SleepingOnGate
+                } else {
+                    ThreadState::RunningRefs
+                });
+                live.gate_sleepers.store(gate.sleepers(), Relaxed);
+            },
+        );
+        if e != GateEntry::Run {
+            return false;
+        }
+    }
+    fs.live
+        .procs_running_refs
+        .store(gate.procs_running_refs(), Relaxed);
+    true
 }
 
 type Out<'a> = (u64, SpinGuard<'a, RootInner>);

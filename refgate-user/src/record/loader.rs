@@ -7,7 +7,7 @@ use aya::{
     programs::{KProbe, TracePoint},
 };
 
-use super::{decode::Layouts, kallsyms::Kallsyms};
+use super::{kallsyms::Kallsyms, layouts::Layouts};
 
 /// The eBPF object built by build.rs (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refgate"));

@@ -2,6 +2,7 @@
 mod cost;
 pub mod decode;
 pub mod kallsyms;
+pub mod layouts;
 pub mod loader;
 pub mod roles;
 pub mod scratch;
@@ -24,12 +25,8 @@ use refgate_common::{
 use tokio::io::unix::AsyncFd;
 
 use self::{
-    decode::{Decoder, Layouts},
-    kallsyms::Kallsyms,
-    loader::ProbeStatus,
-    roles::RoleNamer,
-    scratch::ScratchFs,
-    status::Live,
+    decode::Decoder, kallsyms::Kallsyms, layouts::Layouts, loader::ProbeStatus, roles::RoleNamer,
+    scratch::ScratchFs, status::Live,
 };
 
 pub struct RecordArgs {

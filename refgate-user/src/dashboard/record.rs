@@ -1,9 +1,7 @@
-//! The `refgate record` dashboard: [`RecordApp`] is fed every decoded event (a counter bump)
-//! and a once-a-second tick with the kernel-side counters; [`draw`] is pure.
-use std::{
-    collections::{BTreeMap, VecDeque},
-    time::Duration,
-};
+//! The `refgate record` dashboard: [`draw`] is a pure view of the recorder's one live state,
+//! [`RecordState`] (fed every decoded event and a once-a-second tick with the kernel-side
+//! counters), beside its ANSI and plain line views in [`crate::record::status`].
+use std::collections::VecDeque;
 
 use ratatui::{
     Frame,
@@ -12,102 +10,10 @@ use ratatui::{
     text::Span,
     widgets::{Block, Borders, Paragraph, Row, Sparkline, Table},
 };
-use refgate_common::event::{Event, EventKind, LockRole, Stats};
+use refgate_common::event::LockRole;
 
-use super::{ns, push_bounded, si};
-
-const HISTORY: usize = 300;
-
-#[derive(Default, Clone, Debug)]
-pub struct ProbeRow {
-    pub total: u64,
-    /// Events in the last second.
-    pub rate: u64,
-    last: u64,
-}
-
-/// `perf lock contention` columns for one lock role.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct RoleRow {
-    pub contended: u64,
-    pub total_ns: u64,
-    pub max_ns: u64,
-}
-
-#[derive(Default)]
-pub struct RecordApp {
-    pub output: String,
-    pub attached: usize,
-    pub probes: usize,
-    pub elapsed: Duration,
-    pub per_probe: BTreeMap<&'static str, ProbeRow>,
-    /// All events per second, one sample a second.
-    pub events_per_sec: VecDeque<u64>,
-    pub lost: u64,
-    pub contention_not_btrfs: u64,
-    pub bad: u64,
-    pub roles: [RoleRow; 4],
-    /// `add_delayed_ref_head` and `run_delayed_ref_head` events: their difference estimates
-    /// the heads queued.
-    pub head_adds: u64,
-    pub head_runs: u64,
-    pub queue: VecDeque<u64>,
-    pub notes: Vec<String>,
-    /// Average in-kernel ns per program run so far, with `--probe-cost`.
-    pub cost_ns: Option<f64>,
-}
-
-fn role_index(r: LockRole) -> usize {
-    LockRole::ALL.iter().position(|x| *x == r).unwrap_or(3)
-}
-
-impl RecordApp {
-    pub fn new(output: &str, attached: usize, probes: usize) -> Self {
-        Self {
-            output: output.into(),
-            attached,
-            probes,
-            ..Default::default()
-        }
-    }
-
-    pub fn event(&mut self, e: &Event) {
-        self.per_probe.entry(e.kind.probe_name()).or_default().total += 1;
-        match e.kind {
-            EventKind::Contention { role, wait_ns, .. } => {
-                let r = &mut self.roles[role_index(role)];
-                r.contended += 1;
-                r.total_ns += wait_ns;
-                r.max_ns = r.max_ns.max(wait_ns);
-            }
-            EventKind::AddRefHead(_) => self.head_adds += 1,
-            EventKind::RunRefHead(_) => self.head_runs += 1,
-            _ => {}
-        }
-    }
-
-    /// Heads queued, estimated as head adds − heads run (adds that merged into a queued head
-    /// make it an upper bound).
-    pub fn queue_estimate(&self) -> u64 {
-        self.head_adds.saturating_sub(self.head_runs)
-    }
-
-    /// Once a second.
-    pub fn tick(&mut self, stats: &Stats, elapsed: Duration) {
-        let mut all = 0;
-        for p in self.per_probe.values_mut() {
-            p.rate = p.total - p.last;
-            p.last = p.total;
-            all += p.rate;
-        }
-        push_bounded(&mut self.events_per_sec, all, HISTORY);
-        let q = self.queue_estimate();
-        push_bounded(&mut self.queue, q, HISTORY);
-        self.lost = stats.lost_events();
-        self.contention_not_btrfs = stats.contention_not_btrfs;
-        self.elapsed = elapsed;
-    }
-}
+use super::{ns, si};
+use crate::record::status::RecordState;
 
 fn panel(title: impl Into<String>) -> Block<'static> {
     Block::default().borders(Borders::ALL).title(Span::styled(
@@ -123,7 +29,7 @@ fn tail(h: &VecDeque<u64>, w: u16) -> Vec<u64> {
         .collect()
 }
 
-pub fn draw(f: &mut Frame, app: &RecordApp) {
+pub fn draw(f: &mut Frame, app: &RecordState) {
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
@@ -134,11 +40,10 @@ pub fn draw(f: &mut Frame, app: &RecordApp) {
             Constraint::Length(1),
         ])
         .split(f.area());
-    let total: u64 = app.per_probe.values().map(|p| p.total).sum();
     let head = format!(
         "{:.0}s · {} events · lost {} · contention filtered (not btrfs) {} · malformed {}{}",
         app.elapsed.as_secs_f64(),
-        total,
+        app.total(),
         app.lost,
         app.contention_not_btrfs,
         app.bad,
@@ -200,7 +105,7 @@ pub fn draw(f: &mut Frame, app: &RecordApp) {
     );
 }
 
-fn draw_probes(f: &mut Frame, area: Rect, app: &RecordApp) {
+fn draw_probes(f: &mut Frame, area: Rect, app: &RecordState) {
     let header = Row::new(["probe", "events/s", "total"])
         .style(Style::default().add_modifier(Modifier::BOLD));
     let rows: Vec<Row> = app
@@ -221,7 +126,7 @@ fn draw_probes(f: &mut Frame, area: Rect, app: &RecordApp) {
     f.render_widget(t, area);
 }
 
-fn draw_contention(f: &mut Frame, area: Rect, app: &RecordApp) {
+fn draw_contention(f: &mut Frame, area: Rect, app: &RecordState) {
     // perf lock contention's columns, by lock role, busiest first.
     let header = Row::new(["contended", "total wait", "max wait", "avg wait", "type"])
         .style(Style::default().add_modifier(Modifier::BOLD));
@@ -266,6 +171,8 @@ mod tests {
     use super::*;
     use crate::dashboard::buffer_text;
     use ratatui::{Terminal, backend::TestBackend};
+    use refgate_common::event::{Event, EventKind, Stats};
+    use std::time::Duration;
 
     fn ev(kind: EventKind) -> Event {
         Event {
@@ -288,7 +195,7 @@ mod tests {
 
     #[test]
     fn fixed_state_renders_rates_contention_and_queue() {
-        let mut app = RecordApp::new("trace.bin", 9, 10);
+        let mut app = RecordState::new("trace.bin", 9, 10);
         let commit = EventKind::TransactionCommit {
             fs: Default::default(),
             generation: 7,

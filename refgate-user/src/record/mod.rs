@@ -12,11 +12,16 @@ pub mod tracefs;
 use std::{
     fs::File,
     path::PathBuf,
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use aya_log::EbpfLogger;
 use refgate_common::{
     event::{Record, Stats},
     raw::counter,
@@ -112,15 +117,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
     // owned by the user who asked for it.
     let file = crate::owner::create_private(&args.output)
         .with_context(|| format!("cannot create the trace file {}", args.output.display()))?;
-    let res = record_into(
-        file,
-        &args,
-        &layouts,
-        &ksyms,
+    let target = Target {
+        args: &args,
+        layouts,
+        ksyms,
         btrfs_text,
-        scratch.as_ref(),
+        scratch: scratch.as_ref(),
         fs_info,
-    );
+    };
+    let res = record_into(file, &target);
     if let Err(e) = &res {
         // Keep whatever was recorded, but never leave an empty file that looks like a trace.
         let len = std::fs::metadata(&args.output)
@@ -261,21 +266,67 @@ fn read_counters(arr: &Counters, ncpus: usize) -> Stats {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_into(
-    file: File,
-    args: &RecordArgs,
-    layouts: &Layouts,
-    ksyms: &Kallsyms,
+/// What a recording works on, prepared by [`run`] before any probe is attached.
+struct Target<'a> {
+    args: &'a RecordArgs,
+    layouts: Layouts,
+    ksyms: Kallsyms,
+    /// The btrfs text range (lock roles are judged by frames inside it).
     btrfs_text: (u64, u64),
-    scratch: Option<&ScratchFs>,
+    /// The `--scratch` filesystem, whose workload runs while recording.
+    scratch: Option<&'a ScratchFs>,
+    /// The one filesystem recorded (`--mount`, `--scratch`), or every btrfs.
     fs_info: Option<scratch::FsInfo>,
-) -> Result<()> {
+}
+
+/// A recording under way: the attached probes, what reads them, and the trace being written.
+struct Session {
+    /// The loaded programs: dropping it detaches every probe.
+    ebpf: Ebpf,
+    /// BPF run-time statistics stay on while it is open (`--probe-cost`).
+    _stats_fd: Option<std::os::fd::OwnedFd>,
+    ring: AsyncFd<RingBuf<MapData>>,
+    /// The eBPF programs' own diagnostics (aya-log), when available.
+    logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
+    counters: Counters,
+    sink: Sink,
+    ncpus: usize,
+    /// No `--mount` and no btrfs mounted at the start: say when one is mounted.
+    waiting_for_btrfs: bool,
+    /// The `--scratch` workload's thread.
+    workload: Option<JoinHandle<Result<()>>>,
+    started: Instant,
+}
+
+/// Where ring-buffer records go: decoded, counted on the live status, written to the trace.
+struct Sink {
+    decoder: Decoder,
+    writer: TraceWriter<File>,
+    live: Live,
+    /// The records of one ring-buffer record (reused).
+    out: Vec<Record>,
+}
+
+/// Records into `file`: attach, run until told to stop, tear down.
+fn record_into(file: File, target: &Target) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _rt = rt.enter();
+    let mut session = attach(file, target)?;
+    let looped = rt.block_on(run_loop(&mut session, target.args));
+    teardown(session, target, looped)
+}
+
+/// Loads and attaches the probes, starts the live status and the trace (header first), and
+/// the `--scratch` workload. Errors before the header is written are [`NothingRecorded`].
+fn attach(file: File, t: &Target) -> Result<Session> {
+    let args = t.args;
     let cfg = loader::Config {
-        layouts,
-        filter_fsid: fs_info.map(|f| f.fsid),
-        btrfs_text,
-        ksyms,
+        layouts: &t.layouts,
+        filter_fsid: t.fs_info.map(|f| f.fsid),
+        btrfs_text: t.btrfs_text,
+        ksyms: &t.ksyms,
         stack_frames: args.stack_frames,
         probe_floor: args.probe_cost,
     };
@@ -283,7 +334,7 @@ fn record_into(
         loader::load_and_attach(&cfg).map_err(|e| e.context(NothingRecorded))?;
     // BPF_ENABLE_STATS stays on while the fd is open (kernel ≥ 5.8). It costs two clock reads
     // per program run for every BPF program on the host, so it is opt-in.
-    let _stats_fd = if args.probe_cost {
+    let stats_fd = if args.probe_cost {
         Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context(
             "--probe-cost: BPF_ENABLE_STATS failed (kernel 5.8 or newer and root are needed)",
         )?)
@@ -303,8 +354,8 @@ fn record_into(
     }
     // Without --mount, every btrfs is recorded, including one mounted later; with none
     // mounted now, say so rather than count zeros in silence.
-    let mut waiting_for_btrfs =
-        args.mount.is_none() && scratch.is_none() && btrfs_mounts().is_empty();
+    let waiting_for_btrfs =
+        args.mount.is_none() && t.scratch.is_none() && btrfs_mounts().is_empty();
     if waiting_for_btrfs {
         live.note(
             "no btrfs filesystem is mounted, so there is nothing to record yet; refgate keeps \
@@ -312,10 +363,10 @@ fn record_into(
              `sudo refgate record --scratch` makes a temporary loop btrfs with a workload.",
         );
     }
-    let header = header(args, &probes, fs_info);
+    let header = header(args, &probes, t.fs_info);
     // Unbuffered: the writer hands whole frames to the file, so after a write error the file
     // can be cut back to the last whole frame (`salvage`).
-    let mut writer = TraceWriter::new(file, &header).map_err(|e| {
+    let writer = TraceWriter::new(file, &header).map_err(|e| {
         anyhow::Error::new(e)
             .context(format!(
                 "cannot write the trace header to {}",
@@ -323,14 +374,16 @@ fn record_into(
             ))
             .context(NothingRecorded)
     })?;
-    let ncpus = header.cpu_count as usize;
 
     let logger = aya_log::EbpfLogger::init(&mut ebpf)
         .map_err(|e| log::warn!("eBPF diagnostics unavailable: {e}"))
         .ok();
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     let counters = Counters::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
-    let mut decoder = Decoder::new(layouts.clone(), RoleNamer::new(ksyms.clone(), btrfs_text));
+    let mut decoder = Decoder::new(
+        t.layouts.clone(),
+        RoleNamer::new(t.ksyms.clone(), t.btrfs_text),
+    );
     if args.keep_kernel_pointers {
         decoder.pointer_ids = None;
         live.note(
@@ -338,125 +391,162 @@ fn record_into(
              transaction handles), which help defeat KASLR; do not publish it",
         );
     }
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let _rt = rt.enter();
-    let mut ring = watch(ring)?;
-    let mut logger = logger.map(watch).transpose()?;
-    let workload = scratch.map(|s| {
+    let ring = watch(ring)?;
+    let logger = logger.map(watch).transpose()?;
+    let workload = t.scratch.map(|s| {
         let mnt = s.mountpoint().to_path_buf();
         let (files, stop) = (args.scratch_files, s.stop.clone());
         std::thread::spawn(move || scratch::run_workload(&mnt, files, stop))
     });
-    let started = Instant::now();
-    let looped: Result<&'static str> = rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // The eBPF side submits without waking us (see `submit` there), so drain on a timer.
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        // The dashboard's keys and redraws (non-blocking; idle without a dashboard).
-        let mut ui = tokio::time::interval(Duration::from_millis(250));
-        ui.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-        let mut out = Vec::with_capacity(64);
-        loop {
-            tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut decoder, &mut writer, &mut live, &mut out)?;
-                    guard.clear_ready();
+    Ok(Session {
+        ebpf,
+        _stats_fd: stats_fd,
+        ring,
+        logger,
+        counters,
+        sink: Sink {
+            decoder,
+            writer,
+            live,
+            out: Vec::with_capacity(64),
+        },
+        ncpus: header.cpu_count as usize,
+        waiting_for_btrfs,
+        workload,
+        started: Instant::now(),
+    })
+}
+
+/// Drains the ring buffer into the trace and updates the live status until Ctrl-C, SIGTERM,
+/// `q`, `--duration` or the end of the scratch workload; returns which.
+async fn run_loop(s: &mut Session, args: &RecordArgs) -> Result<&'static str> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The eBPF side submits without waking us (see `submit` there), so drain on a timer.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The dashboard's keys and redraws (non-blocking; idle without a dashboard).
+    let mut ui = tokio::time::interval(Duration::from_millis(250));
+    ui.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        tokio::select! {
+            guard = s.ring.readable_mut() => {
+                let mut guard = guard?;
+                s.sink.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = poll.tick() => s.sink.drain(s.ring.get_mut())?,
+            Some(()) = async {
+                match s.logger.as_mut() {
+                    Some(l) => {
+                        let mut g = l.readable_mut().await.ok()?;
+                        g.get_inner_mut().flush();
+                        g.clear_ready();
+                        Some(())
+                    }
+                    None => std::future::pending().await,
                 }
-                _ = poll.tick() => {
-                    drain(ring.get_mut(), &mut decoder, &mut writer, &mut live, &mut out)?;
+            } => {}
+            _ = tick.tick() => {
+                if let Some(why) = s.second(args)? {
+                    return Ok(why);
                 }
-                Some(()) = async {
-                    match logger.as_mut() {
-                        Some(l) => {
-                            let mut g = l.readable_mut().await.ok()?;
-                            g.get_inner_mut().flush();
-                            g.clear_ready();
-                            Some(())
-                        }
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                _ = tick.tick() => {
-                    let stats = read_counters(&counters, ncpus);
-                    writer.write(&Record::Stats(stats.clone()))?;
-                    writer.flush()?;
-                    if args.probe_cost {
-                        live.probe_cost(cost::average(&cost::sample(&ebpf).0).map(|a| a.0));
-                    }
-                    if waiting_for_btrfs {
-                        let m = btrfs_mounts();
-                        if !m.is_empty() {
-                            waiting_for_btrfs = false;
-                            live.note(&format!("btrfs mounted at {}: recording it", m.join(", ")));
-                        }
-                    }
-                    live.tick(&stats, started.elapsed());
-                    if workload.as_ref().is_some_and(|w| w.is_finished()) {
-                        return anyhow::Ok("the scratch workload finished");
-                    }
+            }
+            _ = ui.tick(), if s.sink.live.is_tui() => {
+                if let Some(why) = s.sink.live.ui_tick() {
+                    return Ok(why);
                 }
-                _ = ui.tick(), if live.is_tui() => {
-                    if let Some(why) = live.ui_tick() {
-                        return Ok(why);
-                    }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok("interrupted (Ctrl-C)"),
+            _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
                 }
-                _ = tokio::signal::ctrl_c() => return Ok("interrupted (Ctrl-C)"),
-                _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => return Ok("--duration elapsed"),
+            } => return Ok("--duration elapsed"),
+        }
+    }
+}
+
+impl Session {
+    /// Once a second: the kernel-side counters into the trace and onto the live status, the
+    /// probe cost, a btrfs mounted since the start; why to stop if the scratch workload ended.
+    fn second(&mut self, args: &RecordArgs) -> Result<Option<&'static str>> {
+        let stats = read_counters(&self.counters, self.ncpus);
+        let live = &mut self.sink.live;
+        self.sink.writer.write(&Record::Stats(stats.clone()))?;
+        self.sink.writer.flush()?;
+        if args.probe_cost {
+            live.probe_cost(cost::average(&cost::sample(&self.ebpf).0).map(|a| a.0));
+        }
+        if self.waiting_for_btrfs {
+            let m = btrfs_mounts();
+            if !m.is_empty() {
+                self.waiting_for_btrfs = false;
+                live.note(&format!("btrfs mounted at {}: recording it", m.join(", ")));
             }
         }
-    });
-    // Whatever ended the loop (including a write error), stop the workload and detach every
-    // probe (dropping the object closes programs and links) before anything else.
-    if let Some(s) = scratch {
+        live.tick(&stats, self.started.elapsed());
+        let finished = self.workload.as_ref().is_some_and(|w| w.is_finished());
+        Ok(finished.then_some("the scratch workload finished"))
+    }
+}
+
+/// Whatever ended the loop (including a write error): stops the workload, detaches every probe,
+/// takes what is still in the ring buffer, closes the trace (or salvages it after a write
+/// error), and prints the summary.
+fn teardown(s: Session, t: &Target, looped: Result<&'static str>) -> Result<()> {
+    let Session {
+        ebpf,
+        _stats_fd,
+        mut ring,
+        mut logger,
+        counters,
+        mut sink,
+        ncpus,
+        waiting_for_btrfs: _,
+        workload,
+        started,
+    } = s;
+    // Stop the workload and detach every probe (dropping the object closes programs and
+    // links) before anything else.
+    if let Some(s) = t.scratch {
         s.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    if args.probe_cost && looped.is_ok() {
+    if t.args.probe_cost && looped.is_ok() {
         cost::report(&ebpf);
     }
     drop(ebpf);
     // Then take what is still in the ring buffer, so that nothing recorded is lost at the
     // end, and close the trace.
     let closed = looped.and_then(|why| {
-        let mut out = Vec::with_capacity(64);
-        drain(
-            ring.get_mut(),
-            &mut decoder,
-            &mut writer,
-            &mut live,
-            &mut out,
-        )?;
+        sink.drain(ring.get_mut())?;
         if let Some(l) = logger.as_mut() {
             l.get_mut().flush();
         }
         let stats = read_counters(&counters, ncpus);
-        writer.write(&Record::Stats(stats.clone()))?;
-        writer.close()?;
+        sink.writer.write(&Record::Stats(stats.clone()))?;
+        sink.writer.close()?;
         Ok((why, stats))
     });
     let workload_done = workload.map(|w| w.join());
+    let Sink {
+        decoder,
+        writer,
+        mut live,
+        ..
+    } = sink;
     let (why, stats) = match closed {
         Ok(c) => c,
         Err(e) if writer.failed() => {
             drop(live);
-            return Err(salvage(writer, &e, &args.output));
+            return Err(salvage(writer, &e, &t.args.output));
         }
         Err(e) => return Err(e),
     };
-    live.finish(&stats, started.elapsed(), why, &args.output);
+    live.finish(&stats, started.elapsed(), why, &t.args.output);
     if decoder.comm_fallbacks > 0 {
         log::warn!(
             "{} task(s) had no name in their first record; named from /proc instead",
@@ -520,28 +610,24 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
         .map_err(|e| anyhow::anyhow!("watching a ring buffer: {}", e.into_parts().1))
 }
 
-/// Reads every record currently in the ring buffer.
-fn drain(
-    ring: &mut RingBuf<aya::maps::MapData>,
-    decoder: &mut Decoder,
-    writer: &mut TraceWriter<File>,
-    live: &mut Live,
-    out: &mut Vec<Record>,
-) -> Result<()> {
-    while let Some(item) = ring.next() {
-        out.clear();
-        let ok = decoder.decode(&item, out);
-        drop(item);
-        if !ok {
-            live.bad_record();
-            continue;
-        }
-        for r in out.iter() {
-            if let Record::Event(e) = r {
-                live.event(e);
+impl Sink {
+    /// Reads every record currently in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            self.out.clear();
+            let ok = self.decoder.decode(&item, &mut self.out);
+            drop(item);
+            if !ok {
+                self.live.bad_record();
+                continue;
             }
-            writer.write(r)?;
+            for r in self.out.iter() {
+                if let Record::Event(e) = r {
+                    self.live.event(e);
+                }
+                self.writer.write(r)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }

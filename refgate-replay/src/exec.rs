@@ -161,14 +161,15 @@ pub(crate) fn sleep_on(addr: usize) {
 
 /// A `btrfs_run_delayed_refs` call that began at `start` (engine clock) ends now: kept for
 /// `--timeline` (virtual CPUs only).
-pub(crate) fn run_call_done(start: u64) {
-    if let Some(t) = current() {
-        with_sched(t, |s| {
+pub(crate) fn run_call_done(start: u64, ws: &crate::live::WorkerState, num_entries: u64) {
+    match current() {
+        Some(t) => with_sched(t, |s| {
             let now = s.now;
             if let Some(tl) = &mut s.timeline {
                 tl.run_call(t.cpu, start, now);
             }
-        });
+        }),
+        None => ws.log_run_call(start, now_ns(), num_entries),
     }
 }
 

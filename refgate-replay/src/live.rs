@@ -80,13 +80,67 @@ pub struct WorkerState {
     /// Virtual CPUs only: this CPU's time so far as work, spinning, switching, sleeping,
     /// idle ([`crate::vcpu::CpuTime`]), published by the scheduler.
     cpu_time: [AtomicU64; 5],
+    /// Real threads with `--timeline`: every state change and run call of this worker.
+    log: std::sync::OnceLock<parking_lot::Mutex<ThreadLog>>,
+}
+
+/// What a real thread did, for `--timeline` (engine clock ns).
+#[derive(Debug, Default)]
+pub struct ThreadLog {
+    /// (ns, state) at each change.
+    pub states: Vec<(u64, ThreadState)>,
+    /// (start ns, end ns) of each `btrfs_run_delayed_refs` call.
+    pub run_calls: Vec<(u64, u64)>,
+    /// (ns, num_entries) at the end of each run call.
+    pub queue: Vec<(u64, u64)>,
+    /// Entries it may keep.
+    pub cap: usize,
+    pub truncated_at: Option<u64>,
+}
+
+impl ThreadLog {
+    fn room(&mut self, now: u64) -> bool {
+        let n = self.states.len() + self.run_calls.len() + self.queue.len();
+        if n >= self.cap && self.truncated_at.is_none() {
+            self.truncated_at = Some(now);
+        }
+        self.truncated_at.is_none()
+    }
 }
 
 impl WorkerState {
     /// Sets the state, returning the previous one (to restore after a wait).
     #[inline]
     pub fn set(&self, s: ThreadState) -> ThreadState {
+        if let Some(log) = self.log.get() {
+            let now = crate::exec::now_ns();
+            let mut l = log.lock();
+            if l.room(now) {
+                l.states.push((now, s));
+            }
+        }
         ThreadState::from_u8(self.state.swap(s as u8, Ordering::Relaxed))
+    }
+    /// Real threads with `--timeline`: keep this worker's state changes and run calls.
+    pub fn start_log(&self, cap: usize) {
+        let _ = self.log.set(parking_lot::Mutex::new(ThreadLog {
+            cap,
+            ..ThreadLog::default()
+        }));
+    }
+    /// A run call ended (real threads with `--timeline`).
+    pub fn log_run_call(&self, start: u64, end: u64, num_entries: u64) {
+        if let Some(log) = self.log.get() {
+            let mut l = log.lock();
+            if l.room(end) {
+                l.run_calls.push((start, end));
+                l.queue.push((end, num_entries));
+            }
+        }
+    }
+    /// The log kept since [`WorkerState::start_log`].
+    pub fn take_log(&self) -> Option<ThreadLog> {
+        self.log.get().map(|l| std::mem::take(&mut *l.lock()))
     }
     #[inline]
     pub fn state(&self) -> ThreadState {

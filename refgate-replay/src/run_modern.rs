@@ -231,7 +231,7 @@ pub fn run_delayed_refs(
         }
     })();
     w.m.run_calls.record(exec::now_ns() - t0);
-    exec::run_call_done(t0);
+    exec::run_call_done(t0, fs.ws(w.id), fs.num_entries_racy());
     w.m.run_calls_by_caller.add(w.caller);
     w.set_state(prev);
     r

@@ -172,11 +172,6 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         crate::validate::check_args(&args)?;
         return crate::validate::run(args);
     }
-    if args.timeline.is_some() && args.engine != Engine::Virtual {
-        bail!(
-            "--timeline draws the virtual CPUs' time; it needs the virtual engine (drop --engine threads)"
-        );
-    }
     let policy = policy_by_name(&args.policy)?;
     let prepare = Instant::now();
     let Prepared {
@@ -284,18 +279,25 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if let Some(path) = &args.dump_state {
         write_dump(path, &report)?;
     }
-    if let (Some(path), Some(t)) = (
-        &args.timeline,
-        report
-            .virtual_figures
-            .as_ref()
-            .and_then(|v| v.timeline.as_ref()),
-    ) {
+    if let (Some(path), Some(t)) = (&args.timeline, report.timeline.as_ref()) {
+        let (unit, clock) = match report.engine {
+            Engine::Virtual => (
+                "CPU",
+                "virtual ns (the replay's virtual time, not the host's)",
+            ),
+            Engine::Threads => (
+                "thread",
+                "host ns since the first thread's first state change",
+            ),
+        };
         let title = format!(
-            "refgate replay of {name}: {} on {} virtual CPUs",
-            report.policy, report.threads
+            "refgate replay of {name}: {} on {} {}s ({} engine)",
+            report.policy,
+            report.threads,
+            unit,
+            report.engine.name()
         );
-        crate::timeline::write(path, t, report.threads, &title)?;
+        crate::timeline::write(path, t, report.threads, &title, unit, clock)?;
     }
     if args.json {
         println!(

@@ -1,8 +1,8 @@
-//! `refgate replay --timeline FILE`: the virtual replay as Chrome trace-event JSON for
-//! Perfetto (ui.perfetto.dev) and chrome://tracing — per virtual CPU a track of what it did
-//! (running, spinning per lock, switching, sleeping per reason, idle), a track of its
-//! `btrfs_run_delayed_refs` calls, and the queue depth as a counter. Bounded: the engine
-//! keeps at most a million entries and the file says where it stopped.
+//! `refgate replay --timeline FILE`: the replay as Chrome trace-event JSON for Perfetto
+//! (ui.perfetto.dev) and chrome://tracing — per virtual CPU (or real thread) a track of what
+//! it did (running, spinning — per lock on virtual CPUs —, switching, sleeping per reason,
+//! idle), a track of its `btrfs_run_delayed_refs` calls, and the queue depth as a counter.
+//! Bounded: the engine keeps at most a million entries and the file says where it stopped.
 
 use std::{
     io::{BufWriter, Write},
@@ -18,7 +18,14 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-pub fn write(path: &Path, t: &Timeline, cpus: usize, title: &str) -> Result<()> {
+pub fn write(
+    path: &Path,
+    t: &Timeline,
+    cpus: usize,
+    title: &str,
+    unit: &str,
+    clock: &str,
+) -> Result<()> {
     let f = std::fs::File::create(path)
         .with_context(|| format!("cannot create the timeline {}", path.display()))?;
     let mut o = BufWriter::new(f);
@@ -39,11 +46,11 @@ pub fn write(path: &Path, t: &Timeline, cpus: usize, title: &str) -> Result<()> 
     for c in 0..cpus {
         put(
             &mut o,
-            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c, "args": {"name": format!("CPU {c}")}}),
+            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c, "args": {"name": format!("{unit} {c}")}}),
         )?;
         put(
             &mut o,
-            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c + 1, "args": {"name": format!("CPU {c}: run calls")}}),
+            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c + 1, "args": {"name": format!("{unit} {c}: run calls")}}),
         )?;
         put(
             &mut o,
@@ -82,8 +89,8 @@ pub fn write(path: &Path, t: &Timeline, cpus: usize, title: &str) -> Result<()> 
         &mut o,
         &json!({
             "title": title,
-            "clock": "virtual ns (the replay's virtual time, not the host's)",
-            "truncated_at_virtual_ns": t.truncated_at,
+            "clock": clock,
+            "truncated_at_ns": t.truncated_at,
             "cap_entries": t.cap,
         }),
     )?;
@@ -91,7 +98,7 @@ pub fn write(path: &Path, t: &Timeline, cpus: usize, title: &str) -> Result<()> 
     o.flush()?;
     if let Some(at) = t.truncated_at {
         eprintln!(
-            "refgate: the timeline stops at virtual {} (its {}-entry cap); the replay's figures cover the whole run",
+            "refgate: the timeline stops at {} (its {}-entry cap); the replay's figures cover the whole run",
             refgate_common::trace::summary::fmt_ns(at),
             t.cap
         );

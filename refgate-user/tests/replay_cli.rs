@@ -271,7 +271,7 @@ fn timeline_covers_every_cpu_for_the_whole_replay() {
     let makespan_us = r["virtual_seconds"].as_f64().unwrap() * 1e6;
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&tl).unwrap()).unwrap();
     let ev = t["traceEvents"].as_array().unwrap();
-    assert!(t["otherData"]["truncated_at_virtual_ns"].is_null());
+    assert!(t["otherData"]["truncated_at_ns"].is_null());
     let mut calls = 0;
     for cpu in 0..4u64 {
         let mut end = 0.0f64;
@@ -299,14 +299,37 @@ fn timeline_covers_every_cpu_for_the_whole_replay() {
         ev.iter()
             .any(|e| e["ph"] == "C" && e["name"] == "queue depth")
     );
-    // The threads engine has no virtual time to draw.
-    let o = refgate()
-        .args(["replay", "--engine", "threads", "--timeline"])
-        .arg(&tl)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("virtual engine"));
+    // Real threads: a track per thread, in host time, every run call on it.
+    let r = json_of(&[
+        "replay",
+        "--json",
+        "--engine",
+        "threads",
+        "--threads",
+        "2",
+        "--timeline",
+        tl.to_str().unwrap(),
+    ]);
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(&tl).unwrap()).unwrap();
+    let ev = t["traceEvents"].as_array().unwrap();
+    assert!(t["otherData"]["clock"].as_str().unwrap().contains("host"));
+    let calls = ev
+        .iter()
+        .filter(|e| e["name"] == "btrfs_run_delayed_refs")
+        .count();
+    assert_eq!(
+        calls as u64,
+        r["run_call_latency"]["count"].as_u64().unwrap()
+    );
+    for tid in [0u64, 2] {
+        let mut end = 0.0f64;
+        for e in ev.iter().filter(|e| e["ph"] == "X" && e["tid"] == tid) {
+            let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+            assert!(dur > 0.0 && ts + 1e-6 >= end, "thread {tid}: {e} overlaps");
+            end = ts + dur;
+        }
+        assert!(end > 0.0, "thread {tid} has a track");
+    }
 }
 
 /// The text report's gate line follows the policy's own gate, under seed-throttle too.

@@ -26,7 +26,7 @@ use crate::metrics::{
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, TransHandle, Worker};
-use crate::vcpu::CpuTime;
+use crate::vcpu::{CpuTime, Timeline};
 use crate::workload::{Handle, Op, TaskView, Workload};
 use serde::Serialize;
 use std::sync::Arc;
@@ -172,9 +172,6 @@ pub struct VirtualFigures {
     pub cpus: Vec<CpuTime>,
     pub cost_model: CostModel,
     pub sim_seed: u64,
-    /// `--timeline` (not in the JSON report).
-    #[serde(skip)]
-    pub timeline: Option<crate::vcpu::Timeline>,
 }
 
 /// Everything measured in one run.
@@ -228,6 +225,9 @@ pub struct Report {
     pub virtual_figures: Option<VirtualFigures>,
     /// The final extent tree, when `Params::keep_final_state` asked for it.
     pub final_state: Option<FinalState>,
+    /// `Config::timeline`: what every CPU or thread did (not in the JSON report).
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
     pub host: HostFigures,
 }
 
@@ -240,9 +240,62 @@ pub fn replay(
     live: Arc<Live>,
 ) -> Result<Report, ReplayError> {
     match cfg.engine {
-        Engine::Threads => run_live(workload, policy, cfg.cpus, &cfg.params, live),
+        Engine::Threads => {
+            if cfg.timeline {
+                let cap = TIMELINE_CAP / live.workers.len().max(1);
+                live.workers.iter().for_each(|ws| ws.start_log(cap));
+            }
+            let mut r = run_live(workload, policy, cfg.cpus, &cfg.params, live.clone())?;
+            if cfg.timeline {
+                r.timeline = Some(threads_timeline(&live));
+            }
+            Ok(r)
+        }
         Engine::Virtual => crate::vcpu::run(workload, policy, cfg, live),
     }
+}
+
+/// Entries a `--timeline` keeps at most, for either engine (about 100 MB of JSON).
+pub const TIMELINE_CAP: usize = 1_000_000;
+
+/// A real-thread replay's timeline from the workers' logs: each state held until the next
+/// change is one interval of its thread's track (times from the first change).
+fn threads_timeline(live: &Live) -> Timeline {
+    use crate::live::ThreadState::*;
+    let logs: Vec<_> = live.workers.iter().filter_map(|w| w.take_log()).collect();
+    let t0 = logs
+        .iter()
+        .filter_map(|l| l.states.first().map(|s| s.0))
+        .min()
+        .unwrap_or(0);
+    let mut t = Timeline::new(logs.len(), TIMELINE_CAP);
+    for (i, l) in logs.iter().enumerate() {
+        let cpu = i as u32;
+        for pair in l.states.windows(2) {
+            let ((start, s), (end, _)) = (pair[0], pair[1]);
+            let name = match s {
+                Adding | RunningRefs | Committing => "running",
+                Spinning => "spinning",
+                SleepingOnGate => "sleeping: seed gate",
+                WaitingOnHead => "sleeping: head->mutex",
+                WaitingExtentTree => "sleeping: extent tree",
+                AtBarrier => "sleeping: commit barrier",
+                Paused => "paused",
+                Idle | Done => "idle",
+            };
+            if end > start {
+                t.slices.push((cpu, start - t0, end - start, name));
+            }
+        }
+        t.run_calls
+            .extend(l.run_calls.iter().map(|&(s, e)| (cpu, s - t0, e - s)));
+        t.queue.extend(l.queue.iter().map(|&(ts, n)| (ts - t0, n)));
+        if let Some(at) = l.truncated_at {
+            t.truncated_at = Some(t.truncated_at.map_or(at - t0, |x: u64| x.min(at - t0)));
+        }
+    }
+    t.queue.sort_unstable();
+    t
 }
 
 /// What an engine hands back for the report.
@@ -255,6 +308,7 @@ pub(crate) struct Outcome {
     pub paused_seconds: f64,
     pub commits_done: u64,
     pub virtual_figures: Option<VirtualFigures>,
+    pub timeline: Option<Timeline>,
 }
 
 /// Checks that a run can start: `live` sized for `cpus`, a valid workload.
@@ -377,6 +431,7 @@ pub(crate) fn finish(
         partial,
         virtual_figures: out.virtual_figures,
         final_state: fs.params.keep_final_state.then(|| final_state(fs)),
+        timeline: out.timeline,
         host: HostFigures {
             wall_seconds: wall,
             ops_per_second: ops / wall,

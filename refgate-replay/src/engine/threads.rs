@@ -230,6 +230,7 @@ pub fn run_live(
         paused_seconds,
         commits_done: live.transaction.load(Ordering::Relaxed) - commits_before,
         virtual_figures: None,
+        timeline: None,
     };
     finish(workload, policy, Engine::Threads, threads, &ctx.fs, out)
 }

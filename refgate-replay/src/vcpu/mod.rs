@@ -34,8 +34,6 @@ use std::time::Instant;
 
 /// Each task's coroutine stack (reserved, touched lazily; the model's call depth is small).
 const STACK_BYTES: usize = 256 * 1024;
-/// Entries a `--timeline` keeps at most (about 100 MB of JSON).
-const TIMELINE_CAP: usize = 1_000_000;
 /// Scheduler events between two publications of the clock for a dashboard.
 const PUBLISH_EVERY: u32 = 4096;
 
@@ -470,8 +468,8 @@ fn outcome(
             cpus: cpu_time,
             cost_model: cfg.params.costs.clone(),
             sim_seed: cfg.sim_seed,
-            timeline,
         }),
+        timeline,
     }
 }
 
@@ -479,7 +477,7 @@ fn outcome(
 fn new_sched(cpus: usize, task_cpus: &[u32], cfg: &Config) -> Sched {
     let mut s = Sched::new(cpus, task_cpus, &cfg.params.costs, cfg.sim_seed);
     if cfg.timeline {
-        s.timeline = Some(Timeline::new(cpus, TIMELINE_CAP));
+        s.timeline = Some(Timeline::new(cpus, crate::engine::TIMELINE_CAP));
     }
     s
 }

@@ -204,7 +204,7 @@ fn virtual_replay_dashboard_shows_virtual_time_and_the_cpu_split() {
         p.contains("REFGATE-EXIT=")
     });
     assert!(out.contains("REFGATE-EXIT=0"), "{out}");
-    assert!(out.contains("seed on 8 virtual CPUs"), "{out}");
+    assert!(out.contains("seed (3.9–3.10) on 8 virtual CPUs"), "{out}");
     assert!(out.contains("verdict    invariant holds (§7.4)"), "{out}");
     assert!(out.contains("cpu time   work"), "{out}");
     restored(&out);

@@ -208,8 +208,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The total over CPUs; saturating, since a corrupt record may hold anything (found by
+    /// the inspect_summary fuzz target: `fuzz/regressions/inspect_summary/`).
     pub fn lost_events(&self) -> u64 {
-        self.lost_per_cpu.iter().sum()
+        self.lost_per_cpu
+            .iter()
+            .fold(0u64, |a, &v| a.saturating_add(v))
     }
 }
 

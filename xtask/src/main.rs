@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench_vcpu;
+mod fuzz;
 mod install;
 mod vm;
 
@@ -44,6 +45,15 @@ enum Cmd {
     BenchProbes,
     /// The virtual-CPU engine's speed, CPU-count scale and memory on the bundled sample.
     BenchVcpu,
+    /// Fuzz the trace reader, inspect's summary and trace → workload (cargo fuzz, nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long)]
+        time: Option<u64>,
+        /// Executions per target (with --time: whichever comes first).
+        #[arg(long)]
+        runs: Option<u64>,
+    },
     /// Build and install refgate, its shell completions and man pages under a prefix.
     Install {
         /// Installation prefix: binary to PREFIX/bin, completions and man pages under
@@ -320,6 +330,8 @@ fn main() -> Result<()> {
                 ])
                 .args(["--target-dir", "target/loom"])
                 .env("RUSTFLAGS", "--cfg loom"))?;
+            // A short fuzz run of every target (the long runs: `cargo xtask fuzz`).
+            fuzz::fuzz(&root(), Some(30), None)?;
             // The kprobe path, on Debian's stock kernel under QEMU (root: it builds an initramfs
             // and the guest runs the recorder as root).
             if is_root() {
@@ -354,6 +366,10 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             build_release()
         }),
+        Cmd::Fuzz { time, runs } => {
+            setup_toolchain()?;
+            fuzz::fuzz(&root(), time.or(runs.is_none().then_some(60)), runs)
+        }
         Cmd::BenchVcpu => {
             build_release()?;
             bench_vcpu::run(&refgate())

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench_vcpu;
 mod fuzz;
 mod install;
+mod soak;
 mod vm;
 
 #[derive(Parser)]
@@ -53,6 +54,11 @@ enum Cmd {
         /// Executions per target (with --time: whichever comes first).
         #[arg(long)]
         runs: Option<u64>,
+    },
+    /// Record a busy loop btrfs for N minutes beside perf stat: RSS, lost events, counts (root).
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
     },
     /// Build and install refgate, its shell completions and man pages under a prefix.
     Install {
@@ -369,6 +375,11 @@ fn main() -> Result<()> {
         Cmd::Fuzz { time, runs } => {
             setup_toolchain()?;
             fuzz::fuzz(&root(), time.or(runs.is_none().then_some(60)), runs)
+        }
+        Cmd::Soak { minutes } => {
+            setup()?;
+            build_release()?;
+            soak::soak(&root(), &refgate(), minutes)
         }
         Cmd::BenchVcpu => {
             build_release()?;

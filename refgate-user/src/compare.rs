@@ -255,6 +255,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     if let Some(dir) = &args.out_dir {
         let files = crate::plots::write_all(&sweep, dir)?;
+        crate::owner::give_paths_to_invoking_user(&files);
         eprintln!(
             "refgate compare: wrote {} plots into {}",
             files.len(),

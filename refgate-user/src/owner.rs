@@ -43,6 +43,16 @@ pub fn give_to_invoking_user(f: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the files at `paths` (not what a symlink there points to) to the invoking user under
+/// sudo; nothing otherwise. Best effort: a file that cannot be given stays root's.
+pub fn give_paths_to_invoking_user<P: AsRef<Path>>(paths: &[P]) {
+    if let Some((uid, gid)) = invoking_user() {
+        for p in paths {
+            let _ = std::os::unix::fs::lchown(p.as_ref(), Some(uid), Some(gid));
+        }
+    }
+}
+
 /// Creates (or truncates) `path` for writing, mode 0600, owned by the invoking user under sudo.
 ///
 /// As root, refgate does not write through a symlink, and under sudo it takes over an existing

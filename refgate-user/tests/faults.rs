@@ -151,6 +151,37 @@ fn sudo_trace_is_the_invoking_users_and_private() {
     assert_eq!(std::fs::read(&precious).unwrap(), b"root's data");
     assert_eq!(std::fs::read(&other).unwrap(), b"someone else's");
     assert_eq!(std::fs::metadata(&precious).unwrap().uid(), 0);
+    // The other files refgate writes: an export, and compare's plots.
+    let export = d.join("t.jsonl");
+    let o = refgate()
+        .args(["export", "-o"])
+        .arg(&export)
+        .arg(d.join("new.bin"))
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plots = d.join("plots");
+    let o = refgate()
+        .args(["compare", "--policies", "seed", "--cpus", "1,2", "-o"])
+        .arg(&plots)
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut files = vec![export];
+    files.extend(
+        std::fs::read_dir(&plots)
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    assert!(files.len() > 2);
+    for f in files {
+        let md = std::fs::metadata(&f).unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534), "{}", f.display());
+    }
 }
 
 /// A tiny tmpfs, unmounted on drop.

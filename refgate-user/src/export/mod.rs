@@ -144,6 +144,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
         Sink::File { path, tmp } => File::create(tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))
+            // Under sudo, the export belongs to the user who asked for it, as the trace does.
+            .and_then(|f| Ok(crate::owner::give_to_invoking_user(&f).map(|()| f)?))
             .and_then(|f| {
                 export(
                     reader,
@@ -340,8 +342,9 @@ pub fn short_name(probe: &'static str) -> &'static str {
     probe.split_once(':').map_or(probe, |(_, n)| n)
 }
 
-/// A kernel address, written as hex (`"0xffff888103a4c2d8"`): it is an identifier, and as a
-/// JSON number it would exceed the 2^53 that doubles (jq 1.6, JavaScript) hold exactly.
+/// A `lock_addr` or `handle`, written as hex: a per-trace identifier (`"0x2a"`), or a kernel
+/// address (`"0xffff888103a4c2d8"`) in a trace recorded with `--keep-kernel-pointers`, which as
+/// a JSON number would exceed the 2^53 that doubles (jq 1.6, JavaScript) hold exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hex(pub u64);
 

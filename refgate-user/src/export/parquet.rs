@@ -24,8 +24,8 @@
 //! (UTF-8). No unsigned annotations: Spark and Trino would read an unsigned 64-bit column as
 //! `DECIMAL(20,0)`. A `u64` above 2^63 therefore reads negative — in practice only the objectids
 //! of btrfs' special trees (`BTRFS_TREE_RELOC_OBJECTID` is `-8ULL`, read as -8, which is how
-//! btrfs itself defines it). Kernel addresses (`lock_addr`, `handle`) are hex strings, as in the
-//! JSONL. `ts_ns` is CLOCK_MONOTONIC of the recording host, not wall-clock time: compare it
+//! btrfs itself defines it). `lock_addr` and `handle` (per-trace identifiers, or kernel addresses
+//! in a trace recorded with `--keep-kernel-pointers`) are hex strings, as in the JSONL. `ts_ns` is CLOCK_MONOTONIC of the recording host, not wall-clock time: compare it
 //! within one trace (the header, with the wall-clock start, is in the footer, below).
 //!
 //! The file's key-value metadata holds `refgate` = the trace's header, filesystems and last

@@ -1,0 +1,40 @@
+//! `cargo xtask test`, the README's test command: every test — unit, property, scenario,
+//! live-kernel (as root), the loom model, a short fuzz run, and the QEMU kprobe test (root).
+use anyhow::Result;
+
+use crate::{build_release, cargo, fuzz, is_root, refgate, root, setup::setup, sh, vm};
+
+pub fn run() -> Result<()> {
+    setup()?;
+    sh(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "refgate-ebpf",
+        "--locked",
+    ]))?;
+    // loom model of the seed gate's wait/wake protocol (own target dir: other cfg).
+    sh(cargo()
+        .args([
+            "test",
+            "--locked",
+            "--release",
+            "-p",
+            "refgate-replay",
+            "--test",
+            "loom_gate",
+        ])
+        .args(["--target-dir", "target/loom"])
+        .env("RUSTFLAGS", "--cfg loom"))?;
+    // A short fuzz run of every target (the long runs: `cargo xtask fuzz`).
+    fuzz::fuzz(&root(), Some(30), None)?;
+    // The kprobe path, on Debian's stock kernel under QEMU (root: it builds an initramfs
+    // and the guest runs the recorder as root).
+    if is_root() {
+        build_release()?;
+        vm::vm_test(&root(), &refgate(), false)
+    } else {
+        eprintln!("xtask: vm-test skipped: it needs root");
+        Ok(())
+    }
+}

@@ -47,10 +47,11 @@ pub fn bench_probes() -> Result<()> {
     Ok(())
 }
 
-/// `refgate replay --json` for each sample × policy × {1, 32} threads, best wall time of 3.
+/// `refgate replay --json` (virtual-CPU engine) for each sample × policy × {1, 32} CPUs, best
+/// host wall time of 3.
 pub fn bench_replay() -> Result<()> {
     println!(
-        "| trace | policy | threads | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |"
+        "| trace | policy | virtual CPUs | replicas | refs run | prepare s | replay wall s | refs/s | spin CPU s | DR lock contended | invariant |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for trace in [SAMPLE, "samples/debian-6.1-kprobes.bin"] {

@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Replay the bundled samples end to end at 1 and 32 threads per policy; print a table.
+    /// Replay the bundled samples end to end on 1 and 32 virtual CPUs per policy; print a table.
     BenchReplay,
     /// Measure the probes' in-kernel cost per event on the --scratch workload (needs root).
     BenchProbes,

@@ -119,3 +119,28 @@ fn spec_4_7_modern_tickets_and_reclaim_workers_threads() {
     assert!(by.preemptive_reclaim > 0, "{by:?}");
     assert_eq!(by.handle_end, 0, "{by:?}");
 }
+
+/// §1.5 counters checked at commit while modern's reclaim workers run on their own threads:
+/// the check must see the workers quiesced. It once failed spuriously ("num_entries 1837 !=
+/// recomputed 1838") when a worker erased a ref between the check's head walk and its read of
+/// `num_entries`; a small pool keeps the workers busy right up to every commit.
+#[test]
+fn spec_1_5_counters_at_commit_with_reclaim_workers_running() {
+    let w = synthetic(&SynthParams {
+        seed: 42,
+        tasks: 16,
+        transactions: 6,
+        handles_per_transaction: 8,
+        ops_per_handle: 32,
+        ..Default::default()
+    });
+    let params = Params {
+        metadata_pool_bytes: 64 * (256 << 10),
+        ..Params::default()
+    };
+    let modern = policy::by_name("modern").unwrap();
+    for round in 0..50 {
+        let r = engine::run(&w, modern.as_ref(), 16, &params);
+        assert!(r.is_ok(), "round {round}: {:?}", r.err());
+    }
+}

@@ -582,12 +582,21 @@ pub(crate) fn exclusive_commit(
     policy: &dyn Policy,
     w: &mut Worker,
 ) -> Result<(), ModelError> {
-    if fs.params.check_counters {
-        fs.check_counters(w)?;
-    }
+    // The reclaim workers (modern, §4.6) are not tasks the commit parks: quiesce them before
+    // the check, which is only meaningful with no runner mid-flight (a worker between
+    // erasing a ref and decrementing num_entries made it fail spuriously, seen at 16 real
+    // threads). The policy's own exclusive phase blocks joins again (a no-op then) and
+    // unblocks them after its run-all; without workers this only sets and clears a flag.
+    fs.space.block_joins();
+    let checked = match fs.params.check_counters {
+        true => fs.check_counters(w),
+        false => Ok(()),
+    };
     let mut h = TransHandle::default();
     w.caller = Caller::Commit;
-    policy.commit_exclusive(fs, w, &mut h)?;
+    let ran = checked.and_then(|()| policy.commit_exclusive(fs, w, &mut h));
+    fs.space.unblock_joins();
+    ran?;
     let (c, heads) = fs.counters(w);
     let entries = fs.num_entries_racy();
     if heads != 0 || entries != 0 || c.num_heads_ready != 0 {

@@ -582,11 +582,11 @@ pub(crate) fn exclusive_commit(
     policy: &dyn Policy,
     w: &mut Worker,
 ) -> Result<(), ModelError> {
-    // The reclaim workers (modern, §4.6) are not tasks the commit parks: quiesce them before
-    // the check, which is only meaningful with no runner mid-flight (a worker between
-    // erasing a ref and decrementing num_entries made it fail spuriously, seen at 16 real
-    // threads). The policy's own exclusive phase blocks joins again (a no-op then) and
-    // unblocks them after its run-all; without workers this only sets and clears a flag.
+    // The reclaim workers (modern, §4.6) are not tasks the commit parks: their joined
+    // transactions end before the phase goes on (the kernel's wait for num_writers == 1), and
+    // before the check, which is only meaningful with no runner mid-flight (a worker between
+    // erasing a ref and decrementing num_entries failed it spuriously at 16 real threads).
+    // Without workers this only sets and clears a flag.
     fs.space.block_joins();
     let checked = match fs.params.check_counters {
         true => fs.check_counters(w),

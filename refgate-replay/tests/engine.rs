@@ -1,6 +1,8 @@
 //! End-to-end: every policy and thread count replays synthetic workloads and passes the §7.4
 //! invariant (checked inside `engine::run`).
 
+mod common;
+use common::small_constants;
 use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
 use refgate_replay::workload::{SynthParams, synthetic};
 use refgate_replay::{Params, engine};
@@ -21,17 +23,6 @@ fn spec_7_4_all_policies_small_thread_counts() {
             assert!(r.refs_run > 0);
             assert_eq!(r.per_thread_refs_run.iter().sum::<u64>(), r.refs_run);
         }
-    }
-}
-
-fn small_constants() -> Params {
-    Params {
-        cluster_heads: 4,
-        throttle_ready_heads: 4,
-        gate_entries_threshold: 32,
-        gate_progress_quantum: 8,
-        metadata_pool_bytes: 64 * (256 << 10),
-        ..Params::default()
     }
 }
 

@@ -3,6 +3,8 @@
 //! where the model blocks, and are waited for by state, never by time; the one time check
 //! (`real_thread_walk_cost_is_burnt_per_node`) is a lower bound that busy-work guarantees.
 
+mod common;
+use common::{data_add, one_txn_task};
 use refgate_replay::gate::{Gate, GateEntry, GateParams};
 use refgate_replay::metrics::GateStats;
 use std::cell::Cell;
@@ -384,32 +386,6 @@ fn free_head_mutex_is_taken_without_dropping_the_dr_lock() {
 use refgate_replay::cost::{Cost, CostModel};
 use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
-
-/// A data ref at `bytenr` (a new extent).
-fn data_add(bytenr: u64) -> Op {
-    Op::AddRef {
-        r: RefSpec {
-            bytenr,
-            num_bytes: 4096,
-            action: AddAction::AddExtent,
-            key: BackrefKey::data(0, 5, 257, bytenr),
-            ref_root: 5,
-            level: 0,
-            for_cow: false,
-        },
-        extent_op: None,
-    }
-}
-
-fn one_txn_task(id: u32, ops: Vec<Op>, commit: bool) -> Task {
-    Task {
-        id,
-        transactions: vec![TaskTransaction {
-            handles: vec![Handle { ops }],
-            commit,
-        }],
-    }
-}
 
 /// Replays `tasks` (one transaction) under PRE on one virtual CPU per task, with the
 /// hand-set costs of tests/vcpu.rs (but a wake-up of `wakeup_ns`) and `cluster_heads` heads

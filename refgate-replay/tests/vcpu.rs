@@ -3,15 +3,14 @@
 //! 1 real thread, the §7.4 invariant at 1–128 CPUs for every policy, and the seed gate's
 //! sleeps and wake-ups once the queue crosses its threshold.
 
+mod common;
+use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
 use refgate_replay::cost::{Cost, CostModel};
 use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::live::Live;
 use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
-use refgate_replay::refkey::{AddAction, BackrefKey, RefSpec};
-use refgate_replay::workload::{
-    Handle, Op, SynthParams, Task, TaskTransaction, Workload, synthetic,
-};
+use refgate_replay::workload::{Op, SynthParams, Workload, synthetic};
 use refgate_replay::{Params, engine};
 use std::sync::Arc;
 
@@ -38,31 +37,6 @@ fn deterministic_part(r: &Report) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap();
     v.as_object_mut().unwrap().remove("host");
     v
-}
-
-fn add(bytenr: u64) -> Op {
-    Op::AddRef {
-        r: RefSpec {
-            bytenr,
-            num_bytes: 4096,
-            action: AddAction::AddExtent,
-            key: BackrefKey::data(0, 5, 257, bytenr),
-            ref_root: 5,
-            level: 0,
-            for_cow: false,
-        },
-        extent_op: None,
-    }
-}
-
-fn task(id: u32, ops: Vec<Op>, commit: bool) -> Task {
-    Task {
-        id,
-        transactions: vec![TaskTransaction {
-            handles: vec![Handle { ops }],
-            commit,
-        }],
-    }
 }
 
 fn hand_costs() -> Params {
@@ -95,8 +69,8 @@ fn hand_costs() -> Params {
 fn two_cpus_hand_computed_spin_and_sleep() {
     let w = Workload {
         tasks: vec![
-            task(0, vec![add(1 << 20)], true),
-            task(1, vec![Op::Think { ns: 10 }, add(2 << 20)], false),
+            one_txn_task(0, vec![data_add(1 << 20)], true),
+            one_txn_task(1, vec![Op::Think { ns: 10 }, data_add(2 << 20)], false),
         ],
         initial: vec![],
         transactions: 1,
@@ -192,18 +166,6 @@ fn one_virtual_cpu_matches_one_real_thread() {
                 assert_eq!(counts(&v), counts(&t), "{name}, seed {seed}");
             }
         }
-    }
-}
-
-/// The spec's seed constants, scaled down so a small workload crosses the gate threshold.
-fn small_constants() -> Params {
-    Params {
-        cluster_heads: 4,
-        throttle_ready_heads: 4,
-        gate_entries_threshold: 32,
-        gate_progress_quantum: 8,
-        metadata_pool_bytes: 64 * (256 << 10),
-        ..Params::default()
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
@@ -16,25 +16,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Starts `refgate record --no-tui ARGS` and waits until its probes are attached.
-fn start_recording(args: &[&str], trace: &Path) -> (Child, std::thread::JoinHandle<Vec<String>>) {
-    let mut child = refgate()
-        .args(["record", "--no-tui", "-o"])
-        .arg(trace)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("recording with"));
-    assert!(ready, "refgate record did not start");
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-    (child, drain)
 }
 
 /// `kill -9` mid-recording: the trace lacks its end frame (and may end in half a frame), and

@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -41,21 +40,7 @@ struct Recording {
 
 impl Recording {
     fn start(trace: &std::path::Path, mnt: &std::path::Path) -> Recording {
-        let mut child = refgate()
-            .args(["record", "--no-tui", "-o"])
-            .arg(trace)
-            .arg("--mount")
-            .arg(mnt)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("recording with"));
-        assert!(ready, "refgate record did not start");
-        let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        let (child, drain) = start_recording(&["--mount", mnt.to_str().unwrap()], trace);
         Recording { child, drain }
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: root check, loop-mounted scratch btrfs.
 #![allow(dead_code)]
 use std::{
+    io::BufRead,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -93,4 +94,26 @@ pub fn workload(mnt: &Path, threads: usize, files: usize) {
             });
         }
     });
+}
+
+/// Starts `refgate record --no-tui ARGS` and waits until its probes are attached.
+pub fn start_recording(
+    args: &[&str],
+    trace: &Path,
+) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
+    let mut child = refgate()
+        .args(["record", "--no-tui", "-o"])
+        .arg(trace)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("recording with"));
+    assert!(ready, "refgate record did not start");
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+    (child, drain)
 }

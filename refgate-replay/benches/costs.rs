@@ -23,13 +23,8 @@ const N: u64 = 200_000;
 
 fn spec(i: u64) -> RefSpec {
     RefSpec {
-        bytenr: (i + 1) << 20,
-        num_bytes: 4096,
-        action: AddAction::AddExtent,
-        key: BackrefKey::data(0, 5, 257, i),
-        ref_root: 5,
-        level: 0,
         for_cow: true,
+        ..RefSpec::data((i + 1) << 20, 4096, AddAction::AddExtent, 0, 5, 257, i)
     }
 }
 

@@ -57,9 +57,29 @@ impl From<&Item> for ExtentItem {
     }
 }
 
+/// `BTRFS_EXTENT_FLAG_DATA` / `BTRFS_EXTENT_FLAG_TREE_BLOCK` (`ctree.h` / `btrfs_tree.h`):
+/// the flag `alloc_reserved_file_extent` / `alloc_reserved_tree_block` gives a new item,
+/// OR-ed with the head's extent op (§2.7).
+pub const EXTENT_FLAG_DATA: u64 = 1 << 0;
+pub const EXTENT_FLAG_TREE_BLOCK: u64 = 1 << 1;
+
+/// One extent's allocation history in a replay: what §7.4 checks besides the final item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExtentLife {
+    /// Items inserted by a `must_insert_reserved` ADD (`alloc_reserved_*`, §2.7).
+    pub inserts: u64,
+    /// Items deleted when their refs reached 0 (`__btrfs_free_extent`, §2.7).
+    pub frees: u64,
+    /// `must_insert_reserved` heads run with no ref left: `btrfs_pin_extent`, no item (§2.7).
+    pub pins: u64,
+    pub pinned_bytes: u64,
+}
+
 #[derive(Default, Debug)]
 struct Tree {
     items: HashMap<u64, Item, U64Build>,
+    /// Extents that were inserted, freed or pinned (others only changed counts).
+    life: HashMap<u64, ExtentLife, U64Build>,
     /// Extents allocated and freed inside a transaction: pinned, never inserted (§2.7).
     pinned: u64,
     pinned_bytes: u64,
@@ -198,14 +218,20 @@ impl ExtentTree {
                 let mut it = Item {
                     num_bytes: r.num_bytes,
                     refs: m64,
+                    flags: if r.key.is_data() {
+                        EXTENT_FLAG_DATA
+                    } else {
+                        EXTENT_FLAG_TREE_BLOCK
+                    },
                     ..Default::default()
                 };
                 it.backrefs.insert(r.key, m64);
                 if let Some(op) = r.extent_op {
-                    it.flags = op.flags.unwrap_or(0);
+                    it.flags |= op.flags.unwrap_or(0);
                     it.key = op.key;
                 }
                 t.items.insert(r.bytenr, it);
+                t.life.entry(r.bytenr).or_default().inserts += 1;
                 Ok(())
             }
             RefAction::Add => {
@@ -243,6 +269,7 @@ impl ExtentTree {
                         return Err(ModelError::OrphanBackrefs { bytenr: r.bytenr });
                     }
                     t.items.remove(&r.bytenr);
+                    t.life.entry(r.bytenr).or_default().frees += 1;
                 } else {
                     apply_op(it, r.extent_op);
                 }
@@ -270,11 +297,29 @@ impl ExtentTree {
     }
 
     /// Head run with `must_insert_reserved` and no refs left: `btrfs_pin_extent` (§2.7).
-    pub fn pin(&self, num_bytes: u64, m: &mut ThreadMetrics, ws: &WorkerState) {
+    pub fn pin(&self, bytenr: u64, num_bytes: u64, m: &mut ThreadMetrics, ws: &WorkerState) {
         self.with(m, ws, |t| {
             t.pinned += 1;
             t.pinned_bytes += num_bytes;
+            let l = t.life.entry(bytenr).or_default();
+            l.pins += 1;
+            l.pinned_bytes += num_bytes;
         })
+    }
+
+    /// One extent's allocation history (all zero if it was never inserted, freed or pinned).
+    pub fn life(&self, bytenr: u64) -> ExtentLife {
+        self.tree
+            .lock()
+            .life
+            .get(&bytenr)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Extents with an allocation history.
+    pub fn life_bytenrs(&self) -> Vec<u64> {
+        self.tree.lock().life.keys().copied().collect()
     }
 
     /// Extents with an item.

@@ -156,24 +156,80 @@ impl NodeKey {
     }
 }
 
-/// One add-API call: `btrfs_add_delayed_tree_ref` / `_data_ref` (§1.4, §4.3).
+/// What an add-API call's ref names besides its root (`btrfs_ref.tree_ref` / `.data_ref`,
+/// §1.2, §4.3): kept as recorded, so the §7.4 check can key refs without [`BackrefKey`]'s
+/// constructors ([`crate::invariant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefOwner {
+    /// A tree block at `level` (payload, never key).
+    Tree { level: u8 },
+    /// File data of inode `objectid` at file `offset`.
+    Data { objectid: u64, offset: u64 },
+}
+
+/// One add-API call: `btrfs_add_delayed_tree_ref` / `_data_ref` (§1.4, §4.3), with the
+/// fields of the kernel's `btrfs_ref`; its backref key is derived ([`RefSpec::key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefSpec {
     pub bytenr: u64,
     pub num_bytes: u64,
     pub action: AddAction,
-    pub key: BackrefKey,
-    /// The root the ref is accounted to (payload for SHARED_* keys; decides `need_ref_seq`).
+    /// `parent`: non-zero selects a SHARED_* backref keyed by it (§1.2).
+    pub parent: u64,
+    /// The root the ref is accounted to (the key of TREE_BLOCK / EXTENT_DATA backrefs,
+    /// payload for SHARED_*; decides `need_ref_seq`).
     pub ref_root: u64,
-    /// Tree level (tree refs; payload only).
-    pub level: u8,
+    pub owner: RefOwner,
     /// `for_cow` (§1.6): COW-induced refs get no seq even for fs trees.
     pub for_cow: bool,
 }
 
 impl RefSpec {
+    /// A tree-block ref (not for COW).
+    pub fn tree(bytenr: u64, num_bytes: u64, action: AddAction, parent: u64, root: u64) -> Self {
+        Self {
+            bytenr,
+            num_bytes,
+            action,
+            parent,
+            ref_root: root,
+            owner: RefOwner::Tree { level: 0 },
+            for_cow: false,
+        }
+    }
+    /// A data ref of inode `objectid` at file `offset`.
+    pub fn data(
+        bytenr: u64,
+        num_bytes: u64,
+        action: AddAction,
+        parent: u64,
+        root: u64,
+        objectid: u64,
+        offset: u64,
+    ) -> Self {
+        Self {
+            owner: RefOwner::Data { objectid, offset },
+            ..Self::tree(bytenr, num_bytes, action, parent, root)
+        }
+    }
     pub fn is_data(&self) -> bool {
-        self.key.is_data()
+        matches!(self.owner, RefOwner::Data { .. })
+    }
+    /// Tree level (tree refs; payload only).
+    pub fn level(&self) -> u8 {
+        match self.owner {
+            RefOwner::Tree { level } => level,
+            RefOwner::Data { .. } => 0,
+        }
+    }
+    /// The backref the model keys this ref by (§1.2 type selection).
+    pub fn key(&self) -> BackrefKey {
+        match self.owner {
+            RefOwner::Tree { .. } => BackrefKey::tree(self.parent, self.ref_root),
+            RefOwner::Data { objectid, offset } => {
+                BackrefKey::data(self.parent, self.ref_root, objectid, offset)
+            }
+        }
     }
     /// `need_ref_seq(for_cow, rootid)` (§1.6): fs tree (5) or a subvolume (≥ 256, as s64).
     pub fn need_ref_seq(&self) -> bool {
@@ -187,9 +243,9 @@ impl RefSpec {
             bytenr: e.bytenr,
             num_bytes: e.num_bytes,
             action: AddAction::from_kernel(e.action)?,
-            key: BackrefKey::tree(e.parent, e.ref_root),
+            parent: e.parent,
             ref_root: e.ref_root,
-            level: e.level,
+            owner: RefOwner::Tree { level: e.level },
             for_cow: e.seq == 0,
         })
     }
@@ -199,9 +255,12 @@ impl RefSpec {
             bytenr: e.bytenr,
             num_bytes: e.num_bytes,
             action: AddAction::from_kernel(e.action)?,
-            key: BackrefKey::data(e.parent, e.ref_root, e.owner, e.offset),
+            parent: e.parent,
             ref_root: e.ref_root,
-            level: 0,
+            owner: RefOwner::Data {
+                objectid: e.owner,
+                offset: e.offset,
+            },
             for_cow: e.seq == 0,
         })
     }

@@ -400,8 +400,8 @@ impl FsModel {
         if self.era == Era::Modern {
             hi.rsv_refs += 1;
         }
-        let key = NodeKey::new(self.era, &r.key, seq);
-        match hi.insert_ref(self.era, key, r.action.node_action(), r.level) {
+        let key = NodeKey::new(self.era, &r.key(), seq);
+        match hi.insert_ref(self.era, key, r.action.node_action(), r.level()) {
             InsertOutcome::New => {
                 self.root.num_entries.fetch_add(1, Ordering::Relaxed);
                 h.delayed_ref_updates += 1;

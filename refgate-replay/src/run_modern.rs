@@ -198,7 +198,8 @@ fn cleanup_ref_head(
     drop(g);
     fs.space.release(rest * fs.params.delayed_ref_bytes);
     if must_insert {
-        fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+        fs.extent_tree
+            .pin(head.bytenr, num_bytes, &mut w.m, fs.ws(w.id));
     }
     w.m.head_run(fs.txn());
     Ok(Cleanup::Deleted)

@@ -275,7 +275,8 @@ fn erase_head<'a>(
     fs.publish(&g.c);
     drop(g);
     if must_insert {
-        fs.extent_tree.pin(num_bytes, &mut w.m, fs.ws(w.id));
+        fs.extent_tree
+            .pin(head.bytenr, num_bytes, &mut w.m, fs.ws(w.id));
     }
     drop(head);
     w.m.head_run(fs.txn());

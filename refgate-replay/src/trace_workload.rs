@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::error::WorkloadError;
 use crate::{
-    extent_tree::ExtentItem,
+    extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem},
     head::ExtentOp,
     refkey::{AddAction, BackrefKey, RefSpec},
     workload::{Handle, Op, Task, TaskTransaction, Workload},
@@ -602,9 +602,9 @@ impl ExtentHistory {
         } else {
             self.must_exist();
         }
-        let v = self.run.entry(r.key).or_insert(0);
+        let v = self.run.entry(r.key()).or_insert(0);
         *v += r.action.count_mod();
-        let m = self.min.entry(r.key).or_insert(0);
+        let m = self.min.entry(r.key()).or_insert(0);
         *m = (*m).min(*v);
     }
 
@@ -632,7 +632,12 @@ impl ExtentHistory {
         Some(ExtentItem {
             num_bytes: self.num_bytes,
             refs,
-            flags: 0,
+            // Every extent item carries its kind's flag (§2.7 `alloc_reserved_*`).
+            flags: if self.data {
+                EXTENT_FLAG_DATA
+            } else {
+                EXTENT_FLAG_TREE_BLOCK
+            },
             key: None,
             backrefs,
         })

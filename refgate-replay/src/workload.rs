@@ -6,9 +6,9 @@
 //! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
 
 use crate::error::WorkloadError;
-use crate::extent_tree::ExtentItem;
+use crate::extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem};
 use crate::head::ExtentOp;
-use crate::refkey::{AddAction, BackrefKey, RefSpec};
+use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::{U64Build, VecMap};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -113,7 +113,9 @@ impl Op {
             match &mut op {
                 Op::AddRef { r, .. } => {
                     r.bytenr += off;
-                    r.key = shift_key(r.key, off);
+                    if r.parent != 0 {
+                        r.parent += off;
+                    }
                 }
                 Op::AddExtentOp { bytenr, .. } | Op::LookupExtentInfo { bytenr } => *bytenr += off,
                 Op::ShouldEnd | Op::Think { .. } | Op::RunDelayedRefs { .. } => {}
@@ -192,9 +194,24 @@ impl Workload {
             .flat_map(move |c| self.base_ops().map(move |op| op.shifted(c * self.stride)))
     }
 
+    /// Operations of one copy with the index of their transaction.
+    pub fn ops_of_one_copy(&self) -> impl Iterator<Item = (usize, &Op)> {
+        self.tasks.iter().flat_map(|t| {
+            t.transactions.iter().enumerate().flat_map(|(i, tt)| {
+                tt.handles
+                    .iter()
+                    .flat_map(move |h| h.ops.iter().map(move |o| (i, o)))
+            })
+        })
+    }
+
     /// §7.4 net effect of copy 0 (every copy nets the same, shifted): initial backrefs
-    /// plus +1 per ADD/ADD_EXTENT call and −1 per DROP, per extent.
-    pub fn expected_backrefs_of_one_copy(&self) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
+    /// plus +1 per ADD/ADD_EXTENT call and −1 per DROP, per extent, each call keyed by
+    /// `key_of` (the model's [`RefSpec::key`], or the invariant's own reading of §1.2).
+    pub fn net_backrefs_of_one_copy(
+        &self,
+        key_of: impl Fn(&RefSpec) -> BackrefKey,
+    ) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
         let mut m: HashMap<u64, VecMap<BackrefKey, i64>, U64Build> = HashMap::default();
         for (b, it) in &self.initial {
             let e = m.entry(*b).or_default();
@@ -206,10 +223,15 @@ impl Workload {
             if let Op::AddRef { r, .. } = op {
                 *m.entry(r.bytenr)
                     .or_default()
-                    .get_or_insert_with(r.key, || 0) += r.action.count_mod();
+                    .get_or_insert_with(key_of(r), || 0) += r.action.count_mod();
             }
         }
         m
+    }
+
+    /// [`Workload::net_backrefs_of_one_copy`] keyed as the model keys refs.
+    pub fn expected_backrefs_of_one_copy(&self) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
+        self.net_backrefs_of_one_copy(RefSpec::key)
     }
 
     /// The copy an extent address belongs to, and its address in copy 0.
@@ -256,7 +278,7 @@ impl Workload {
         }
         for op in self.base_ops() {
             match op {
-                Op::AddRef { r, .. } => hi = hi.max(r.bytenr + r.num_bytes).max(r.key.a + 1),
+                Op::AddRef { r, .. } => hi = hi.max(r.bytenr + r.num_bytes).max(r.parent + 1),
                 Op::AddExtentOp {
                     bytenr, num_bytes, ..
                 } => hi = hi.max(bytenr + num_bytes),
@@ -381,6 +403,45 @@ struct Private {
     backrefs: BTreeMap<BackrefKey, u64>,
 }
 
+/// The add-API call that the generator's `key` stands for (the generator thinks in backrefs;
+/// §1.2's type selection read backwards).
+fn spec_for_key(
+    bytenr: u64,
+    num_bytes: u64,
+    action: AddAction,
+    key: BackrefKey,
+    root: u64,
+) -> RefSpec {
+    use refgate_common::event::{EXTENT_DATA_REF_KEY, SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY};
+    let (parent, owner) = match key.ref_type {
+        SHARED_BLOCK_REF_KEY => (key.a, RefOwner::Tree { level: 0 }),
+        SHARED_DATA_REF_KEY => (
+            key.a,
+            RefOwner::Data {
+                objectid: 0,
+                offset: 0,
+            },
+        ),
+        EXTENT_DATA_REF_KEY => (
+            0,
+            RefOwner::Data {
+                objectid: key.b,
+                offset: key.c,
+            },
+        ),
+        _ => (0, RefOwner::Tree { level: 0 }),
+    };
+    RefSpec {
+        bytenr,
+        num_bytes,
+        action,
+        parent,
+        ref_root: root,
+        owner,
+        for_cow: false,
+    }
+}
+
 /// A deterministic synthetic workload: `tasks` writers, each allocating private extents
 /// (ADD_EXTENT, more refs, frees — some within the same transaction), adding refs to and
 /// dropping refs from a pool of shared extents, issuing extent ops, lookups and
@@ -409,6 +470,11 @@ pub fn synthetic(p: &SynthParams) -> Workload {
         let mut it = ExtentItem {
             num_bytes,
             refs: 1,
+            flags: if is_data {
+                EXTENT_FLAG_DATA
+            } else {
+                EXTENT_FLAG_TREE_BLOCK
+            },
             ..Default::default()
         };
         it.backrefs.insert(base, 1);
@@ -432,26 +498,13 @@ pub fn synthetic(p: &SynthParams) -> Workload {
     let tree_ref =
         |rng: &mut Rng, bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
             r: RefSpec {
-                bytenr,
-                num_bytes: TREE_BYTES,
-                action,
-                key,
-                ref_root: root,
-                level: 0,
                 for_cow: rng.chance(p.for_cow_fraction),
+                ..spec_for_key(bytenr, TREE_BYTES, action, key, root)
             },
             extent_op: None,
         };
     let data_ref = |bytenr: u64, key: BackrefKey, root: u64, action: AddAction| Op::AddRef {
-        r: RefSpec {
-            bytenr,
-            num_bytes: DATA_BYTES,
-            action,
-            key,
-            ref_root: root,
-            level: 0,
-            for_cow: false,
-        },
+        r: spec_for_key(bytenr, DATA_BYTES, action, key, root),
         extent_op: None,
     };
 

@@ -31,7 +31,7 @@
 use crate::error::WorkloadError;
 use crate::extent_tree::ExtentItem;
 use crate::head::ExtentOp;
-use crate::refkey::{AddAction, BackrefKey, RefSpec};
+use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::trace_workload::SeqRule;
 use crate::workload::{Handle, Op, Task, TaskTransaction, Workload};
 use serde::{Deserialize, Serialize};
@@ -236,13 +236,21 @@ fn queued_op(line: Line, rule: SeqRule) -> Result<(u32, usize, Op), String> {
             for_cow,
             extent_op,
         } => {
+            let owner = match kind.as_str() {
+                "tree" => RefOwner::Tree { level },
+                "data" => RefOwner::Data {
+                    objectid: owner,
+                    offset,
+                },
+                k => return Err(format!("kind `{k}`: expected `tree` or `data`")),
+            };
             let r = RefSpec {
                 bytenr,
                 num_bytes,
                 action: action(&a)?,
-                key: backref(&kind, parent, root, owner, offset)?,
+                parent,
                 ref_root: root,
-                level,
+                owner,
                 for_cow: false,
             };
             let r = match for_cow {
@@ -418,12 +426,13 @@ pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, WorkloadError> {
     b.finish().map_err(WorkloadError)
 }
 
-fn kind_fields(k: &BackrefKey, root: u64) -> (&'static str, u64, u64, u64, u64) {
+/// An initial backref's line fields: (kind, root, parent, owner, offset).
+fn kind_fields(k: &BackrefKey) -> (&'static str, u64, u64, u64, u64) {
     use refgate_common::event::{SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY, TREE_BLOCK_REF_KEY};
     match k.ref_type {
         TREE_BLOCK_REF_KEY => ("tree", k.a, 0, 0, 0),
-        SHARED_BLOCK_REF_KEY => ("tree", root, k.a, 0, 0),
-        SHARED_DATA_REF_KEY => ("data", root, k.a, 0, 0),
+        SHARED_BLOCK_REF_KEY => ("tree", 0, k.a, 0, 0),
+        SHARED_DATA_REF_KEY => ("data", 0, k.a, 0, 0),
         _ => ("data", k.a, 0, k.b, k.c),
     }
 }
@@ -443,7 +452,7 @@ pub fn lines(w: &Workload) -> Vec<Line> {
                 .backrefs
                 .iter()
                 .map(|(k, &count)| {
-                    let (kind, root, parent, owner, offset) = kind_fields(k, 0);
+                    let (kind, root, parent, owner, offset) = kind_fields(k);
                     BackrefLine {
                         kind: kind.into(),
                         root,
@@ -479,7 +488,10 @@ pub fn lines(w: &Workload) -> Vec<Line> {
 fn op_line(task: u32, txn: usize, op: &Op) -> Line {
     match op {
         Op::AddRef { r, extent_op } => {
-            let (kind, root, parent, owner, offset) = kind_fields(&r.key, r.ref_root);
+            let (kind, owner, offset, level) = match r.owner {
+                RefOwner::Tree { level } => ("tree", 0, 0, level),
+                RefOwner::Data { objectid, offset } => ("data", objectid, offset, 0),
+            };
             Line::Add {
                 task,
                 txn,
@@ -492,11 +504,11 @@ fn op_line(task: u32, txn: usize, op: &Op) -> Line {
                 kind: kind.into(),
                 bytenr: r.bytenr,
                 num_bytes: r.num_bytes,
-                root: if parent != 0 { r.ref_root } else { root },
-                parent,
+                root: r.ref_root,
+                parent: r.parent,
                 owner,
                 offset,
-                level: r.level,
+                level,
                 for_cow: Some(r.for_cow),
                 extent_op: extent_op.map(|o| ExtentOpLine {
                     flags: o.flags,

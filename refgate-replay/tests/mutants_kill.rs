@@ -290,13 +290,8 @@ const NB: u64 = 16384;
 /// A COW tree ref owned by the extent tree (root 2, seq 0 in both eras).
 fn tree(bytenr: u64, action: AddAction, parent: u64) -> RefSpec {
     RefSpec {
-        bytenr,
-        num_bytes: NB,
-        action,
-        key: BackrefKey::tree(parent, 2),
-        ref_root: 2,
-        level: 0,
         for_cow: true,
+        ..RefSpec::tree(bytenr, NB, action, parent, 2)
     }
 }
 

@@ -28,13 +28,8 @@ fn fs(era: Era) -> (FsModel, Worker) {
 /// A tree ref owned by the extent tree (root 2): never gets a seq (§1.6).
 fn tree(bytenr: u64, action: AddAction, parent: u64) -> RefSpec {
     RefSpec {
-        bytenr,
-        num_bytes: NB,
-        action,
-        key: BackrefKey::tree(parent, 2),
-        ref_root: 2,
-        level: 0,
         for_cow: true,
+        ..RefSpec::tree(bytenr, NB, action, parent, 2)
     }
 }
 
@@ -70,10 +65,13 @@ fn queue_new_blocks(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, n: u64) {
     }
 }
 
-/// A new tree block at `bytenr`: ADD_EXTENT with an extent op setting flags 1.
+/// `BTRFS_BLOCK_FLAG_FULL_BACKREF` (`btrfs_tree.h`).
+const FULL_BACKREF: u64 = 1 << 8;
+
+/// A new tree block at `bytenr`: ADD_EXTENT with an extent op setting FULL_BACKREF.
 fn add_new_block(fs: &FsModel, w: &mut Worker, h: &mut TransHandle, bytenr: u64) {
     let op = ExtentOp {
-        flags: Some(1),
+        flags: Some(FULL_BACKREF),
         key: None,
     };
     fs.add_ref(w, h, &tree(bytenr, AddAction::AddExtent, 0), Some(op))
@@ -111,7 +109,6 @@ fn spec_1_6_fs_tree_refs_never_merge_on_insert_v3() {
     let fsref = RefSpec {
         for_cow: false,
         ref_root: 5,
-        key: BackrefKey::tree(99, 5),
         ..tree(NB, AddAction::Add, 99)
     };
     add(&fs, &mut w, &mut h, &fsref);
@@ -157,7 +154,6 @@ fn spec_1_6_seq_holdback_until_oldest_handle_ends() {
     let r = RefSpec {
         for_cow: false,
         ref_root: 5,
-        key: BackrefKey::tree(77, 5),
         ..tree(NB, AddAction::Add, 77)
     };
     add(&fs, &mut w, &mut a, &r);
@@ -245,12 +241,13 @@ fn spec_2_1_count_per_cluster_and_64_ready_floor() {
     assert_eq!(fs.counters(&mut w).1, 0);
     assert_eq!(fs.num_entries_racy(), 0);
     assert_eq!(fs.extent_tree.snapshot().len(), 100);
-    // ADD_EXTENT with its extent op: flags come from the op (§2.7 alloc_reserved_tree_block).
+    // ADD_EXTENT with its extent op: §2.7 alloc_reserved_tree_block gives the item
+    // TREE_BLOCK (2) OR-ed with the op's flags.
     assert!(
         fs.extent_tree
             .snapshot()
             .values()
-            .all(|it| it.flags == 1 && it.refs == 1)
+            .all(|it| it.flags == FULL_BACKREF | 2 && it.refs == 1)
     );
 }
 
@@ -453,11 +450,25 @@ fn spec_7_4_checker_detects_mismatch() {
         ..Default::default()
     });
     let p = policy::by_name("pre").unwrap();
-    refgate_replay::engine::run(&wl, p.as_ref(), 1, &Params::default()).unwrap();
-    // Replay the expected state as items, then perturb one backref.
+    let params = Params {
+        keep_final_state: true,
+        ..Params::default()
+    };
+    let report = refgate_replay::engine::run(&wl, p.as_ref(), 1, &params).unwrap();
+    let flags: std::collections::HashMap<u64, u64> = report
+        .final_state
+        .unwrap()
+        .extents
+        .iter()
+        .map(|e| (e.bytenr, e.flags))
+        .collect();
+    // Replay the expected state as items (flags as replayed), then perturb it.
     let mut items = std::collections::HashMap::new();
     for (b, keys) in wl.expected_backrefs() {
-        let mut it = ExtentItem::default();
+        let mut it = ExtentItem {
+            flags: flags.get(&b).copied().unwrap_or(0),
+            ..ExtentItem::default()
+        };
         for (k, v) in keys.into_iter().filter(|(_, v)| *v > 0) {
             it.backrefs.insert(k, v as u64);
             it.refs += v as u64;
@@ -467,9 +478,24 @@ fn spec_7_4_checker_detects_mismatch() {
         }
     }
     check_extent_tree(&wl, &items).unwrap();
-    let (b, it) = items.iter_mut().next().unwrap();
-    let b = *b;
-    *it.backrefs.values_mut().next().unwrap() += 1;
+    let mut bytenrs: Vec<u64> = items.keys().copied().collect();
+    bytenrs.sort_unstable();
+    let mut wrong_flags = items.clone();
+    wrong_flags.get_mut(&bytenrs[0]).unwrap().flags ^= 1 << 8;
+    let errs = check_extent_tree(&wl, &wrong_flags).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(&bytenrs[0].to_string()) && e.contains("flags")),
+        "{errs:?}"
+    );
+    let b = bytenrs[1];
+    *items
+        .get_mut(&b)
+        .unwrap()
+        .backrefs
+        .values_mut()
+        .next()
+        .unwrap() += 1;
     let errs = check_extent_tree(&wl, &items).unwrap_err();
     assert!(errs.iter().any(|e| e.contains(&b.to_string())), "{errs:?}");
 }

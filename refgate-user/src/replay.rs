@@ -712,11 +712,13 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
     } else {
         let _ = writeln!(
             o,
-            "  verdict    invariant holds (§7.4): {} extents, {} backrefs checked, {} live, {} pinned",
+            "  verdict    invariant holds (§7.4): {} extents, {} backrefs, {} flags checked; {} live, {} pinned ({} bytes)",
             r.invariant.extents_checked,
             r.invariant.backrefs_checked,
+            r.invariant.flags_checked,
             r.invariant.extents_live,
-            r.invariant.pinned
+            r.invariant.pinned,
+            r.invariant.pinned_bytes
         );
     }
     if host.paused_seconds > 0.0 {

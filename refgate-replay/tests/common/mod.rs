@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use refgate_replay::Params;
-use refgate_replay::refkey::{AddAction, BackrefKey, RefSpec};
+use refgate_replay::refkey::{AddAction, RefSpec};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction};
 
 /// The spec's seed constants, scaled down so a small workload crosses the gate threshold.
@@ -20,15 +20,7 @@ pub fn small_constants() -> Params {
 /// A data ref at `bytenr` (a new extent).
 pub fn data_add(bytenr: u64) -> Op {
     Op::AddRef {
-        r: RefSpec {
-            bytenr,
-            num_bytes: 4096,
-            action: AddAction::AddExtent,
-            key: BackrefKey::data(0, 5, 257, bytenr),
-            ref_root: 5,
-            level: 0,
-            for_cow: false,
-        },
+        r: RefSpec::data(bytenr, 4096, AddAction::AddExtent, 0, 5, 257, bytenr),
         extent_op: None,
     }
 }

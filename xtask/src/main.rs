@@ -12,6 +12,7 @@ mod bench;
 mod bench_vcpu;
 mod fuzz;
 mod install;
+mod mutants;
 mod setup;
 mod soak;
 mod test;
@@ -60,6 +61,15 @@ enum Cmd {
         /// Executions per target (with --time: whichever comes first).
         #[arg(long)]
         runs: Option<u64>,
+    },
+    /// cargo-mutants over the delayed-ref runner (hours; see refgate-replay/MUTANTS.md).
+    Mutants {
+        /// One shard, `K/N` (cargo-mutants' `--shard`).
+        #[arg(long)]
+        shard: Option<String>,
+        /// CI's short form: a fixed dozen mutants the tests must catch.
+        #[arg(long)]
+        quick: bool,
     },
     /// Record a busy loop btrfs for N minutes beside perf stat: RSS, lost events, counts (root).
     Soak {
@@ -167,6 +177,7 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             fuzz::fuzz(&root(), time.or(runs.is_none().then_some(60)), runs)
         }
+        Cmd::Mutants { shard, quick } => mutants::mutants(shard, quick),
         Cmd::Soak { minutes } => {
             setup()?;
             build_release()?;

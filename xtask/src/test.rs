@@ -1,8 +1,9 @@
 //! `cargo xtask test`, the README's test command: every test — unit, property, scenario,
-//! live-kernel (as root), the loom model, a short fuzz run, and the QEMU kprobe test (root).
+//! live-kernel (as root), the loom model, a short fuzz run, a short mutation run, and the
+//! QEMU kprobe test (root).
 use anyhow::Result;
 
-use crate::{build_release, cargo, fuzz, is_root, refgate, root, setup::setup, sh, vm};
+use crate::{build_release, cargo, fuzz, is_root, mutants, refgate, root, setup::setup, sh, vm};
 
 pub fn run() -> Result<()> {
     setup()?;
@@ -28,6 +29,8 @@ pub fn run() -> Result<()> {
         .env("RUSTFLAGS", "--cfg loom"))?;
     // A short fuzz run of every target (the long runs: `cargo xtask fuzz`).
     fuzz::fuzz(&root(), Some(30), None)?;
+    // A short mutation run: mutants the tests must catch (the long runs: `cargo xtask mutants`).
+    mutants::mutants(None, true)?;
     // The kprobe path, on Debian's stock kernel under QEMU (root: it builds an initramfs
     // and the guest runs the recorder as root).
     if is_root() {

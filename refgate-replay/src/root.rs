@@ -213,6 +213,17 @@ impl FsModel {
         self.lock_root(w)
     }
 
+    /// A head's spinlock, for tests that build a queue state the add path cannot (e.g. a
+    /// modern head holding a tree-mod-log user's seqs).
+    #[doc(hidden)]
+    pub fn head_lock_for_tests<'h>(
+        &self,
+        head: &'h DelayedRefHead,
+        w: &mut Worker,
+    ) -> SpinGuard<'h, HeadInner> {
+        self.lock_head(head, w)
+    }
+
     pub(crate) fn lock_root(&self, w: &mut Worker) -> SpinGuard<'_, RootInner> {
         let Worker { m, live, id, .. } = w;
         self.root.lock.lock(&mut m.dr_lock, &live.workers[*id])

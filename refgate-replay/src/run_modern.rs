@@ -35,6 +35,8 @@ pub fn btrfs_select_ref_head(fs: &FsModel, w: &mut Worker) -> Option<Option<Lock
             }
         }
     };
+    // Heads looked at under `delayed_refs->lock`, counted as 3.x's cluster walk is.
+    w.m.nodes_walked += walked;
     fs.charge(Cost::WalkNode, walked);
     head.set_claimed(true);
     g.c.num_heads_ready -= 1;

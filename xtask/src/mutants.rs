@@ -28,12 +28,15 @@ const FILES: [&str; 6] = [
     "refgate-replay/src/root.rs",
 ];
 
-/// The tests each mutant is run against: the model's unit, spec, engine, virtual-CPU,
-/// property and mutant-killing tests (the CLI and live tests add nothing for these files).
-const TESTS: [&str; 11] = [
+/// The tests each mutant is run against: the model's unit, spec, scenario, engine,
+/// virtual-CPU, property and mutant-killing tests (the CLI and live tests add nothing for
+/// these files).
+const TESTS: [&str; 15] = [
     "--lib",
     "--test",
     "spec",
+    "--test",
+    "scenarios",
     "--test",
     "engine",
     "--test",
@@ -42,6 +45,8 @@ const TESTS: [&str; 11] = [
     "invariant_prop",
     "--test",
     "mutants_kill",
+    "--test",
+    "mutants_kill_runners",
 ];
 
 /// CI's short form: mutants the tests are known to catch without a timeout — among them

@@ -558,6 +558,15 @@ impl FsModel {
                 g.c.num_heads_ready
             ));
         }
+        // Modern `btrfs_delete_ref_head` decrements `num_heads` (§4.2); 3.x never does
+        // (§1.1 item 4), so only modern's can be recounted.
+        if self.era == Era::Modern && g.c.num_heads != g.heads.len() as u64 {
+            errs.push(format!(
+                "num_heads {} != heads in the tree {} (§4.2)",
+                g.c.num_heads,
+                g.heads.len()
+            ));
+        }
         if errs.is_empty() {
             Ok(())
         } else {

@@ -378,53 +378,9 @@ fn free_head_mutex_is_taken_without_dropping_the_dr_lock() {
 
 // ---------------------------------------------------------------- head.rs: the head mutex under virtual CPUs
 
-use refgate_replay::cost::{Cost, CostModel};
+use common::replay_virtual;
 use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
-
-/// Replays `tasks` (one transaction) under PRE on one virtual CPU per task, with the
-/// hand-set costs of tests/vcpu.rs (but a wake-up of `wakeup_ns`) and `cluster_heads` heads
-/// per cluster.
-fn replay_virtual(tasks: Vec<Task>, cluster_heads: usize, wakeup_ns: u64) -> Report {
-    let cpus = tasks.len();
-    let w = Workload {
-        tasks,
-        initial: vec![],
-        transactions: 1,
-        ..Workload::default()
-    };
-    let mut costs = CostModel::defaults();
-    for (c, ns) in [
-        (Cost::AddRef, 100),
-        (Cost::WalkNode, 10),
-        (Cost::SelectRef, 50),
-        (Cost::RunRef, 1000),
-        (Cost::DeleteHead, 30),
-        (Cost::ContextSwitch, 2000),
-        (Cost::Wakeup, wakeup_ns),
-    ] {
-        costs.set(c, ns, "test");
-    }
-    let cfg = Config {
-        engine: Engine::Virtual,
-        cpus,
-        params: Params {
-            costs,
-            cluster_heads,
-            ..Params::default()
-        },
-        sim_seed: 0,
-        pace: false,
-        timeline: false,
-    };
-    replay(
-        &w,
-        refgate_replay::policy::by_name("pre").unwrap().as_ref(),
-        &cfg,
-        Arc::new(Live::new(cpus)),
-    )
-    .unwrap()
-}
 
 /// Two virtual CPUs under PRE: task 0 adds one ref at 1 MiB and commits (run_most holds the
 /// head's mutex for select 50 + run 1000 + select 50 + delete 30); task 1 thinks 500 ns, then
@@ -432,6 +388,7 @@ fn replay_virtual(tasks: Vec<Task>, cluster_heads: usize, wakeup_ns: u64) -> Rep
 /// until the runner drops it, then finds the head gone (`-EAGAIN`) and no head left.
 fn lookup_while_running() -> Report {
     replay_virtual(
+        "pre",
         vec![
             one_txn_task(0, vec![data_add(1 << 20)], true),
             one_txn_task(
@@ -480,6 +437,7 @@ fn virtual_head_mutex_waiter_sleeps_until_the_owner_unlocks() {
 fn virtual_head_mutex_wakes_its_own_sleeper() {
     for (t1, t3) in [(500, 400), (400, 500)] {
         let r = replay_virtual(
+            "pre",
             vec![
                 one_txn_task(0, vec![data_add(1 << 20)], true),
                 one_txn_task(

@@ -2,11 +2,13 @@
 //! (`run_modern.rs`, `run_v3.rs`, `policy/*.rs`; shards after 8, see `MUTANTS.md`). Each
 //! names the kernel behaviour it pins and the mutants it kills.
 
+mod common;
 use refgate_replay::Params;
 use refgate_replay::live::Live;
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction, RefSpec};
 use refgate_replay::root::{FsModel, TransHandle, Worker};
 use refgate_replay::run_modern;
+use refgate_replay::workload::Op;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -146,4 +148,61 @@ fn modern_running_a_ref_releases_its_reservation_once() {
     assert_eq!(fs.space.reserved(), per_ref);
     run_modern::run_delayed_refs(&fs, &mut w, &mut h, u64::MAX).unwrap();
     assert_eq!(fs.space.reserved(), 0);
+}
+
+/// §4.2 / §4.4 `btrfs_delete_ref_head`: a modern head leaving the tree takes one off
+/// `num_heads` (3.x never decrements it), which `check_counters` recounts.
+/// Kills: `replace -= with +=` / `with /=` in `cleanup_ref_head`.
+#[test]
+fn modern_deleting_a_head_decrements_num_heads() {
+    let (fs, mut w) = modern();
+    queue_blocks(&fs, &mut w, 3);
+    assert_eq!(fs.counters(&mut w).0.num_heads, 3);
+    let mut h = TransHandle::default();
+    run_modern::run_delayed_refs(&fs, &mut w, &mut h, 1).unwrap();
+    assert_eq!(fs.counters(&mut w).0.num_heads, 2);
+    fs.check_counters(&mut w).unwrap();
+    run_modern::run_delayed_refs(&fs, &mut w, &mut h, u64::MAX).unwrap();
+    assert_eq!(fs.counters(&mut w).0.num_heads, 0);
+    fs.check_counters(&mut w).unwrap();
+}
+
+/// A run call's recorded latency is its virtual duration: one explicit
+/// `btrfs_run_delayed_refs(U64_MAX)` over three refs lasts at least their three
+/// `run_ref` costs (1000 ns each here), and the task's run calls, one after another on one
+/// CPU, last no longer than the replay.
+/// Kills: `replace - with +` / `with /` in `run_modern::run_delayed_refs` (the recorded
+/// duration).
+#[test]
+fn modern_run_call_latency_is_its_virtual_duration() {
+    let ops = vec![
+        common::data_add(1 << 20),
+        common::data_add(2 << 20),
+        common::data_add(3 << 20),
+        Op::RunDelayedRefs { arg: u64::MAX },
+    ];
+    let r = common::replay_virtual("modern", vec![common::one_txn_task(0, ops, true)], 32, 5000);
+    assert_eq!(r.refs_run, 3);
+    assert!(r.run_calls.max_ns >= 3000, "{:?}", r.run_calls);
+    let makespan = r.virtual_figures.as_ref().unwrap().virtual_seconds * 1e9;
+    assert!(
+        (r.run_calls.total_ns as f64) <= makespan,
+        "{:?} in {makespan} ns",
+        r.run_calls
+    );
+}
+
+/// §2.2 `btrfs_find_ref_cluster(start)`: from a non-zero cursor the walk begins at the first
+/// head after `start` (K3.8 searches `start + 1`), not at the first head of the tree.
+/// Kills: `replace == with != in btrfs_find_ref_cluster`.
+#[test]
+fn v3_cluster_starts_after_the_cursor() {
+    let live = Arc::new(Live::new(1));
+    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
+    let mut w = Worker::new(0, live);
+    queue_blocks(&fs, &mut w, 6);
+    let mut g = fs.root_lock_for_tests(&mut w);
+    let cluster = refgate_replay::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 3 * NB);
+    let bytenrs: Vec<u64> = cluster.iter().map(|h| h.bytenr).collect();
+    assert_eq!(bytenrs, [4 * NB, 5 * NB, 6 * NB]);
 }

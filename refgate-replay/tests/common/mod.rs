@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 use refgate_replay::Params;
+use refgate_replay::cost::{Cost, CostModel};
+use refgate_replay::engine::{Config, Engine, Report, replay};
+use refgate_replay::live::Live;
 use refgate_replay::refkey::{AddAction, RefSpec};
-use refgate_replay::workload::{Handle, Op, Task, TaskTransaction};
+use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
+use std::sync::Arc;
 
 /// The spec's seed constants, scaled down so a small workload crosses the gate threshold.
 pub fn small_constants() -> Params {
@@ -34,4 +38,53 @@ pub fn one_txn_task(id: u32, ops: Vec<Op>, commit: bool) -> Task {
             commit,
         }],
     }
+}
+
+/// Replays `tasks` (one transaction) under `policy` on one virtual CPU per task, with the
+/// hand-set costs of tests/vcpu.rs (but a wake-up of `wakeup_ns`) and `cluster_heads` heads
+/// per cluster.
+pub fn replay_virtual(
+    policy: &str,
+    tasks: Vec<Task>,
+    cluster_heads: usize,
+    wakeup_ns: u64,
+) -> Report {
+    let cpus = tasks.len();
+    let w = Workload {
+        tasks,
+        initial: vec![],
+        transactions: 1,
+        ..Workload::default()
+    };
+    let mut costs = CostModel::defaults();
+    for (c, ns) in [
+        (Cost::AddRef, 100),
+        (Cost::WalkNode, 10),
+        (Cost::SelectRef, 50),
+        (Cost::RunRef, 1000),
+        (Cost::DeleteHead, 30),
+        (Cost::ContextSwitch, 2000),
+        (Cost::Wakeup, wakeup_ns),
+    ] {
+        costs.set(c, ns, "test");
+    }
+    let cfg = Config {
+        engine: Engine::Virtual,
+        cpus,
+        params: Params {
+            costs,
+            cluster_heads,
+            ..Params::default()
+        },
+        sim_seed: 0,
+        pace: false,
+        timeline: false,
+    };
+    replay(
+        &w,
+        refgate_replay::policy::by_name(policy).unwrap().as_ref(),
+        &cfg,
+        Arc::new(Live::new(cpus)),
+    )
+    .unwrap()
 }

@@ -168,28 +168,30 @@ fn modern_deleting_a_head_decrements_num_heads() {
 }
 
 /// A run call's recorded latency is its virtual duration: one explicit
-/// `btrfs_run_delayed_refs(U64_MAX)` over three refs lasts at least their three
-/// `run_ref` costs (1000 ns each here), and the task's run calls, one after another on one
-/// CPU, last no longer than the replay.
-/// Kills: `replace - with +` / `with /` in `run_modern::run_delayed_refs` (the recorded
-/// duration).
+/// `btrfs_run_delayed_refs` of everything (3.x count −1, 6.x U64_MAX) over three refs lasts
+/// at least their three `run_ref` costs (1000 ns each here), and the task's run calls, one
+/// after another on one CPU, last no longer than the replay.
+/// Kills: `replace - with +` / `with /` in `run_modern::run_delayed_refs` and in
+/// `run_v3::run_delayed_refs_with` (the recorded duration).
 #[test]
-fn modern_run_call_latency_is_its_virtual_duration() {
-    let ops = vec![
-        common::data_add(1 << 20),
-        common::data_add(2 << 20),
-        common::data_add(3 << 20),
-        Op::RunDelayedRefs { arg: u64::MAX },
-    ];
-    let r = common::replay_virtual("modern", vec![common::one_txn_task(0, ops, true)], 32, 5000);
-    assert_eq!(r.refs_run, 3);
-    assert!(r.run_calls.max_ns >= 3000, "{:?}", r.run_calls);
-    let makespan = r.virtual_figures.as_ref().unwrap().virtual_seconds * 1e9;
-    assert!(
-        (r.run_calls.total_ns as f64) <= makespan,
-        "{:?} in {makespan} ns",
-        r.run_calls
-    );
+fn run_call_latency_is_its_virtual_duration() {
+    for policy in ["pre", "modern"] {
+        let ops = vec![
+            common::data_add(1 << 20),
+            common::data_add(2 << 20),
+            common::data_add(3 << 20),
+            Op::RunDelayedRefs { arg: u64::MAX },
+        ];
+        let r = common::replay_virtual(policy, vec![common::one_txn_task(0, ops, true)], 32, 5000);
+        assert_eq!(r.refs_run, 3, "{policy}");
+        assert!(r.run_calls.max_ns >= 3000, "{policy}: {:?}", r.run_calls);
+        let makespan = r.virtual_figures.as_ref().unwrap().virtual_seconds * 1e9;
+        assert!(
+            (r.run_calls.total_ns as f64) <= makespan,
+            "{policy}: {:?} in {makespan} ns",
+            r.run_calls
+        );
+    }
 }
 
 /// §2.2 `btrfs_find_ref_cluster(start)`: from a non-zero cursor the walk begins at the first
@@ -205,4 +207,76 @@ fn v3_cluster_starts_after_the_cursor() {
     let cluster = refgate_replay::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 3 * NB);
     let bytenrs: Vec<u64> = cluster.iter().map(|h| h.bytenr).collect();
     assert_eq!(bytenrs, [4 * NB, 5 * NB, 6 * NB]);
+}
+
+/// §4.7: a modern writer's `btrfs_should_end_transaction` says end once the commit set
+/// FLUSHING or a writer waits on a reservation ticket (the space no longer fits), and
+/// otherwise not — it runs nothing either way. A second thread stands for the writer whose
+/// reservation does not fit a one-ref pool.
+/// Kills: `replace <impl Policy for Modern>::should_end_transaction -> … with Ok(true)` /
+/// `Ok(false)`, `replace || with &&`, `replace > with ==` / `<` / `>=` there.
+#[test]
+fn modern_should_end_transaction_on_flushing_or_waiting_tickets() {
+    let p = refgate_replay::policy::by_name("modern").unwrap();
+    let live = Arc::new(Live::new(2));
+    let params = Params::default();
+    let params = Params {
+        metadata_pool_bytes: params.delayed_ref_bytes,
+        ..params
+    };
+    let fs = Arc::new(FsModel::new(Era::Modern, params, vec![], live.clone()));
+    let mut w = Worker::new(0, live.clone());
+    let mut h = TransHandle::default();
+    assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
+    // The pool's one ref is reserved: a second reservation waits on a ticket.
+    fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::AddExtent), None)
+        .unwrap();
+    assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
+    let writer = {
+        let (fs, live) = (fs.clone(), live.clone());
+        std::thread::spawn(move || {
+            let mut w = Worker::new(1, live);
+            fs.add_ref(
+                &mut w,
+                &mut TransHandle::default(),
+                &tree(2 * NB, AddAction::AddExtent),
+                None,
+            )
+            .unwrap();
+        })
+    };
+    while fs.space.waiting() == 0 {
+        std::thread::yield_now();
+    }
+    assert!(p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
+    // Running the first ref frees its reservation and grants the ticket.
+    run_modern::run_delayed_refs(&fs, &mut w, &mut h, u64::MAX).unwrap();
+    writer.join().unwrap();
+    assert_eq!(fs.space.waiting(), 0);
+    assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
+    fs.root.flushing.store(true, Ordering::Relaxed);
+    assert!(p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
+    assert_eq!(w.m.run_calls.count, 1, "only the explicit run");
+}
+
+/// §2.1 step 6a: a throttled 3.x run goes on while at least 64 heads are ready
+/// (`num_heads_ready < 64` stops it): 96 heads, clusters of 32 — after one cluster 64 are
+/// ready, so a second runs and 32 remain.
+/// Kills: `replace < with <= in run_loop`.
+#[test]
+fn v3_throttled_run_continues_at_exactly_64_ready_heads() {
+    let live = Arc::new(Live::new(1));
+    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
+    let mut w = Worker::new(0, live);
+    queue_blocks(&fs, &mut w, 96);
+    let mut h = TransHandle::default();
+    refgate_replay::run_v3::run_delayed_refs(
+        &fs,
+        &mut w,
+        &mut h,
+        refgate_replay::run_v3::RunCount::Nodes(10_000),
+        false,
+    )
+    .unwrap();
+    assert_eq!(fs.counters(&mut w).0.num_heads_ready, 32);
 }

@@ -280,3 +280,48 @@ fn v3_throttled_run_continues_at_exactly_64_ready_heads() {
     .unwrap();
     assert_eq!(fs.counters(&mut w).0.num_heads_ready, 32);
 }
+
+/// §4.1 (3.11–3.13): with the gate busy, a throttled caller returns at once only when the
+/// commit is FLUSHING or `should_throttle()` is false; while the queue still throttles it
+/// sleeps until the runner leaves the gate. (A correct caller cannot finish before the
+/// gate is released, so the 50 ms look cannot fail it; a caller that gives up finishes in
+/// microseconds.)
+/// Kills: `delete ! in enter_gate` (the 3.11 give-up).
+#[test]
+fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
+    use refgate_replay::metrics::GateStats;
+    use refgate_replay::run_v3::{Gating, RunCount};
+    let live = Arc::new(Live::new(2));
+    let params = Params {
+        throttle_311_ready_heads: 8,
+        ..Params::default()
+    };
+    let fs = Arc::new(FsModel::new(Era::V3, params, vec![], live.clone()));
+    let mut w = Worker::new(0, live.clone());
+    queue_blocks(&fs, &mut w, 8);
+    let mut runner = GateStats::default();
+    fs.root.gate.enter_bypass(&mut runner);
+    let caller = {
+        let fs = fs.clone();
+        std::thread::spawn(move || {
+            let mut w = Worker::new(1, live);
+            let mut h = TransHandle::default();
+            refgate_replay::run_v3::run_delayed_refs_with(
+                &fs,
+                &mut w,
+                &mut h,
+                RunCount::Nodes(1),
+                Gating::Throttle311,
+            )
+            .unwrap();
+            w.m.gate
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !caller.is_finished(),
+        "gave up on a busy gate although the queue throttles"
+    );
+    fs.root.gate.exit(&mut runner);
+    assert_eq!(caller.join().unwrap().sleeps, 1);
+}

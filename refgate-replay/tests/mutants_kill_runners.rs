@@ -325,3 +325,37 @@ fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
     fs.root.gate.exit(&mut runner);
     assert_eq!(caller.join().unwrap().sleeps, 1);
 }
+
+/// §2.1 step 3: run_most's budget is twice `num_entries` at entry, counted in nodes (refs
+/// and heads) and checked per cluster; refs queued during the call can use what is left.
+/// Two virtual CPUs, clusters of one head: task 0 queues 10 heads (20 entries: budget 40)
+/// and calls run_most; while it runs them, task 1 queues 20 more heads further up. Task 0
+/// runs its own 10 heads (20 nodes), then 10 of task 1's (the other 20 nodes), and stops;
+/// the commit runs the last 10.
+/// Kills: `replace * with +` (budget 22: one head of task 1's) / `with /` (budget 10: five
+/// heads) in `run_delayed_refs_inner`.
+#[test]
+fn v3_run_most_budget_is_twice_the_entries_at_entry() {
+    let mine: Vec<Op> = (1..=10).map(|i| common::data_add(i << 20)).collect();
+    let theirs: Vec<Op> = (100..120).map(|i| common::data_add(i << 20)).collect();
+    let mut ops0 = mine;
+    ops0.push(Op::RunDelayedRefs { arg: 0 });
+    let mut ops1 = vec![Op::Think { ns: 1500 }];
+    ops1.extend(theirs);
+    let r = common::replay_virtual(
+        "pre",
+        vec![
+            common::one_txn_task(0, ops0, true),
+            common::one_txn_task(1, ops1, false),
+        ],
+        1,
+        5000,
+    );
+    assert_eq!(r.refs_run, 30);
+    assert_eq!(
+        (r.refs_run_by_caller.other, r.refs_run_by_caller.commit),
+        (20, 10),
+        "{:?}",
+        r.refs_run_by_caller
+    );
+}

@@ -359,3 +359,43 @@ fn v3_run_most_budget_is_twice_the_entries_at_entry() {
         r.refs_run_by_caller
     );
 }
+
+/// §2.1 step 6f: the stall detector breaks a throttled or run_most call only after two
+/// wraps of the cursor *without progress in between*; a cluster that ran refs resets it.
+/// Two virtual CPUs, clusters of one head, COW tree refs (no seq, so nothing is held back
+/// by task 1's open handle, §1.6): task 0 queues 10 heads at 10–19 MiB and calls run_most;
+/// task 1 queues 5 heads at 1–5 MiB at once, then (12 µs later) 3 more at 64–192 KiB, which
+/// with these costs lands after task 0 has wrapped to the low heads once (stall count 1,
+/// reset as they run) and before it is done with them. Task 0 wraps again for the last
+/// ones and goes on: its one call runs all 18 heads (budget 40 nodes), the commit none;
+/// without the reset the second wrap ends the call with two heads left to the commit.
+/// Kills: `replace > with < in run_loop` (no reset: the second wrap ends the call).
+#[test]
+fn v3_progress_between_wraps_resets_the_stall_detector() {
+    let cow = |b: u64| Op::AddRef {
+        r: tree(b, AddAction::AddExtent),
+        extent_op: None,
+    };
+    let mut ops0: Vec<Op> = (10..20).map(|i| cow(i << 20)).collect();
+    ops0.push(Op::RunDelayedRefs { arg: 0 });
+    let mut ops1 = vec![Op::Think { ns: 1500 }];
+    ops1.extend((1..=5).map(|i| cow(i << 20)));
+    ops1.push(Op::Think { ns: 12_000 });
+    ops1.extend((1..=3).map(|i| cow(i << 16)));
+    let r = common::replay_virtual(
+        "pre",
+        vec![
+            common::one_txn_task(0, ops0, true),
+            common::one_txn_task(1, ops1, false),
+        ],
+        1,
+        5000,
+    );
+    assert_eq!(r.refs_run, 18);
+    assert_eq!(
+        (r.refs_run_by_caller.other, r.refs_run_by_caller.commit),
+        (18, 0),
+        "{:?}",
+        r.refs_run_by_caller
+    );
+}

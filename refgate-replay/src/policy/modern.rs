@@ -96,16 +96,41 @@ impl Policy for Modern {
                 continue;
             }
             let mut h = TransHandle::default();
-            let mut ran = run_delayed_refs(fs, w, &mut h, bytes);
-            // Tickets still wait: the next flush state, `FLUSH_DELAYED_REFS` (all heads now).
-            if kind == WorkerKind::AsyncReclaim && ran.is_ok() && fs.space.waiting() > 0 {
-                ran = ran.and_then(|a| run_delayed_refs(fs, w, &mut h, 0).map(|b| a + b));
-            }
+            let ran = run_delayed_refs(fs, w, &mut h, bytes).and_then(|a| {
+                if flushes_all_heads_next(kind, fs.space.waiting()) {
+                    run_delayed_refs(fs, w, &mut h, 0).map(|b| a + b)
+                } else {
+                    Ok(a)
+                }
+            });
             fs.space.leave();
             if ran? == 0 {
                 // Nothing could run (every head is another runner's): let them work.
                 crate::exec::cond_resched();
             }
         }
+    }
+}
+
+/// Whether a reclaim worker, its `FLUSH_DELAYED_REFS_NR` step done, goes on to the next
+/// flush state, `FLUSH_DELAYED_REFS` (all heads now, `min_bytes` 0): only the async worker
+/// flushes for tickets, and only while some still wait (§4.7,
+/// `btrfs_async_reclaim_metadata_space`; the preemptive worker stops after its ¼ step).
+fn flushes_all_heads_next(kind: WorkerKind, tickets_waiting: u64) -> bool {
+    kind == WorkerKind::AsyncReclaim && tickets_waiting > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_async_worker_flushes_all_heads_and_only_for_waiting_tickets() {
+        use WorkerKind::{AsyncReclaim, PreemptiveReclaim};
+        assert!(flushes_all_heads_next(AsyncReclaim, 1));
+        assert!(flushes_all_heads_next(AsyncReclaim, 3));
+        assert!(!flushes_all_heads_next(AsyncReclaim, 0));
+        assert!(!flushes_all_heads_next(PreemptiveReclaim, 1));
+        assert!(!flushes_all_heads_next(PreemptiveReclaim, 0));
     }
 }

@@ -338,26 +338,28 @@ fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
 fn v3_run_most_budget_is_twice_the_entries_at_entry() {
     let mine: Vec<Op> = (1..=10).map(|i| common::data_add(i << 20)).collect();
     let theirs: Vec<Op> = (100..120).map(|i| common::data_add(i << 20)).collect();
-    let mut ops0 = mine;
-    ops0.push(Op::RunDelayedRefs { arg: 0 });
     let mut ops1 = vec![Op::Think { ns: 1500 }];
     ops1.extend(theirs);
+    assert_eq!(run_most_beside(mine, ops1), (30, 20, 10));
+}
+
+/// PRE on two virtual CPUs, clusters of one head: task 0 queues `mine`, calls run_most
+/// (an explicit `btrfs_run_delayed_refs(0)`) and commits; task 1 runs `theirs` meanwhile.
+/// Returns the refs run in all, by task 0's call, and by the commit.
+fn run_most_beside(mine: Vec<Op>, theirs: Vec<Op>) -> (u64, u64, u64) {
+    let mut ops0 = mine;
+    ops0.push(Op::RunDelayedRefs { arg: 0 });
     let r = common::replay_virtual(
         "pre",
         vec![
             common::one_txn_task(0, ops0, true),
-            common::one_txn_task(1, ops1, false),
+            common::one_txn_task(1, theirs, false),
         ],
         1,
         5000,
     );
-    assert_eq!(r.refs_run, 30);
-    assert_eq!(
-        (r.refs_run_by_caller.other, r.refs_run_by_caller.commit),
-        (20, 10),
-        "{:?}",
-        r.refs_run_by_caller
-    );
+    let by = &r.refs_run_by_caller;
+    (r.refs_run, by.other, by.commit)
 }
 
 /// §2.1 step 6f: the stall detector breaks a throttled or run_most call only after two
@@ -376,26 +378,10 @@ fn v3_progress_between_wraps_resets_the_stall_detector() {
         r: tree(b, AddAction::AddExtent),
         extent_op: None,
     };
-    let mut ops0: Vec<Op> = (10..20).map(|i| cow(i << 20)).collect();
-    ops0.push(Op::RunDelayedRefs { arg: 0 });
+    let mine: Vec<Op> = (10..20).map(|i| cow(i << 20)).collect();
     let mut ops1 = vec![Op::Think { ns: 1500 }];
     ops1.extend((1..=5).map(|i| cow(i << 20)));
     ops1.push(Op::Think { ns: 12_000 });
     ops1.extend((1..=3).map(|i| cow(i << 16)));
-    let r = common::replay_virtual(
-        "pre",
-        vec![
-            common::one_txn_task(0, ops0, true),
-            common::one_txn_task(1, ops1, false),
-        ],
-        1,
-        5000,
-    );
-    assert_eq!(r.refs_run, 18);
-    assert_eq!(
-        (r.refs_run_by_caller.other, r.refs_run_by_caller.commit),
-        (18, 0),
-        "{:?}",
-        r.refs_run_by_caller
-    );
+    assert_eq!(run_most_beside(mine, ops1), (18, 18, 0));
 }

@@ -6,7 +6,6 @@
 mod common;
 use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
-use refgate_replay::cost::{Cost, CostModel};
 use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::live::Live;
 use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
@@ -40,20 +39,8 @@ fn deterministic_part(r: &Report) -> serde_json::Value {
 }
 
 fn hand_costs() -> Params {
-    let mut costs = CostModel::defaults();
-    for (c, ns) in [
-        (Cost::AddRef, 100),
-        (Cost::WalkNode, 10),
-        (Cost::SelectRef, 50),
-        (Cost::RunRef, 1000),
-        (Cost::DeleteHead, 30),
-        (Cost::ContextSwitch, 2000),
-        (Cost::Wakeup, 5000),
-    ] {
-        costs.set(c, ns, "test");
-    }
     Params {
-        costs,
+        costs: common::hand_costs(5000),
         ..Params::default()
     }
 }

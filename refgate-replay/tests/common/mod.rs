@@ -56,18 +56,7 @@ pub fn replay_virtual(
         transactions: 1,
         ..Workload::default()
     };
-    let mut costs = CostModel::defaults();
-    for (c, ns) in [
-        (Cost::AddRef, 100),
-        (Cost::WalkNode, 10),
-        (Cost::SelectRef, 50),
-        (Cost::RunRef, 1000),
-        (Cost::DeleteHead, 30),
-        (Cost::ContextSwitch, 2000),
-        (Cost::Wakeup, wakeup_ns),
-    ] {
-        costs.set(c, ns, "test");
-    }
+    let costs = hand_costs(wakeup_ns);
     let cfg = Config {
         engine: Engine::Virtual,
         cpus,
@@ -87,4 +76,22 @@ pub fn replay_virtual(
         Arc::new(Live::new(cpus)),
     )
     .unwrap()
+}
+
+/// The hand-set costs the virtual-CPU tests work their timelines out with (tests/vcpu.rs),
+/// with a wake-up of `wakeup_ns`.
+pub fn hand_costs(wakeup_ns: u64) -> CostModel {
+    let mut costs = CostModel::defaults();
+    for (c, ns) in [
+        (Cost::AddRef, 100),
+        (Cost::WalkNode, 10),
+        (Cost::SelectRef, 50),
+        (Cost::RunRef, 1000),
+        (Cost::DeleteHead, 30),
+        (Cost::ContextSwitch, 2000),
+        (Cost::Wakeup, wakeup_ns),
+    ] {
+        costs.set(c, ns, "test");
+    }
+    costs
 }

@@ -97,10 +97,14 @@ pub fn mutants(shard: Option<String>, quick: bool) -> Result<()> {
             shard.as_deref().unwrap_or("all").replace('/', "-of-")
         )
     };
-    c.args(["--output", &out]).arg("--").args(TESTS);
+    // cargo-mutants creates its output directory but not that directory's parent.
+    let out = root().join(out);
+    std::fs::create_dir_all(out.parent().expect("under target/"))?;
+    c.arg("--output").arg(&out).arg("--").args(TESTS);
     sh(&mut c)?;
     eprintln!(
-        "xtask: mutants: outcomes in {out}/mutants.out (caught.txt, missed.txt, timeout.txt)"
+        "xtask: mutants: outcomes in {}/mutants.out (caught.txt, missed.txt, timeout.txt)",
+        out.display()
     );
     Ok(())
 }

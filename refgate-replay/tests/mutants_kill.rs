@@ -190,6 +190,16 @@ fn nk(e: Era, root: u64, seq: u64) -> NodeKey {
     NodeKey::new(e, &BackrefKey::data(0, root, 257, 0), seq)
 }
 
+/// A data head (`is_data`) or tree head holding, inserted in order, a data ref node of each
+/// `(root, seq, action)`.
+fn head_with(e: Era, is_data: bool, nodes: &[(u64, u64, RefAction)]) -> HeadInner {
+    let mut h = HeadInner::new(4096, is_data);
+    for &(root, seq, action) in nodes {
+        h.insert_ref(e, nk(e, root, seq), action, 0);
+    }
+    h
+}
+
 /// (seq, action, ref_mod) of every node of `h`, in key order.
 fn nodes(h: &HeadInner, e: Era) -> Vec<(u64, RefAction, u32)> {
     h.refs
@@ -207,11 +217,9 @@ fn nodes(h: &HeadInner, e: Era) -> Vec<(u64, RefAction, u32)> {
 #[test]
 fn v3_merge_same_action_keeps_the_first_node() {
     let e = Era::V3;
-    let mut h = HeadInner::new(4096, true);
-    h.insert_ref(e, nk(e, 5, 2), RefAction::Add, 0);
     // seq 1 twice: merged at insertion (same key incl. seq) into ref_mod 2.
-    h.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
-    h.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
+    let add = RefAction::Add;
+    let mut h = head_with(e, true, &[(5, 2, add), (5, 1, add), (5, 1, add)]);
     assert_eq!(h.merge_delayed_refs(e, 0), 1);
     assert_eq!(nodes(&h, e), vec![(2, RefAction::Add, 3)]);
 }
@@ -221,17 +229,13 @@ fn v3_merge_same_action_keeps_the_first_node() {
 #[test]
 fn v3_merge_below_the_fence() {
     let e = Era::V3;
-    let mut h = HeadInner::new(4096, true);
-    h.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
-    h.insert_ref(e, nk(e, 5, 2), RefAction::Add, 0);
-    h.insert_ref(e, nk(e, 5, 9), RefAction::Drop, 0);
+    let (add, drop) = (RefAction::Add, RefAction::Drop);
+    let mut h = head_with(e, true, &[(5, 1, add), (5, 2, add), (5, 9, drop)]);
     // Fence 9: the descending walk stops at once (seq 9 is fenced), nothing merges.
     assert_eq!(h.merge_delayed_refs(e, 9), 0);
     assert_eq!(h.refs.len(), 3);
     // Fence 5 (the oldest element moved on): seq 9 stays fenced, seq 2 and 1 merge.
-    let mut h = HeadInner::new(4096, true);
-    h.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
-    h.insert_ref(e, nk(e, 5, 2), RefAction::Add, 0);
+    let mut h = head_with(e, true, &[(5, 1, add), (5, 2, add)]);
     assert_eq!(h.merge_delayed_refs(e, 5), 1);
     assert_eq!(nodes(&h, e), vec![(2, RefAction::Add, 2)]);
 }
@@ -243,13 +247,13 @@ fn v3_merge_below_the_fence() {
 #[test]
 fn modern_merge_skips_fenced_nodes_and_data_heads() {
     let e = Era::Modern;
+    let (add, drop) = (RefAction::Add, RefAction::Drop);
     let tree_head = || {
-        let mut h = HeadInner::new(4096, false);
-        h.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
-        h.insert_ref(e, nk(e, 5, 3), RefAction::Drop, 0);
-        h.insert_ref(e, nk(e, 5, 7), RefAction::Add, 0);
-        h.insert_ref(e, nk(e, 6, 2), RefAction::Add, 0);
-        h
+        head_with(
+            e,
+            false,
+            &[(5, 1, add), (5, 3, drop), (5, 7, add), (6, 2, add)],
+        )
     };
     // No fence: root 5's three nodes net to one ADD; root 6 untouched.
     let mut h = tree_head();
@@ -268,13 +272,9 @@ fn modern_merge_skips_fenced_nodes_and_data_heads() {
         vec![(7, RefAction::Add, 1), (2, RefAction::Add, 1)]
     );
     // A data head with the same nodes: not merged in the modern era, merged in 3.x.
-    let mut d = HeadInner::new(4096, true);
-    d.insert_ref(e, nk(e, 5, 1), RefAction::Add, 0);
-    d.insert_ref(e, nk(e, 5, 3), RefAction::Add, 0);
+    let mut d = head_with(e, true, &[(5, 1, add), (5, 3, add)]);
     assert_eq!(d.merge_delayed_refs(e, 0), 0);
-    let mut d3 = HeadInner::new(4096, true);
-    d3.insert_ref(Era::V3, nk(Era::V3, 5, 1), RefAction::Add, 0);
-    d3.insert_ref(Era::V3, nk(Era::V3, 5, 3), RefAction::Add, 0);
+    let mut d3 = head_with(Era::V3, true, &[(5, 1, add), (5, 3, add)]);
     assert_eq!(d3.merge_delayed_refs(Era::V3, 0), 1);
 }
 
@@ -282,18 +282,10 @@ fn modern_merge_skips_fenced_nodes_and_data_heads() {
 
 use refgate_replay::Params;
 use refgate_replay::live::{Live, ThreadState};
-use refgate_replay::refkey::{AddAction, RefSpec};
+use refgate_replay::refkey::AddAction;
 use refgate_replay::root::{FsModel, TransHandle, Worker};
 
-const NB: u64 = 16384;
-
-/// A COW tree ref owned by the extent tree (root 2, seq 0 in both eras).
-fn tree(bytenr: u64, action: AddAction, parent: u64) -> RefSpec {
-    RefSpec {
-        for_cow: true,
-        ..RefSpec::tree(bytenr, NB, action, parent, 2)
-    }
-}
+use common::{NB, tree};
 
 /// §2.4 step 1 / §2.9 `btrfs_delayed_ref_lock`: a head-mutex waiter that wakes to find its
 /// head gone from the tree (`in_tree` 0) gets `-EAGAIN` and looks again — here
@@ -351,9 +343,7 @@ fn lookup_after_its_head_left_the_tree_sees_the_new_head() {
 #[test]
 fn free_head_mutex_is_taken_without_dropping_the_dr_lock() {
     for era in [Era::V3, Era::Modern] {
-        let live = Arc::new(Live::new(1));
-        let fs = FsModel::new(era, Params::default(), vec![], live.clone());
-        let mut w = Worker::new(0, live);
+        let (fs, mut w) = common::fs(era);
         let mut h = TransHandle::default();
         fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::AddExtent, 0), None)
             .unwrap();
@@ -526,9 +516,7 @@ fn v3_should_end_transaction_runs_updates_until_flushing() {
     use std::sync::atomic::Ordering;
     for name in ["pre", "seed", "seed-throttle"] {
         let p = refgate_replay::policy::by_name(name).unwrap();
-        let live = Arc::new(Live::new(1));
-        let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-        let mut w = Worker::new(0, live);
+        let (fs, mut w) = common::fs(Era::V3);
         let mut h = TransHandle::default();
         // No updates: no run call.
         assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
@@ -564,9 +552,7 @@ fn v3_should_end_transaction_runs_updates_until_flushing() {
 fn run_explicit_runs_in_the_policys_terms() {
     for (name, arg) in [("pre", 0), ("seed", u64::MAX), ("seed-throttle", 0)] {
         let p = refgate_replay::policy::by_name(name).unwrap();
-        let live = Arc::new(Live::new(1));
-        let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-        let mut w = Worker::new(0, live);
+        let (fs, mut w) = common::fs(Era::V3);
         let mut h = TransHandle::default();
         for i in 1..=3 {
             fs.add_ref(&mut w, &mut h, &tree(i * NB, AddAction::AddExtent, 0), None)
@@ -583,10 +569,8 @@ fn run_explicit_runs_in_the_policys_terms() {
         assert_eq!(fs.num_entries_racy(), 0);
     }
     let p = refgate_replay::policy::by_name("modern").unwrap();
-    let live = Arc::new(Live::new(1));
     let params = Params::default();
-    let fs = FsModel::new(Era::Modern, params.clone(), vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs_with(Era::Modern, params.clone(), vec![]);
     let mut h = TransHandle::default();
     for i in 1..=3 {
         fs.add_ref(&mut w, &mut h, &tree(i * NB, AddAction::AddExtent, 0), None)
@@ -606,9 +590,7 @@ fn run_explicit_runs_in_the_policys_terms() {
 /// Kills: `replace TreeModSeq::reset with ()`.
 #[test]
 fn start_transaction_resets_the_tree_mod_seq_list() {
-    let live = Arc::new(Live::new(1));
-    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs(Era::V3);
     let mut elem = 0;
     assert_eq!(fs.tree_mod.get_seq(&mut elem), 2);
     assert_eq!((elem, fs.tree_mod.lowest()), (1, 1));
@@ -702,13 +684,11 @@ fn virtual_timeline_names_gate_sleeps() {
 /// `replace * with +` / `with /` in `FsModel::charge` (the walk's n nodes at once).
 #[test]
 fn real_thread_walk_cost_is_burnt_per_node() {
-    let live = Arc::new(Live::new(1));
     let params = Params {
         walk_cost_ns: 2_000_000,
         ..Params::default()
     };
-    let fs = FsModel::new(Era::V3, params, vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs_with(Era::V3, params, vec![]);
     let t = std::time::Instant::now();
     for _ in 0..3 {
         assert_eq!(fs.lookup_extent_info(&mut w, NB), 0);
@@ -743,9 +723,7 @@ fn real_thread_walk_cost_is_burnt_per_node() {
 #[test]
 fn check_counters_reports_each_drift() {
     use std::sync::atomic::Ordering;
-    let live = Arc::new(Live::new(1));
-    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs(Era::V3);
     let mut h = TransHandle::default();
     for i in 1..=3 {
         fs.add_ref(&mut w, &mut h, &tree(i * NB, AddAction::AddExtent, 0), None)

@@ -3,36 +3,21 @@
 //! names the kernel behaviour it pins and the mutants it kills.
 
 mod common;
+use common::{NB, fs, tree};
 use refgate_replay::Params;
 use refgate_replay::live::Live;
-use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction, RefSpec};
+use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction};
 use refgate_replay::root::{FsModel, TransHandle, Worker};
 use refgate_replay::run_modern;
 use refgate_replay::workload::Op;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-const NB: u64 = 16384;
-
-fn modern() -> (FsModel, Worker) {
-    let live = Arc::new(Live::new(1));
-    let fs = FsModel::new(Era::Modern, Params::default(), vec![], live.clone());
-    (fs, Worker::new(0, live))
-}
-
-/// A COW tree ref owned by the extent tree (root 2: never a seq).
-fn tree(bytenr: u64, action: AddAction) -> RefSpec {
-    RefSpec {
-        for_cow: true,
-        ..RefSpec::tree(bytenr, NB, action, 0, 2)
-    }
-}
-
 /// `n` new tree blocks, one head with one ADD_EXTENT each.
 fn queue_blocks(fs: &FsModel, w: &mut Worker, n: u64) {
     let mut h = TransHandle::default();
     for i in 1..=n {
-        fs.add_ref(w, &mut h, &tree(i * NB, AddAction::AddExtent), None)
+        fs.add_ref(w, &mut h, &tree(i * NB, AddAction::AddExtent, 0), None)
             .unwrap();
     }
 }
@@ -42,7 +27,7 @@ fn queue_blocks(fs: &FsModel, w: &mut Worker, n: u64) {
 /// Kills: `replace += with *= in btrfs_select_ref_head` (nothing charged).
 #[test]
 fn modern_select_charges_every_head_it_walks() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     queue_blocks(&fs, &mut w, 3);
     let before = w.m.nodes_walked;
     let first = run_modern::btrfs_select_ref_head(&fs, &mut w)
@@ -67,7 +52,7 @@ fn modern_select_charges_every_head_it_walks() {
 /// `replace < with <= in run_delayed_refs_once` (one head too many).
 #[test]
 fn modern_min_bytes_stops_at_the_head_that_reaches_it() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     queue_blocks(&fs, &mut w, 5);
     let per_ref = fs.params.delayed_ref_bytes;
     let mut h = TransHandle::default();
@@ -84,7 +69,7 @@ fn modern_min_bytes_stops_at_the_head_that_reaches_it() {
 /// head runs).
 #[test]
 fn modern_min_bytes_zero_runs_the_heads_ready_at_entry() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     queue_blocks(&fs, &mut w, 5);
     {
         let mut g = fs.root_lock_for_tests(&mut w);
@@ -105,10 +90,10 @@ fn modern_min_bytes_zero_runs_the_heads_ready_at_entry() {
 /// accounted), `replace += with -=` / `with *=` there (`run_merges` wrong).
 #[test]
 fn modern_run_time_merge_is_accounted() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     let mut h = TransHandle::default();
     let key = BackrefKey::tree(0, 2);
-    fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Add), None)
+    fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::Add, 0), None)
         .unwrap();
     let head = fs.root_lock_for_tests(&mut w).heads[&NB].clone();
     {
@@ -138,7 +123,7 @@ fn modern_run_time_merge_is_accounted() {
 /// when nothing was reserved).
 #[test]
 fn modern_running_a_ref_releases_its_reservation_once() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     queue_blocks(&fs, &mut w, 2);
     let per_ref = fs.params.delayed_ref_bytes;
     assert_eq!(fs.space.reserved(), 2 * per_ref);
@@ -155,7 +140,7 @@ fn modern_running_a_ref_releases_its_reservation_once() {
 /// Kills: `replace -= with +=` / `with /=` in `cleanup_ref_head`.
 #[test]
 fn modern_deleting_a_head_decrements_num_heads() {
-    let (fs, mut w) = modern();
+    let (fs, mut w) = fs(Era::Modern);
     queue_blocks(&fs, &mut w, 3);
     assert_eq!(fs.counters(&mut w).0.num_heads, 3);
     let mut h = TransHandle::default();
@@ -199,9 +184,7 @@ fn run_call_latency_is_its_virtual_duration() {
 /// Kills: `replace == with != in btrfs_find_ref_cluster`.
 #[test]
 fn v3_cluster_starts_after_the_cursor() {
-    let live = Arc::new(Live::new(1));
-    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs(Era::V3);
     queue_blocks(&fs, &mut w, 6);
     let mut g = fs.root_lock_for_tests(&mut w);
     let cluster = refgate_replay::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 3 * NB);
@@ -229,7 +212,7 @@ fn modern_should_end_transaction_on_flushing_or_waiting_tickets() {
     let mut h = TransHandle::default();
     assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
     // The pool's one ref is reserved: a second reservation waits on a ticket.
-    fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::AddExtent), None)
+    fs.add_ref(&mut w, &mut h, &tree(NB, AddAction::AddExtent, 0), None)
         .unwrap();
     assert!(!p.should_end_transaction(&fs, &mut w, &mut h).unwrap());
     let writer = {
@@ -239,7 +222,7 @@ fn modern_should_end_transaction_on_flushing_or_waiting_tickets() {
             fs.add_ref(
                 &mut w,
                 &mut TransHandle::default(),
-                &tree(2 * NB, AddAction::AddExtent),
+                &tree(2 * NB, AddAction::AddExtent, 0),
                 None,
             )
             .unwrap();
@@ -265,9 +248,7 @@ fn modern_should_end_transaction_on_flushing_or_waiting_tickets() {
 /// Kills: `replace < with <= in run_loop`.
 #[test]
 fn v3_throttled_run_continues_at_exactly_64_ready_heads() {
-    let live = Arc::new(Live::new(1));
-    let fs = FsModel::new(Era::V3, Params::default(), vec![], live.clone());
-    let mut w = Worker::new(0, live);
+    let (fs, mut w) = common::fs(Era::V3);
     queue_blocks(&fs, &mut w, 96);
     let mut h = TransHandle::default();
     refgate_replay::run_v3::run_delayed_refs(
@@ -375,7 +356,7 @@ fn run_most_beside(mine: Vec<Op>, theirs: Vec<Op>) -> (u64, u64, u64) {
 #[test]
 fn v3_progress_between_wraps_resets_the_stall_detector() {
     let cow = |b: u64| Op::AddRef {
-        r: tree(b, AddAction::AddExtent),
+        r: tree(b, AddAction::AddExtent, 0),
         extent_op: None,
     };
     let mine: Vec<Op> = (10..20).map(|i| cow(i << 20)).collect();

@@ -1,37 +1,15 @@
 //! Spec-conformance tests; each names the section of kernel-delayed-refs.md it checks.
 
+mod common;
+use common::{NB, fs, fs_with, tree};
 use refgate_common::event::{SHARED_BLOCK_REF_KEY, TREE_BLOCK_REF_KEY};
 use refgate_replay::extent_tree::ExtentItem;
 use refgate_replay::head::ExtentOp;
-use refgate_replay::live::Live;
 use refgate_replay::policy;
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, RefSpec};
 use refgate_replay::root::{FsModel, TransHandle, Worker};
 use refgate_replay::run_v3::{self, RunCount};
 use refgate_replay::{Params, run_modern};
-use std::sync::Arc;
-
-const NB: u64 = 16384;
-
-fn fs_with(era: Era, params: Params, initial: Vec<(u64, ExtentItem)>) -> (FsModel, Worker) {
-    let live = Arc::new(Live::new(1));
-    (
-        FsModel::new(era, params, initial, live.clone()),
-        Worker::new(0, live),
-    )
-}
-
-fn fs(era: Era) -> (FsModel, Worker) {
-    fs_with(era, Params::default(), vec![])
-}
-
-/// A tree ref owned by the extent tree (root 2): never gets a seq (§1.6).
-fn tree(bytenr: u64, action: AddAction, parent: u64) -> RefSpec {
-    RefSpec {
-        for_cow: true,
-        ..RefSpec::tree(bytenr, NB, action, parent, 2)
-    }
-}
 
 fn item(key: BackrefKey, n: u64) -> ExtentItem {
     let mut it = ExtentItem {

@@ -4,8 +4,10 @@
 use refgate_replay::Params;
 use refgate_replay::cost::{Cost, CostModel};
 use refgate_replay::engine::{Config, Engine, Report, replay};
+use refgate_replay::extent_tree::ExtentItem;
 use refgate_replay::live::Live;
-use refgate_replay::refkey::{AddAction, RefSpec};
+use refgate_replay::refkey::{AddAction, Era, RefSpec};
+use refgate_replay::root::{FsModel, Worker};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
 use std::sync::Arc;
 
@@ -18,6 +20,31 @@ pub fn small_constants() -> Params {
         gate_progress_quantum: 8,
         metadata_pool_bytes: 64 * (256 << 10),
         ..Params::default()
+    }
+}
+
+/// A tree block's size in the model tests.
+pub const NB: u64 = 16384;
+
+/// A model of one CPU with `initial` extent items, and its worker.
+pub fn fs_with(era: Era, params: Params, initial: Vec<(u64, ExtentItem)>) -> (FsModel, Worker) {
+    let live = Arc::new(Live::new(1));
+    (
+        FsModel::new(era, params, initial, live.clone()),
+        Worker::new(0, live),
+    )
+}
+
+/// [`fs_with`] with the default parameters and an empty extent tree.
+pub fn fs(era: Era) -> (FsModel, Worker) {
+    fs_with(era, Params::default(), vec![])
+}
+
+/// A COW tree ref owned by the extent tree (root 2): never gets a seq, in either era (§1.6).
+pub fn tree(bytenr: u64, action: AddAction, parent: u64) -> RefSpec {
+    RefSpec {
+        for_cow: true,
+        ..RefSpec::tree(bytenr, NB, action, parent, 2)
     }
 }
 

@@ -80,9 +80,6 @@ struct Tree {
     items: HashMap<u64, Item, U64Build>,
     /// Extents that were inserted, freed or pinned (others only changed counts).
     life: HashMap<u64, ExtentLife, U64Build>,
-    /// Extents allocated and freed inside a transaction: pinned, never inserted (§2.7).
-    pinned: u64,
-    pinned_bytes: u64,
 }
 
 /// One ref node's effect (§2.7 `run_one_delayed_ref`).
@@ -299,8 +296,6 @@ impl ExtentTree {
     /// Head run with `must_insert_reserved` and no refs left: `btrfs_pin_extent` (§2.7).
     pub fn pin(&self, bytenr: u64, num_bytes: u64, m: &mut ThreadMetrics, ws: &WorkerState) {
         self.with(m, ws, |t| {
-            t.pinned += 1;
-            t.pinned_bytes += num_bytes;
             let l = t.life.entry(bytenr).or_default();
             l.pins += 1;
             l.pinned_bytes += num_bytes;
@@ -340,9 +335,13 @@ impl ExtentTree {
             .map(|(b, it)| (*b, ExtentItem::from(it)))
             .collect()
     }
+    /// Extents allocated and freed inside a transaction (pinned, never inserted, §2.7) and
+    /// their bytes: the sum of every extent's pins.
     pub fn pinned(&self) -> (u64, u64) {
         let t = self.tree.lock();
-        (t.pinned, t.pinned_bytes)
+        t.life
+            .values()
+            .fold((0, 0), |(n, b), l| (n + l.pins, b + l.pinned_bytes))
     }
 }
 

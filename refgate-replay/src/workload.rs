@@ -168,11 +168,7 @@ impl Workload {
 
     /// Operations of one copy.
     fn base_ops(&self) -> impl Iterator<Item = &Op> {
-        self.tasks
-            .iter()
-            .flat_map(|t| &t.transactions)
-            .flat_map(|tt| &tt.handles)
-            .flat_map(|h| &h.ops)
+        self.ops_of_one_copy().map(|(_, op)| op)
     }
 
     /// Operations the engine will execute (progress denominator).

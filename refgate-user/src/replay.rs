@@ -462,15 +462,7 @@ pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
         .iter()
         .filter(|t| t.transactions.iter().any(|tt| !tt.handles.is_empty()))
         .count();
-    let copies = args
-        .replicate
-        .unwrap_or_else(|| cpus.div_ceil(tasks.max(1)))
-        .max(1);
-    let workload = if copies > 1 {
-        base.replicate(copies, base.span())
-    } else {
-        base
-    };
+    let (workload, copies) = replicated(base, tasks, args.replicate, cpus);
     Ok(Prepared {
         name,
         conv,
@@ -479,6 +471,24 @@ pub fn prepare_workload(args: &ReplayArgs, cpus: usize) -> Result<Prepared> {
         damage,
         params: Default::default(),
     })
+}
+
+/// The workload as replayed and its number of copies: `--replicate N`, or by default enough
+/// copies of its `tasks` writers to give every CPU one.
+fn replicated(
+    base: refgate_replay::Workload,
+    tasks: usize,
+    replicate: Option<usize>,
+    cpus: usize,
+) -> (refgate_replay::Workload, usize) {
+    let copies = replicate
+        .unwrap_or_else(|| cpus.div_ceil(tasks.max(1)))
+        .max(1);
+    if copies > 1 {
+        (base.replicate(copies, base.span()), copies)
+    } else {
+        (base, copies)
+    }
 }
 
 /// `--workload FILE`: the workload text format (`refgate-replay/src/workload_file.rs`).
@@ -513,15 +523,8 @@ fn prepare_workload_file(
         seq_rule: args.seq_rule,
         ..TraceConversion::default()
     };
-    let copies = args
-        .replicate
-        .unwrap_or_else(|| cpus.div_ceil(base.tasks.len().max(1)))
-        .max(1);
-    let workload = if copies > 1 {
-        base.replicate(copies, base.span())
-    } else {
-        base
-    };
+    let tasks = base.tasks.len();
+    let (workload, copies) = replicated(base, tasks, args.replicate, cpus);
     Ok(Prepared {
         name: path.display().to_string(),
         conv,

@@ -170,18 +170,10 @@ fn draw_contention(f: &mut Frame, area: Rect, app: &RecordState) {
 mod tests {
     use super::*;
     use crate::dashboard::buffer_text;
+    use crate::record::status::tests::{after_three_commits, commit, ev};
     use ratatui::{Terminal, backend::TestBackend};
-    use refgate_common::event::{Event, EventKind, Stats};
+    use refgate_common::event::{EventKind, Stats};
     use std::time::Duration;
-
-    fn ev(kind: EventKind) -> Event {
-        Event {
-            ts_ns: 0,
-            cpu: 0,
-            tid: 1,
-            kind,
-        }
-    }
 
     fn contention(role: LockRole, wait_ns: u64) -> EventKind {
         EventKind::Contention {
@@ -195,15 +187,8 @@ mod tests {
 
     #[test]
     fn fixed_state_renders_rates_contention_and_queue() {
-        let mut app = RecordState::new("trace.bin", 9, 10);
-        let commit = EventKind::TransactionCommit {
-            fs: Default::default(),
-            generation: 7,
-            root_objectid: 5,
-        };
-        for _ in 0..3 {
-            app.event(&ev(commit));
-        }
+        let mut app = after_three_commits();
+        let commit = commit();
         app.event(&ev(contention(LockRole::HeadMutex, 1_000)));
         app.event(&ev(contention(LockRole::HeadMutex, 3_000)));
         app.event(&ev(contention(LockRole::ExtentTree, 10_000_000)));

@@ -315,10 +315,11 @@ impl Live {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev(kind: EventKind) -> Event {
+    /// An event of `kind` (task 1, CPU 0, time 0).
+    pub(crate) fn ev(kind: EventKind) -> Event {
         Event {
             ts_ns: 0,
             cpu: 0,
@@ -327,17 +328,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_line_views_show_the_state() {
-        let mut s = RecordState::new("trace.bin", 9, 10);
-        let commit = EventKind::TransactionCommit {
+    /// A commit of generation 7 of the fs tree.
+    pub(crate) fn commit() -> EventKind {
+        EventKind::TransactionCommit {
             fs: Default::default(),
             generation: 7,
             root_objectid: 5,
-        };
-        for _ in 0..3 {
-            s.event(&ev(commit));
         }
+    }
+
+    /// A recording into `trace.bin` with 9 of 10 probes attached that has seen three commits.
+    pub(crate) fn after_three_commits() -> RecordState {
+        let mut s = RecordState::new("trace.bin", 9, 10);
+        for _ in 0..3 {
+            s.event(&ev(commit()));
+        }
+        s
+    }
+
+    #[test]
+    fn the_line_views_show_the_state() {
+        let mut s = after_three_commits();
+        let commit = commit();
         s.event(&ev(EventKind::Contention {
             role: LockRole::HeadMutex,
             lock_addr: 1,

@@ -151,6 +151,18 @@ pub enum EventKind {
     },
 }
 
+/// The tracepoints refgate records unfiltered (every event, whatever filesystem), as the
+/// kernel names them: what `perf stat -e` can count beside a recording to check it.
+pub const UNFILTERED_TRACEPOINTS: [&str; 7] = [
+    "btrfs:add_delayed_tree_ref",
+    "btrfs:add_delayed_data_ref",
+    "btrfs:add_delayed_ref_head",
+    "btrfs:run_delayed_tree_ref",
+    "btrfs:run_delayed_data_ref",
+    "btrfs:run_delayed_ref_head",
+    "btrfs:btrfs_transaction_commit",
+];
+
 impl EventKind {
     /// The name of the probe the event came from, as the kernel names it.
     pub fn probe_name(&self) -> &'static str {

@@ -15,15 +15,8 @@ use refgate_common::{
     trace::{TraceReader, summary::summarize},
 };
 
-const KINDS: [&str; 7] = [
-    "btrfs:add_delayed_tree_ref",
-    "btrfs:add_delayed_data_ref",
-    "btrfs:add_delayed_ref_head",
-    "btrfs:run_delayed_tree_ref",
-    "btrfs:run_delayed_data_ref",
-    "btrfs:run_delayed_ref_head",
-    "btrfs:btrfs_transaction_commit",
-];
+/// The tracepoints compared with perf.
+const KINDS: [&str; 7] = refgate_common::event::UNFILTERED_TRACEPOINTS;
 
 /// The tests here record system-wide and `perf stat -a` counts system-wide: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

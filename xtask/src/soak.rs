@@ -19,16 +19,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use refgate_common::trace::{TraceReader, summary::summarize};
 
-/// The tracepoints compared with perf (those refgate records unfiltered).
-const KINDS: [&str; 7] = [
-    "btrfs:add_delayed_tree_ref",
-    "btrfs:add_delayed_data_ref",
-    "btrfs:add_delayed_ref_head",
-    "btrfs:run_delayed_tree_ref",
-    "btrfs:run_delayed_data_ref",
-    "btrfs:run_delayed_ref_head",
-    "btrfs:btrfs_transaction_commit",
-];
+/// The tracepoints compared with perf.
+const KINDS: [&str; 7] = refgate_common::event::UNFILTERED_TRACEPOINTS;
 const WRITERS: usize = 4;
 
 /// A loop btrfs under `dir`, unmounted, detached and deleted on drop.

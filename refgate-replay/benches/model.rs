@@ -7,7 +7,7 @@
 //! repetition of a shorter workload, `--single` for the 1-thread rows only). Prints Markdown;
 //! BENCHMARKS.md holds a committed copy.
 
-use refgate_replay::policy::{self, NAMES};
+use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, Workload, synthetic};
 use refgate_replay::{Params, engine};
 
@@ -17,7 +17,7 @@ fn table(title: &str, w: &Workload, params: &Params, counts: &[usize], reps: usi
         "| policy | threads | wall ms | ops/s (adds+runs) | refs run/s | DR acq | DR contended | DR spin CPU ms | seq hold-backs | head-mutex waits | extent-tree waits (p99 µs) | gate acq/early/sleeps/wakeups/refs_newer | run calls | run p50/p99 µs |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for name in NAMES {
+    for name in policy::builtin().headline_names() {
         let p = policy::by_name(name).unwrap();
         for &threads in counts {
             let mut best: Option<engine::Report> = None;

@@ -10,6 +10,7 @@ use serde::Serialize;
 /// How a task waits for the extent tree's lock under virtual CPUs (§2.7, §7.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ExtentLock {
     /// Spins on its CPU, FIFO, until handed the lock: btrfs tree locks up to 5.10 were
     /// btrfs's own rwlocks, spinning while the holder keeps them spinning (they go

@@ -52,6 +52,7 @@ use crate::{
 /// the replay of a 6.x trace under `pre`/`seed` needs a rule (`--seq-rule`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SeqRule {
     /// Tree-block refs are COW (`__btrfs_cow_block` allocates and frees blocks with
     /// `for_cow = 1`), data refs are file operations (`for_cow = 0`: writes, truncates,

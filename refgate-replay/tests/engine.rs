@@ -3,7 +3,7 @@
 
 mod common;
 use common::small_constants;
-use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
+use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, synthetic};
 use refgate_replay::{Params, engine};
 
@@ -14,7 +14,7 @@ fn spec_7_4_all_policies_small_thread_counts() {
         transactions: 3,
         ..Default::default()
     });
-    for name in NAMES.iter().chain(&EXTRA_NAMES) {
+    for name in policy::builtin().names() {
         let p = policy::by_name(name).unwrap();
         for threads in [1, 2, 4, 8, 16, 32] {
             let r = engine::run(&w, p.as_ref(), threads, &Params::default())

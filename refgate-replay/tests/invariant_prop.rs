@@ -4,7 +4,7 @@
 //! any violation is an `Err`).
 
 use proptest::prelude::*;
-use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
+use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, synthetic};
 use refgate_replay::{Params, engine};
 
@@ -63,7 +63,7 @@ proptest! {
     #[test]
     fn spec_7_4_invariant_single_thread(sp in synth(), small in any::<bool>()) {
         let w = synthetic(&sp);
-        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+        for name in policy::builtin().names() {
             let p = policy::by_name(name).unwrap();
             let r = engine::run(&w, p.as_ref(), 1, &params(small));
             prop_assert!(r.is_ok(), "{name}: {}", r.unwrap_err());
@@ -79,7 +79,7 @@ proptest! {
     fn spec_7_4_invariant_threads(sp in synth(), small in any::<bool>(), scale in 1usize..4) {
         let base = synthetic(&sp);
         let w = base.replicate(scale, base.span());
-        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+        for name in policy::builtin().names() {
             let p = policy::by_name(name).unwrap();
             for threads in [2, 4, 8, 32] {
                 let r = engine::run(&w, p.as_ref(), threads, &params(small));

@@ -8,7 +8,7 @@ use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
 use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::live::Live;
-use refgate_replay::policy::{self, EXTRA_NAMES, NAMES};
+use refgate_replay::policy;
 use refgate_replay::workload::{Op, SynthParams, Workload, synthetic};
 use refgate_replay::{Params, engine};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ fn same_replay_twice_gives_the_same_report() {
         transactions: 3,
         ..Default::default()
     });
-    for name in NAMES {
+    for name in policy::builtin().headline_names() {
         let a = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
         let b = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
         assert_eq!(a, b, "{name}");
@@ -130,7 +130,7 @@ fn one_virtual_cpu_matches_one_real_thread() {
             keep_final_state: true,
             ..Params::default()
         };
-        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+        for name in policy::builtin().names() {
             let v = virt(&w, name, 1, &keep, 0);
             let p = policy::by_name(name).unwrap();
             let t = engine::run(&w, p.as_ref(), 1, &keep).unwrap();
@@ -265,7 +265,7 @@ proptest! {
     fn spec_7_4_virtual_any_cpus(p in synth(), cpus in prop::sample::select(vec![1usize, 2, 3, 8, 32, 128]), small in any::<bool>(), seed in any::<u64>()) {
         let w = synthetic(&p);
         let params = if small { small_constants() } else { Params::default() };
-        for name in NAMES.iter().chain(&EXTRA_NAMES) {
+        for name in policy::builtin().names() {
             let cfg = Config { engine: Engine::Virtual, cpus, params: params.clone(), sim_seed: seed, pace: false, timeline: false };
             let r = replay(&w, policy::by_name(name).unwrap().as_ref(), &cfg, Arc::new(Live::new(cpus)));
             prop_assert!(r.is_ok(), "{name}/{cpus}: {}", r.unwrap_err());

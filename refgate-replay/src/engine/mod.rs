@@ -37,6 +37,7 @@ pub use threads::{run, run_live};
 /// Which engine runs a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Engine {
     /// N virtual CPUs in virtual time ([`crate::vcpu`]).
     #[default]

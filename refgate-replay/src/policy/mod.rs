@@ -3,8 +3,11 @@
 
 mod modern;
 mod pre;
+mod registry;
 mod seed;
 mod seed_throttle;
+
+pub use registry::{PolicyInfo, Registry, RegistryError, builtin};
 
 pub use modern::Modern;
 pub use pre::Pre;
@@ -19,9 +22,16 @@ use std::sync::atomic::Ordering;
 
 /// The hooks the engine calls at the points where the kernel decides to run refs.
 pub trait Policy: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// The kernel releases it stands for.
-    fn kernels(&self) -> &'static str;
+    /// Its registry entry (name, kernels, description), declared once beside it.
+    fn info(&self) -> &'static PolicyInfo;
+    /// The canonical name ([`PolicyInfo::name`]).
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
+    /// The kernel releases it stands for ([`PolicyInfo::kernels`]).
+    fn kernels(&self) -> &'static str {
+        self.info().kernels
+    }
     /// Whether its `btrfs_run_delayed_refs` has the seed's cmpxchg gate (§2.3, §4.1).
     fn gated(&self) -> bool {
         false
@@ -104,8 +114,8 @@ impl WorkerKind {
 /// commit and `should_end_transaction` calls, differing in their [`Gating`] (§2.3, §4.1) and in
 /// `__btrfs_end_transaction` (§2.8 vs §4.1). Every `V3Policy` is a [`Policy`].
 trait V3Policy: Send + Sync {
-    const NAME: &'static str;
-    const KERNELS: &'static str;
+    /// Its registry entry.
+    const INFO: &'static PolicyInfo;
     /// The admission rules of this kernel's `btrfs_run_delayed_refs`.
     const GATING: Gating;
     /// `__btrfs_end_transaction`: the one hook whose body differs between the v3 kernels.
@@ -118,11 +128,8 @@ trait V3Policy: Send + Sync {
 }
 
 impl<P: V3Policy> Policy for P {
-    fn name(&self) -> &'static str {
-        P::NAME
-    }
-    fn kernels(&self) -> &'static str {
-        P::KERNELS
+    fn info(&self) -> &'static PolicyInfo {
+        P::INFO
     }
     fn gated(&self) -> bool {
         P::GATING != Gating::None
@@ -194,20 +201,7 @@ impl<P: V3Policy> Policy for P {
     }
 }
 
-/// Policy names accepted by [`by_name`].
-pub const NAMES: [&str; 3] = ["pre", "seed", "modern"];
-
-/// Optional variants, also accepted by [`by_name`] (not in [`NAMES`], so callers that
-/// sweep the main three are unaffected).
-pub const EXTRA_NAMES: [&str; 1] = ["seed-throttle"];
-
-/// `pre` (3.7/3.8), `seed` (3.9/3.10), `modern` (6.7+), `seed-throttle` (3.11–3.13).
+/// The built-in policy with this name or alias ([`Registry::get`] on [`builtin`]).
 pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
-    match name {
-        "pre" => Some(Box::new(Pre)),
-        "seed" => Some(Box::new(Seed)),
-        "modern" => Some(Box::new(Modern)),
-        "seed-throttle" => Some(Box::new(SeedThrottle)),
-        _ => None,
-    }
+    builtin().get(name).map(|i| (i.make)())
 }

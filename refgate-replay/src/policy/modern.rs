@@ -3,7 +3,7 @@
 //! metadata reclaim workers run `FLUSH_DELAYED_REFS_NR` / `FLUSH_DELAYED_REFS`; one pre-flush
 //! committer runs `0`, the exclusive commit `U64_MAX`.
 
-use super::{Policy, WorkerKind};
+use super::{Policy, PolicyInfo, WorkerKind};
 use crate::error::ModelError;
 use crate::metrics::Caller;
 use crate::refkey::Era;
@@ -14,12 +14,21 @@ use std::sync::atomic::Ordering;
 
 pub struct Modern;
 
+pub(super) static INFO: PolicyInfo = PolicyInfo {
+    name: "modern",
+    aliases: &[
+        "6.7", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.14", "6.15", "6.16", "6.17", "6.18",
+    ],
+    kernels: "6.7–6.18",
+    about: "no running at handle end: space-reservation tickets, the async and preemptive \
+            reclaim workers, one pre-flushing committer (§4.5–4.7)",
+    headline: true,
+    make: || Box::new(Modern),
+};
+
 impl Policy for Modern {
-    fn name(&self) -> &'static str {
-        "modern"
-    }
-    fn kernels(&self) -> &'static str {
-        "6.7–6.18"
+    fn info(&self) -> &'static PolicyInfo {
+        &INFO
     }
     fn era(&self) -> Era {
         Era::Modern

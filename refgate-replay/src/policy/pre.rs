@@ -1,12 +1,22 @@
 //! PRE: the 3.7.2/3.8.13 runner (spec §3) — every ending handle with updates runs refs while
 //! more than 64 heads are ready; no admission control.
 
-use super::V3Policy;
+use super::{PolicyInfo, V3Policy};
 use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with};
 
 pub struct Pre;
+
+pub(super) static INFO: PolicyInfo = PolicyInfo {
+    name: "pre",
+    aliases: &["3.7", "3.8"],
+    kernels: "3.7–3.8",
+    about: "no admission control: every ending handle with updates runs refs while more than \
+            64 heads are ready (§3)",
+    headline: true,
+    make: || Box::new(Pre),
+};
 
 /// `__btrfs_end_transaction` of K3.8/K3.9 (§2.8), shared by PRE and SEED.
 pub(super) fn end_transaction_v3(
@@ -30,8 +40,7 @@ pub(super) fn end_transaction_v3(
 }
 
 impl V3Policy for Pre {
-    const NAME: &'static str = "pre";
-    const KERNELS: &'static str = "3.7–3.8";
+    const INFO: &'static PolicyInfo = &INFO;
     /// No gate (§3).
     const GATING: Gating = Gating::None;
     fn end_transaction(

@@ -1,17 +1,26 @@
 //! SEED: 3.9/3.10 (spec §2.3, §3) — PRE plus the `procs_running_refs` gate, `ref_seq`
 //! accounting and wake-all at runner exit. run_all/run_most callers bypass the gate.
 
-use super::V3Policy;
 use super::pre::end_transaction_v3;
+use super::{PolicyInfo, V3Policy};
 use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::Gating;
 
 pub struct Seed;
 
+pub(super) static INFO: PolicyInfo = PolicyInfo {
+    name: "seed",
+    aliases: &["3.9", "3.10"],
+    kernels: "3.9–3.10",
+    about: "the seed commit's cmpxchg gate on procs_running_refs and wait queue: one throttled \
+            runner at a time, the others return or sleep (§2.3)",
+    headline: true,
+    make: || Box::new(Seed),
+};
+
 impl V3Policy for Seed {
-    const NAME: &'static str = "seed";
-    const KERNELS: &'static str = "3.9–3.10";
+    const INFO: &'static PolicyInfo = &INFO;
     /// The §2.3 gate: give up below 16348 entries; throttled callers stop below 64 ready heads.
     const GATING: Gating = Gating::Seed;
     fn end_transaction(

@@ -3,16 +3,25 @@
 //! `Params::throttle_311_ready_heads`), `flushing` making gated callers return at once, and
 //! handle ends running `max(updates, 1)` only when throttled.
 
-use super::V3Policy;
+use super::{PolicyInfo, V3Policy};
 use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with, should_throttle_311};
 
 pub struct SeedThrottle;
 
+pub(super) static INFO: PolicyInfo = PolicyInfo {
+    name: "seed-throttle",
+    aliases: &["3.11", "3.12", "3.13"],
+    kernels: "3.11–3.13",
+    about: "the seed's gate with btrfs_should_throttle_delayed_refs() as its thresholds; handle \
+            ends run refs only when throttled (§4.1)",
+    headline: false,
+    make: || Box::new(SeedThrottle),
+};
+
 impl V3Policy for SeedThrottle {
-    const NAME: &'static str = "seed-throttle";
-    const KERNELS: &'static str = "3.11–3.13";
+    const INFO: &'static PolicyInfo = &INFO;
     /// The K3.11 gate (§4.1): give up on `flushing || !should_throttle()`; throttled callers
     /// stop on `!should_throttle()`. Commit-time (run_most/run_all) calls bypass it as in 3.9.
     const GATING: Gating = Gating::Throttle311;

@@ -1,16 +1,15 @@
 //! `refgate`: record btrfs delayed-ref contention with eBPF, replay it on a userspace model of
 //! the kernel's delayed-ref runner, and inspect traces.
+mod args;
 mod compare;
 mod completions;
 mod dashboard;
 mod export;
 mod inspect;
 mod owner;
-mod plots;
+mod policies;
 mod record;
 mod replay;
-mod timeline;
-mod validate;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -67,115 +66,15 @@ enum Command {
     },
     /// Replay a trace on the userspace delayed-ref model: N virtual CPUs (default) or N real
     /// threads.
-    Replay {
-        /// Trace to replay (default: the bundled sample, recorded on btrfs).
-        trace: Option<PathBuf>,
-        /// Replay this workload file (JSON lines; `refgate export --format workload` writes
-        /// one) instead of a trace.
-        #[arg(long, conflicts_with = "trace")]
-        workload: Option<PathBuf>,
-        /// Write the final extent tree (per extent: refs, flags, backrefs) and the model's
-        /// counts as JSON to this file.
-        #[arg(long)]
-        dump_state: Option<PathBuf>,
-        /// Write the virtual replay's timeline (per CPU: running, spinning, sleeping; run
-        /// calls; queue depth) as Chrome trace-event JSON for Perfetto.
-        #[arg(long)]
-        timeline: Option<PathBuf>,
-        /// Compare with the recording: replay under modern on the recorded CPU count at
-        /// recorded speed and print, per transaction, recorded vs replayed heads and refs
-        /// run, refs merged away and who ran them.
-        #[arg(long)]
-        validate: bool,
-        /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
-        #[arg(short, long, visible_alias = "cpus", default_value_t = 32)]
-        threads: usize,
-        /// `virtual`: N CPUs in deterministic virtual time, the same answer on any host;
-        /// `threads`: N real threads (real races; contention figures then depend on the host).
-        #[arg(long, default_value = "virtual", value_parser = parse_engine)]
-        engine: Engine,
-        /// Virtual engine: tie-breaking among CPUs ready at the same virtual instant.
-        #[arg(long, default_value_t = 0)]
-        sim_seed: u64,
-        /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6): `data` (data refs
-        /// are file operations, tree refs COW), `all`, or `recorded` (the trace's own seq).
-        #[arg(long, default_value = "data", value_parser = parse_seq_rule)]
-        seq_rule: SeqRule,
-        /// Virtual engine: how tasks wait for the extent tree's lock: `spin` (3.x btrfs
-        /// tree locks) or `sleep` (5.11+ rwsems); default: the policy's era.
-        #[arg(long, value_parser = parse_extent_lock)]
-        extent_lock: Option<ExtentLock>,
-        /// Virtual engine: override a cost of the cost model, NAME=NS (repeatable); the
-        /// report lists the names, values and where each came from.
-        #[arg(long = "cost", value_name = "NAME=NS")]
-        costs: Vec<String>,
-        /// Runner policy: pre (3.7/3.8), seed (3.9/3.10 cmpxchg gate), modern (6.7+), seed-throttle (3.11-3.13).
-        #[arg(short, long, default_value = "seed")]
-        policy: String,
-        /// `max` (as fast as possible) or a factor applied to recorded think-times (1 = real time).
-        #[arg(long, default_value = "max", value_parser = parse_speed)]
-        speed: Speed,
-        /// Copies of the workload over disjoint extents (`auto`: enough for every thread).
-        #[arg(long, default_value = "auto", value_parser = parse_replicate)]
-        replicate: Replicate,
-        /// A task's adds further apart than this start a new transaction handle (no kprobes).
-        #[arg(long, default_value_t = 1000)]
-        handle_gap_us: u64,
-        /// Cost of one extent-tree update in ns (default: calibrated from the trace's run
-        /// events); the same as `--cost run_ref=NS`, and the threads engine's busy-work.
-        #[arg(long)]
-        ext_cost_ns: Option<u64>,
-        /// One JSON object instead of the text report.
-        #[arg(long)]
-        json: bool,
-        /// Plain progress lines instead of the dashboard.
-        #[arg(long)]
-        no_tui: bool,
-        /// Refuse a damaged trace (cut, corrupt, or unfinished after a crash) instead of
-        /// replaying what precedes the damage.
-        #[arg(long)]
-        strict: bool,
-    },
+    Replay(replay::ReplayArgs),
     /// Sweep policies × virtual CPU counts over one workload: a table (or JSON/CSV) and plots.
-    Compare {
-        /// Trace to replay (default: the bundled sample, recorded on btrfs).
-        trace: Option<PathBuf>,
-        /// Policies to compare, comma-separated.
-        #[arg(long, default_value = "pre,seed,modern", value_delimiter = ',')]
-        policies: Vec<String>,
-        /// Virtual CPU counts, comma-separated.
-        #[arg(long, default_value = "1,2,4,8,16,32,64", value_parser = compare::parse_cpus)]
-        cpus: std::vec::Vec<usize>,
-        /// Copies of the workload over disjoint extents (`auto`: enough for the largest CPU
-        /// count); the same workload replays at every point.
-        #[arg(long, default_value = "auto", value_parser = parse_replicate)]
-        replicate: Replicate,
-        /// A task's adds further apart than this start a new transaction handle (no kprobes).
-        #[arg(long, default_value_t = 1000)]
-        handle_gap_us: u64,
-        /// Override a cost of the cost model, NAME=NS (repeatable).
-        #[arg(long = "cost", value_name = "NAME=NS")]
-        costs: Vec<String>,
-        /// Tie-breaking among virtual CPUs ready at the same instant.
-        #[arg(long, default_value_t = 0)]
-        sim_seed: u64,
-        /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6): `data` (data refs
-        /// are file operations, tree refs COW), `all`, or `recorded` (the trace's own seq).
-        #[arg(long, default_value = "data", value_parser = parse_seq_rule)]
-        seq_rule: SeqRule,
-        /// How tasks wait for the extent tree's lock: `spin` (3.x) or `sleep` (5.11+);
-        /// default: each policy's era.
-        #[arg(long, value_parser = parse_extent_lock)]
-        extent_lock: Option<ExtentLock>,
-        /// Write SVG and PNG plots into this directory.
-        #[arg(short = 'o', long = "out")]
-        out_dir: Option<PathBuf>,
-        /// One JSON object with a `points` list instead of the table.
+    Compare(compare::CompareArgs),
+    /// List the runner policies: name, kernels modelled, what each does, and the kernel
+    /// versions accepted as its aliases.
+    Policies {
+        /// One JSON array instead of the table.
         #[arg(long)]
         json: bool,
-        /// CSV instead of the table.
-        #[arg(long, conflicts_with = "json")]
-        csv: bool,
     },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
     Inspect {
@@ -211,51 +110,6 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-use refgate_replay::{Engine, params::ExtentLock, trace_workload::SeqRule};
-
-fn parse_seq_rule(s: &str) -> Result<SeqRule, String> {
-    SeqRule::from_name(s).ok_or_else(|| format!("--seq-rule takes data, all or recorded, not {s}"))
-}
-
-fn parse_extent_lock(s: &str) -> Result<ExtentLock, String> {
-    match s {
-        "spin" => Ok(ExtentLock::Spin),
-        "sleep" => Ok(ExtentLock::Sleep),
-        _ => Err(format!("--extent-lock takes `spin` or `sleep`, not {s}")),
-    }
-}
-
-fn parse_engine(s: &str) -> Result<Engine, String> {
-    Engine::from_name(s).ok_or_else(|| format!("--engine takes `virtual` or `threads`, not {s}"))
-}
-
-#[derive(Clone, Copy)]
-struct Speed(Option<f64>);
-#[derive(Clone, Copy)]
-struct Replicate(Option<usize>);
-
-fn parse_speed(s: &str) -> Result<Speed, String> {
-    if s == "max" {
-        return Ok(Speed(None));
-    }
-    match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed(Some(f))),
-        _ => Err(format!("--speed takes `max` or a positive factor, not {s}")),
-    }
-}
-
-fn parse_replicate(s: &str) -> Result<Replicate, String> {
-    if s == "auto" {
-        return Ok(Replicate(None));
-    }
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Replicate(Some(n))),
-        _ => Err(format!(
-            "--replicate takes `auto` or a positive count, not {s}"
-        )),
-    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -318,74 +172,9 @@ fn main() -> ExitCode {
         }),
         Command::Completions { shell } => completions::completions(shell),
         Command::Manpage { dir } => completions::manpage(dir.as_deref()),
-        Command::Compare {
-            trace,
-            policies,
-            cpus,
-            replicate,
-            handle_gap_us,
-            costs,
-            sim_seed,
-            seq_rule,
-            extent_lock,
-            out_dir,
-            json,
-            csv,
-        } => compare::run(compare::CompareArgs {
-            trace,
-            policies,
-            cpus,
-            replicate: replicate.0,
-            handle_gap_us,
-            costs,
-            sim_seed,
-            seq_rule,
-            extent_lock,
-            out_dir,
-            json,
-            csv,
-        }),
-        Command::Replay {
-            trace,
-            workload,
-            dump_state,
-            timeline,
-            validate,
-            threads,
-            engine,
-            sim_seed,
-            seq_rule,
-            extent_lock,
-            costs,
-            policy,
-            speed,
-            replicate,
-            handle_gap_us,
-            ext_cost_ns,
-            json,
-            no_tui,
-            strict,
-        } => replay::run(replay::ReplayArgs {
-            trace,
-            workload,
-            dump_state,
-            timeline,
-            validate,
-            threads,
-            engine,
-            sim_seed,
-            seq_rule,
-            extent_lock,
-            costs,
-            policy,
-            speed: speed.0,
-            replicate: replicate.0,
-            handle_gap_us,
-            ext_cost_ns,
-            json,
-            plain: no_tui,
-            strict,
-        }),
+        Command::Compare(args) => compare::run(args),
+        Command::Policies { json } => policies::run(json),
+        Command::Replay(args) => replay::run(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -336,6 +336,10 @@ fn completions_for_each_shell() {
         let text = String::from_utf8(o.stdout).unwrap();
         assert!(text.contains(needle), "{shell}: {needle} missing");
         assert!(text.contains("export"), "{shell}: subcommands missing");
+        // `--policy` completes to the registry's names, `--engine` to the engines.
+        for value in ["seed-throttle", "modern", "threads"] {
+            assert!(text.contains(value), "{shell}: value {value} missing");
+        }
     }
     let o = refgate().args(["completions", "tcsh"]).output().unwrap();
     assert!(!o.status.success());

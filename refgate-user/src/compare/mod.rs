@@ -26,20 +26,40 @@ use refgate_replay::{
 };
 use serde::Serialize;
 
-use crate::replay::{self, ReplayArgs};
+use crate::{
+    args::{self, ModelArgs, TraceInput},
+    replay::{
+        prepare::{SAMPLE, cost_model, prepare_workload},
+        report::describe_error,
+    },
+};
 
+mod plots;
+
+/// `refgate compare`'s options.
+#[derive(clap::Args, Clone, Debug)]
 pub struct CompareArgs {
-    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: TraceInput,
+    /// Policies to compare, comma-separated, by name or kernel version; `all` for every one
+    /// (`refgate policies` lists them).
+    #[arg(long, value_delimiter = ',', default_value = args::default_policies(),
+          value_parser = args::policies_parser())]
     pub policies: Vec<String>,
+    /// Virtual CPU counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64",
+          value_parser = args::parse_count)]
     pub cpus: Vec<usize>,
-    pub replicate: Option<usize>,
-    pub handle_gap_us: u64,
-    pub costs: Vec<String>,
-    pub sim_seed: u64,
-    pub seq_rule: refgate_replay::trace_workload::SeqRule,
-    pub extent_lock: Option<ExtentLock>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Write SVG and PNG plots into this directory.
+    #[arg(short = 'o', long = "out")]
     pub out_dir: Option<PathBuf>,
+    /// One JSON object with a `points` list instead of the table.
+    #[arg(long)]
     pub json: bool,
+    /// CSV instead of the table.
+    #[arg(long, conflicts_with = "json")]
     pub csv: bool,
 }
 
@@ -129,23 +149,11 @@ pub struct Sweep {
     pub points: Vec<Point>,
 }
 
-/// Parses `1,2,4` into CPU counts.
-pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',')
-        .map(|p| match p.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!(
-                "--cpus takes positive counts separated by commas, not `{p}`"
-            )),
-        })
-        .collect()
-}
-
 fn kernel_of(trace: &Option<PathBuf>) -> String {
     let header = match trace {
         Some(p) => refgate_common::trace::TraceReader::open_path(p)
             .map(|r| r.header().kernel_release.clone()),
-        None => refgate_common::trace::TraceReader::open(std::io::Cursor::new(replay::SAMPLE))
+        None => refgate_common::trace::TraceReader::open(std::io::Cursor::new(SAMPLE))
             .map(|r| r.header().kernel_release.clone()),
     };
     header.unwrap_or_else(|_| "unknown kernel".into())
@@ -155,26 +163,20 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if args.cpus.is_empty() || args.policies.is_empty() {
         bail!("compare needs at least one policy (--policies) and one CPU count (--cpus)");
     }
-    let policies: Vec<_> = args
-        .policies
-        .iter()
-        .map(|p| replay::policy_by_name(p).map(|b| (p.clone(), b)))
-        .collect::<Result<_>>()?;
+    let policies: Vec<_> = args::expand_policies(&args.policies)
+        .into_iter()
+        .map(|p| {
+            let b = refgate_replay::by_name(&p).expect("the CLI parser checked the name");
+            (p, b)
+        })
+        .collect();
     let max_cpus = *args.cpus.iter().max().expect("non-empty");
-    let rargs = ReplayArgs {
-        trace: args.trace.clone(),
-        replicate: args.replicate,
-        handle_gap_us: args.handle_gap_us,
-        costs: args.costs.clone(),
-        seq_rule: args.seq_rule,
-        ..Default::default()
-    };
-    let prepared = replay::prepare_workload(&rargs, max_cpus)?;
-    let costs = replay::cost_model(&rargs, &prepared.conv)?;
+    let prepared = prepare_workload(&args.input, None, None, max_cpus)?;
+    let costs = cost_model(&args.model.costs, None, &prepared.conv)?;
     let params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),
         costs: costs.clone(),
-        extent_lock: args.extent_lock,
+        extent_lock: args.model.extent_lock,
         ..Params::default()
     };
     let points: Vec<(usize, usize)> = (0..policies.len())
@@ -202,7 +204,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                         engine: Engine::Virtual,
                         cpus,
                         params: params.clone(),
-                        sim_seed: args.sim_seed,
+                        sim_seed: args.model.sim_seed,
                         pace: false,
                         timeline: false,
                     };
@@ -213,7 +215,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                         Arc::new(Live::new(cpus)),
                     )
                     .map(|r| Point::from_report(name, &r))
-                    .map_err(|e| format!("{name} on {cpus} CPUs: {}", replay::describe_error(&e)));
+                    .map_err(|e| format!("{name} on {cpus} CPUs: {}", describe_error(&e)));
                     results.lock().expect("no panics hold it")[i] = Some(r);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress(n, points.len(), started, tty);
@@ -233,13 +235,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     let sweep = Sweep {
         trace: prepared.name.clone(),
-        kernel: kernel_of(&args.trace),
+        kernel: kernel_of(&args.input.trace),
         engine: Engine::Virtual.name(),
         recorded_tasks: prepared.conv.tasks,
         replicas: prepared.copies,
         cost_model: costs.entries.clone(),
-        sim_seed: args.sim_seed,
-        extent_lock: match args.extent_lock {
+        sim_seed: args.model.sim_seed,
+        extent_lock: match args.model.extent_lock {
             Some(ExtentLock::Spin) => "spin",
             Some(ExtentLock::Sleep) => "sleep",
             None => "era",
@@ -254,7 +256,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         print!("{}", table(&sweep));
     }
     if let Some(dir) = &args.out_dir {
-        let files = crate::plots::write_all(&sweep, dir)?;
+        let files = plots::write_all(&sweep, dir)?;
         crate::owner::give_paths_to_invoking_user(&files);
         eprintln!(
             "refgate compare: wrote {} plots into {}",

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::compare::{Point, Sweep};
+use super::{Point, Sweep};
 
 /// The bundled font (DejaVu Sans, license in `assets/DejaVuSans.LICENSE`).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// One plot: file stem, title, y-axis label, value of a point.
 pub struct Metric {

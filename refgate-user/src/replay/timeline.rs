@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use refgate_replay::vcpu::Timeline;
+use refgate_replay::{Engine, Report, vcpu::Timeline};
 use serde_json::json;
 
 /// Virtual ns → trace-event µs.
@@ -18,7 +18,32 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-pub fn write(
+/// Writes `report`'s timeline (when the engine kept one) titled for the trace `name`.
+pub fn write_report_timeline(path: &Path, name: &str, report: &Report) -> Result<()> {
+    let Some(t) = report.timeline.as_ref() else {
+        return Ok(());
+    };
+    let (unit, clock) = match report.engine {
+        Engine::Virtual => (
+            "CPU",
+            "virtual ns (the replay's virtual time, not the host's)",
+        ),
+        Engine::Threads => (
+            "thread",
+            "host ns since the first thread's first state change",
+        ),
+    };
+    let title = format!(
+        "refgate replay of {name}: {} on {} {}s ({} engine)",
+        report.policy,
+        report.threads,
+        unit,
+        report.engine.name()
+    );
+    write(path, t, report.threads, &title, unit, clock)
+}
+
+fn write(
     path: &Path,
     t: &Timeline,
     cpus: usize,

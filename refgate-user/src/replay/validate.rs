@@ -18,28 +18,32 @@ use refgate_replay::{
 };
 use serde_json::json;
 
-use crate::replay::{self, ReplayArgs};
+use super::{
+    ReplayArgs,
+    prepare::{self, SAMPLE, cost_model},
+    report::describe_error,
+};
 
 fn header_cpus_and_nodesize(args: &ReplayArgs) -> (u32, Option<u32>) {
-    let h = match &args.trace {
+    let h = match &args.input.trace {
         Some(p) => TraceReader::open_path(p).map(|r| r.header().clone()),
-        None => TraceReader::open(std::io::Cursor::new(replay::SAMPLE)).map(|r| r.header().clone()),
+        None => TraceReader::open(std::io::Cursor::new(SAMPLE)).map(|r| r.header().clone()),
     };
     h.map(|h| (h.cpu_count.max(1), h.nodesize))
         .unwrap_or((1, None))
 }
 
-pub fn run(args: ReplayArgs) -> Result<()> {
-    let (name, records, _damage) = replay::load(&args)?;
-    let (cpus, nodesize) = header_cpus_and_nodesize(&args);
+pub fn run(args: &ReplayArgs) -> Result<()> {
+    let (name, records, _damage) = prepare::load(&args.input)?;
+    let (cpus, nodesize) = header_cpus_and_nodesize(args);
     let opts = TraceOptions {
-        handle_gap_ns: args.handle_gap_us * 1000,
+        handle_gap_ns: args.input.handle_gap_us * 1000,
         speed: Some(1.0),
-        seq_rule: args.seq_rule,
+        seq_rule: args.input.seq_rule,
     };
     let (w, conv) = workload_from_records(records.clone(), &opts)
         .map_err(|e| anyhow::anyhow!("{name} cannot be replayed: {e}"))?;
-    let costs = replay::cost_model(&args, &conv)?;
+    let costs = cost_model(&args.model.costs, args.ext_cost_ns, &conv)?;
     let mut params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),
         costs,
@@ -53,7 +57,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         engine: Engine::Virtual,
         cpus: cpus as usize,
         params,
-        sim_seed: args.sim_seed,
+        sim_seed: args.model.sim_seed,
         pace: false,
         timeline: false,
     };
@@ -64,7 +68,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         &cfg,
         Arc::new(Live::new(cpus as usize)),
     )
-    .map_err(|e| anyhow::anyhow!("{}", replay::describe_error(&e)))?;
+    .map_err(|e| anyhow::anyhow!("{}", describe_error(&e)))?;
     let rec = validate::recorded(&records, conv.filesystem);
     let rep = validate::replayed(&w, &r.per_txn);
     let v = validate::compare(&rec, &rep);
@@ -133,14 +137,4 @@ fn text(name: &str, cpus: u32, v: &Validation) -> String {
         validate::POOL_BELOW
     );
     o
-}
-
-/// Fails with a clear message when `--validate` is combined with what it decides itself.
-pub fn check_args(args: &ReplayArgs) -> Result<()> {
-    if args.workload.is_some() {
-        anyhow::bail!(
-            "--validate compares a replay with its recording: give a trace, not --workload"
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,160 @@
+//! Options shared by several subcommands, declared once (`#[command(flatten)]`): where a
+//! workload comes from ([`TraceInput`]), the model's settings ([`ModelArgs`]) and the value
+//! parsers of the open sets (`--policy`, from the policy registry). Closed sets (engine, seq
+//! rule, extent lock, export format) are `clap::ValueEnum`s declared on their types, so help,
+//! completions and usage errors (exit status 2, clap's wording) all come from one place.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use refgate_replay::{params::ExtentLock, policy, trace_workload::SeqRule};
+
+/// A trace and how it becomes a workload: `replay`, `compare` and `replay --validate`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TraceInput {
+    /// Trace to replay (default: the bundled sample, recorded on btrfs).
+    pub trace: Option<PathBuf>,
+    /// Copies of the workload over disjoint extents (`auto`: enough that every CPU has a
+    /// writer).
+    #[arg(long, default_value = "auto", value_parser = parse_replicate)]
+    pub replicate: Replicate,
+    /// A task's adds further apart than this start a new transaction handle (no kprobes).
+    #[arg(long, default_value_t = 1000)]
+    pub handle_gap_us: u64,
+    /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6).
+    #[arg(long, value_enum, default_value_t = SeqRule::Data)]
+    pub seq_rule: SeqRule,
+    /// Refuse a damaged trace (cut, corrupt, or unfinished after a crash) instead of
+    /// replaying what precedes the damage.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// The virtual engine's model settings: `replay` and `compare`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ModelArgs {
+    /// Override a cost of the virtual engine's cost model, NAME=NS (repeatable); the report
+    /// lists the names, values and where each came from.
+    #[arg(long = "cost", value_name = "NAME=NS")]
+    pub costs: Vec<String>,
+    /// Tie-breaking among virtual CPUs ready at the same virtual instant.
+    #[arg(long, default_value_t = 0)]
+    pub sim_seed: u64,
+    /// How tasks wait for the extent tree's lock under virtual CPUs; default: the policy's era.
+    #[arg(long, value_enum)]
+    pub extent_lock: Option<ExtentLock>,
+}
+
+/// `--replicate`: `None` is `auto`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replicate(pub Option<usize>);
+
+/// `--speed`: `None` is `max` (as fast as possible), `Some(f)` divides recorded think-times.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Speed(pub Option<f64>);
+
+pub fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s == "max" {
+        return Ok(Speed(None));
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed(Some(f))),
+        _ => Err("takes `max` or a positive factor".into()),
+    }
+}
+
+fn parse_replicate(s: &str) -> Result<Replicate, String> {
+    if s == "auto" {
+        return Ok(Replicate(None));
+    }
+    Ok(Replicate(Some(parse_count(s)?)))
+}
+
+/// A count of at least 1 (`--threads`, `--replicate`).
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("takes a whole number of at least 1".into()),
+    }
+}
+
+/// One possible value per registered policy: its name, its aliases (kernel versions, accepted
+/// but not listed) and, as help, its kernels and what it does.
+fn policy_values() -> Vec<PossibleValue> {
+    policy::builtin()
+        .iter()
+        .map(|i| {
+            PossibleValue::new(i.name)
+                .aliases(i.aliases.iter().copied())
+                .help(format!("{}: {}", i.kernels, i.about))
+        })
+        .collect()
+}
+
+/// The canonical name of a name or alias the parser accepted.
+fn canonical(s: String) -> String {
+    policy::builtin().get(&s).map_or(s, |i| i.name.to_string())
+}
+
+/// `--policy NAME`: a registered policy's name or alias, parsed into its canonical name.
+pub fn policy_parser() -> impl TypedValueParser<Value = String> {
+    PossibleValuesParser::new(policy_values()).map(canonical)
+}
+
+/// `--policies A,B,…`: registered policies, or `all` for every one.
+pub fn policies_parser() -> impl TypedValueParser<Value = String> {
+    let mut values = policy_values();
+    values.push(PossibleValue::new("all").help("every policy above"));
+    PossibleValuesParser::new(values).map(canonical)
+}
+
+/// `compare`'s default `--policies`: the registry's headline policies.
+pub fn default_policies() -> &'static str {
+    static DEFAULT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| policy::builtin().headline_names().join(","));
+    DEFAULT.as_str()
+}
+
+/// `--policies` with `all` expanded, each policy once, in the order given.
+pub fn expand_policies(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let add: Vec<String> = if n == "all" {
+            policy::builtin()
+                .names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            vec![n.clone()]
+        };
+        for a in add {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_to_every_registered_policy_once() {
+        let got = expand_policies(&["seed".into(), "all".into()]);
+        assert_eq!(got, ["seed", "pre", "seed-throttle", "modern"]);
+        assert_eq!(default_policies(), "pre,seed,modern");
+    }
+
+    #[test]
+    fn a_kernel_version_names_its_policy() {
+        let p = policy_parser();
+        let cmd = clap::Command::new("t");
+        let parse = |s: &str| p.parse_ref(&cmd, None, std::ffi::OsStr::new(s));
+        assert_eq!(parse("3.10").unwrap(), "seed");
+        assert_eq!(parse("modern").unwrap(), "modern");
+        assert!(parse("nope").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! `refgate policies`: the runner policies of the registry (`refgate_replay::policy::builtin`),
+//! one per kernel era, with the kernel versions `--policy` accepts as their aliases.
+
+use anyhow::Result;
+use refgate_replay::policy::{self, PolicyInfo};
+use serde_json::json;
+
+pub fn run(as_json: bool) -> Result<()> {
+    let reg = policy::builtin();
+    if as_json {
+        let v: Vec<_> = reg.iter().map(info_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", table(reg.iter()));
+    }
+    Ok(())
+}
+
+fn info_json(i: &PolicyInfo) -> serde_json::Value {
+    json!({
+        "name": i.name,
+        "kernels": i.kernels,
+        "aliases": i.aliases,
+        "about": i.about,
+        "headline": i.headline,
+    })
+}
+
+/// One line per policy: name, kernels, what it does; then its aliases indented under it.
+fn table<'a>(infos: impl Iterator<Item = &'a PolicyInfo>) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    for i in infos {
+        let _ = writeln!(o, "{:<14} {:<12} {}", i.name, i.kernels, i.about);
+        if !i.aliases.is_empty() {
+            let _ = writeln!(o, "{:<14} aliases: {}", "", i.aliases.join(", "));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n`refgate replay --policy NAME` takes a name or an alias; `refgate compare` runs {} \
+         unless given `--policies`.",
+        policy::builtin().headline_names().join(", ")
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_policy_is_listed_with_its_aliases() {
+        let t = table(policy::builtin().iter());
+        for i in policy::builtin().iter() {
+            assert!(t.contains(i.name) && t.contains(i.kernels), "{t}");
+            for a in i.aliases {
+                assert!(t.contains(a), "{a} missing: {t}");
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `--dump-state FILE`: the final extent tree and the model's counts as JSON.
+
+use anyhow::{Context, Result};
+use refgate_replay::Report;
+use serde_json::json;
+
+/// `--dump-state`: the final extent tree and the model's counts as JSON.
+pub fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
+    let v = json!({
+        "policy": r.policy,
+        "kernels": r.kernels,
+        "gated": r.gated,
+        "engine": r.engine.name(),
+        "cpus": r.threads,
+        "final_state": r.final_state,
+        "counts": {
+            "adds": r.adds,
+            "refs_run": r.refs_run,
+            "heads_run": r.heads_run,
+            "extent_ops_run": r.extent_ops_run,
+            "insert_cancels": r.insert_cancels,
+            "run_merges": r.run_merges,
+            "seq_holdbacks": r.seq_holdbacks,
+            "head_eagain": r.head_eagain,
+            "space_waits": r.space_waits,
+            "gate": r.gate,
+            "run_calls_by_caller": r.run_calls_by_caller,
+            "refs_run_by_caller": r.refs_run_by_caller,
+        },
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("cannot write the state dump {}", path.display()))
+}

@@ -1,0 +1,329 @@
+//! A replay's report: the text a person reads, the `--json` object a script reads (outside
+//! `host`, the same for the same trace and arguments on any machine under the virtual
+//! engine), the damage of a cut trace stated in both, and a replay error for the user.
+
+use refgate_replay::{Report, live::WaitRole, trace_workload::TraceConversion};
+use serde_json::json;
+
+use super::prepare::TraceDamage;
+
+/// `trace_damage` for `--json`: `null` for a whole trace. `cut_transaction` is the (1-based)
+/// transaction that was open at the damage: replayed up to it, then committed by the replay.
+pub fn damage_json(damage: Option<&TraceDamage>, conv: &TraceConversion) -> serde_json::Value {
+    match damage {
+        None => serde_json::Value::Null,
+        Some(d) => json!({
+            "offset": d.offset,
+            "reason": d.reason,
+            "records_kept": d.records_kept,
+            "message": d.message,
+            "cut_transaction": conv.transactions,
+            "cut_transaction_committed_by_replay": true,
+        }),
+    }
+}
+
+/// The text report with the damage stated right under its first line.
+pub fn with_damage_text(
+    report: String,
+    damage: Option<&TraceDamage>,
+    conv: &TraceConversion,
+) -> String {
+    let Some(d) = damage else { return report };
+    let at = report.find('\n').map_or(report.len(), |i| i + 1);
+    let mut o = report;
+    o.insert_str(
+        at,
+        &format!(
+            "  DAMAGED    the trace stops at byte offset {} ({}): replayed the {} records before \
+             it; transaction {} of {} was open there, so it was replayed up to the cut and then \
+             committed by the replay, and the §7.4 verdict covers what was replayed\n",
+            d.offset, d.reason, d.records_kept, conv.transactions, conv.transactions
+        ),
+    );
+    o
+}
+
+/// A replay's error for the user: what kind it is and what to make of it.
+pub fn describe_error(e: &refgate_replay::ReplayError) -> String {
+    use refgate_replay::ReplayError::*;
+    match e {
+        BadWorkload(why) => format!(
+            "the workload cannot be replayed: {why}. A trace that loses events (see `refgate inspect`) or a hand-written workload that drops more than it adds gives this"
+        ),
+        Model { .. } => format!(
+            "MODEL ERROR: {e}. The model hit what the kernel would BUG on, or the engine failed; please report it with the trace"
+        ),
+        Invariant(v) => format!("INVARIANT VIOLATED (docs/kernel-delayed-refs.md §7.4): {v}"),
+    }
+}
+
+/// What happened before the engine started.
+pub struct Prep {
+    /// Reading the trace and building the workload.
+    pub seconds: f64,
+    /// The extent-tree cost used (calibrated or `--ext-cost-ns`).
+    pub ext_cost_ns: u64,
+    /// Replicas of the workload.
+    pub copies: usize,
+}
+
+fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
+    json!({"count": w.count, "total_ns": w.total_ns, "p50_ns": w.p50_ns, "p99_ns": w.p99_ns, "max_ns": w.max_ns})
+}
+
+/// The machine-readable report (`--json`). Under the virtual engine everything outside
+/// `host` is the same for the same trace and arguments on any machine.
+pub fn json_report(
+    trace: &str,
+    conv: &TraceConversion,
+    prep: &Prep,
+    r: &Report,
+) -> serde_json::Value {
+    let mut v = json!({
+        "policy": r.policy,
+        "engine": r.engine.name(),
+        "threads": r.threads,
+        "trace": trace,
+        "replicas": prep.copies,
+        "ext_cost_ns": prep.ext_cost_ns,
+        "conversion": conv,
+        "refs_run": r.refs_run,
+        "heads_run": r.heads_run,
+        "adds": r.adds,
+        "partial": r.partial,
+        // A run cut short by `q` gets no verdict (the check needs the whole trace).
+        "invariant_ok": if r.partial { serde_json::Value::Null } else { true.into() },
+        "invariant": r.invariant,
+        "spin_cpu_seconds": r.dr_lock.spin_cpu_seconds,
+        "spin_cpu_seconds_by_role": {
+            "delayed_refs_lock": r.dr_lock.spin_cpu_seconds,
+            "delayed_refs_lock_in_runners": r.dr_lock.runner_spin_cpu_seconds,
+            "head_lock": r.head_lock.spin_cpu_seconds,
+            "extent_tree": r.virtual_figures.as_ref().map(|v| {
+                v.cpus.iter().map(|c| c.spin_extent_tree_ns).sum::<u64>() as f64 / 1e9
+            }),
+        },
+        "lock_waits": {
+            "delayed_refs_lock": wait_json(&r.dr_lock.wait),
+            "head_lock": wait_json(&r.head_lock.wait),
+            "head_mutex": wait_json(&r.head_mutex_waits),
+            "extent_tree": wait_json(&r.extent_tree_waits),
+        },
+        "delayed_refs_lock": r.dr_lock,
+        "gate": r.gate,
+        "run_call_latency": wait_json(&r.run_calls),
+        "run_calls_by_caller": r.run_calls_by_caller,
+        "space_waits": r.space_waits,
+        "seq_holdbacks": r.seq_holdbacks,
+        "per_thread_refs_run": r.per_thread_refs_run,
+        "host": {
+            "wall_seconds": r.host.wall_seconds,
+            "refs_per_second": r.host.refs_per_second,
+            "ops_per_second": r.host.ops_per_second,
+            "cores": r.host.cores,
+            "paused_seconds": r.host.paused_seconds,
+            "prepare_seconds": prep.seconds,
+        },
+    });
+    if let Some(vf) = &r.virtual_figures {
+        let o = v.as_object_mut().expect("object");
+        o.insert("virtual_seconds".into(), vf.virtual_seconds.into());
+        o.insert(
+            "refs_per_virtual_second".into(),
+            vf.refs_per_virtual_second.into(),
+        );
+        o.insert("cpus".into(), json!(vf.cpus));
+        o.insert("cost_model".into(), json!(vf.cost_model.entries));
+        o.insert("sim_seed".into(), vf.sim_seed.into());
+    }
+    v
+}
+
+pub(crate) fn ns(v: u64) -> String {
+    refgate_common::trace::summary::fmt_ns(v)
+}
+
+/// The human report.
+pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report) -> String {
+    let copies = prep.copies;
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "refgate replay of {trace}");
+    let _ = writeln!(
+        o,
+        "  workload   {} tasks × {} replica(s), {} transactions, {} handles, {} ref adds + {} extent ops per replica ({} re-homed to keep per-extent order)",
+        conv.tasks,
+        copies,
+        conv.transactions,
+        conv.handles,
+        conv.ref_adds,
+        conv.extent_ops,
+        conv.rehomed
+    );
+    let _ = writeln!(
+        o,
+        "  prepared   in {:.3} s (read + convert); handles from {}; {} fs-tree refs get a 3.x seq under pre/seed (--seq-rule {})",
+        prep.seconds,
+        conv.handle_source,
+        conv.fs_tree_refs_with_seq,
+        conv.seq_rule.name(),
+    );
+    let host = &r.host;
+    match &r.virtual_figures {
+        Some(v) => {
+            let _ = writeln!(
+                o,
+                "  policy     {} ({}) on {} virtual CPUs (engine virtual, sim seed {}; the same figures on any host)",
+                r.policy, r.kernels, r.threads, v.sim_seed
+            );
+            let _ = writeln!(
+                o,
+                "  result     {} refs run ({} heads) in {} of virtual time: {:.0} refs per virtual second (host: {:.3} s, {:.0} refs/s, {} cores)",
+                r.refs_run,
+                r.heads_run,
+                ns((v.virtual_seconds * 1e9) as u64),
+                v.refs_per_virtual_second,
+                host.wall_seconds,
+                host.refs_per_second,
+                host.cores
+            );
+            cpu_split(&mut o, v);
+            let _ = writeln!(o, "  costs      per step, in virtual ns (--cost NAME=NS):");
+            for e in &v.cost_model.entries {
+                let _ = writeln!(o, "    {:<15} {:>6} ns  {}", e.name, e.ns, e.source);
+            }
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  policy     {} ({}) on {} real threads (engine threads; {} cores on this machine: with more threads than cores, contention figures measure this host's scheduler)",
+                r.policy, r.kernels, r.threads, host.cores
+            );
+            let _ = writeln!(
+                o,
+                "  result     {} refs run ({} heads) in {:.3} s: {:.0} refs/s; extent-tree cost {} ns per node",
+                r.refs_run, r.heads_run, host.wall_seconds, host.refs_per_second, prep.ext_cost_ns
+            );
+        }
+    }
+    if r.partial {
+        let _ = writeln!(
+            o,
+            "  verdict    none: the run was cut short (q), so the §7.4 check, which needs the whole trace replayed, was skipped; the figures below cover the part replayed"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  verdict    invariant holds (§7.4): {} extents, {} backrefs, {} flags checked; {} live, {} pinned ({} bytes)",
+            r.invariant.extents_checked,
+            r.invariant.backrefs_checked,
+            r.invariant.flags_checked,
+            r.invariant.extents_live,
+            r.invariant.pinned,
+            r.invariant.pinned_bytes
+        );
+    }
+    if host.paused_seconds > 0.0 {
+        let _ = writeln!(
+            o,
+            "  paused     {:.3} s (left out of the wall time)",
+            host.paused_seconds
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max"
+    );
+    for (label, s) in [
+        (WaitRole::DelayedRefsLock.name(), &r.dr_lock),
+        (WaitRole::HeadLock.name(), &r.head_lock),
+    ] {
+        let _ = writeln!(
+            o,
+            "  {label:<22} {:>9} {:>10} {:>8.4}s {:>9} {:>9} {:>9} {:>9}",
+            s.acquisitions,
+            s.contended,
+            s.spin_cpu_seconds,
+            s.wait.count,
+            ns(s.wait.p50_ns),
+            ns(s.wait.p99_ns),
+            ns(s.wait.max_ns)
+        );
+    }
+    for (label, w) in [
+        (WaitRole::HeadMutex.name(), &r.head_mutex_waits),
+        (WaitRole::ExtentTree.name(), &r.extent_tree_waits),
+    ] {
+        let _ = writeln!(
+            o,
+            "  {label:<22} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "",
+            "",
+            "",
+            w.count,
+            ns(w.p50_ns),
+            ns(w.p99_ns),
+            ns(w.max_ns)
+        );
+    }
+    let g = &r.gate;
+    if r.gated {
+        let _ = writeln!(
+            o,
+            "\n  seed gate  {} acquisitions, {} bypasses (run_all/run_most), {} early returns, {} sleeps, {} wake-alls, {} wake-ups, {} refs_newer exits",
+            g.acquisitions,
+            g.bypasses,
+            g.early_returns,
+            g.sleeps,
+            g.wake_alls,
+            g.wakeups,
+            g.refs_newer_exits
+        );
+    }
+    let c = &r.run_calls;
+    let _ = writeln!(
+        o,
+        "  run calls  {} btrfs_run_delayed_refs calls: p50 {}, p99 {}, max {}",
+        c.count,
+        ns(c.p50_ns),
+        ns(c.p99_ns),
+        ns(c.max_ns)
+    );
+    let by = &r.run_calls_by_caller;
+    let _ = writeln!(
+        o,
+        "  callers    commit {}, handle end {}, async reclaim {}, preemptive reclaim {}, other {}{}",
+        by.commit,
+        by.handle_end,
+        by.async_reclaim,
+        by.preemptive_reclaim,
+        by.other,
+        if r.space_waits > 0 {
+            format!("; {} adds waited on a space ticket", r.space_waits)
+        } else {
+            String::new()
+        }
+    );
+    o
+}
+
+/// The virtual CPUs' time, summed over CPUs, as shares of N × makespan.
+fn cpu_split(o: &mut String, v: &refgate_replay::engine::VirtualFigures) {
+    use std::fmt::Write;
+    let sum = |f: fn(&refgate_replay::vcpu::CpuTime) -> u64| v.cpus.iter().map(f).sum::<u64>();
+    let total = sum(|c| c.total_ns()).max(1) as f64;
+    let pct = |x: u64| 100.0 * x as f64 / total;
+    let _ = writeln!(
+        o,
+        "  cpu time   work {:.1} %, spinning {:.1} % (delayed_refs->lock {}, head->lock {}, extent tree {}), switching {:.1} %, sleeping {:.1} %, idle {:.1} %",
+        pct(sum(|c| c.work_ns)),
+        pct(sum(|c| c.spin_ns())),
+        ns(sum(|c| c.spin_delayed_refs_lock_ns)),
+        ns(sum(|c| c.spin_head_lock_ns)),
+        ns(sum(|c| c.spin_extent_tree_ns)),
+        pct(sum(|c| c.switch_ns)),
+        pct(sum(|c| c.sleeping_ns)),
+        pct(sum(|c| c.idle_ns)),
+    );
+}

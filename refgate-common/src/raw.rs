@@ -3,7 +3,7 @@
 //! The btrfs tracepoint programs do not parse the kernel's tracepoint record: they copy its
 //! first [`RAW_DATA_LEN`] bytes verbatim (up to the record's end; word 0, the `common_*`
 //! fields, stays 0), and user space decodes the fields with the offsets it read from tracefs
-//! `format` files at start-up (design.md, "Recording"). That keeps the in-kernel work to a few
+//! `format` files at start-up (docs/design.md, "Recording"). That keeps the in-kernel work to a few
 //! direct loads per event and keeps kernel-version knowledge out of the eBPF object.
 
 /// Bytes of the tracepoint record copied per btrfs event. The largest record we take,

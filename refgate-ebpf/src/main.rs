@@ -33,7 +33,7 @@ use refgate_common::raw::{
 };
 
 // ---- configuration, written by the loader before the programs are loaded ----
-// Offsets come from tracefs `format` files (never baked in, design.md "Recording").
+// Offsets come from tracefs `format` files (never baked in, docs/design.md "Recording").
 
 /// 1 when `--mount` restricts recording to one filesystem.
 #[unsafe(no_mangle)]

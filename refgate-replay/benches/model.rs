@@ -7,9 +7,9 @@
 //! repetition of a shorter workload, `--single` for the 1-thread rows only). Prints Markdown;
 //! BENCHMARKS.md holds a committed copy.
 
+use refgate_replay::Params;
 use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, Workload, synthetic};
-use refgate_replay::{Params, engine};
 
 fn table(title: &str, w: &Workload, params: &Params, counts: &[usize], reps: usize) {
     println!("### {title}\n");
@@ -20,9 +20,10 @@ fn table(title: &str, w: &Workload, params: &Params, counts: &[usize], reps: usi
     for name in policy::builtin().headline_names() {
         let p = policy::by_name(name).unwrap();
         for &threads in counts {
-            let mut best: Option<engine::Report> = None;
+            let mut best: Option<refgate_replay::Report> = None;
             for _ in 0..reps {
-                let r = engine::run(w, p.as_ref(), threads, params).expect("invariant holds");
+                let r =
+                    refgate_replay::run(w, p.as_ref(), threads, params).expect("invariant holds");
                 if best
                     .as_ref()
                     .is_none_or(|b| r.host.wall_seconds < b.host.wall_seconds)

@@ -43,7 +43,7 @@ pub enum ReplayError {
     },
     /// The replay ran to the end and its extent tree breaks the §7.4 invariant.
     #[error(transparent)]
-    Invariant(#[from] crate::invariant::InvariantViolation),
+    Invariant(#[from] InvariantViolation),
 }
 
 /// A workload (or the trace or file it comes from) that cannot be replayed, and why.
@@ -55,3 +55,12 @@ pub struct WorkloadError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct OptionError(pub String);
+
+/// A replay whose end state disagrees with the input (or whose model hit a kernel BUG).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("invariant violated (policy {policy}, {threads} threads): {}", errors.join("; "))]
+pub struct InvariantViolation {
+    pub policy: String,
+    pub threads: usize,
+    pub errors: Vec<String>,
+}

@@ -5,48 +5,82 @@
 //! `Instant`, `yield_now`, and the primitives' own blocking. Under the virtual-CPU engine
 //! ([`crate::vcpu`]) the current task runs on a coroutine, and each call becomes a
 //! scheduling point: time passes in virtual nanoseconds, a contended lock is handed over in
-//! FIFO order, a sleeper gives its CPU to another task. Which engine is running is a
-//! thread-local set by the virtual engine while it resumes a task, so the model code is the
-//! same for both and the real-thread hot paths pay one thread-local read.
+//! FIFO order, a sleeper gives its CPU to another task. The virtual engine installs its
+//! [`Runtime`] as a thread-local while it resumes a task ([`set_current`]); this module
+//! knows no engine, so the model code is the same for both and the real-thread hot paths
+//! pay one thread-local read.
 
-use crate::live::WaitRole;
-use crate::vcpu::{Acct, Req, Sched, TaskCtx};
+use crate::live::{WaitRole, WorkerState};
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-thread_local! {
-    /// The running virtual task, or null on a real thread.
-    static CURRENT: Cell<*const TaskCtx> = const { Cell::new(std::ptr::null()) };
+/// What a virtual runtime does at each of the model's scheduling points (the functions of
+/// this module, which say what each means). Implemented by the virtual engine's running task;
+/// on a real thread none is installed and the functions act on the host.
+pub(crate) trait Runtime {
+    /// The engine's clock, in virtual ns.
+    fn now_ns(&self) -> u64;
+    /// `ns` of useful work on this CPU.
+    fn work(&self, ns: u64);
+    /// One trip through the scheduler (`cond_resched`).
+    fn cond_resched(&self);
+    /// Time outside delayed-ref code (`--speed` think-times).
+    fn think(&self, ns: u64);
+    /// Let the next runnable task on this CPU run, if there is one.
+    fn yield_cpu(&self);
+    /// Spin until the lock at `addr` is handed over; the ns spent spinning.
+    fn spin_until_handed(&self, addr: usize, role: WaitRole) -> u64;
+    /// Hand the spinlock at `addr` to its first spinner, if any.
+    fn handover(&self, addr: usize) -> bool;
+    /// Sleep until the sleeping lock at `addr` is released (`front`: at the queue's head).
+    fn sleep_for_lock(&self, addr: usize, front: bool);
+    /// Wake the first sleeper on the lock at `addr`.
+    fn wake_one(&self, addr: usize);
+    /// Sleep on the wait queue at `addr`.
+    fn sleep_on(&self, addr: usize);
+    /// Wake every sleeper on `addr`; how many.
+    fn wake_all(&self, addr: usize) -> usize;
+    /// A `btrfs_run_delayed_refs` call that began at `start` ends now.
+    fn run_call_done(&self, start: u64);
 }
 
-/// Set by the virtual engine around each task's run; null elsewhere.
-pub(crate) fn set_current(t: *const TaskCtx) {
-    CURRENT.with(|c| c.set(t));
+thread_local! {
+    /// The running virtual task's runtime, or none on a real thread.
+    static CURRENT: Cell<Option<NonNull<dyn Runtime>>> = const { Cell::new(None) };
+}
+
+/// Set by the virtual engine around each task's run (`None` when it leaves the task).
+///
+/// # Safety
+/// `rt` must stay valid until the next `set_current` on this thread: the virtual engine
+/// passes the running coroutine's context, on that coroutine's stack, and clears it before
+/// the coroutine is left for good.
+pub(crate) unsafe fn set_current(rt: Option<&dyn Runtime>) {
+    // The lifetime is the caller's promise above, not the borrow's.
+    let p = rt.map(NonNull::from);
+    // SAFETY: only the trait object's lifetime bound changes (same layout).
+    let p: Option<NonNull<dyn Runtime + 'static>> = unsafe { std::mem::transmute(p) };
+    CURRENT.with(|c| c.set(p));
 }
 
 #[inline]
-fn current() -> Option<&'static TaskCtx> {
-    let p = CURRENT.with(|c| c.get());
-    // SAFETY: the pointer is set only by the virtual engine, to a TaskCtx on the running
-    // coroutine's stack, and cleared before that coroutine is left for good.
-    (!p.is_null()).then(|| unsafe { &*p })
+fn current() -> Option<&'static dyn Runtime> {
+    // SAFETY: see `set_current`.
+    CURRENT.with(|c| c.get()).map(|p| unsafe { p.as_ref() })
 }
 
 /// True while a virtual CPU runs the calling code.
 #[inline]
 pub fn in_virtual() -> bool {
-    !CURRENT.with(|c| c.get()).is_null()
-}
-
-fn with_sched<R>(t: &TaskCtx, f: impl FnOnce(&mut Sched) -> R) -> R {
-    f(&mut t.sched().borrow_mut())
+    CURRENT.with(|c| c.get()).is_some()
 }
 
 /// Nanoseconds on the engine's clock: virtual time, or host time since first use.
 pub fn now_ns() -> u64 {
     match current() {
-        Some(t) => with_sched(t, |s| s.now),
+        Some(t) => t.now_ns(),
         None => {
             static EPOCH: OnceLock<Instant> = OnceLock::new();
             EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
@@ -69,7 +103,7 @@ pub(crate) fn burn(ns: u64) {
 #[inline]
 pub(crate) fn work(ns: u64) {
     if let Some(t) = current() {
-        t.busy(ns, Acct::Work);
+        t.work(ns);
     }
 }
 
@@ -78,21 +112,19 @@ pub(crate) fn work(ns: u64) {
 /// virtual time and lets the tasks it waits for run.
 pub(crate) fn cond_resched() {
     match current() {
-        Some(t) => {
-            let ns = with_sched(t, |s| s.cost(crate::cost::Cost::ContextSwitch));
-            t.busy(ns, Acct::Switch);
-        }
+        Some(t) => t.cond_resched(),
         None => std::thread::yield_now(),
     }
 }
 
+/// Think-times from this long sleep (off CPU); shorter ones are work, on either engine.
+pub(crate) const SLEEP_FROM_NS: u64 = 50_000;
+
 /// Time outside delayed-ref code between two of a task's operations (`--speed`). Long
 /// gaps sleep (off CPU), short ones are work, as the real-thread engine does.
 pub(crate) fn think(ns: u64) {
-    const SLEEP_FROM_NS: u64 = 50_000;
     match current() {
-        Some(t) if ns >= SLEEP_FROM_NS => t.suspend(Req::SleepFor(ns)),
-        Some(t) => t.busy(ns, Acct::Work),
+        Some(t) => t.think(ns),
         None if ns >= SLEEP_FROM_NS => std::thread::sleep(std::time::Duration::from_nanos(ns)),
         None => burn(ns),
     }
@@ -101,23 +133,17 @@ pub(crate) fn think(ns: u64) {
 /// Between two handles: let the next runnable task on this CPU run (virtual only; a real
 /// thread interleaves its tasks itself).
 pub(crate) fn yield_cpu() {
-    if let Some(t) = current()
-        && with_sched(t, |s| s.has_runnable(t.cpu))
-    {
-        t.suspend(Req::Yield);
+    if let Some(t) = current() {
+        t.yield_cpu();
     }
 }
 
 /// Virtual only: spin (burning this CPU) until whoever holds the lock at `addr` hands it
 /// over with [`handover`]. Returns the virtual ns spent spinning.
 pub(crate) fn spin_until_handed(addr: usize, role: WaitRole) -> u64 {
-    let t = current().expect("virtual only");
-    let t0 = with_sched(t, |s| {
-        s.enqueue_waiter(addr, t.task, true);
-        s.now
-    });
-    t.suspend(Req::Spin(role));
-    with_sched(t, |s| s.now - t0)
+    current()
+        .expect("virtual only")
+        .spin_until_handed(addr, role)
 }
 
 /// At a spinlock's unlock: if a virtual task spins on the lock at `addr`, make it the
@@ -126,7 +152,7 @@ pub(crate) fn spin_until_handed(addr: usize, role: WaitRole) -> u64 {
 #[inline]
 pub(crate) fn handover(addr: usize) -> bool {
     match current() {
-        Some(t) => with_sched(t, |s| s.handover(addr)),
+        Some(t) => t.handover(addr),
         None => false,
     }
 }
@@ -136,9 +162,7 @@ pub(crate) fn handover(addr: usize) -> bool {
 /// that was woken and lost the lock to a running task goes back at the head of the queue
 /// (`front`), as the kernel's mutex hands off to a starved top waiter.
 pub(crate) fn sleep_for_lock(addr: usize, front: bool) {
-    let t = current().expect("virtual only");
-    with_sched(t, |s| s.enqueue_waiter_at(addr, t.task, front));
-    t.suspend(Req::Sleep);
+    current().expect("virtual only").sleep_for_lock(addr, front);
 }
 
 /// After releasing the sleeping lock at `addr`: wake its first waiter, which then competes
@@ -147,28 +171,21 @@ pub(crate) fn sleep_for_lock(addr: usize, front: bool) {
 #[inline]
 pub(crate) fn wake_one(addr: usize) {
     if let Some(t) = current() {
-        with_sched(t, |s| s.wake_one(addr));
+        t.wake_one(addr);
     }
 }
 
 /// Virtual only: sleep on the wait queue at `addr` until [`wake_all`] (the caller re-checks
 /// its condition, as after any `schedule()`).
 pub(crate) fn sleep_on(addr: usize) {
-    let t = current().expect("virtual only");
-    with_sched(t, |s| s.enqueue_waiter(addr, t.task, false));
-    t.suspend(Req::Sleep);
+    current().expect("virtual only").sleep_on(addr);
 }
 
 /// A `btrfs_run_delayed_refs` call that began at `start` (engine clock) ends now: kept for
 /// `--timeline` (virtual CPUs only).
-pub(crate) fn run_call_done(start: u64, ws: &crate::live::WorkerState, num_entries: u64) {
+pub(crate) fn run_call_done(start: u64, ws: &WorkerState, num_entries: u64) {
     match current() {
-        Some(t) => with_sched(t, |s| {
-            let now = s.now;
-            if let Some(tl) = &mut s.timeline {
-                tl.run_call(t.cpu, start, now);
-            }
-        }),
+        Some(t) => t.run_call_done(start),
         None => ws.log_run_call(start, now_ns(), num_entries),
     }
 }
@@ -176,7 +193,7 @@ pub(crate) fn run_call_done(start: u64, ws: &crate::live::WorkerState, num_entri
 /// Wakes every virtual task asleep on `addr`; returns how many (0 on a real thread).
 pub(crate) fn wake_all(addr: usize) -> usize {
     match current() {
-        Some(t) => with_sched(t, |s| s.wake_all(addr)),
+        Some(t) => t.wake_all(addr),
         None => 0,
     }
 }

@@ -3,6 +3,7 @@
 //! exit. Kept free of the rest of the model so loom can check it (tests/loom_gate.rs).
 
 use crate::metrics::GateStats;
+pub use crate::params::GateParams;
 use crate::sync::{AtomicI32, Ordering, fence};
 use crate::waitqueue::WaitQueue;
 
@@ -15,24 +16,6 @@ pub enum GateEntry {
     EarlyReturn,
     /// Woken and `refs_newer(seq0, quantum)`: enough was run meanwhile, return 0.
     Progress,
-}
-
-/// The gate's constants (§0.3), parameters with the kernel's values as defaults.
-#[derive(Clone, Copy, Debug)]
-pub struct GateParams {
-    /// `num_entries < 16348` ⇒ don't wait.
-    pub entries_threshold: u64,
-    /// `refs_newer(seq, 256)`.
-    pub progress_quantum: i32,
-}
-
-impl Default for GateParams {
-    fn default() -> Self {
-        Self {
-            entries_threshold: 16348,
-            progress_quantum: 256,
-        }
-    }
 }
 
 pub struct Gate {

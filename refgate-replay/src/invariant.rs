@@ -8,6 +8,7 @@
 //! ops); and it checks each extent's allocation history — items inserted, freed, and heads
 //! pinned with their bytes — against the ADD_EXTENT calls that allow them.
 
+pub use crate::error::InvariantViolation;
 use crate::extent_tree::{ExtentItem, ExtentLife, ExtentTree};
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::U64Build;
@@ -22,15 +23,6 @@ use std::collections::HashMap;
 /// rather than imported from the model so that a wrong model constant fails the check.
 const FLAG_DATA: u64 = 1;
 const FLAG_TREE_BLOCK: u64 = 2;
-
-/// A replay whose end state disagrees with the input (or whose model hit a kernel BUG).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("invariant violated (policy {policy}, {threads} threads): {}", errors.join("; "))]
-pub struct InvariantViolation {
-    pub policy: String,
-    pub threads: usize,
-    pub errors: Vec<String>,
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InvariantSummary {

@@ -2,8 +2,27 @@
 //! specified in `docs/kernel-delayed-refs.md` (cited as §N below), its runner policies, a
 //! synthetic/recorded workload model and a multi-threaded replay engine.
 //!
-//! Entry points: [`engine::run`] / [`engine::run_live`] with a [`workload::Workload`], a
+//! Entry points: [`replay`] (either engine, by [`Config`]), [`run`] / [`run_live`] (real
+//! threads) with a [`workload::Workload`], a
 //! [`policy::Policy`] from [`policy::by_name`] and [`params::Params`].
+//!
+//! # Layers
+//!
+//! Each module imports only from its own layer and the layers below it (`cargo xtask layers`
+//! checks every `crate::` path against this list, which is its only copy), bottom first:
+//!
+//! 1. **seam**: `exec`, `sync`, `vecmap`, `cost`, `params`, `error`, `refkey`, `metrics`, `live`
+//!    — the runtime seam through which the model takes time, waits, wakes and reads the clock
+//!    (an engine installs its runtime behind it), and the vocabulary every layer shares.
+//! 2. **model**: `spinlock`, `waitqueue`, `head`, `gate`, `space`, `extent_tree`, `root`,
+//!    `run_v3`, `run_modern` — the kernel's delayed-ref machinery, calling only the seam.
+//! 3. **policies**: `policy`, `workload` — the runner policies over the model, and the
+//!    workload (tasks, transactions, handles) an engine runs under one.
+//! 4. **engines**: `engine`, `vcpu` — real threads, and virtual CPUs in virtual time; both
+//!    implement the seam.
+//! 5. **on top**: `report`, `invariant`, `validate`, `trace_workload`, `workload_file` — a
+//!    replay's report and §7.4 verdict, validation against a recording, and the conversions
+//!    of traces and workload files into workloads.
 
 pub mod cost;
 pub mod engine;
@@ -18,6 +37,7 @@ pub mod metrics;
 pub mod params;
 pub mod policy;
 pub mod refkey;
+pub mod report;
 pub mod root;
 pub mod run_modern;
 pub mod run_v3;
@@ -32,9 +52,10 @@ mod waitqueue;
 pub mod workload;
 pub mod workload_file;
 
-pub use engine::{Config, Engine, Report, replay, run, run_live};
+pub use engine::{Config, Engine};
 pub use error::{ModelError, ReplayError};
 pub use invariant::InvariantViolation;
 pub use params::Params;
 pub use policy::{Policy, by_name};
+pub use report::{Report, replay, run, run_live};
 pub use workload::{SynthParams, Workload};

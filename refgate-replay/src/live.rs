@@ -1,5 +1,5 @@
 //! A cheap live view of a running replay for a dashboard: relaxed atomics written by the
-//! worker that owns them, read by anyone, never locked (design.md "Dashboard").
+//! worker that owns them, read by anyone, never locked (docs/design.md "Dashboard").
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -78,7 +78,7 @@ pub struct WorkerState {
     /// `delayed_refs->lock` + head spinlock: CPU ns burnt spinning.
     spin_ns: AtomicU64,
     /// Virtual CPUs only: this CPU's time so far as work, spinning, switching, sleeping,
-    /// idle ([`crate::vcpu::CpuTime`]), published by the scheduler.
+    /// idle ([`crate::metrics::CpuTime`]), published by the scheduler.
     cpu_time: [AtomicU64; 5],
     /// Real threads with `--timeline`: every state change and run call of this worker.
     log: std::sync::OnceLock<parking_lot::Mutex<ThreadLog>>,
@@ -176,7 +176,7 @@ impl WorkerState {
             .store(self.spin_ns.load(Ordering::Relaxed) + ns, Ordering::Relaxed);
     }
     /// The virtual scheduler's split of this CPU's time so far.
-    pub fn publish_cpu_time(&self, t: &crate::vcpu::CpuTime) {
+    pub fn publish_cpu_time(&self, t: &crate::metrics::CpuTime) {
         let v = [
             t.work_ns,
             t.spin_ns(),
@@ -273,7 +273,7 @@ pub struct QueueMirror {
     pub num_heads: AtomicU64,
 }
 
-/// Everything a dashboard may poll during [`crate::engine::run_live`].
+/// Everything a dashboard may poll during [`crate::run_live`].
 #[derive(Debug)]
 pub struct Live {
     pub workers: Vec<WorkerState>,
@@ -342,7 +342,7 @@ impl Live {
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
     }
-    /// Asks the workers to stop issuing operations; [`crate::engine::run_live`] then returns a
+    /// Asks the workers to stop issuing operations; [`crate::run_live`] then returns a
     /// partial report. Also ends a pause.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);

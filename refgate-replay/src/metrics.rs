@@ -1,5 +1,5 @@
 //! What the model counts about itself: lock spinning and waits, gate decisions, run calls
-//! (design.md "Replay"). Per-thread accumulators are plain integers (one writer, no sharing);
+//! (docs/design.md "Replay"). Per-thread accumulators are plain integers (one writer, no sharing);
 //! the engine merges them after the run. The live view is in [`crate::live`].
 
 use hdrhistogram::Histogram;
@@ -218,7 +218,7 @@ pub struct ThreadMetrics {
     /// Modern: add calls that waited on a space ticket (§4.7).
     pub space_waits: u64,
     /// Heads and refs run per transaction, refs by caller (`--validate`).
-    pub per_txn: Vec<crate::validate::TxnCounts>,
+    pub per_txn: Vec<TxnCounts>,
     /// Add-API calls (tree, data, extent op).
     pub adds: u64,
     /// Ref nodes run against the extent tree.
@@ -238,7 +238,7 @@ pub struct ThreadMetrics {
 }
 
 impl ThreadMetrics {
-    fn txn(&mut self, t: usize) -> &mut crate::validate::TxnCounts {
+    fn txn(&mut self, t: usize) -> &mut TxnCounts {
         if self.per_txn.len() <= t {
             self.per_txn.resize_with(t + 1, Default::default);
         }
@@ -290,6 +290,55 @@ impl ThreadMetrics {
         self.seq_holdbacks += o.seq_holdbacks;
         self.nodes_walked += o.nodes_walked;
         self.head_eagain += o.head_eagain;
+    }
+}
+
+/// What the replay counted per transaction (filled by the runners, see `ThreadMetrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnCounts {
+    pub heads_run: u64,
+    pub tree_refs_run: u64,
+    pub data_refs_run: u64,
+    pub refs_by_caller: RunCallsByCaller,
+}
+
+impl TxnCounts {
+    pub fn merge(&mut self, o: &TxnCounts) {
+        self.heads_run += o.heads_run;
+        self.tree_refs_run += o.tree_refs_run;
+        self.data_refs_run += o.data_refs_run;
+        self.refs_by_caller.merge(&o.refs_by_caller);
+    }
+}
+
+/// One virtual CPU's time, in virtual ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CpuTime {
+    /// Model work: adds, walks, ref runs, think time.
+    pub work_ns: u64,
+    /// Spinning on `delayed_refs->lock`.
+    pub spin_delayed_refs_lock_ns: u64,
+    /// Spinning on a head's spinlock.
+    pub spin_head_lock_ns: u64,
+    /// Spinning on the extent tree's lock (3.x spinning tree locks, `ExtentLock::Spin`).
+    pub spin_extent_tree_ns: u64,
+    /// Context switches, wake-up latency, `cond_resched` polling.
+    pub switch_ns: u64,
+    /// No runnable task while some of its tasks sleep (gate, head mutex, extent tree,
+    /// transaction barrier).
+    pub sleeping_ns: u64,
+    /// All of its tasks finished (or none was mapped to it).
+    pub idle_ns: u64,
+    /// Ref nodes its tasks ran.
+    pub refs_run: u64,
+}
+
+impl CpuTime {
+    pub fn spin_ns(&self) -> u64 {
+        self.spin_delayed_refs_lock_ns + self.spin_head_lock_ns + self.spin_extent_tree_ns
+    }
+    pub fn total_ns(&self) -> u64 {
+        self.work_ns + self.spin_ns() + self.switch_ns + self.sleeping_ns + self.idle_ns
     }
 }
 

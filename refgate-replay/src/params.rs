@@ -3,7 +3,6 @@
 
 use crate::cost::CostModel;
 use crate::error::OptionError;
-use crate::gate::GateParams;
 use crate::refkey::Era;
 use serde::Serialize;
 
@@ -123,6 +122,24 @@ impl Params {
         GateParams {
             entries_threshold: self.gate_entries_threshold,
             progress_quantum: self.gate_progress_quantum,
+        }
+    }
+}
+
+/// The gate's constants (§0.3), parameters with the kernel's values as defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct GateParams {
+    /// `num_entries < 16348` ⇒ don't wait.
+    pub entries_threshold: u64,
+    /// `refs_newer(seq, 256)`.
+    pub progress_quantum: i32,
+}
+
+impl Default for GateParams {
+    fn default() -> Self {
+        Self {
+            entries_threshold: 16348,
+            progress_quantum: 256,
         }
     }
 }

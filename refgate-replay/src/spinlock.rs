@@ -1,4 +1,4 @@
-//! A spinlock that behaves like one on an oversubscribed machine (design.md "Kernel model").
+//! A spinlock that behaves like one on an oversubscribed machine (docs/design.md "Kernel model and policies").
 //!
 //! The kernel's `delayed_refs->lock` holder cannot be preempted, so spinning is bounded by
 //! the critical section. Here threads outnumber cores, so a pure spinlock would spin away

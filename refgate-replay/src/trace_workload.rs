@@ -1,6 +1,6 @@
 //! Building a [`Workload`] from a recorded trace (refgate-common `Record`s).
 //!
-//! What the trace gives, and how it maps (design.md "Replay"):
+//! What the trace gives, and how it maps (docs/design.md "Replay"):
 //! * **Queued refs**: each task's `add_delayed_tree_ref`/`add_delayed_data_ref` events become
 //!   [`Op::AddRef`] in the task's order. The head event that precedes a ref event of the same
 //!   task and bytenr carries the caller's action: `ADD_DELAYED_EXTENT` (3) marks the ref as
@@ -14,9 +14,9 @@
 //!   `__btrfs_end_transaction` bound each task's handles (outermost start to its end; nested
 //!   starts return the handle the task holds). Without them — tracepoint-only kernels like
 //!   this project's 6.18 — a handle is a burst of one task's adds with no gap longer than
-//!   `handle_gap_ns` (default 1 ms), the heuristic of design.md ("a burst of adds by one
-//!   task"). Adds outside any recorded handle (begun before the probes attached) fall back to
-//!   the heuristic too.
+//!   `handle_gap_ns` (default 1 ms; the task-to-CPU mapping docs/design.md "Replay" asks to
+//!   document). Adds outside any recorded handle (begun before the probes attached) fall back
+//!   to the heuristic too.
 //! * **Order across tasks**: the replay runs each task's ops in order and transactions one
 //!   after another, but threads race within a transaction. Two tasks touching one extent in
 //!   one transaction (a kworker allocating a data extent that a writer then frees) would lose

@@ -4,7 +4,7 @@
 //! workers, other tasks). Heads and refs run are largely fixed by the workload; the who-ran
 //! split and the merged-away counts are where a model shows itself.
 
-use crate::metrics::RunCallsByCaller;
+pub use crate::metrics::TxnCounts;
 use crate::workload::{Op, Workload};
 use refgate_common::event::{EventKind, FsId, Record};
 use serde::Serialize;
@@ -46,24 +46,6 @@ impl TxnFigures {
     }
     fn refs(&self) -> u64 {
         self.tree_refs_run + self.data_refs_run
-    }
-}
-
-/// What the replay counted per transaction (filled by the runners, see `ThreadMetrics`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TxnCounts {
-    pub heads_run: u64,
-    pub tree_refs_run: u64,
-    pub data_refs_run: u64,
-    pub refs_by_caller: RunCallsByCaller,
-}
-
-impl TxnCounts {
-    pub fn merge(&mut self, o: &TxnCounts) {
-        self.heads_run += o.heads_run;
-        self.tree_refs_run += o.tree_refs_run;
-        self.data_refs_run += o.data_refs_run;
-        self.refs_by_caller.merge(&o.refs_by_caller);
     }
 }
 

@@ -1,11 +1,11 @@
 //! End-to-end: every policy and thread count replays synthetic workloads and passes the §7.4
-//! invariant (checked inside `engine::run`).
+//! invariant (checked inside `refgate_replay::run`).
 
 mod common;
 use common::small_constants;
+use refgate_replay::Params;
 use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, synthetic};
-use refgate_replay::{Params, engine};
 
 #[test]
 fn spec_7_4_all_policies_small_thread_counts() {
@@ -17,7 +17,7 @@ fn spec_7_4_all_policies_small_thread_counts() {
     for name in policy::builtin().names() {
         let p = policy::by_name(name).unwrap();
         for threads in [1, 2, 4, 8, 16, 32] {
-            let r = engine::run(&w, p.as_ref(), threads, &Params::default())
+            let r = refgate_replay::run(&w, p.as_ref(), threads, &Params::default())
                 .unwrap_or_else(|e| panic!("{name}/{threads}: {e}"));
             assert_eq!(r.adds, w.total_adds());
             assert!(r.refs_run > 0);
@@ -38,14 +38,16 @@ fn policies_run_where_the_spec_says() {
         ..Default::default()
     });
     let params = small_constants();
-    let pre = engine::run(&w, policy::by_name("pre").unwrap().as_ref(), 4, &params).unwrap();
+    let pre =
+        refgate_replay::run(&w, policy::by_name("pre").unwrap().as_ref(), 4, &params).unwrap();
     assert_eq!(pre.gate, Default::default());
     assert!(
         pre.run_calls.count > 2 * 3,
         "handle ends ran refs: {}",
         pre.run_calls.count
     );
-    let seed = engine::run(&w, policy::by_name("seed").unwrap().as_ref(), 4, &params).unwrap();
+    let seed =
+        refgate_replay::run(&w, policy::by_name("seed").unwrap().as_ref(), 4, &params).unwrap();
     assert!(seed.gate.acquisitions > 0);
     assert!(
         seed.gate.bypasses >= 3 * 3,
@@ -54,7 +56,8 @@ fn policies_run_where_the_spec_says() {
     // Every sleeper was woken (no lost wake-up), and only a runner's exit wakes (§2.3 step 4).
     assert_eq!(seed.gate.wakeups, seed.gate.sleeps);
     assert!(seed.gate.sleeps == 0 || seed.gate.wake_alls > 0);
-    let modern = engine::run(&w, policy::by_name("modern").unwrap().as_ref(), 4, &params).unwrap();
+    let modern =
+        refgate_replay::run(&w, policy::by_name("modern").unwrap().as_ref(), 4, &params).unwrap();
     assert_eq!(modern.gate, Default::default());
     assert!(
         modern.run_calls.count >= 2 * 3,
@@ -78,7 +81,7 @@ fn spec_2_3_single_thread_never_sleeps() {
         transactions: 2,
         ..Default::default()
     });
-    let r = engine::run(
+    let r = refgate_replay::run(
         &w,
         policy::by_name("seed").unwrap().as_ref(),
         1,
@@ -103,7 +106,8 @@ fn spec_4_7_modern_tickets_and_reclaim_workers_threads() {
         metadata_pool_bytes: 8 * (256 << 10),
         ..Params::default()
     };
-    let r = engine::run(&w, policy::by_name("modern").unwrap().as_ref(), 3, &params).unwrap();
+    let r =
+        refgate_replay::run(&w, policy::by_name("modern").unwrap().as_ref(), 3, &params).unwrap();
     let by = r.run_calls_by_caller;
     assert!(r.space_waits > 0, "{r:?}");
     assert!(by.async_reclaim > 0, "{by:?}");
@@ -131,7 +135,7 @@ fn spec_1_5_counters_at_commit_with_reclaim_workers_running() {
     };
     let modern = policy::by_name("modern").unwrap();
     for round in 0..50 {
-        let r = engine::run(&w, modern.as_ref(), 16, &params);
+        let r = refgate_replay::run(&w, modern.as_ref(), 16, &params);
         assert!(r.is_ok(), "round {round}: {:?}", r.err());
     }
 }

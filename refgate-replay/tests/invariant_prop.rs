@@ -4,9 +4,9 @@
 //! any violation is an `Err`).
 
 use proptest::prelude::*;
+use refgate_replay::Params;
 use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, synthetic};
-use refgate_replay::{Params, engine};
 
 fn synth() -> impl Strategy<Value = SynthParams> {
     (
@@ -65,7 +65,7 @@ proptest! {
         let w = synthetic(&sp);
         for name in policy::builtin().names() {
             let p = policy::by_name(name).unwrap();
-            let r = engine::run(&w, p.as_ref(), 1, &params(small));
+            let r = refgate_replay::run(&w, p.as_ref(), 1, &params(small));
             prop_assert!(r.is_ok(), "{name}: {}", r.unwrap_err());
         }
     }
@@ -82,7 +82,7 @@ proptest! {
         for name in policy::builtin().names() {
             let p = policy::by_name(name).unwrap();
             for threads in [2, 4, 8, 32] {
-                let r = engine::run(&w, p.as_ref(), threads, &params(small));
+                let r = refgate_replay::run(&w, p.as_ref(), threads, &params(small));
                 prop_assert!(r.is_ok(), "{name}/{threads}: {}", r.unwrap_err());
             }
         }

@@ -369,8 +369,8 @@ fn free_head_mutex_is_taken_without_dropping_the_dr_lock() {
 // ---------------------------------------------------------------- head.rs: the head mutex under virtual CPUs
 
 use common::replay_virtual;
-use refgate_replay::engine::{Config, Engine, Report, replay};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
+use refgate_replay::{Config, Engine, Report, replay};
 
 /// Two virtual CPUs under PRE: task 0 adds one ref at 1 MiB and commits (run_most holds the
 /// head's mutex for select 50 + run 1000 + select 50 + delete 30); task 1 thinks 500 ns, then
@@ -624,7 +624,7 @@ fn per_transaction_counts_follow_the_transaction() {
     };
     for name in ["pre", "modern"] {
         let p = refgate_replay::policy::by_name(name).unwrap();
-        let r = refgate_replay::engine::run(&w, p.as_ref(), 1, &Params::default()).unwrap();
+        let r = refgate_replay::run(&w, p.as_ref(), 1, &Params::default()).unwrap();
         let per: Vec<(u64, u64)> = r
             .per_txn
             .iter()

@@ -10,9 +10,9 @@
 //! `final_state.pinned_extents`).
 
 use refgate_replay::cost::{Cost, CostModel};
-use refgate_replay::engine::{Config, Engine, replay};
 use refgate_replay::live::Live;
 use refgate_replay::trace_workload::SeqRule;
+use refgate_replay::{Config, Engine, replay};
 use refgate_replay::{Params, by_name, workload_file};
 use serde_json::Value;
 use std::sync::Arc;

@@ -432,7 +432,7 @@ fn spec_7_4_checker_detects_mismatch() {
         keep_final_state: true,
         ..Params::default()
     };
-    let report = refgate_replay::engine::run(&wl, p.as_ref(), 1, &params).unwrap();
+    let report = refgate_replay::run(&wl, p.as_ref(), 1, &params).unwrap();
     let flags: std::collections::HashMap<u64, u64> = report
         .final_state
         .unwrap()

@@ -6,11 +6,11 @@
 mod common;
 use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
-use refgate_replay::engine::{Config, Engine, Report, replay};
+use refgate_replay::Params;
 use refgate_replay::live::Live;
 use refgate_replay::policy;
 use refgate_replay::workload::{Op, SynthParams, Workload, synthetic};
-use refgate_replay::{Params, engine};
+use refgate_replay::{Config, Engine, Report, replay};
 use std::sync::Arc;
 
 fn virt(w: &Workload, policy: &str, cpus: usize, params: &Params, seed: u64) -> Report {
@@ -133,7 +133,7 @@ fn one_virtual_cpu_matches_one_real_thread() {
         for name in policy::builtin().names() {
             let v = virt(&w, name, 1, &keep, 0);
             let p = policy::by_name(name).unwrap();
-            let t = engine::run(&w, p.as_ref(), 1, &keep).unwrap();
+            let t = refgate_replay::run(&w, p.as_ref(), 1, &keep).unwrap();
             // The same final extent tree, item by item (refs, flags, key, backrefs).
             let tree = |r: &Report| r.final_state.as_ref().unwrap().extents.clone();
             assert_eq!(tree(&v), tree(&t), "{name}, seed {seed}");

@@ -12,6 +12,7 @@ mod bench;
 mod bench_vcpu;
 mod fuzz;
 mod install;
+mod layers;
 mod mutants;
 mod setup;
 mod soak;
@@ -39,6 +40,8 @@ enum Cmd {
     },
     /// Set up and run every test: unit, property, live-kernel (as root), loom.
     Test,
+    /// Check that refgate-replay's modules import only from their layer or below (lib.rs).
+    Layers,
     /// Re-record the bundled sample trace with `refgate record --scratch` (needs root).
     Sample,
     /// Boot Debian's stock 6.1 kernel under QEMU and test the kprobe path there (needs root).
@@ -149,6 +152,7 @@ fn main() -> Result<()> {
             sh(Command::new(refgate()).args(args))
         }
         Cmd::Test => test::run(),
+        Cmd::Layers => layers::check(&root()),
         Cmd::Sample => {
             setup()?;
             build_release()?;

@@ -3,10 +3,14 @@
 //! QEMU kprobe test (root).
 use anyhow::Result;
 
-use crate::{build_release, cargo, fuzz, is_root, mutants, refgate, root, setup::setup, sh, vm};
+use crate::{
+    build_release, cargo, fuzz, is_root, layers, mutants, refgate, root, setup::setup, sh, vm,
+};
 
 pub fn run() -> Result<()> {
     setup()?;
+    // Seconds, and a broken layering is a design error the tests below would not catch.
+    layers::check(&root())?;
     sh(cargo().args([
         "test",
         "--workspace",

@@ -18,21 +18,15 @@ pub mod threads;
 use crate::cost::CostModel;
 use crate::error::ModelError;
 use crate::error::ReplayError;
-use crate::invariant::{InvariantSummary, InvariantViolation, check_extent_tree};
 use crate::live::{Live, ThreadState, WaitRole};
-use crate::metrics::{
-    Caller, GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, WaitSummary,
-};
+use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::vcpu::{CpuTime, Timeline};
 use crate::workload::{Handle, Op, TaskView, Workload};
 use serde::Serialize;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-pub use threads::{run, run_live};
 
 /// Which engine runs a replay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -77,92 +71,6 @@ pub struct Config {
     pub timeline: bool,
 }
 
-/// Figures that depend on the host that ran the replay (everything else in a virtual
-/// replay's [`Report`] is the same on any host).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct HostFigures {
-    pub wall_seconds: f64,
-    /// (adds + refs run) per wall second.
-    pub ops_per_second: f64,
-    pub refs_per_second: f64,
-    /// `std::thread::available_parallelism()` of the machine that ran the replay.
-    pub cores: usize,
-    /// Time held by [`Live::pause`], left out of `wall_seconds`.
-    pub paused_seconds: f64,
-}
-
-/// One extent item of the final extent tree, as `--dump-state` writes it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct DumpExtent {
-    pub bytenr: u64,
-    pub num_bytes: u64,
-    pub refs: u64,
-    pub flags: u64,
-    pub key: Option<u64>,
-    /// Per backref: its kind (`tree`/`shared_block`/`data`/`shared_data`), fields, count.
-    pub backrefs: Vec<DumpBackref>,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct DumpBackref {
-    pub kind: &'static str,
-    /// TREE/EXTENT_DATA: root; SHARED_*: parent.
-    pub a: u64,
-    pub objectid: u64,
-    pub offset: u64,
-    pub count: u64,
-}
-
-/// The model's end state (`--dump-state`): extent items in bytenr order and what was pinned.
-#[derive(Clone, Debug, Serialize)]
-pub struct FinalState {
-    pub extents: Vec<DumpExtent>,
-    pub pinned_extents: u64,
-    pub pinned_bytes: u64,
-}
-
-fn final_state(fs: &FsModel) -> FinalState {
-    use refgate_common::event::{
-        EXTENT_DATA_REF_KEY, SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY, TREE_BLOCK_REF_KEY,
-    };
-    let mut extents: Vec<DumpExtent> = fs
-        .extent_tree
-        .snapshot()
-        .into_iter()
-        .map(|(bytenr, it)| DumpExtent {
-            bytenr,
-            num_bytes: it.num_bytes,
-            refs: it.refs,
-            flags: it.flags,
-            key: it.key,
-            backrefs: it
-                .backrefs
-                .iter()
-                .map(|(k, &count)| DumpBackref {
-                    kind: match k.ref_type {
-                        TREE_BLOCK_REF_KEY => "tree",
-                        SHARED_BLOCK_REF_KEY => "shared_block",
-                        EXTENT_DATA_REF_KEY => "data",
-                        SHARED_DATA_REF_KEY => "shared_data",
-                        _ => "other",
-                    },
-                    a: k.a,
-                    objectid: k.b,
-                    offset: k.c,
-                    count,
-                })
-                .collect(),
-        })
-        .collect();
-    extents.sort_by_key(|e| e.bytenr);
-    let (pinned_extents, pinned_bytes) = fs.extent_tree.pinned();
-    FinalState {
-        extents,
-        pinned_extents,
-        pinned_bytes,
-    }
-}
-
 /// The virtual engine's own figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct VirtualFigures {
@@ -175,93 +83,12 @@ pub struct VirtualFigures {
     pub sim_seed: u64,
 }
 
-/// Everything measured in one run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub policy: String,
-    /// The kernels the policy stands for, and whether it has the seed's gate.
-    pub kernels: &'static str,
-    pub gated: bool,
-    pub engine: Engine,
-    /// CPUs (virtual) or threads (real).
-    pub threads: usize,
-    pub tasks: usize,
-    pub transactions: usize,
-    /// Add-API calls queued.
-    pub adds: u64,
-    /// Ref nodes run against the extent tree.
-    pub refs_run: u64,
-    pub heads_run: u64,
-    pub extent_ops_run: u64,
-    /// `delayed_refs->lock`: acquisitions, contended, CPU seconds burnt spinning, waits.
-    pub dr_lock: SpinSummary,
-    pub head_lock: SpinSummary,
-    pub head_mutex_waits: WaitSummary,
-    pub extent_tree_waits: WaitSummary,
-    pub extent_tree_acquisitions: u64,
-    pub gate: GateStats,
-    /// Latency of each `btrfs_run_delayed_refs` call.
-    pub run_calls: WaitSummary,
-    /// Who made those calls.
-    pub run_calls_by_caller: RunCallsByCaller,
-    /// Ref nodes run, by caller.
-    pub refs_run_by_caller: RunCallsByCaller,
-    /// Heads and refs run per transaction (`--validate`).
-    #[serde(skip)]
-    pub per_txn: Vec<crate::validate::TxnCounts>,
-    /// Modern: add calls that waited on a space-reservation ticket (§4.7).
-    pub space_waits: u64,
-    /// Per thread (real) or per CPU (virtual).
-    pub per_thread_refs_run: Vec<u64>,
-    pub insert_cancels: u64,
-    pub run_merges: u64,
-    pub seq_holdbacks: u64,
-    pub nodes_walked: u64,
-    pub head_eagain: u64,
-    pub invariant: InvariantSummary,
-    /// Cut short by [`Live::cancel`]: counts cover the part replayed, and no §7.4 verdict is
-    /// given (`invariant` is all zeros).
-    pub partial: bool,
-    /// Virtual engine only.
-    pub virtual_figures: Option<VirtualFigures>,
-    /// The final extent tree, when `Params::keep_final_state` asked for it.
-    pub final_state: Option<FinalState>,
-    /// `Config::timeline`: what every CPU or thread did (not in the JSON report).
-    #[serde(skip)]
-    pub timeline: Option<Timeline>,
-    pub host: HostFigures,
-}
-
-/// Runs `workload` under `policy` with the engine and CPU count of `cfg`, publishing
-/// progress into `live` (which must have `cfg.cpus` slots).
-pub fn replay(
-    workload: &Workload,
-    policy: &dyn Policy,
-    cfg: &Config,
-    live: Arc<Live>,
-) -> Result<Report, ReplayError> {
-    match cfg.engine {
-        Engine::Threads => {
-            if cfg.timeline {
-                let cap = TIMELINE_CAP / live.workers.len().max(1);
-                live.workers.iter().for_each(|ws| ws.start_log(cap));
-            }
-            let mut r = run_live(workload, policy, cfg.cpus, &cfg.params, live.clone())?;
-            if cfg.timeline {
-                r.timeline = Some(threads_timeline(&live));
-            }
-            Ok(r)
-        }
-        Engine::Virtual => crate::vcpu::run(workload, policy, cfg, live),
-    }
-}
-
 /// Entries a `--timeline` keeps at most, for either engine (about 100 MB of JSON).
 pub const TIMELINE_CAP: usize = 1_000_000;
 
 /// A real-thread replay's timeline from the workers' logs: each state held until the next
 /// change is one interval of its thread's track (times from the first change).
-fn threads_timeline(live: &Live) -> Timeline {
+pub(crate) fn threads_timeline(live: &Live) -> Timeline {
     use crate::live::ThreadState::*;
     let logs: Vec<_> = live.workers.iter().filter_map(|w| w.take_log()).collect();
     let t0 = logs
@@ -299,8 +126,13 @@ fn threads_timeline(live: &Live) -> Timeline {
     t
 }
 
-/// What an engine hands back for the report.
+/// What an engine hands back for the report (built on top, `crate::report`).
 pub(crate) struct Outcome {
+    pub engine: Engine,
+    /// CPUs (virtual) or threads (real).
+    pub cpus: usize,
+    /// The model at the end of the run: its extent tree is checked (§7.4) and dumped.
+    pub fs: FsModel,
     pub per_worker: Vec<ThreadMetrics>,
     /// Refs run per thread or per CPU.
     pub per_cpu_refs: Vec<u64>,
@@ -360,85 +192,6 @@ pub(crate) fn committers(workload: &Workload) -> Vec<usize> {
                 .unwrap_or(0)
         })
         .collect()
-}
-
-/// Merges the engine's counts, checks §7.4 on the final extent tree and builds the report.
-pub(crate) fn finish(
-    workload: &Workload,
-    policy: &dyn Policy,
-    engine: Engine,
-    cpus: usize,
-    fs: &FsModel,
-    out: Outcome,
-) -> Result<Report, ReplayError> {
-    // Cut short only if a cancel stopped a transaction from committing (a cancel after the
-    // last commit changes nothing).
-    let partial = out.commits_done < workload.transactions as u64;
-    let mut total = ThreadMetrics::default();
-    for m in &out.per_worker {
-        total.merge(m);
-    }
-    if !out.errors.is_empty() {
-        return Err(model_error(policy, cpus, out.errors));
-    }
-    let invariant = if partial {
-        // The check compares the end state with the whole trace's net effect: meaningless
-        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
-        InvariantSummary::default()
-    } else {
-        // The pinned totals reported are the per-extent pins the check accepted.
-        check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
-            policy: policy.name().into(),
-            threads: cpus,
-            errors,
-        })?
-    };
-    let wall = out.wall_seconds.max(1e-9);
-    let ops = (total.adds + total.refs_run) as f64;
-    Ok(Report {
-        policy: policy.name().into(),
-        kernels: policy.kernels(),
-        gated: policy.gated(),
-        engine,
-        threads: cpus,
-        tasks: workload.task_count(),
-        transactions: workload.transactions,
-        adds: total.adds,
-        refs_run: total.refs_run,
-        heads_run: total.heads_run,
-        extent_ops_run: total.extent_ops_run,
-        dr_lock: total.dr_lock.summary(),
-        head_lock: total.head_lock.summary(),
-        head_mutex_waits: total.head_mutex.summary(),
-        extent_tree_waits: total.extent_tree.summary(),
-        extent_tree_acquisitions: total.extent_tree_acquisitions,
-        gate: total.gate,
-        run_calls: total.run_calls.summary(),
-        run_calls_by_caller: total.run_calls_by_caller,
-        refs_run_by_caller: total.refs_run_by_caller,
-        per_txn: total.per_txn,
-        space_waits: total.space_waits,
-        per_thread_refs_run: out.per_cpu_refs,
-        insert_cancels: total.insert_cancels,
-        run_merges: total.run_merges,
-        seq_holdbacks: total.seq_holdbacks,
-        nodes_walked: total.nodes_walked,
-        head_eagain: total.head_eagain,
-        invariant,
-        partial,
-        virtual_figures: out.virtual_figures,
-        final_state: fs.params.keep_final_state.then(|| final_state(fs)),
-        timeline: out.timeline,
-        host: HostFigures {
-            wall_seconds: wall,
-            ops_per_second: ops / wall,
-            refs_per_second: total.refs_run as f64 / wall,
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            paused_seconds: out.paused_seconds,
-        },
-    })
 }
 
 /// What a worker last published into its [`Live`] slot, so that it publishes only changes.

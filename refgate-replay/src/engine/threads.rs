@@ -8,8 +8,8 @@
 //! of work on disjoint extents.
 
 use super::{
-    Engine, Outcome, Published, commit_pre, committers, exclusive_commit, finish, preflight,
-    publish, run_handle,
+    Engine, Outcome, Published, commit_pre, committers, exclusive_commit, preflight, publish,
+    run_handle,
 };
 use crate::error::ModelError;
 use crate::error::ReplayError;
@@ -23,8 +23,6 @@ use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-pub use super::Report;
 
 /// A barrier that an error or a panic can open for everyone.
 struct Barrier {
@@ -180,32 +178,16 @@ fn kernel_worker(ctx: &Ctx, kind: WorkerKind, slot: usize) -> ThreadMetrics {
     w.m
 }
 
-/// Replay `workload` with `threads` real threads under `policy`. Errors if the model hits a
-/// kernel BUG or the §7.4 invariant fails.
-pub fn run(
-    workload: &Workload,
-    policy: &dyn Policy,
-    threads: usize,
-    params: &Params,
-) -> Result<Report, ReplayError> {
-    run_live(
-        workload,
-        policy,
-        threads,
-        params,
-        Arc::new(Live::new(threads.max(1))),
-    )
-}
-
-/// [`run`] publishing progress into `live` (which must have `threads` worker slots) so a
-/// dashboard can poll [`Live::snapshot`] meanwhile.
-pub fn run_live(
+/// Replays `workload` with `threads` real threads under `policy`, publishing progress into
+/// `live` (which must have `threads` worker slots); the report is built on top
+/// (`crate::report`).
+pub(crate) fn run_live(
     workload: &Workload,
     policy: &dyn Policy,
     threads: usize,
     params: &Params,
     live: Arc<Live>,
-) -> Result<Report, ReplayError> {
+) -> Result<Outcome, ReplayError> {
     let threads = threads.max(1);
     preflight(workload, policy, threads, &live)?;
     let ctx = Ctx::new(workload, policy, threads, params, &live);
@@ -231,8 +213,11 @@ pub fn run_live(
         commits_done: live.transaction.load(Ordering::Relaxed) - commits_before,
         virtual_figures: None,
         timeline: None,
+        engine: Engine::Threads,
+        cpus: threads,
+        fs: ctx.fs,
     };
-    finish(workload, policy, Engine::Threads, threads, &ctx.fs, out)
+    Ok(out)
 }
 
 impl<'a> Ctx<'a> {
@@ -313,112 +298,4 @@ fn per_slot_refs(per_worker: &[ThreadMetrics], threads: usize) -> Vec<u64> {
         per_cpu_refs[slot] += m.refs_run;
     }
     per_cpu_refs
-}
-
-#[cfg(test)]
-mod live_control_tests {
-    //! The dashboard's hooks: `Live::cancel` gives a partial report without a false
-    //! violation; `Live::pause` holds the workers; the live counters match the report.
-    use super::*;
-    use crate::invariant::InvariantSummary;
-    use crate::live::WaitRole;
-    use crate::policy::by_name;
-    use crate::workload::{SynthParams, synthetic};
-
-    fn workload() -> Workload {
-        synthetic(&SynthParams {
-            transactions: 20,
-            ..SynthParams::default()
-        })
-    }
-
-    #[test]
-    fn cancel_before_start_gives_a_partial_report() {
-        let w = workload();
-        let live = Arc::new(Live::new(4));
-        live.cancel();
-        let r = run_live(
-            &w,
-            by_name("seed").unwrap().as_ref(),
-            4,
-            &Params::default(),
-            live.clone(),
-        )
-        .unwrap();
-        assert!(r.partial);
-        assert_eq!(
-            r.invariant,
-            InvariantSummary::default(),
-            "no verdict on a prefix"
-        );
-        assert!(live.snapshot().ops_done < w.total_ops());
-    }
-
-    #[test]
-    fn cancel_while_paused_stops_the_run() {
-        let w = workload();
-        let live = Arc::new(Live::new(4));
-        live.pause(true);
-        let r = std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                run_live(
-                    &w,
-                    by_name("modern").unwrap().as_ref(),
-                    4,
-                    &Params::default(),
-                    live.clone(),
-                )
-            });
-            // Every worker reaches its first operation boundary and holds there.
-            let t0 = Instant::now();
-            while !live
-                .snapshot()
-                .threads
-                .iter()
-                .all(|t| t.state == ThreadState::Paused)
-            {
-                assert!(
-                    t0.elapsed().as_secs() < 20,
-                    "workers did not pause: {:?}",
-                    live.snapshot().threads
-                );
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            assert_eq!(live.snapshot().ops_done, 0);
-            live.cancel();
-            h.join().unwrap()
-        })
-        .unwrap();
-        assert!(r.partial);
-        assert!(r.host.paused_seconds > 0.0);
-        assert_eq!(r.refs_run, 0);
-    }
-
-    #[test]
-    fn uncancelled_run_is_complete_and_live_counters_match_the_report() {
-        let w = workload();
-        let live = Arc::new(Live::new(4));
-        let r = run_live(
-            &w,
-            by_name("pre").unwrap().as_ref(),
-            4,
-            &Params::default(),
-            live.clone(),
-        )
-        .unwrap();
-        assert!(!r.partial);
-        assert!(r.invariant.extents_checked > 0);
-        let s = live.snapshot();
-        assert_eq!(s.run_calls.iter().sum::<u64>(), r.run_calls.count);
-        let waits: u64 = s
-            .threads
-            .iter()
-            .map(|t| t.waits[WaitRole::DelayedRefsLock as usize])
-            .sum();
-        assert_eq!(waits, r.dr_lock.wait.count);
-        assert_eq!(
-            s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(),
-            r.extent_tree_waits.count
-        );
-    }
 }

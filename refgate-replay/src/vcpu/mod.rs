@@ -9,14 +9,15 @@
 //! another task or go idle. Nothing depends on the host's speed or core count: the same
 //! trace, arguments and `--sim-seed` give the same report on any machine.
 
+mod runtime;
 mod sched;
 
 pub(crate) use sched::{Acct, Req, Sched};
 pub use sched::{CpuTime, Timeline};
 
 use crate::engine::{
-    Config, Engine, Outcome, Published, Report, VirtualFigures, commit_pre, committers,
-    exclusive_commit, finish, preflight, publish, run_handle,
+    Config, Engine, Outcome, Published, VirtualFigures, commit_pre, committers, exclusive_commit,
+    preflight, publish, run_handle,
 };
 use crate::exec;
 use crate::live::{Live, ThreadState};
@@ -55,7 +56,8 @@ impl TaskCtx {
     pub(crate) fn suspend(&self, req: Req) {
         // SAFETY: the yielder belongs to the coroutine running this code.
         unsafe { &*self.yielder }.suspend(req);
-        exec::set_current(self);
+        // SAFETY: `self` lives on this coroutine's stack, which outlives its run.
+        unsafe { exec::set_current(Some(self)) };
     }
 
     /// `ns` of this CPU's time spent as `a`.
@@ -267,12 +269,14 @@ fn build_tasks<'a>(
                 task: i as TaskId,
                 cpu,
             };
-            exec::set_current(&ctx);
+            // SAFETY: `ctx` lives until the body returns, and is uninstalled before then.
+            unsafe { exec::set_current(Some(&ctx)) };
             let end = match i.checked_sub(env.workload.task_count()) {
                 None => task_body(env, i, cpu),
                 Some(k) => worker_body(env, workers[k], cpu),
             };
-            exec::set_current(std::ptr::null());
+            // SAFETY: uninstalling.
+            unsafe { exec::set_current(None) };
             end
         };
         // SAFETY: the body borrows `env` (and through it `fs`, `barrier`, `committer`) and
@@ -356,7 +360,8 @@ fn resume_on(
     let t = sched.borrow().current(cpu).expect("a CPU event has a task");
     sched.borrow_mut().set_acct(cpu, Acct::Work);
     let r = catch_unwind(AssertUnwindSafe(|| tasks.coroutines[t as usize].resume(())));
-    exec::set_current(std::ptr::null());
+    // SAFETY: uninstalling (the coroutine is suspended or done).
+    unsafe { exec::set_current(None) };
     match r {
         Ok(CoroutineResult::Yield(req)) => {
             let mut s = sched.borrow_mut();
@@ -433,6 +438,7 @@ fn end_errors(ends: &[Option<TaskEnd>], sched: &Sched, live: &Live, errors: &mut
 /// The end-of-run accounting: the makespan, each CPU's time split and refs run, the
 /// timeline, and the final clock published.
 fn outcome(
+    fs: FsModel,
     mut sched: Sched,
     per_worker: Vec<ThreadMetrics>,
     errors: Vec<String>,
@@ -470,6 +476,9 @@ fn outcome(
             sim_seed: cfg.sim_seed,
         }),
         timeline,
+        engine: Engine::Virtual,
+        cpus: cfg.cpus.max(1),
+        fs,
     }
 }
 
@@ -488,7 +497,7 @@ pub(crate) fn run(
     policy: &dyn Policy,
     cfg: &Config,
     live: Arc<Live>,
-) -> Result<Report, crate::error::ReplayError> {
+) -> Result<Outcome, crate::error::ReplayError> {
     let cpus = cfg.cpus.max(1);
     preflight(workload, policy, cpus, &live)?;
     let fs = FsModel::new(
@@ -534,6 +543,13 @@ pub(crate) fn run(
     let sched = sched.into_inner();
     let mut errors: Vec<String> = panicked.into_iter().collect();
     end_errors(&ends, &sched, &live, &mut errors);
-    let out = outcome(sched, cpu_metrics.into_inner(), errors, &live, cfg, &start);
-    finish(workload, policy, Engine::Virtual, cpus, &fs, out)
+    Ok(outcome(
+        fs,
+        sched,
+        cpu_metrics.into_inner(),
+        errors,
+        &live,
+        cfg,
+        &start,
+    ))
 }

@@ -14,8 +14,8 @@
 
 use crate::cost::{Cost, CostModel};
 use crate::live::{Live, WaitRole};
+pub use crate::metrics::CpuTime;
 use crate::vecmap::U64Build;
-use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
@@ -58,29 +58,12 @@ pub(crate) enum Req {
     Yield,
 }
 
-/// One virtual CPU's time, in virtual ns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CpuTime {
-    /// Model work: adds, walks, ref runs, think time.
-    pub work_ns: u64,
-    /// Spinning on `delayed_refs->lock`.
-    pub spin_delayed_refs_lock_ns: u64,
-    /// Spinning on a head's spinlock.
-    pub spin_head_lock_ns: u64,
-    /// Spinning on the extent tree's lock (3.x spinning tree locks, `ExtentLock::Spin`).
-    pub spin_extent_tree_ns: u64,
-    /// Context switches, wake-up latency, `cond_resched` polling.
-    pub switch_ns: u64,
-    /// No runnable task while some of its tasks sleep (gate, head mutex, extent tree,
-    /// transaction barrier).
-    pub sleeping_ns: u64,
-    /// All of its tasks finished (or none was mapped to it).
-    pub idle_ns: u64,
-    /// Ref nodes its tasks ran.
-    pub refs_run: u64,
+/// Charging time to a CPU's account (the accounts are the scheduler's own).
+trait Charge {
+    fn add(&mut self, a: Acct, ns: u64);
 }
 
-impl CpuTime {
+impl Charge for CpuTime {
     fn add(&mut self, a: Acct, ns: u64) {
         match a {
             Acct::Work => self.work_ns += ns,
@@ -91,12 +74,6 @@ impl CpuTime {
             Acct::Sleep => self.sleeping_ns += ns,
             Acct::Idle => self.idle_ns += ns,
         }
-    }
-    pub fn spin_ns(&self) -> u64 {
-        self.spin_delayed_refs_lock_ns + self.spin_head_lock_ns + self.spin_extent_tree_ns
-    }
-    pub fn total_ns(&self) -> u64 {
-        self.work_ns + self.spin_ns() + self.switch_ns + self.sleeping_ns + self.idle_ns
     }
 }
 

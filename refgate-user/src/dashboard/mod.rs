@@ -1,4 +1,4 @@
-//! Live terminal dashboards (design.md "Dashboard"), bpftop-style: each screen is an app
+//! Live terminal dashboards (docs/design.md "Dashboard"), bpftop-style: each screen is an app
 //! state struct updated from cheap snapshots plus a pure `draw(frame, &app)`, so the layout
 //! is tested on fixed states with ratatui's `TestBackend` and the real terminal is only
 //! touched here.

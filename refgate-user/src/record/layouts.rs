@@ -1,6 +1,6 @@
 //! The tracepoint records refgate decodes, as named layouts: one struct per record class
 //! whose fields are read from the tracefs `format` file by name at start-up, so that no field
-//! offset is baked in for one kernel (design.md "Recording"). Adding a field is one line in its
+//! offset is baked in for one kernel (docs/design.md "Recording"). Adding a field is one line in its
 //! struct's [`tracepoint_layout!`] and its use in the decoder.
 use std::{marker::PhantomData, path::Path};
 

@@ -1,5 +1,5 @@
 //! Loading refgate's eBPF object and attaching what this kernel allows, strongest first
-//! (design.md "Recording"): kprobes on `btrfs_run_delayed_refs` where the kernel has them,
+//! (docs/design.md "Recording"): kprobes on `btrfs_run_delayed_refs` where the kernel has them,
 //! always the tracepoints. Every choice is reported and goes into the trace header.
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -228,7 +228,7 @@ fn status(name: String, kind: &'static str, res: Result<()>) -> ProbeStatus {
 }
 
 /// (eBPF program, probe kind, kernel function): the call records of `btrfs_run_delayed_refs`
-/// and the functions that bound a transaction handle (design.md "Recording").
+/// and the functions that bound a transaction handle (docs/design.md "Recording").
 const KPROBES: &[(&str, &str, &str)] = &[
     ("btrfs_run_delayed_refs", "kprobe", "btrfs_run_delayed_refs"),
     (

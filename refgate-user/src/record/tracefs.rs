@@ -1,5 +1,5 @@
 //! tracefs: find or mount it, and read tracepoint record layouts from `format` files, so that
-//! no field offset is baked in for one kernel (design.md "Recording").
+//! no field offset is baked in for one kernel (docs/design.md "Recording").
 use std::{collections::HashMap, fs, path::PathBuf};
 
 use anyhow::{Context, Result, bail};

@@ -1,0 +1,397 @@
+//! A replay's report: one engine's run ([`crate::engine`]) merged into the figures a user
+//! reads, with the §7.4 invariant checked on the final extent tree ([`crate::invariant`]) —
+//! the entry points [`replay`], [`run`] and [`run_live`].
+
+use crate::engine::{self, Config, Engine, Outcome, VirtualFigures, model_error};
+use crate::error::{InvariantViolation, ReplayError};
+use crate::invariant::{InvariantSummary, check_extent_tree};
+use crate::live::Live;
+use crate::metrics::{
+    GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, TxnCounts, WaitSummary,
+};
+use crate::params::Params;
+use crate::policy::Policy;
+use crate::root::FsModel;
+use crate::vcpu::{self, Timeline};
+use crate::workload::Workload;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Replays `workload` with `threads` real threads under `policy`. Errors if the model hits a
+/// kernel BUG or the §7.4 invariant fails.
+pub fn run(
+    workload: &Workload,
+    policy: &dyn Policy,
+    threads: usize,
+    params: &Params,
+) -> Result<Report, ReplayError> {
+    run_live(
+        workload,
+        policy,
+        threads,
+        params,
+        Arc::new(Live::new(threads.max(1))),
+    )
+}
+
+/// [`run`] publishing progress into `live` (which must have `threads` worker slots) so a
+/// dashboard can poll [`Live::snapshot`] meanwhile.
+pub fn run_live(
+    workload: &Workload,
+    policy: &dyn Policy,
+    threads: usize,
+    params: &Params,
+    live: Arc<Live>,
+) -> Result<Report, ReplayError> {
+    let out = engine::threads::run_live(workload, policy, threads, params, live)?;
+    finish(workload, policy, out)
+}
+
+/// Figures that depend on the host that ran the replay (everything else in a virtual
+/// replay's [`Report`] is the same on any host).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostFigures {
+    pub wall_seconds: f64,
+    /// (adds + refs run) per wall second.
+    pub ops_per_second: f64,
+    pub refs_per_second: f64,
+    /// `std::thread::available_parallelism()` of the machine that ran the replay.
+    pub cores: usize,
+    /// Time held by [`Live::pause`], left out of `wall_seconds`.
+    pub paused_seconds: f64,
+}
+
+/// One extent item of the final extent tree, as `--dump-state` writes it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpExtent {
+    pub bytenr: u64,
+    pub num_bytes: u64,
+    pub refs: u64,
+    pub flags: u64,
+    pub key: Option<u64>,
+    /// Per backref: its kind (`tree`/`shared_block`/`data`/`shared_data`), fields, count.
+    pub backrefs: Vec<DumpBackref>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpBackref {
+    pub kind: &'static str,
+    /// TREE/EXTENT_DATA: root; SHARED_*: parent.
+    pub a: u64,
+    pub objectid: u64,
+    pub offset: u64,
+    pub count: u64,
+}
+
+/// The model's end state (`--dump-state`): extent items in bytenr order and what was pinned.
+#[derive(Clone, Debug, Serialize)]
+pub struct FinalState {
+    pub extents: Vec<DumpExtent>,
+    pub pinned_extents: u64,
+    pub pinned_bytes: u64,
+}
+
+fn final_state(fs: &FsModel) -> FinalState {
+    use refgate_common::event::{
+        EXTENT_DATA_REF_KEY, SHARED_BLOCK_REF_KEY, SHARED_DATA_REF_KEY, TREE_BLOCK_REF_KEY,
+    };
+    let mut extents: Vec<DumpExtent> = fs
+        .extent_tree
+        .snapshot()
+        .into_iter()
+        .map(|(bytenr, it)| DumpExtent {
+            bytenr,
+            num_bytes: it.num_bytes,
+            refs: it.refs,
+            flags: it.flags,
+            key: it.key,
+            backrefs: it
+                .backrefs
+                .iter()
+                .map(|(k, &count)| DumpBackref {
+                    kind: match k.ref_type {
+                        TREE_BLOCK_REF_KEY => "tree",
+                        SHARED_BLOCK_REF_KEY => "shared_block",
+                        EXTENT_DATA_REF_KEY => "data",
+                        SHARED_DATA_REF_KEY => "shared_data",
+                        _ => "other",
+                    },
+                    a: k.a,
+                    objectid: k.b,
+                    offset: k.c,
+                    count,
+                })
+                .collect(),
+        })
+        .collect();
+    extents.sort_by_key(|e| e.bytenr);
+    let (pinned_extents, pinned_bytes) = fs.extent_tree.pinned();
+    FinalState {
+        extents,
+        pinned_extents,
+        pinned_bytes,
+    }
+}
+
+/// Everything measured in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub policy: String,
+    /// The kernels the policy stands for, and whether it has the seed's gate.
+    pub kernels: &'static str,
+    pub gated: bool,
+    pub engine: Engine,
+    /// CPUs (virtual) or threads (real).
+    pub threads: usize,
+    pub tasks: usize,
+    pub transactions: usize,
+    /// Add-API calls queued.
+    pub adds: u64,
+    /// Ref nodes run against the extent tree.
+    pub refs_run: u64,
+    pub heads_run: u64,
+    pub extent_ops_run: u64,
+    /// `delayed_refs->lock`: acquisitions, contended, CPU seconds burnt spinning, waits.
+    pub dr_lock: SpinSummary,
+    pub head_lock: SpinSummary,
+    pub head_mutex_waits: WaitSummary,
+    pub extent_tree_waits: WaitSummary,
+    pub extent_tree_acquisitions: u64,
+    pub gate: GateStats,
+    /// Latency of each `btrfs_run_delayed_refs` call.
+    pub run_calls: WaitSummary,
+    /// Who made those calls.
+    pub run_calls_by_caller: RunCallsByCaller,
+    /// Ref nodes run, by caller.
+    pub refs_run_by_caller: RunCallsByCaller,
+    /// Heads and refs run per transaction (`--validate`).
+    #[serde(skip)]
+    pub per_txn: Vec<TxnCounts>,
+    /// Modern: add calls that waited on a space-reservation ticket (§4.7).
+    pub space_waits: u64,
+    /// Per thread (real) or per CPU (virtual).
+    pub per_thread_refs_run: Vec<u64>,
+    pub insert_cancels: u64,
+    pub run_merges: u64,
+    pub seq_holdbacks: u64,
+    pub nodes_walked: u64,
+    pub head_eagain: u64,
+    pub invariant: InvariantSummary,
+    /// Cut short by [`Live::cancel`]: counts cover the part replayed, and no §7.4 verdict is
+    /// given (`invariant` is all zeros).
+    pub partial: bool,
+    /// Virtual engine only.
+    pub virtual_figures: Option<VirtualFigures>,
+    /// The final extent tree, when `Params::keep_final_state` asked for it.
+    pub final_state: Option<FinalState>,
+    /// `Config::timeline`: what every CPU or thread did (not in the JSON report).
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
+    pub host: HostFigures,
+}
+
+/// Runs `workload` under `policy` with the engine and CPU count of `cfg`, publishing
+/// progress into `live` (which must have `cfg.cpus` slots).
+pub fn replay(
+    workload: &Workload,
+    policy: &dyn Policy,
+    cfg: &Config,
+    live: Arc<Live>,
+) -> Result<Report, ReplayError> {
+    match cfg.engine {
+        Engine::Threads => {
+            if cfg.timeline {
+                let cap = engine::TIMELINE_CAP / live.workers.len().max(1);
+                live.workers.iter().for_each(|ws| ws.start_log(cap));
+            }
+            let mut r = run_live(workload, policy, cfg.cpus, &cfg.params, live.clone())?;
+            if cfg.timeline {
+                r.timeline = Some(engine::threads_timeline(&live));
+            }
+            Ok(r)
+        }
+        Engine::Virtual => finish(workload, policy, vcpu::run(workload, policy, cfg, live)?),
+    }
+}
+
+/// Merges the engine's counts, checks §7.4 on the final extent tree and builds the report.
+fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Report, ReplayError> {
+    let (engine, cpus, fs) = (out.engine, out.cpus, &out.fs);
+    // Cut short only if a cancel stopped a transaction from committing (a cancel after the
+    // last commit changes nothing).
+    let partial = out.commits_done < workload.transactions as u64;
+    let mut total = ThreadMetrics::default();
+    for m in &out.per_worker {
+        total.merge(m);
+    }
+    if !out.errors.is_empty() {
+        return Err(model_error(policy, cpus, out.errors));
+    }
+    let invariant = if partial {
+        // The check compares the end state with the whole trace's net effect: meaningless
+        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
+        InvariantSummary::default()
+    } else {
+        // The pinned totals reported are the per-extent pins the check accepted.
+        check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
+            policy: policy.name().into(),
+            threads: cpus,
+            errors,
+        })?
+    };
+    let wall = out.wall_seconds.max(1e-9);
+    let ops = (total.adds + total.refs_run) as f64;
+    Ok(Report {
+        policy: policy.name().into(),
+        kernels: policy.kernels(),
+        gated: policy.gated(),
+        engine,
+        threads: cpus,
+        tasks: workload.task_count(),
+        transactions: workload.transactions,
+        adds: total.adds,
+        refs_run: total.refs_run,
+        heads_run: total.heads_run,
+        extent_ops_run: total.extent_ops_run,
+        dr_lock: total.dr_lock.summary(),
+        head_lock: total.head_lock.summary(),
+        head_mutex_waits: total.head_mutex.summary(),
+        extent_tree_waits: total.extent_tree.summary(),
+        extent_tree_acquisitions: total.extent_tree_acquisitions,
+        gate: total.gate,
+        run_calls: total.run_calls.summary(),
+        run_calls_by_caller: total.run_calls_by_caller,
+        refs_run_by_caller: total.refs_run_by_caller,
+        per_txn: total.per_txn,
+        space_waits: total.space_waits,
+        per_thread_refs_run: out.per_cpu_refs,
+        insert_cancels: total.insert_cancels,
+        run_merges: total.run_merges,
+        seq_holdbacks: total.seq_holdbacks,
+        nodes_walked: total.nodes_walked,
+        head_eagain: total.head_eagain,
+        invariant,
+        partial,
+        virtual_figures: out.virtual_figures,
+        final_state: fs.params.keep_final_state.then(|| final_state(fs)),
+        timeline: out.timeline,
+        host: HostFigures {
+            wall_seconds: wall,
+            ops_per_second: ops / wall,
+            refs_per_second: total.refs_run as f64 / wall,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            paused_seconds: out.paused_seconds,
+        },
+    })
+}
+
+#[cfg(test)]
+mod live_control_tests {
+    //! The dashboard's hooks: `Live::cancel` gives a partial report without a false
+    //! violation; `Live::pause` holds the workers; the live counters match the report.
+    use super::*;
+    use crate::live::ThreadState;
+    use crate::live::WaitRole;
+    use crate::policy::by_name;
+    use crate::workload::{SynthParams, synthetic};
+    use std::time::Instant;
+
+    fn workload() -> Workload {
+        synthetic(&SynthParams {
+            transactions: 20,
+            ..SynthParams::default()
+        })
+    }
+
+    #[test]
+    fn cancel_before_start_gives_a_partial_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.cancel();
+        let r = run_live(
+            &w,
+            by_name("seed").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
+        assert!(r.partial);
+        assert_eq!(
+            r.invariant,
+            InvariantSummary::default(),
+            "no verdict on a prefix"
+        );
+        assert!(live.snapshot().ops_done < w.total_ops());
+    }
+
+    #[test]
+    fn cancel_while_paused_stops_the_run() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        live.pause(true);
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                run_live(
+                    &w,
+                    by_name("modern").unwrap().as_ref(),
+                    4,
+                    &Params::default(),
+                    live.clone(),
+                )
+            });
+            // Every worker reaches its first operation boundary and holds there.
+            let t0 = Instant::now();
+            while !live
+                .snapshot()
+                .threads
+                .iter()
+                .all(|t| t.state == ThreadState::Paused)
+            {
+                assert!(
+                    t0.elapsed().as_secs() < 20,
+                    "workers did not pause: {:?}",
+                    live.snapshot().threads
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert_eq!(live.snapshot().ops_done, 0);
+            live.cancel();
+            h.join().unwrap()
+        })
+        .unwrap();
+        assert!(r.partial);
+        assert!(r.host.paused_seconds > 0.0);
+        assert_eq!(r.refs_run, 0);
+    }
+
+    #[test]
+    fn uncancelled_run_is_complete_and_live_counters_match_the_report() {
+        let w = workload();
+        let live = Arc::new(Live::new(4));
+        let r = run_live(
+            &w,
+            by_name("pre").unwrap().as_ref(),
+            4,
+            &Params::default(),
+            live.clone(),
+        )
+        .unwrap();
+        assert!(!r.partial);
+        assert!(r.invariant.extents_checked > 0);
+        let s = live.snapshot();
+        assert_eq!(s.run_calls.iter().sum::<u64>(), r.run_calls.count);
+        let waits: u64 = s
+            .threads
+            .iter()
+            .map(|t| t.waits[WaitRole::DelayedRefsLock as usize])
+            .sum();
+        assert_eq!(waits, r.dr_lock.wait.count);
+        assert_eq!(
+            s.waits[WaitRole::ExtentTree as usize].iter().sum::<u64>(),
+            r.extent_tree_waits.count
+        );
+    }
+}

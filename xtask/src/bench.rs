@@ -1,5 +1,5 @@
 //! `cargo xtask bench-probes` and `bench-replay`: the recorder's in-kernel cost per event and
-//! the replay of the bundled samples per policy; both print Markdown tables for the README.
+//! the replay of the bundled samples per policy; both print Markdown tables for docs/benchmarks.md.
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};

@@ -2,7 +2,7 @@
 //! tasks mapped to it, FIFO wait lists keyed by the address of what is waited on, and the
 //! per-CPU split of time into work / spinning / switching / sleeping / idle.
 //!
-//! Scheduling rules (kept simple, and stated in the README):
+//! Scheduling rules (kept simple, and stated in docs/replay.md, "Engines"):
 //! - a task runs on its CPU until it sleeps, yields at a handle boundary, or ends: no
 //!   preemption (the kernel would preempt after a time slice; the model's sections are
 //!   far shorter than one, except a committer's run-all);

@@ -28,6 +28,10 @@ impl Rng {
 /// A synthetic stream shaped like a small-file btrfs workload: ~25% add heads, ~20% add tree
 /// refs, ~10% add data refs, ~20% run heads, ~20% run refs, ~5% contention, a few commits and
 /// extent-tree locks; bytenrs clustered and allocated mostly in order, µs gaps, 6 tids, 2 CPUs.
+#[allow(
+    clippy::too_many_lines,
+    reason = "bench fixture: a synthetic generator"
+)]
 fn synthetic(n_events: usize) -> Vec<Record> {
     let mut rng = Rng(0x5eed_1234_5678_9abc);
     let tids = [4101u32, 4102, 4103, 4104, 87, 88];

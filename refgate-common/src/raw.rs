@@ -56,6 +56,12 @@ impl RawKind {
             _ => return None,
         })
     }
+
+    /// True for the btrfs tracepoints, whose record ([`RawEvent`]) carries a copy of the
+    /// kernel's tracepoint data; the others carry their own payload.
+    pub const fn is_btrfs_tracepoint(self) -> bool {
+        (self as u32) <= Self::TreeLock as u32
+    }
 }
 
 /// The common start of every ring-buffer record.

@@ -930,111 +930,105 @@ impl<R: Read> TraceReader<R> {
     fn next_frame(&mut self) -> bool {
         loop {
             let at = self.offset;
-            let mut head = [0u8; 8];
-            let n = match read_full(&mut self.r, &mut head) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.stop(
-                        at,
-                        DamageReason::Io {
-                            detail: e.to_string(),
-                        },
-                    );
-                    return false;
-                }
-            };
-            if self.finished {
-                if n > 0 {
-                    self.stop(at, DamageReason::TrailingData);
-                } else {
+            let len = match self.read_frame() {
+                Ok(Some(len)) => len,
+                Ok(None) => {
                     self.done = true;
+                    return false;
                 }
-                return false;
-            }
-            if n == 0 {
-                self.stop(at, DamageReason::Unfinished);
-                return false;
-            }
-            if n < 8 {
-                self.stop(
-                    at,
-                    DamageReason::CutFrame {
-                        needed: 8,
-                        available: n as u64,
-                    },
-                );
-                return false;
-            }
-            let len = u32::from_le_bytes(head[..4].try_into().unwrap());
-            let stored = u32::from_le_bytes(head[4..].try_into().unwrap());
-            if len > MAX_FRAME || len == 0 {
-                self.stop(at, DamageReason::BadFrameLength { len });
-                return false;
-            }
-            let got = match read_payload(&mut self.r, len, &mut self.frame_buf) {
-                Ok(g) => g,
-                Err(e) => {
-                    self.stop(
-                        at,
-                        DamageReason::Io {
-                            detail: e.to_string(),
-                        },
-                    );
+                Err(reason) => {
+                    self.stop(at, reason);
                     return false;
                 }
             };
-            if got < len as usize {
-                self.stop(
-                    at,
-                    DamageReason::CutFrame {
-                        needed: 8 + len as u64,
-                        available: 8 + got as u64,
-                    },
-                );
-                return false;
-            }
-            let computed = frame_crc(len, &self.frame_buf);
-            if computed != stored {
-                self.stop(at, DamageReason::CrcMismatch { stored, computed });
-                return false;
-            }
             self.offset = at + 8 + len as u64;
             self.frame_offset = at;
-            self.record_in_frame = 0;
-            self.dec.reset();
-            self.block.clear();
-            self.pos = 0;
-            let undecodable = |detail: String| DamageReason::Undecodable { record: 0, detail };
-            match self.frame_buf[0] {
-                KIND_STORED => {
-                    std::mem::swap(&mut self.block, &mut self.frame_buf);
-                    self.pos = 1;
-                    return true;
-                }
-                KIND_LZ4 => match unpack_lz4(&self.frame_buf[1..], &mut self.block) {
-                    Ok(()) => {
-                        self.pos = 1;
-                        return true;
-                    }
-                    Err(detail) => {
-                        self.block.clear();
-                        self.stop(at, undecodable(detail));
-                        return false;
-                    }
-                },
-                KIND_END => {
-                    if len != 1 {
-                        self.stop(at, undecodable("malformed end-of-trace frame".into()));
-                        return false;
-                    }
-                    self.finished = true;
-                    continue;
-                }
-                k => {
-                    self.stop(at, undecodable(format!("unknown frame kind {k}")));
+            match self.open_frame(len) {
+                Ok(true) => return true,
+                // The end-of-trace frame: only the clean end may follow.
+                Ok(false) => continue,
+                Err(reason) => {
+                    self.stop(at, reason);
                     return false;
                 }
             }
+        }
+    }
+
+    /// Reads the frame at `self.offset` (length, CRC32, payload) into `self.frame_buf` and
+    /// checks it: its payload length, `None` at the clean end (nothing after the end-of-trace
+    /// frame), or why the trace stops here.
+    fn read_frame(&mut self) -> Result<Option<u32>, DamageReason> {
+        let io = |e: std::io::Error| DamageReason::Io {
+            detail: e.to_string(),
+        };
+        let mut head = [0u8; 8];
+        let n = read_full(&mut self.r, &mut head).map_err(io)?;
+        if self.finished {
+            return if n > 0 {
+                Err(DamageReason::TrailingData)
+            } else {
+                Ok(None)
+            };
+        }
+        if n == 0 {
+            return Err(DamageReason::Unfinished);
+        }
+        if n < 8 {
+            return Err(DamageReason::CutFrame {
+                needed: 8,
+                available: n as u64,
+            });
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap());
+        let stored = u32::from_le_bytes(head[4..].try_into().unwrap());
+        if len > MAX_FRAME || len == 0 {
+            return Err(DamageReason::BadFrameLength { len });
+        }
+        let got = read_payload(&mut self.r, len, &mut self.frame_buf).map_err(io)?;
+        if got < len as usize {
+            return Err(DamageReason::CutFrame {
+                needed: 8 + len as u64,
+                available: 8 + got as u64,
+            });
+        }
+        let computed = frame_crc(len, &self.frame_buf);
+        if computed != stored {
+            return Err(DamageReason::CrcMismatch { stored, computed });
+        }
+        Ok(Some(len))
+    }
+
+    /// Opens the checked frame in `self.frame_buf` (payload `len` bytes): true when its
+    /// records are in `self.block` (stored or LZ4-packed), false for the end-of-trace frame.
+    fn open_frame(&mut self, len: u32) -> Result<bool, DamageReason> {
+        self.record_in_frame = 0;
+        self.dec.reset();
+        self.block.clear();
+        self.pos = 0;
+        let undecodable = |detail: String| DamageReason::Undecodable { record: 0, detail };
+        match self.frame_buf[0] {
+            KIND_STORED => {
+                std::mem::swap(&mut self.block, &mut self.frame_buf);
+                self.pos = 1;
+                Ok(true)
+            }
+            KIND_LZ4 => match unpack_lz4(&self.frame_buf[1..], &mut self.block) {
+                Ok(()) => {
+                    self.pos = 1;
+                    Ok(true)
+                }
+                Err(detail) => {
+                    self.block.clear();
+                    Err(undecodable(detail))
+                }
+            },
+            KIND_END if len != 1 => Err(undecodable("malformed end-of-trace frame".into())),
+            KIND_END => {
+                self.finished = true;
+                Ok(false)
+            }
+            k => Err(undecodable(format!("unknown frame kind {k}"))),
         }
     }
 }

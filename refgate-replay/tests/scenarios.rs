@@ -21,6 +21,10 @@ fn lookup<'a>(v: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(v, |v, k| &v[k])
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "test code: one check per expectation key, in the file format's order"
+)]
 fn run_expect(name: &str, file: &workload_file::WorkloadFile, e: &Value) -> Vec<String> {
     let mut errs = Vec::new();
     let policies: Vec<String> = match e.get("policies") {

@@ -17,7 +17,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use refgate_common::trace::{TraceReader, summary::summarize};
+use refgate_common::trace::{
+    TraceReader,
+    summary::{Summary, summarize},
+};
 
 /// The tracepoints compared with perf.
 const KINDS: [&str; 7] = refgate_common::event::UNFILTERED_TRACEPOINTS;
@@ -143,16 +146,7 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
     let perf_out = fs.dir.join("perf.txt");
 
     // perf first: its window encloses refgate's.
-    let mut perf = Reaped(Some(
-        Command::new("perf")
-            .args(["stat", "-a", "-x", ",", "-o"])
-            .arg(&perf_out)
-            .args(KINDS.iter().flat_map(|k| ["-e", k]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("perf (linux-perf) is installed by `cargo xtask setup`")?,
-    ));
+    let mut perf = start_perf(&perf_out)?;
     std::thread::sleep(Duration::from_millis(500));
     let mut child = Command::new(refgate)
         .args(["record", "--no-tui", "-o"])
@@ -185,24 +179,7 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
             std::thread::spawn(move || writer(dir, w, stop, ops))
         })
         .collect();
-    let started = Instant::now();
-    let end = started + Duration::from_secs_f64(minutes * 60.0);
-    let mut samples: Vec<(f64, u64)> = Vec::new();
-    println!("| t (s) | refgate RSS (MiB) | file ops | trace (MiB) |");
-    println!("|---:|---:|---:|---:|");
-    while Instant::now() < end {
-        std::thread::sleep(Duration::from_secs(10).min(end - Instant::now()));
-        let _ = Command::new("sync").arg("-f").arg(&fs.mnt).status();
-        let t = started.elapsed().as_secs_f64();
-        let rss = rss_kib(pid).context("refgate record exited during the soak")?;
-        samples.push((t, rss));
-        println!(
-            "| {t:.0} | {:.1} | {} | {:.1} |",
-            rss as f64 / 1024.0,
-            ops.load(Ordering::Relaxed),
-            fs::metadata(&trace).map(|m| m.len()).unwrap_or(0) as f64 / (1 << 20) as f64
-        );
-    }
+    let samples = sample_rss(pid, &fs.mnt, &trace, &ops, minutes)?;
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join()
@@ -219,22 +196,7 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
 
     let perf_text = fs::read_to_string(&perf_out)?;
     let summary = summarize(TraceReader::open_path(&trace)?);
-    println!();
-    println!("| event | refgate | perf stat | equal |");
-    println!("|---|---:|---:|---|");
-    let mut mismatch = false;
-    for k in KINDS {
-        let perf_n: u64 = perf_text
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                (f.len() > 3 && f[2] == k).then(|| f[0].parse().unwrap_or(0))
-            })
-            .with_context(|| format!("{k} missing from perf's output:\n{perf_text}"))?;
-        let ours = summary.events_by_kind.get(k).copied().unwrap_or(0);
-        mismatch |= ours != perf_n;
-        println!("| {k} | {ours} | {perf_n} | {} |", ours == perf_n);
-    }
+    let mismatch = compare_with_perf(&perf_text, &summary)?;
     let warm = samples
         .iter()
         .find(|(t, _)| *t >= 60.0)
@@ -270,4 +232,69 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
         bail!("refgate's RSS grew from {warm} KiB to {last} KiB");
     }
     Ok(())
+}
+
+/// Every 10 s for `minutes`: syncs the filesystem, samples the recorder's RSS and prints a
+/// row; the (seconds, KiB) samples.
+fn sample_rss(
+    pid: u32,
+    mnt: &Path,
+    trace: &Path,
+    ops: &AtomicU64,
+    minutes: f64,
+) -> Result<Vec<(f64, u64)>> {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(minutes * 60.0);
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    println!("| t (s) | refgate RSS (MiB) | file ops | trace (MiB) |");
+    println!("|---:|---:|---:|---:|");
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(10).min(end - Instant::now()));
+        let _ = Command::new("sync").arg("-f").arg(mnt).status();
+        let t = started.elapsed().as_secs_f64();
+        let rss = rss_kib(pid).context("refgate record exited during the soak")?;
+        samples.push((t, rss));
+        println!(
+            "| {t:.0} | {:.1} | {} | {:.1} |",
+            rss as f64 / 1024.0,
+            ops.load(Ordering::Relaxed),
+            fs::metadata(trace).map(|m| m.len()).unwrap_or(0) as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(samples)
+}
+
+/// Prints refgate's event counts beside `perf stat`'s (its `-x ,` output); true if any differ.
+fn compare_with_perf(perf_text: &str, summary: &Summary) -> Result<bool> {
+    println!();
+    println!("| event | refgate | perf stat | equal |");
+    println!("|---|---:|---:|---|");
+    let mut mismatch = false;
+    for k in KINDS {
+        let perf_n: u64 = perf_text
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f.len() > 3 && f[2] == k).then(|| f[0].parse().unwrap_or(0))
+            })
+            .with_context(|| format!("{k} missing from perf's output:\n{perf_text}"))?;
+        let ours = summary.events_by_kind.get(k).copied().unwrap_or(0);
+        mismatch |= ours != perf_n;
+        println!("| {k} | {ours} | {perf_n} | {} |", ours == perf_n);
+    }
+    Ok(mismatch)
+}
+
+/// `perf stat -a` counting [`KINDS`] into `out` (CSV) until interrupted.
+fn start_perf(out: &Path) -> Result<Reaped> {
+    Ok(Reaped(Some(
+        Command::new("perf")
+            .args(["stat", "-a", "-x", ",", "-o"])
+            .arg(out)
+            .args(KINDS.iter().flat_map(|k| ["-e", k]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("perf (linux-perf) is installed by `cargo xtask setup`")?,
+    )))
 }

@@ -12,7 +12,7 @@ use std::io::Read;
 use serde::Serialize;
 
 use super::{Damage, RunArg, TraceHeader, TraceReader};
-use crate::event::{EventKind, FsId, LockRole, Record, Stats};
+use crate::event::{Event, EventKind, FsId, LockRole, Record, Stats};
 
 /// How many tasks and heads the summary lists.
 pub const TOP_TASKS: usize = 20;
@@ -104,112 +104,142 @@ pub struct Summary {
     pub damage_message: Option<String>,
 }
 
-/// Read `reader` to its end (or its damage) and summarize what it holds.
-pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
-    let mut records = 0u64;
-    let mut events = 0u64;
-    let (mut first, mut last) = (None::<u64>, None::<u64>);
-    let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut stats: Option<Stats> = None;
-    let mut filesystems = Vec::new();
-    let mut tasks: HashMap<u32, (u32, String)> = HashMap::new();
-    let mut per_tid: HashMap<u32, u64> = HashMap::new();
-    let mut heads: HashMap<(FsId, u64), (u64, u64)> = HashMap::new();
-    let mut cont = [(0u64, 0u64, 0u64); LockRole::ALL.len()];
+/// What [`summarize`] counts while it reads.
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    events: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+    by_kind: BTreeMap<&'static str, u64>,
+    stats: Option<Stats>,
+    filesystems: Vec<(FsId, String)>,
+    tasks: HashMap<u32, (u32, String)>,
+    per_tid: HashMap<u32, u64>,
+    /// Per head: (add events, run events).
+    heads: HashMap<(FsId, u64), (u64, u64)>,
+    /// Per [`LockRole`]: (contended, total wait ns, max wait ns).
+    cont: [(u64, u64, u64); LockRole::ALL.len()],
+}
 
-    for rec in reader.by_ref() {
-        records += 1;
+impl Tally {
+    fn add(&mut self, rec: Record) {
+        self.records += 1;
         match rec {
-            Record::Event(e) => {
-                events += 1;
-                first = Some(first.map_or(e.ts_ns, |f| f.min(e.ts_ns)));
-                last = Some(last.map_or(e.ts_ns, |l| l.max(e.ts_ns)));
-                *by_kind.entry(e.kind.probe_name()).or_default() += 1;
-                *per_tid.entry(e.tid).or_default() += 1;
-                let (head, is_add) = match &e.kind {
-                    EventKind::AddTreeRef(r) => (Some((r.fs, r.bytenr)), true),
-                    EventKind::AddDataRef(r) => (Some((r.fs, r.bytenr)), true),
-                    EventKind::AddRefHead(r) => (Some((r.fs, r.bytenr)), true),
-                    EventKind::RunTreeRef(r) => (Some((r.fs, r.bytenr)), false),
-                    EventKind::RunDataRef(r) => (Some((r.fs, r.bytenr)), false),
-                    EventKind::RunRefHead(r) => (Some((r.fs, r.bytenr)), false),
-                    EventKind::Contention { role, wait_ns, .. } => {
-                        let c = &mut cont[*role as usize];
-                        c.0 += 1;
-                        c.1 = c.1.saturating_add(*wait_ns);
-                        c.2 = c.2.max(*wait_ns);
-                        (None, false)
-                    }
-                    _ => (None, false),
-                };
-                if let Some(k) = head {
-                    let h = heads.entry(k).or_default();
-                    if is_add {
-                        h.0 += 1;
-                    } else {
-                        h.1 += 1;
-                    }
-                }
-            }
+            Record::Event(e) => self.add_event(&e),
             Record::Task(t) => {
-                tasks.insert(t.tid, (t.tgid, t.comm));
+                self.tasks.insert(t.tid, (t.tgid, t.comm));
             }
             Record::Filesystem { id, fsid } => {
-                filesystems.push((id, fsid.iter().map(|b| format!("{b:02x}")).collect()));
+                self.filesystems
+                    .push((id, fsid.iter().map(|b| format!("{b:02x}")).collect()));
             }
-            Record::Stats(s) => stats = Some(s),
+            Record::Stats(s) => self.stats = Some(s),
         }
     }
 
-    let mut task_list: Vec<TaskCount> = per_tid
-        .iter()
-        .map(|(&tid, &n)| {
-            let t = tasks.get(&tid);
-            TaskCount {
-                tid,
-                tgid: t.map(|t| t.0),
-                comm: t.map(|t| t.1.clone()),
-                events: n,
+    fn add_event(&mut self, e: &Event) {
+        self.events += 1;
+        self.first = Some(self.first.map_or(e.ts_ns, |f| f.min(e.ts_ns)));
+        self.last = Some(self.last.map_or(e.ts_ns, |l| l.max(e.ts_ns)));
+        *self.by_kind.entry(e.kind.probe_name()).or_default() += 1;
+        *self.per_tid.entry(e.tid).or_default() += 1;
+        let (head, is_add) = match &e.kind {
+            EventKind::AddTreeRef(r) => (Some((r.fs, r.bytenr)), true),
+            EventKind::AddDataRef(r) => (Some((r.fs, r.bytenr)), true),
+            EventKind::AddRefHead(r) => (Some((r.fs, r.bytenr)), true),
+            EventKind::RunTreeRef(r) => (Some((r.fs, r.bytenr)), false),
+            EventKind::RunDataRef(r) => (Some((r.fs, r.bytenr)), false),
+            EventKind::RunRefHead(r) => (Some((r.fs, r.bytenr)), false),
+            EventKind::Contention { role, wait_ns, .. } => {
+                let c = &mut self.cont[*role as usize];
+                c.0 += 1;
+                c.1 = c.1.saturating_add(*wait_ns);
+                c.2 = c.2.max(*wait_ns);
+                (None, false)
             }
-        })
-        .collect();
-    task_list.sort_by(|a, b| b.events.cmp(&a.events).then(a.tid.cmp(&b.tid)));
-    task_list.truncate(TOP_TASKS);
-
-    let mut head_list: Vec<HeadCount> = heads
-        .iter()
-        .map(|(&(fs, bytenr), &(adds, runs))| HeadCount {
-            fs,
-            bytenr,
-            adds,
-            runs,
-        })
-        .collect();
-    head_list.sort_by(|a, b| {
-        (b.adds + b.runs)
-            .cmp(&(a.adds + a.runs))
-            .then((a.fs, a.bytenr).cmp(&(b.fs, b.bytenr)))
-    });
-    head_list.truncate(TOP_HEADS);
-
-    let contention = LockRole::ALL
-        .iter()
-        .map(|&role| {
-            let (n, total, max) = cont[role as usize];
-            ContentionRow {
-                role,
-                name: role.name(),
-                contended: n,
-                total_wait_ns: total,
-                max_wait_ns: max,
-                avg_wait_ns: total.checked_div(n).unwrap_or(0),
+            _ => (None, false),
+        };
+        if let Some(k) = head {
+            let h = self.heads.entry(k).or_default();
+            if is_add {
+                h.0 += 1;
+            } else {
+                h.1 += 1;
             }
-        })
-        .collect();
+        }
+    }
 
-    let stats_known = stats.is_some();
-    let stats = stats.unwrap_or_default();
-    let duration_ns = match (first, last) {
+    /// The [`TOP_TASKS`] tasks with most events, most first.
+    fn top_tasks(&self) -> Vec<TaskCount> {
+        let mut list: Vec<TaskCount> = self
+            .per_tid
+            .iter()
+            .map(|(&tid, &n)| {
+                let t = self.tasks.get(&tid);
+                TaskCount {
+                    tid,
+                    tgid: t.map(|t| t.0),
+                    comm: t.map(|t| t.1.clone()),
+                    events: n,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| b.events.cmp(&a.events).then(a.tid.cmp(&b.tid)));
+        list.truncate(TOP_TASKS);
+        list
+    }
+
+    /// The [`TOP_HEADS`] heads with most add+run events, most first.
+    fn top_heads(&self) -> Vec<HeadCount> {
+        let mut list: Vec<HeadCount> = self
+            .heads
+            .iter()
+            .map(|(&(fs, bytenr), &(adds, runs))| HeadCount {
+                fs,
+                bytenr,
+                adds,
+                runs,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (b.adds + b.runs)
+                .cmp(&(a.adds + a.runs))
+                .then((a.fs, a.bytenr).cmp(&(b.fs, b.bytenr)))
+        });
+        list.truncate(TOP_HEADS);
+        list
+    }
+
+    /// One row per [`LockRole`], in [`LockRole::ALL`] order.
+    fn contention(&self) -> Vec<ContentionRow> {
+        LockRole::ALL
+            .iter()
+            .map(|&role| {
+                let (n, total, max) = self.cont[role as usize];
+                ContentionRow {
+                    role,
+                    name: role.name(),
+                    contended: n,
+                    total_wait_ns: total,
+                    max_wait_ns: max,
+                    avg_wait_ns: total.checked_div(n).unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Read `reader` to its end (or its damage) and summarize what it holds.
+pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
+    let mut t = Tally::default();
+    for rec in reader.by_ref() {
+        t.add(rec);
+    }
+    let (tasks, busiest_heads, contention) = (t.top_tasks(), t.top_heads(), t.contention());
+    let stats_known = t.stats.is_some();
+    let stats = t.stats.unwrap_or_default();
+    let duration_ns = match (t.first, t.last) {
         (Some(f), Some(l)) => l - f,
         _ => 0,
     };
@@ -217,12 +247,12 @@ pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
         name: reader.name().to_string(),
         format_version: reader.format_version(),
         header: reader.header().clone(),
-        records,
-        events,
-        first_ts_ns: first,
-        last_ts_ns: last,
+        records: t.records,
+        events: t.events,
+        first_ts_ns: t.first,
+        last_ts_ns: t.last,
         duration_seconds: duration_ns as f64 / 1e9,
-        events_by_kind: by_kind,
+        events_by_kind: t.by_kind,
         lost_events: stats.lost_events(),
         lost_per_cpu: stats.lost_per_cpu.clone(),
         has_stats: stats_known,
@@ -232,11 +262,11 @@ pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
             other_fs: stats.other_fs,
             unpaired_contention: stats.unpaired_contention,
         },
-        filesystems,
-        task_count: per_tid.len() as u64,
-        tasks: task_list,
-        head_count: heads.len() as u64,
-        busiest_heads: head_list,
+        filesystems: t.filesystems,
+        task_count: t.per_tid.len() as u64,
+        tasks,
+        head_count: t.heads.len() as u64,
+        busiest_heads,
         contention,
         finished: reader.finished(),
         damage: reader.damage().cloned(),
@@ -313,8 +343,17 @@ fn table(out: &mut String, head: &[(&str, Al)], rows: &[Vec<String>]) {
 
 /// The summary for humans: aligned columns, one section per table.
 pub fn render_text(s: &Summary) -> String {
-    let h = &s.header;
     let mut o = String::new();
+    header_lines(&mut o, s);
+    content_lines(&mut o, s);
+    probe_tables(&mut o, s);
+    task_and_lock_tables(&mut o, s);
+    o
+}
+
+/// The header: the file, the recorder and its host, how it was run.
+fn header_lines(o: &mut String, s: &Summary) {
+    let h = &s.header;
     let _ = writeln!(o, "trace      {} (format v{})", s.name, s.format_version);
     let _ = writeln!(
         o,
@@ -357,6 +396,10 @@ pub fn render_text(s: &Summary) -> String {
         h.nodesize.map_or("unknown".to_string(), |v| v.to_string())
     );
     let _ = writeln!(o, "pointers   {}", h.pointers.describe());
+}
+
+/// What the trace holds, what was lost or filtered, and whether it is whole.
+fn content_lines(o: &mut String, s: &Summary) {
     let _ = writeln!(
         o,
         "content    {} events in {:.3} s, {} records, {} tasks, {} heads, {} filesystem(s)",
@@ -410,6 +453,11 @@ pub fn render_text(s: &Summary) -> String {
             Some(m) => format!("DAMAGED: {m}"),
         }
     );
+}
+
+/// The probes (attached or not, why) and the events each produced.
+fn probe_tables(o: &mut String, s: &Summary) {
+    let h = &s.header;
 
     o.push_str("\nProbes\n");
     let rows: Vec<Vec<String>> = h
@@ -425,7 +473,7 @@ pub fn render_text(s: &Summary) -> String {
         })
         .collect();
     table(
-        &mut o,
+        o,
         &[
             ("probe", Al::L),
             ("kind", Al::L),
@@ -448,11 +496,14 @@ pub fn render_text(s: &Summary) -> String {
         })
         .collect();
     table(
-        &mut o,
+        o,
         &[("probe", Al::L), ("events", Al::R), ("share", Al::R)],
         &rows,
     );
+}
 
+/// The busiest tasks and heads, and the lock contention by role.
+fn task_and_lock_tables(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "\nTasks (top {} by events)", TOP_TASKS);
     let rows: Vec<Vec<String>> = s
         .tasks
@@ -467,7 +518,7 @@ pub fn render_text(s: &Summary) -> String {
         })
         .collect();
     table(
-        &mut o,
+        o,
         &[
             ("tid", Al::R),
             ("tgid", Al::R),
@@ -492,7 +543,7 @@ pub fn render_text(s: &Summary) -> String {
         })
         .collect();
     table(
-        &mut o,
+        o,
         &[
             ("bytenr", Al::R),
             ("fs", Al::R),
@@ -518,7 +569,7 @@ pub fn render_text(s: &Summary) -> String {
         })
         .collect();
     table(
-        &mut o,
+        o,
         &[
             ("contended", Al::R),
             ("total wait", Al::R),
@@ -528,7 +579,6 @@ pub fn render_text(s: &Summary) -> String {
         ],
         &rows,
     );
-    o
 }
 
 fn or_unknown(s: &str) -> &str {

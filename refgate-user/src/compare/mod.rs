@@ -182,57 +182,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let points: Vec<(usize, usize)> = (0..policies.len())
         .flat_map(|p| args.cpus.iter().map(move |&c| (p, c)))
         .collect();
-    let results: Mutex<Vec<Option<Result<Point, String>>>> = Mutex::new(vec![None; points.len()]);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let started = Instant::now();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(points.len());
-    let tty = std::io::stderr().is_terminal();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(p, cpus)) = points.get(i) else {
-                        return;
-                    };
-                    let (name, policy) = &policies[p];
-                    let cfg = Config {
-                        engine: Engine::Virtual,
-                        cpus,
-                        params: params.clone(),
-                        sim_seed: args.model.sim_seed,
-                        pace: false,
-                        timeline: false,
-                    };
-                    let r = refgate_replay::replay(
-                        &prepared.workload,
-                        policy.as_ref(),
-                        &cfg,
-                        Arc::new(Live::new(cpus)),
-                    )
-                    .map(|r| Point::from_report(name, &r))
-                    .map_err(|e| format!("{name} on {cpus} CPUs: {}", describe_error(&e)));
-                    results.lock().expect("no panics hold it")[i] = Some(r);
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    progress(n, points.len(), started, tty);
-                }
-            });
-        }
-    });
-    if tty {
-        eprintln!();
-    }
-    let mut out = Vec::new();
-    for r in results.into_inner().expect("no panics hold it") {
-        match r.expect("every point ran") {
-            Ok(p) => out.push(p),
-            Err(e) => bail!("{e}"),
-        }
-    }
+    let out = run_points(
+        &points,
+        &policies,
+        &prepared.workload,
+        &params,
+        args.model.sim_seed,
+    )?;
     let sweep = Sweep {
         trace: prepared.name.clone(),
         kernel: kernel_of(&args.input.trace),
@@ -265,6 +221,70 @@ pub fn run(args: CompareArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Replays every (policy index, CPUs) point on the virtual engine, spread over the host's
+/// cores (each point is deterministic, so the order they run in does not matter); the
+/// points' figures in `points` order.
+fn run_points(
+    points: &[(usize, usize)],
+    policies: &[(String, Box<dyn refgate_replay::policy::Policy>)],
+    workload: &refgate_replay::workload::Workload,
+    params: &Params,
+    sim_seed: u64,
+) -> Result<Vec<Point>> {
+    let results: Mutex<Vec<Option<Result<Point, String>>>> = Mutex::new(vec![None; points.len()]);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(points.len());
+    let tty = std::io::stderr().is_terminal();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(p, cpus)) = points.get(i) else {
+                        return;
+                    };
+                    let (name, policy) = &policies[p];
+                    let cfg = Config {
+                        engine: Engine::Virtual,
+                        cpus,
+                        params: params.clone(),
+                        sim_seed,
+                        pace: false,
+                        timeline: false,
+                    };
+                    let r = refgate_replay::replay(
+                        workload,
+                        policy.as_ref(),
+                        &cfg,
+                        Arc::new(Live::new(cpus)),
+                    )
+                    .map(|r| Point::from_report(name, &r))
+                    .map_err(|e| format!("{name} on {cpus} CPUs: {}", describe_error(&e)));
+                    results.lock().expect("no panics hold it")[i] = Some(r);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(n, points.len(), started, tty);
+                }
+            });
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    let mut out = Vec::new();
+    for r in results.into_inner().expect("no panics hold it") {
+        match r.expect("every point ran") {
+            Ok(p) => out.push(p),
+            Err(e) => bail!("{e}"),
+        }
+    }
+    Ok(out)
 }
 
 /// Points done and an ETA, on one line (terminal) or a line per point.

@@ -145,7 +145,27 @@ pub fn write<R: Read, W: Write>(src: &mut Source<R>, out: W) -> Result<Exported>
 }
 
 fn write_inner<R: Read, W: Write>(src: &mut Source<R>, mut out: W) -> Result<Exported> {
-    // Read everything: the events with their process (filesystem) and the tables.
+    let events = read_events(src);
+    out.write_all(b"{\"traceEvents\":[\n")?;
+    let mut w = Entries { out, n: 0 };
+    write_names(&mut w, src, &events)?;
+    write_slices(&mut w, &events)?;
+    write_queue_depths(&mut w, &events)?;
+    let entries = w.n;
+    let mut out = w.out;
+    out.write_all(b"\n],\"displayTimeUnit\":\"ns\",\"otherData\":")?;
+    serde_json::to_writer(&mut out, &src.metadata_json())?;
+    out.write_all(b"}\n")?;
+    out.flush()?;
+    Ok(Exported {
+        events: events.len() as u64,
+        entries,
+    })
+}
+
+/// Every event with its process: its filesystem's id + 1 (events without one take their
+/// task's last filesystem, else the first recorded one).
+fn read_events<R: Read>(src: &mut Source<R>) -> Vec<(u32, Event)> {
     let mut events: Vec<(u32, Event)> = Vec::new();
     let mut task_fs: HashMap<u32, FsId> = HashMap::new();
     while let Some(e) = src.next_event() {
@@ -161,22 +181,15 @@ fn write_inner<R: Read, W: Write>(src: &mut Source<R>, mut out: W) -> Result<Exp
         };
         events.push((fs.map_or(1, |f| u32::from(f) + 1), e));
     }
+    events
+}
 
-    // Per track, by start time; at equal starts the longer slice first (it encloses).
-    let mut order: Vec<(u32, u32, u64, Reverse<u64>, usize)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, (pid, e))| {
-            let (start, dur) = interval(e).unwrap_or((e.ts_ns, 0));
-            (*pid, e.tid, start, Reverse(dur), i)
-        })
-        .collect();
-    order.sort_unstable();
-
-    out.write_all(b"{\"traceEvents\":[\n")?;
-    let mut w = Entries { out, n: 0 };
-
-    // Metadata: process and thread names.
+/// Metadata entries: process (filesystem) and thread (task) names.
+fn write_names<R: Read, W: Write>(
+    w: &mut Entries<W>,
+    src: &Source<R>,
+    events: &[(u32, Event)],
+) -> Result<()> {
     let pids: BTreeSet<u32> = events.iter().map(|(p, _)| *p).collect();
     let host = &src.header().hostname;
     for &pid in &pids {
@@ -213,8 +226,22 @@ fn write_inner<R: Read, W: Write>(src: &mut Source<R>, mut out: W) -> Result<Exp
             args: NameArgs { name: &name },
         })?;
     }
+    Ok(())
+}
 
-    // The recorded events, track by track.
+/// The recorded events, track by track: slices (`X`) for intervals, instants otherwise.
+fn write_slices<W: Write>(w: &mut Entries<W>, events: &[(u32, Event)]) -> Result<()> {
+    // Per track, by start time; at equal starts the longer slice first (it encloses).
+    let mut order: Vec<(u32, u32, u64, Reverse<u64>, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (pid, e))| {
+            let (start, dur) = interval(e).unwrap_or((e.ts_ns, 0));
+            (*pid, e.tid, start, Reverse(dur), i)
+        })
+        .collect();
+    order.sort_unstable();
+
     for &(pid, tid, start, Reverse(dur), i) in &order {
         let e = &events[i].1;
         let (name, cat) = name_and_cat(&e.kind);
@@ -237,8 +264,11 @@ fn write_inner<R: Read, W: Write>(src: &mut Source<R>, mut out: W) -> Result<Exp
             },
         })?;
     }
+    Ok(())
+}
 
-    // Queue depth per filesystem, in time order.
+/// A `queue depth` counter per filesystem (heads added minus heads run), in time order.
+fn write_queue_depths<W: Write>(w: &mut Entries<W>, events: &[(u32, Event)]) -> Result<()> {
     let mut heads: BTreeMap<u32, Vec<(u64, usize, bool)>> = BTreeMap::new();
     for (i, (pid, e)) in events.iter().enumerate() {
         match e.kind {
@@ -271,17 +301,7 @@ fn write_inner<R: Read, W: Write>(src: &mut Source<R>, mut out: W) -> Result<Exp
             })?;
         }
     }
-
-    let entries = w.n;
-    let mut out = w.out;
-    out.write_all(b"\n],\"displayTimeUnit\":\"ns\",\"otherData\":")?;
-    serde_json::to_writer(&mut out, &src.metadata_json())?;
-    out.write_all(b"}\n")?;
-    out.flush()?;
-    Ok(Exported {
-        events: events.len() as u64,
-        entries,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -587,6 +587,10 @@ pub(crate) mod tests {
 
     /// A small trace with every event kind, two tasks and one filesystem; `finish`: whether it
     /// has its end-of-trace frame.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "test fixture: one record of every kind, spelled out"
+    )]
     pub fn small_trace(finish: bool) -> Vec<u8> {
         let tree = TreeRef {
             fs: 0,

@@ -60,34 +60,42 @@ impl Decoder {
     /// Appends the records for one ring-buffer record to `out`. A record too short for its
     /// kind, or of an unknown kind, is skipped (the caller counts the `false`).
     pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<Record>) -> bool {
-        /// Reads a `T` from the start of `bytes` if it is long enough.
-        fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-            // SAFETY: length checked; the eBPF side writes repr(C) plain-old-data records in
-            // which every bit pattern is valid.
-            (bytes.len() >= std::mem::size_of::<T>())
-                .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
-        }
         let Some(hdr) = read::<RawHeader>(bytes) else {
             return false;
         };
         let Some(kind) = RawKind::from_u32(hdr.kind) else {
             return false;
         };
-        let ev: RawEvent;
-        let d: &[u8] = match kind {
-            RawKind::Contention
-            | RawKind::RunDelayedRefsCall
-            | RawKind::TransHandleStart
-            | RawKind::TransHandleEnd
-            | RawKind::CommitTransactionCall => &[],
-            _ => match read::<RawEvent>(bytes) {
-                Some(e) => {
-                    ev = e;
-                    &ev.data
-                }
-                None => return false,
-            },
+        let tid = hdr.pid_tgid as u32;
+        let decoded = if kind.is_btrfs_tracepoint() {
+            let Some(ev) = read::<RawEvent>(bytes) else {
+                return false;
+            };
+            self.note_task(&hdr, out);
+            // Every btrfs record carries the filesystem; the lock and call records do not.
+            let fs = self.fs(&ev.data, out);
+            Some((self.btrfs_event(kind, fs, &ev.data), hdr.ts_ns))
+        } else {
+            self.note_task(&hdr, out);
+            self.probe_event(kind, hdr.ts_ns, bytes)
         };
+        let Some((mut kind, ts_ns)) = decoded else {
+            return false;
+        };
+        if let Some(ids) = &mut self.pointer_ids {
+            ids.hide(&mut kind);
+        }
+        out.push(Record::Event(Event {
+            ts_ns,
+            cpu: hdr.cpu,
+            tid,
+            kind,
+        }));
+        true
+    }
+
+    /// A task's first record also records the task (its comm, else `/proc/<tid>/comm`).
+    fn note_task(&mut self, hdr: &RawHeader, out: &mut Vec<Record>) {
         let tid = hdr.pid_tgid as u32;
         if self.tasks.insert(tid, ()).is_none() {
             out.push(Record::Task(Task {
@@ -101,11 +109,12 @@ impl Decoder {
                 }),
             }));
         }
-        // Every btrfs record carries the filesystem; the lock and call records do not.
-        let fs = if d.is_empty() { 0 } else { self.fs(d, out) };
+    }
+
+    /// A btrfs tracepoint's event from its copied record `d` (fields at the tracefs offsets).
+    fn btrfs_event(&self, kind: RawKind, fs: FsId, d: &[u8]) -> EventKind {
         let lay = &self.layouts;
-        let mut ts_ns = hdr.ts_ns;
-        let kind = match kind {
+        match kind {
             RawKind::AddDelayedTreeRef | RawKind::RunDelayedTreeRef => {
                 let l = &lay.tree;
                 let r = TreeRef {
@@ -176,10 +185,17 @@ impl Decoder {
                     is_log_tree: l.is_log_tree.read(d) != 0,
                 }
             }
+            _ => unreachable!("not a btrfs tracepoint: {kind:?}"),
+        }
+    }
+
+    /// A lock-contention or probe-call event and its timestamp (a call's is its entry), or
+    /// `None` if `bytes` is too short for it.
+    fn probe_event(&mut self, kind: RawKind, ts_ns: u64, bytes: &[u8]) -> Option<(EventKind, u64)> {
+        let mut ts_ns = ts_ns;
+        let kind = match kind {
             RawKind::Contention => {
-                let Some(RawContentionEvent { c, .. }) = read(bytes) else {
-                    return false;
-                };
+                let RawContentionEvent { c, .. } = read(bytes)?;
                 let n = (c.nframes as usize).min(c.stack.len());
                 EventKind::Contention {
                     role: self.roles.role(c.flags, &c.stack[..n]),
@@ -193,9 +209,7 @@ impl Decoder {
             | RawKind::TransHandleStart
             | RawKind::TransHandleEnd
             | RawKind::CommitTransactionCall => {
-                let Some(RawRunCallEvent { c, .. }) = read(bytes) else {
-                    return false;
-                };
+                let RawRunCallEvent { c, .. } = read(bytes)?;
                 ts_ns = c.entry_ns;
                 match kind {
                     RawKind::RunDelayedRefsCall => EventKind::RunDelayedRefsCall {
@@ -212,17 +226,16 @@ impl Decoder {
                     },
                 }
             }
+            _ => unreachable!("a btrfs tracepoint: {kind:?}"),
         };
-        let mut kind = kind;
-        if let Some(ids) = &mut self.pointer_ids {
-            ids.hide(&mut kind);
-        }
-        out.push(Record::Event(Event {
-            ts_ns,
-            cpu: hdr.cpu,
-            tid,
-            kind,
-        }));
-        true
+        Some((kind, ts_ns))
     }
+}
+
+/// Reads a `T` from the start of `bytes` if it is long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    // SAFETY: length checked; the eBPF side writes repr(C) plain-old-data records in which
+    // every bit pattern is valid.
+    (bytes.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }

@@ -146,9 +146,19 @@ pub(crate) fn ns(v: u64) -> String {
 
 /// The human report.
 pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report) -> String {
-    let copies = prep.copies;
-    use std::fmt::Write;
     let mut o = String::new();
+    workload_lines(&mut o, trace, conv, prep);
+    engine_lines(&mut o, prep, r);
+    verdict_lines(&mut o, r);
+    lock_table(&mut o, r);
+    run_call_lines(&mut o, r);
+    o
+}
+
+/// What was replayed and how it was prepared.
+fn workload_lines(o: &mut String, trace: &str, conv: &TraceConversion, prep: &Prep) {
+    use std::fmt::Write;
+    let copies = prep.copies;
     let _ = writeln!(o, "refgate replay of {trace}");
     let _ = writeln!(
         o,
@@ -169,6 +179,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
         conv.fs_tree_refs_with_seq,
         conv.seq_rule.name(),
     );
+}
+
+/// The policy, the engine and the headline result (virtual: with the CPU split and costs).
+fn engine_lines(o: &mut String, prep: &Prep, r: &Report) {
+    use std::fmt::Write;
     let host = &r.host;
     match &r.virtual_figures {
         Some(v) => {
@@ -188,7 +203,7 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
                 host.refs_per_second,
                 host.cores
             );
-            cpu_split(&mut o, v);
+            cpu_split(o, v);
             let _ = writeln!(o, "  costs      per step, in virtual ns (--cost NAME=NS):");
             for e in &v.cost_model.entries {
                 let _ = writeln!(o, "    {:<15} {:>6} ns  {}", e.name, e.ns, e.source);
@@ -207,6 +222,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
             );
         }
     }
+}
+
+/// The §7.4 verdict, and the time the dashboard held the run paused.
+fn verdict_lines(o: &mut String, r: &Report) {
+    use std::fmt::Write;
     if r.partial {
         let _ = writeln!(
             o,
@@ -224,13 +244,18 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
             r.invariant.pinned_bytes
         );
     }
-    if host.paused_seconds > 0.0 {
+    if r.host.paused_seconds > 0.0 {
         let _ = writeln!(
             o,
             "  paused     {:.3} s (left out of the wall time)",
-            host.paused_seconds
+            r.host.paused_seconds
         );
     }
+}
+
+/// Spinlocks (acquisitions, contention, spin CPU, waits) and sleeping waits, one row each.
+fn lock_table(o: &mut String, r: &Report) {
+    use std::fmt::Write;
     let _ = writeln!(
         o,
         "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max"
@@ -267,6 +292,11 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
             ns(w.max_ns)
         );
     }
+}
+
+/// The seed gate's figures (gated policies) and the `btrfs_run_delayed_refs` calls.
+fn run_call_lines(o: &mut String, r: &Report) {
+    use std::fmt::Write;
     let g = &r.gate;
     if r.gated {
         let _ = writeln!(
@@ -305,7 +335,6 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
             String::new()
         }
     );
-    o
 }
 
 /// The virtual CPUs' time, summed over CPUs, as shares of N × makespan.

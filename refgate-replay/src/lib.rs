@@ -24,33 +24,52 @@
 //!    replay's report and §7.4 verdict, validation against a recording, and the conversions
 //!    of traces and workload files into workloads.
 
+// The library's API: replay a workload under a policy on an engine and read the report
+// (`report`, `engine`, `workload`, `trace_workload`, `workload_file`, `params`, `cost`,
+// `live`, `metrics`, `validate`, `vcpu`, `error`, `refkey`), and write a policy (`policy`, which
+// re-exports the model types its hooks receive). `tests/public_api.rs` keeps the list.
 pub mod cost;
 pub mod engine;
 pub mod error;
-pub mod exec;
-pub mod extent_tree;
-pub mod gate;
-pub mod head;
-pub mod invariant;
 pub mod live;
 pub mod metrics;
 pub mod params;
 pub mod policy;
 pub mod refkey;
 pub mod report;
-pub mod root;
-pub mod run_modern;
-pub mod run_v3;
-pub mod space;
-pub mod spinlock;
-mod sync;
 pub mod trace_workload;
 pub mod validate;
 pub mod vcpu;
-pub mod vecmap;
-mod waitqueue;
 pub mod workload;
 pub mod workload_file;
+
+/// The model's internal modules: `pub(crate)`, or `pub` but hidden from the docs with the
+/// `internals` feature, which only this crate's own tests, loom model and benchmarks enable
+/// (Cargo.toml). A policy reaches what it needs through [`policy`]'s re-exports.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+internal_modules!(
+    exec,
+    extent_tree,
+    gate,
+    head,
+    invariant,
+    root,
+    run_modern,
+    run_v3,
+    space,
+    spinlock,
+    sync,
+    vecmap,
+    waitqueue,
+);
 
 pub use engine::{Config, Engine};
 pub use error::{ModelError, ReplayError};

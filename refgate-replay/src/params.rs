@@ -59,7 +59,7 @@ pub struct Params {
     /// `btrfs_calc_delayed_ref_bytes(1)` = nodesize × BTRFS_MAX_LEVEL × 2 (§4.6).
     pub delayed_ref_bytes: u64,
     /// Modern: the metadata space that delayed-ref reservations come from (§4.7; see
-    /// [`crate::space`]). The trace does not record the filesystem's size, so this is a
+    /// `space`). The trace does not record the filesystem's size, so this is a
     /// stated default: 512 MiB, the cap of the global block reserve (`SZ_512M` in
     /// `btrfs_update_global_block_rsv`), i.e. 2048 queued refs of 256 KiB.
     pub metadata_pool_bytes: u64,

@@ -158,7 +158,7 @@ impl NodeKey {
 
 /// What an add-API call's ref names besides its root (`btrfs_ref.tree_ref` / `.data_ref`,
 /// §1.2, §4.3): kept as recorded, so the §7.4 check can key refs without [`BackrefKey`]'s
-/// constructors ([`crate::invariant`]).
+/// constructors (the §7.4 check (`invariant`)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RefOwner {
     /// A tree block at `level` (payload, never key).

@@ -1,5 +1,5 @@
 //! A replay's report: one engine's run ([`crate::engine`]) merged into the figures a user
-//! reads, with the §7.4 invariant checked on the final extent tree ([`crate::invariant`]) —
+//! reads, with the §7.4 invariant checked on the final extent tree (`invariant`) —
 //! the entry points [`replay`], [`run`] and [`run_live`].
 
 use crate::engine::{self, Config, Engine, Outcome, VirtualFigures, model_error};

@@ -105,6 +105,7 @@ impl<T> SpinLock<T> {
     }
 
     /// Racy peek for assertions in single-threaded tests.
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed)
     }

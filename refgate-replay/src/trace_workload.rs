@@ -77,11 +77,6 @@ impl SeqRule {
             SeqRule::Recorded => "recorded",
         }
     }
-    pub fn from_name(s: &str) -> Option<Self> {
-        [SeqRule::Data, SeqRule::All, SeqRule::Recorded]
-            .into_iter()
-            .find(|r| r.name() == s)
-    }
     /// Sets `for_cow` on a recorded ref by the rule.
     pub fn classify(self, mut r: RefSpec, recorded_seq: u64) -> RefSpec {
         r.for_cow = match self {

@@ -6,11 +6,14 @@
 //! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
 
 use crate::error::WorkloadError;
-use crate::extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem};
-use crate::head::ExtentOp;
+use crate::extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK};
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::{U64Build, VecMap};
 use serde::{Deserialize, Serialize};
+
+/// The model types a workload's operations and initial extents carry.
+pub use crate::extent_tree::ExtentItem;
+pub use crate::head::ExtentOp;
 use std::collections::{BTreeMap, HashMap};
 
 /// One operation inside a transaction handle.
@@ -238,7 +241,7 @@ impl Workload {
         }
     }
 
-    /// §7.4 net effect of every copy (tests; [`crate::invariant`] checks copy by copy).
+    /// §7.4 net effect of every copy (tests; `invariant` checks copy by copy).
     pub fn expected_backrefs(&self) -> HashMap<u64, VecMap<BackrefKey, i64>, U64Build> {
         let base = self.expected_backrefs_of_one_copy();
         let mut m = HashMap::default();

@@ -14,6 +14,7 @@ mod fuzz;
 mod install;
 mod layers;
 mod mutants;
+mod public_api;
 mod setup;
 mod soak;
 mod test;
@@ -42,6 +43,12 @@ enum Cmd {
     Test,
     /// Check that refgate-replay's modules import only from their layer or below (lib.rs).
     Layers,
+    /// Compare refgate-replay's public API with refgate-replay/public-api.txt (nightly rustdoc).
+    PublicApi {
+        /// Rewrite the list from the code instead (then commit it).
+        #[arg(long)]
+        bless: bool,
+    },
     /// Re-record the bundled sample trace with `refgate record --scratch` (needs root).
     Sample,
     /// Boot Debian's stock 6.1 kernel under QEMU and test the kprobe path there (needs root).
@@ -153,6 +160,10 @@ fn main() -> Result<()> {
         }
         Cmd::Test => test::run(),
         Cmd::Layers => layers::check(&root()),
+        Cmd::PublicApi { bless } => {
+            setup_toolchain()?;
+            public_api::check(&root(), bless)
+        }
         Cmd::Sample => {
             setup()?;
             build_release()?;

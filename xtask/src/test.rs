@@ -4,13 +4,16 @@
 use anyhow::Result;
 
 use crate::{
-    build_release, cargo, fuzz, is_root, layers, mutants, refgate, root, setup::setup, sh, vm,
+    build_release, cargo, fuzz, is_root, layers, mutants, public_api, refgate, root, setup::setup,
+    sh, vm,
 };
 
 pub fn run() -> Result<()> {
     setup()?;
     // Seconds, and a broken layering is a design error the tests below would not catch.
     layers::check(&root())?;
+    // The library's surface against the committed list (a change must be a visible diff).
+    public_api::check(&root(), false)?;
     sh(cargo().args([
         "test",
         "--workspace",

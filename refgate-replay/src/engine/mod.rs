@@ -1,5 +1,5 @@
 //! Replay engines: a [`Workload`] driven through a [`Policy`] over the kernel model, then the
-//! §7.4 invariant checked. Two engines run the same model code (see [`crate::exec`]):
+//! §7.4 invariant checked. Two engines run the same model code (see the `exec` seam):
 //!
 //! - [`Engine::Virtual`] ([`crate::vcpu`], the default): N virtual CPUs in deterministic
 //!   virtual time, with costs from a [`crate::cost::CostModel`]; the same answer on any host.
@@ -46,11 +46,6 @@ impl Engine {
             Engine::Virtual => "virtual",
             Engine::Threads => "threads",
         }
-    }
-    pub fn from_name(s: &str) -> Option<Self> {
-        [Engine::Virtual, Engine::Threads]
-            .into_iter()
-            .find(|e| e.name() == s)
     }
 }
 

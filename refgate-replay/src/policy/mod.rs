@@ -1,5 +1,5 @@
 //! Runner policies (spec §3, §2.3, §4.5–4.7, §7.3): *who* runs delayed refs and *when*. The
-//! runner machinery itself is shared ([`crate::run_v3`], [`crate::run_modern`]).
+//! runner machinery itself is shared (`run_v3`, `run_modern`; see [`context`]).
 
 mod modern;
 mod pre;
@@ -8,6 +8,21 @@ mod seed;
 mod seed_throttle;
 
 pub use registry::{PolicyInfo, Registry, RegistryError, builtin};
+
+/// What a policy's hooks receive and call, for policies written outside this crate: the
+/// filesystem model, the calling task and its handle, the era, and each era's runner
+/// (`btrfs_run_delayed_refs` of K3.6–K3.13 with its gating, and of K6.x).
+pub mod context {
+    pub use crate::error::ModelError;
+    pub use crate::refkey::Era;
+    pub use crate::root::{FsModel, TransHandle, Worker};
+    pub use crate::run_modern::run_delayed_refs as run_delayed_refs_modern;
+    pub use crate::run_v3::{
+        Gating, RunCount, run_delayed_refs as run_delayed_refs_v3, run_delayed_refs_with,
+        should_throttle_311,
+    };
+    pub use crate::space::Flush;
+}
 
 pub use modern::Modern;
 pub use pre::Pre;

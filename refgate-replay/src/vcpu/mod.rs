@@ -2,7 +2,7 @@
 //! the same model code as the real-thread engine.
 //!
 //! Each recorded task is a stackful coroutine (corosensei) pinned to CPU `i mod N`. The
-//! model reaches the scheduler only through [`crate::exec`]: a cost charged is virtual time
+//! model reaches the scheduler only through the `exec` seam: a cost charged is virtual time
 //! passing on the task's CPU, a contended spinlock is spun on (CPU burnt) until the holder
 //! hands it over in FIFO order, a head mutex, the extent-tree lock, the seed gate's wait
 //! queue and the commit barrier put the task to sleep so that its CPU can switch to

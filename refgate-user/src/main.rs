@@ -5,11 +5,13 @@ mod compare;
 mod completions;
 mod dashboard;
 mod export;
+mod history;
 mod inspect;
 mod owner;
 mod policies;
 mod record;
 mod replay;
+mod units;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 

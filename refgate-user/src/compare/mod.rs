@@ -16,6 +16,7 @@ use std::{
     time::Instant,
 };
 
+use crate::units::ms;
 use anyhow::{Result, bail};
 use refgate_replay::{
     Config, Engine, Params, Report,
@@ -296,10 +297,6 @@ fn progress(done: usize, total: usize, started: Instant, tty: bool) {
     } else {
         eprintln!("refgate compare: {done}/{total} points, {el:.1} s, ETA {eta:.1} s");
     }
-}
-
-fn ms(s: f64) -> String {
-    format!("{:.3}", s * 1e3)
 }
 
 /// The text table: one row per point.

@@ -106,7 +106,7 @@ fn cpu_ticks(s: &Sweep) -> Vec<f64> {
 /// An axis label: SI-prefixed from 1000 up, else up to two decimals without trailing zeros.
 fn axis_number(v: f64) -> String {
     if v.abs() >= 1000.0 {
-        return crate::dashboard::si(v);
+        return crate::units::si(v);
     }
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()

@@ -95,32 +95,6 @@ pub fn next_key(timeout: Duration) -> io::Result<Option<Key>> {
     }
 }
 
-/// `1234567` → `1.23M`.
-pub fn si(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e9 {
-        format!("{:.2}G", v / 1e9)
-    } else if a >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-pub fn ns(v: u64) -> String {
-    refgate_common::trace::summary::fmt_ns(v)
-}
-
-/// Pushes onto a bounded history.
-pub fn push_bounded<T>(h: &mut std::collections::VecDeque<T>, v: T, cap: usize) {
-    if h.len() == cap {
-        h.pop_front();
-    }
-    h.push_back(v);
-}
-
 #[cfg(test)]
 pub(crate) fn buffer_text(buf: &ratatui::buffer::Buffer) -> String {
     let area = buf.area;

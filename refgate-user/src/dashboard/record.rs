@@ -12,8 +12,8 @@ use ratatui::{
 };
 use refgate_common::event::LockRole;
 
-use super::{ns, si};
 use crate::record::status::RecordState;
+use crate::units::{ns, si};
 
 fn panel(title: impl Into<String>) -> Block<'static> {
     Block::default().borders(Borders::ALL).title(Span::styled(

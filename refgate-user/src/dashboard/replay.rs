@@ -21,7 +21,9 @@ use refgate_replay::{
     metrics::WaitSummary,
 };
 
-use super::{Key, Tui, next_key, ns, push_bounded, si};
+use super::{Key, Tui, next_key};
+use crate::history::push_bounded;
+use crate::units::{ns, si};
 
 /// Samples kept for the sparklines (at 5 a second: the last 40 s).
 const HISTORY: usize = 200;

@@ -180,7 +180,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             "refgate: wrote {} events to {} ({}, {})",
             exported.events,
             path.display(),
-            human_bytes(size),
+            crate::units::bytes(size),
             format.describe()
         );
     }
@@ -246,16 +246,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
                 .and_then(serde_json::Error::io_error_kind)
                 == pipe
     })
-}
-
-fn human_bytes(n: u64) -> String {
-    if n < 10 * 1024 {
-        format!("{n} bytes")
-    } else if n < 10 * 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    }
 }
 
 /// A recorded task as the trace names it.

@@ -4,6 +4,7 @@ pub mod decode;
 pub mod kallsyms;
 pub mod layouts;
 pub mod loader;
+mod progress;
 pub mod roles;
 pub mod scratch;
 pub mod status;
@@ -30,8 +31,8 @@ use refgate_common::{
 use tokio::io::unix::AsyncFd;
 
 use self::{
-    decode::Decoder, kallsyms::Kallsyms, layouts::Layouts, loader::ProbeStatus, roles::RoleNamer,
-    scratch::ScratchFs, status::Live,
+    decode::Decoder, kallsyms::Kallsyms, layouts::Layouts, loader::ProbeStatus, progress::Live,
+    roles::RoleNamer, scratch::ScratchFs,
 };
 
 pub struct RecordArgs {

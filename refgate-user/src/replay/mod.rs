@@ -195,7 +195,7 @@ fn progress_tick(
     }
     let snap = live.snapshot();
     let clock = if args.engine == Engine::Virtual {
-        format!(" (virtual {})", report::ns(snap.virtual_ns))
+        format!(" (virtual {})", crate::units::ns(snap.virtual_ns))
     } else {
         String::new()
     };

@@ -3,6 +3,8 @@
 //! engine), the damage of a cut trace stated in both, and a replay error for the user.
 
 use refgate_replay::{Report, live::WaitRole, trace_workload::TraceConversion};
+
+use crate::units::ns;
 use serde_json::json;
 
 use super::prepare::TraceDamage;
@@ -138,10 +140,6 @@ pub fn json_report(
         o.insert("sim_seed".into(), vf.sim_seed.into());
     }
     v
-}
-
-pub(crate) fn ns(v: u64) -> String {
-    refgate_common::trace::summary::fmt_ns(v)
 }
 
 /// The human report.

@@ -774,6 +774,101 @@ impl TraceReader<BufReader<File>> {
     }
 }
 
+/// Checks the `n` bytes of the prefix read (magic, format version, header length and CRC
+/// follow): the format version, or why this is not a trace refgate can read.
+fn check_prefix(prefix: &[u8], name: &str) -> Result<u16, TraceError> {
+    let name = name.to_string();
+    let n = prefix.len();
+    if n == 0 {
+        return Err(TraceError::Empty { name });
+    }
+    let magic_len = n.min(MAGIC.len());
+    if prefix[..magic_len] != MAGIC[..magic_len] {
+        return Err(TraceError::Foreign {
+            name,
+            found: show_bytes(&prefix[..magic_len]),
+        });
+    }
+    if n < 10 {
+        return Err(TraceError::CutHeader {
+            name,
+            len: n as u64,
+            needed: PREFIX_LEN,
+        });
+    }
+    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+    if version > FORMAT_VERSION {
+        return Err(TraceError::NewerVersion {
+            name,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version < OLDEST_FORMAT_VERSION {
+        return Err(TraceError::UnsupportedVersion {
+            name,
+            found: version,
+            oldest: OLDEST_FORMAT_VERSION,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if n < PREFIX_LEN as usize {
+        return Err(TraceError::CutHeader {
+            name,
+            len: n as u64,
+            needed: PREFIX_LEN,
+        });
+    }
+    Ok(version)
+}
+
+/// Reads the header frame that the (checked) `prefix` announces: the header and its length.
+fn read_header<R: Read>(
+    r: &mut R,
+    prefix: &[u8; PREFIX_LEN as usize],
+    name: &str,
+) -> Result<(TraceHeader, u32), TraceError> {
+    let name = name.to_string();
+    let len = u32::from_le_bytes(prefix[10..14].try_into().unwrap());
+    let stored = u32::from_le_bytes(prefix[14..18].try_into().unwrap());
+    if len > MAX_FRAME {
+        return Err(TraceError::BadHeader {
+            name,
+            detail: format!("header length {len} is impossible"),
+        });
+    }
+    let mut payload = Vec::new();
+    let got = read_payload(r, len, &mut payload).map_err(|source| TraceError::Io {
+        name: name.clone(),
+        source,
+    })?;
+    if got < len as usize {
+        return Err(TraceError::CutHeader {
+            name,
+            len: PREFIX_LEN + got as u64,
+            needed: PREFIX_LEN + len as u64,
+        });
+    }
+    let computed = frame_crc(len, &payload);
+    if computed != stored {
+        return Err(TraceError::BadHeader {
+            name,
+            detail: format!("CRC32 stored {stored:#010x}, computed {computed:#010x}"),
+        });
+    }
+    // Trailing bytes are fields appended by a later writer of the same version. Fields
+    // appended after a writer was released are missing from its files: zero bytes read as
+    // their defaults (variant 0, `None`, `false`, 0, empty), which every appended field
+    // must be encoded as.
+    payload.extend_from_slice(&[0u8; HEADER_PAD]);
+    let (header, _) =
+        postcard::take_from_bytes::<TraceHeader>(&payload).map_err(|e| TraceError::BadHeader {
+            name,
+            detail: format!("undecodable: {e}"),
+        })?;
+    Ok((header, len))
+}
+
 impl<R: Read> TraceReader<R> {
     /// Read and check the prefix and header of the trace in `r` (called "the trace" in errors).
     pub fn open(r: R) -> Result<Self, TraceError> {
@@ -782,87 +877,13 @@ impl<R: Read> TraceReader<R> {
 
     /// Like [`open`](TraceReader::open), naming the trace `name` in errors.
     pub fn open_named(mut r: R, name: String) -> Result<Self, TraceError> {
-        let io_err = |name: &String, source| TraceError::Io {
+        let mut prefix = [0u8; PREFIX_LEN as usize];
+        let n = read_full(&mut r, &mut prefix).map_err(|source| TraceError::Io {
             name: name.clone(),
             source,
-        };
-        let mut prefix = [0u8; PREFIX_LEN as usize];
-        let n = read_full(&mut r, &mut prefix).map_err(|e| io_err(&name, e))?;
-        if n == 0 {
-            return Err(TraceError::Empty { name });
-        }
-        let magic_len = n.min(MAGIC.len());
-        if prefix[..magic_len] != MAGIC[..magic_len] {
-            return Err(TraceError::Foreign {
-                name,
-                found: show_bytes(&prefix[..magic_len]),
-            });
-        }
-        if n < 10 {
-            return Err(TraceError::CutHeader {
-                name,
-                len: n as u64,
-                needed: PREFIX_LEN,
-            });
-        }
-        let version = u16::from_le_bytes([prefix[8], prefix[9]]);
-        if version > FORMAT_VERSION {
-            return Err(TraceError::NewerVersion {
-                name,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if version < OLDEST_FORMAT_VERSION {
-            return Err(TraceError::UnsupportedVersion {
-                name,
-                found: version,
-                oldest: OLDEST_FORMAT_VERSION,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if n < PREFIX_LEN as usize {
-            return Err(TraceError::CutHeader {
-                name,
-                len: n as u64,
-                needed: PREFIX_LEN,
-            });
-        }
-        let len = u32::from_le_bytes(prefix[10..14].try_into().unwrap());
-        let stored = u32::from_le_bytes(prefix[14..18].try_into().unwrap());
-        if len > MAX_FRAME {
-            return Err(TraceError::BadHeader {
-                name,
-                detail: format!("header length {len} is impossible"),
-            });
-        }
-        let mut payload = Vec::new();
-        let got = read_payload(&mut r, len, &mut payload).map_err(|e| io_err(&name, e))?;
-        if got < len as usize {
-            return Err(TraceError::CutHeader {
-                name,
-                len: PREFIX_LEN + got as u64,
-                needed: PREFIX_LEN + len as u64,
-            });
-        }
-        let computed = frame_crc(len, &payload);
-        if computed != stored {
-            return Err(TraceError::BadHeader {
-                name,
-                detail: format!("CRC32 stored {stored:#010x}, computed {computed:#010x}"),
-            });
-        }
-        // Trailing bytes are fields appended by a later writer of the same version. Fields
-        // appended after a writer was released are missing from its files: zero bytes read as
-        // their defaults (variant 0, `None`, `false`, 0, empty), which every appended field
-        // must be encoded as.
-        payload.extend_from_slice(&[0u8; HEADER_PAD]);
-        let (header, _) = postcard::take_from_bytes::<TraceHeader>(&payload).map_err(|e| {
-            TraceError::BadHeader {
-                name: name.clone(),
-                detail: format!("undecodable: {e}"),
-            }
         })?;
+        let version = check_prefix(&prefix[..n], &name)?;
+        let (header, len) = read_header(&mut r, &prefix, &name)?;
         let offset = PREFIX_LEN + len as u64;
         Ok(TraceReader {
             r,

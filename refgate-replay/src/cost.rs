@@ -34,6 +34,7 @@ pub enum Cost {
 }
 
 impl Cost {
+    /// Every cost, in declaration order (so `Cost as usize` indexes it).
     pub const ALL: [Cost; 7] = [
         Cost::AddRef,
         Cost::WalkNode,
@@ -55,6 +56,7 @@ impl Cost {
             Cost::Wakeup => "wakeup",
         }
     }
+    /// The cost named `s` ([`Cost::name`]), if any.
     pub fn from_name(s: &str) -> Option<Cost> {
         Cost::ALL.into_iter().find(|c| c.name() == s)
     }
@@ -63,7 +65,9 @@ impl Cost {
 /// A cost's value and its provenance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CostEntry {
+    /// The cost's name ([`Cost::name`]).
     pub name: &'static str,
+    /// Its value (virtual ns).
     pub ns: u64,
     /// Where the value came from, in words a reader can check.
     pub source: String,
@@ -81,6 +85,7 @@ const BENCH: &str =
 /// The costs a virtual replay charges.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CostModel {
+    /// One entry per [`Cost`] (the defaults are in [`Cost::ALL`] order).
     pub entries: Vec<CostEntry>,
 }
 
@@ -139,6 +144,7 @@ impl CostModel {
         }
     }
 
+    /// The value of `c` (virtual ns).
     pub fn get(&self, c: Cost) -> u64 {
         self.entries
             .iter()

@@ -4,25 +4,56 @@
 
 use crate::refkey::BackrefKey;
 
+/// What the kernel would BUG or abort the transaction on, met by the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
+    /// Running a ref or an extent op found no extent item to change (§2.7).
     #[error("extent {bytenr}: no extent item to add a ref to / drop from / update")]
-    ExtentMissing { bytenr: u64 },
+    ExtentMissing {
+        /// The extent's `bytenr`.
+        bytenr: u64,
+    },
+    /// A `must_insert_reserved` ADD (`alloc_reserved_*`, §2.7) found the item already there.
     #[error("extent {bytenr}: must_insert_reserved but the extent item already exists")]
-    ExtentExists { bytenr: u64 },
+    ExtentExists {
+        /// The extent's `bytenr`.
+        bytenr: u64,
+    },
+    /// A DROP of more than the backref or the item's `refs` holds (`__btrfs_free_extent`'s
+    /// BUG on underflow, §2.7).
     #[error("extent {bytenr}: dropping {drop} of backref {key:?} which has {have}")]
     BackrefUnderflow {
+        /// The extent's `bytenr`.
         bytenr: u64,
+        /// The backref dropped from.
         key: BackrefKey,
+        /// The backref's count before the drop.
         have: u64,
+        /// The count to drop (the ref's `ref_mod`).
         drop: u64,
     },
+    /// A tree ref run with `ref_mod` ≠ 1 (§2.7 BUG; §4.4 `-EUCLEAN`).
     #[error("extent {bytenr}: tree ref run with ref_mod {ref_mod} (must be 1, §2.7)")]
-    TreeRefMod { bytenr: u64, ref_mod: u32 },
+    TreeRefMod {
+        /// The extent's `bytenr`.
+        bytenr: u64,
+        /// The ref's `ref_mod`.
+        ref_mod: u32,
+    },
+    /// A DROP took the item's `refs` to 0 while backrefs were left.
     #[error("extent {bytenr}: refs reached 0 with backrefs left")]
-    OrphanBackrefs { bytenr: u64 },
+    OrphanBackrefs {
+        /// The extent's `bytenr`.
+        bytenr: u64,
+    },
+    /// An add's `is_data` differs from its existing head's (`update_existing_head_ref`, §1.4).
     #[error("head {bytenr}: is_data differs between adds (§1.4 BUG)")]
-    IsDataMismatch { bytenr: u64 },
+    IsDataMismatch {
+        /// The head's `bytenr`.
+        bytenr: u64,
+    },
+    /// Any other BUG or broken model invariant (the §1.5 counters, a run_all with nothing
+    /// runnable, a queue left after run-all, …), in words.
     #[error("{0}")]
     Bug(String),
 }
@@ -37,8 +68,11 @@ pub enum ReplayError {
     /// panicked, or no task could run again).
     #[error("model error ({policy}, {cpus} CPUs): {}", errors.join("; "))]
     Model {
+        /// The policy replayed.
         policy: String,
+        /// CPUs (virtual) or threads (real).
         cpus: usize,
+        /// The errors met, one message each.
         errors: Vec<String>,
     },
     /// The replay ran to the end and its extent tree breaks the §7.4 invariant.
@@ -60,7 +94,10 @@ pub struct OptionError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
 #[error("invariant violated (policy {policy}, {threads} threads): {}", errors.join("; "))]
 pub struct InvariantViolation {
+    /// The policy replayed.
     pub policy: String,
+    /// CPUs (virtual) or threads (real).
     pub threads: usize,
+    /// Each disagreement found, one message each.
     pub errors: Vec<String>,
 }

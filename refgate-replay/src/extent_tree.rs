@@ -14,12 +14,19 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+/// An extent item of the extent tree (§7.1): the on-disk `refs`, flags, key and keyed backrefs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExtentItem {
+    /// The extent's length (bytes).
     pub num_bytes: u64,
+    /// The on-disk reference count (`btrfs_extent_item::refs`): the sum of `backrefs`' counts.
     pub refs: u64,
+    /// `btrfs_extent_item::flags`: `BTRFS_EXTENT_FLAG_*` bits OR-ed with extent ops' flags.
     pub flags: u64,
+    /// The tree block's key, if any (a `btrfs_disk_key` in the kernel, a u64 here): the
+    /// initial one, or the last extent op's with `update_key`.
     pub key: Option<u64>,
+    /// Each backref's count, by key (§7.1).
     pub backrefs: BTreeMap<BackrefKey, u64>,
 }
 

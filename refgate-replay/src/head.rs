@@ -16,7 +16,9 @@ use std::time::Instant;
 /// ⇔ `key.is_some()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExtentOp {
+    /// Flags to OR into the extent item (`flags_to_set`), if `update_flags`.
     pub flags: Option<u64>,
+    /// The key to set on the extent item, if `update_key`.
     pub key: Option<u64>,
 }
 

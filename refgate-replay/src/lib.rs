@@ -24,6 +24,8 @@
 //!    replay's report and §7.4 verdict, validation against a recording, and the conversions
 //!    of traces and workload files into workloads.
 
+#![warn(missing_docs)]
+
 // The library's API: replay a workload under a policy on an engine and read the report
 // (`report`, `engine`, `workload`, `trace_workload`, `workload_file`, `params`, `cost`,
 // `live`, `metrics`, `validate`, `vcpu`, `error`, `refkey`), and write a policy (`policy`, which

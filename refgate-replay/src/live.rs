@@ -9,6 +9,8 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[repr(u8)]
 pub enum ThreadState {
+    /// Outside delayed-ref code: thinking ([`crate::workload::Op::Think`]), between handles,
+    /// or not started.
     Idle = 0,
     /// Queueing delayed refs (add API).
     Adding = 1,
@@ -24,7 +26,9 @@ pub enum ThreadState {
     WaitingExtentTree = 6,
     /// At a transaction barrier (waiting for the commit or for the other writers).
     AtBarrier = 7,
+    /// In `btrfs_commit_transaction` (either phase).
     Committing = 8,
+    /// Finished: no operation left.
     Done = 9,
     /// Held between operations by [`Live::pause`].
     Paused = 10,
@@ -47,6 +51,7 @@ impl ThreadState {
             _ => Idle,
         }
     }
+    /// The state as the dashboard shows it.
     pub fn name(self) -> &'static str {
         use ThreadState::*;
         match self {
@@ -95,6 +100,7 @@ pub struct ThreadLog {
     pub queue: Vec<(u64, u64)>,
     /// Entries it may keep.
     pub cap: usize,
+    /// When the log reached `cap` (engine clock ns); nothing later is kept.
     pub truncated_at: Option<u64>,
 }
 
@@ -142,6 +148,7 @@ impl WorkerState {
     pub fn take_log(&self) -> Option<ThreadLog> {
         self.log.get().map(|l| std::mem::take(&mut *l.lock()))
     }
+    /// The current state.
     #[inline]
     pub fn state(&self) -> ThreadState {
         ThreadState::from_u8(self.state.load(Ordering::Relaxed))
@@ -152,14 +159,17 @@ impl WorkerState {
         self.refs_run
             .store(self.refs_run.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
+    /// Counts `n` workload operations done (single writer, as [`WorkerState::add_refs_run`]).
     #[inline]
     pub fn add_ops_done(&self, n: u64) {
         self.ops_done
             .store(self.ops_done.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
+    /// Ref nodes run so far in this slot.
     pub fn refs_run(&self) -> u64 {
         self.refs_run.load(Ordering::Relaxed)
     }
+    /// Workload operations done so far in this slot.
     pub fn ops_done(&self) -> u64 {
         self.ops_done.load(Ordering::Relaxed)
     }
@@ -170,6 +180,8 @@ impl WorkerState {
         c.store(c.load(Ordering::Relaxed) + count, Ordering::Relaxed);
         n.store(n.load(Ordering::Relaxed) + total_ns, Ordering::Relaxed);
     }
+    /// Adds `ns` of CPU burnt spinning on `delayed_refs->lock` and head spinlocks (single
+    /// writer).
     #[inline]
     pub fn add_spin_ns(&self, ns: u64) {
         self.spin_ns
@@ -198,17 +210,21 @@ pub enum WaitRole {
     DelayedRefsLock = 0,
     /// Contended acquisitions of a head's spinlock.
     HeadLock = 1,
+    /// Blocking waits for a head's mutex (§2.4 step 1, §2.9, §4.4).
     HeadMutex = 2,
+    /// Contended acquisitions of the extent-tree lock (§2.7).
     ExtentTree = 3,
 }
 
 impl WaitRole {
+    /// Every role, in index order.
     pub const ALL: [WaitRole; 4] = [
         WaitRole::DelayedRefsLock,
         WaitRole::HeadLock,
         WaitRole::HeadMutex,
         WaitRole::ExtentTree,
     ];
+    /// The lock's name as the dashboard shows it.
     pub fn name(self) -> &'static str {
         match self {
             WaitRole::DelayedRefsLock => "delayed_refs->lock",
@@ -233,14 +249,17 @@ impl Default for Log2Hist {
 }
 
 impl Log2Hist {
+    /// The bucket holding `ns`.
     #[inline]
     pub fn bucket(ns: u64) -> usize {
         ((u64::BITS - ns.leading_zeros()) as usize).min(LOG2_BUCKETS - 1)
     }
+    /// Records `n` samples of `ns`.
     #[inline]
     pub fn record_n(&self, ns: u64, n: u64) {
         self.0[Self::bucket(ns)].fetch_add(n, Ordering::Relaxed);
     }
+    /// The bucket counts now.
     pub fn snapshot(&self) -> Vec<u64> {
         self.0.iter().map(|b| b.load(Ordering::Relaxed)).collect()
     }
@@ -268,21 +287,31 @@ pub fn log2_quantile(buckets: &[u64], q: f64) -> u64 {
 /// spinlock; §2.3: `num_entries` read without it).
 #[derive(Default, Debug)]
 pub struct QueueMirror {
+    /// `num_entries`: heads and refs queued (§1.1).
     pub num_entries: AtomicU64,
+    /// `num_heads_ready`: heads not claimed by a runner (§1.1, §4.2).
     pub num_heads_ready: AtomicU64,
+    /// `num_heads`: bumped per new head; only the modern runner decrements it (§1.1 item 4,
+    /// §4.2).
     pub num_heads: AtomicU64,
 }
 
 /// Everything a dashboard may poll during [`crate::run_live`].
 #[derive(Debug)]
 pub struct Live {
+    /// One slot per worker: a real thread, or a virtual CPU.
     pub workers: Vec<WorkerState>,
+    /// Operations the workload will execute ([`crate::workload::Workload::total_ops`]).
     pub ops_total: AtomicU64,
+    /// The current transaction (0-based), bumped by each exclusive commit.
     pub transaction: AtomicU64,
+    /// Transactions in the workload.
     pub transactions_total: AtomicU64,
+    /// The queue's counters as last published under `delayed_refs->lock`.
     pub queue: QueueMirror,
     /// `procs_running_refs` (seed policy; 0 otherwise).
     pub procs_running_refs: std::sync::atomic::AtomicI32,
+    /// Tasks asleep on the seed gate's wait queue (the gated 3.x policies, §2.3; 0 otherwise).
     pub gate_sleepers: std::sync::atomic::AtomicU32,
     /// Latency of each `btrfs_run_delayed_refs` call, bumped by the engine between operations.
     pub run_calls: Log2Hist,
@@ -301,6 +330,7 @@ pub struct Live {
 }
 
 impl Live {
+    /// A live view with `threads` worker slots (threads, or virtual CPUs).
     pub fn new(threads: usize) -> Self {
         Self {
             workers: (0..threads).map(|_| WorkerState::default()).collect(),
@@ -321,6 +351,7 @@ impl Live {
         }
     }
 
+    /// Publishes the virtual clock (ns).
     pub fn set_virtual_ns(&self, ns: u64) {
         self.virtual_ns.store(ns, Ordering::Relaxed);
     }
@@ -338,6 +369,7 @@ impl Live {
                 .fetch_add(now.saturating_sub(began), Ordering::SeqCst);
         }
     }
+    /// Whether [`Live::pause`] holds the workers.
     #[inline]
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
@@ -348,6 +380,7 @@ impl Live {
         self.cancelled.store(true, Ordering::SeqCst);
         self.pause(false);
     }
+    /// Whether [`Live::cancel`] was called.
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
@@ -363,6 +396,7 @@ impl Live {
         (self.paused_ns.load(Ordering::SeqCst) + cur) as f64 / 1e9
     }
 
+    /// Reads every value once (each relaxed: not one consistent instant).
     pub fn snapshot(&self) -> LiveSnapshot {
         let threads: Vec<_> = self
             .workers
@@ -397,14 +431,20 @@ impl Live {
     }
 }
 
+/// One worker slot of a [`LiveSnapshot`].
 #[derive(Clone, Debug, Serialize)]
 pub struct ThreadSnapshot {
+    /// What the worker is doing.
     pub state: ThreadState,
+    /// Ref nodes run.
     pub refs_run: u64,
+    /// Workload operations done.
     pub ops_done: u64,
     /// Per [`WaitRole`]: waits and total ns waited.
     pub waits: [u64; 4],
+    /// Per [`WaitRole`]: total ns waited.
     pub wait_ns: [u64; 4],
+    /// CPU ns burnt spinning on `delayed_refs->lock` and head spinlocks.
     pub spin_ns: u64,
     /// Virtual CPUs: ns of work, spinning, switching, sleeping, idle so far (zeros under
     /// real threads).
@@ -418,16 +458,26 @@ impl ThreadSnapshot {
     }
 }
 
+/// [`Live`] as read by [`Live::snapshot`].
 #[derive(Clone, Debug, Serialize)]
 pub struct LiveSnapshot {
+    /// Workload operations done, over every slot.
     pub ops_done: u64,
+    /// Operations the workload will execute.
     pub ops_total: u64,
+    /// Ref nodes run, over every slot.
     pub refs_run: u64,
+    /// `num_entries`: heads and refs queued (§1.1).
     pub num_entries: u64,
+    /// `num_heads_ready`: heads not claimed by a runner (§1.1, §4.2).
     pub num_heads_ready: u64,
+    /// The current transaction (0-based).
     pub transaction: u64,
+    /// Transactions in the workload.
     pub transactions_total: u64,
+    /// `procs_running_refs` (the gated 3.x policies, §2.3; 0 otherwise).
     pub procs_running_refs: i32,
+    /// Tasks asleep on the seed gate's wait queue (§2.3).
     pub gate_sleepers: u32,
     /// [`Live::run_calls`] buckets.
     pub run_calls: Vec<u64>,
@@ -435,7 +485,10 @@ pub struct LiveSnapshot {
     pub waits: [Vec<u64>; 4],
     /// Virtual engine: the virtual clock (ns); 0 under real threads.
     pub virtual_ns: u64,
+    /// Whether [`Live::pause`] holds the workers.
     pub paused: bool,
+    /// Whether [`Live::cancel`] was called.
     pub cancelled: bool,
+    /// Per worker slot.
     pub threads: Vec<ThreadSnapshot>,
 }

@@ -15,7 +15,9 @@ fn new_hist() -> Histogram<u64> {
 /// Waits of one kind (count, total, distribution) in nanoseconds.
 #[derive(Clone, Debug)]
 pub struct WaitStats {
+    /// Waits recorded.
     pub count: u64,
+    /// Their total (ns).
     pub total_ns: u64,
     hist: Histogram<u64>,
 }
@@ -31,6 +33,7 @@ impl Default for WaitStats {
 }
 
 impl WaitStats {
+    /// Counts one wait of `ns`.
     pub fn record(&mut self, ns: u64) {
         self.count += 1;
         self.total_ns += ns;
@@ -40,11 +43,13 @@ impl WaitStats {
             self.hist.saturating_record(ns.max(1));
         }
     }
+    /// Adds `o`'s waits (another worker's).
     pub fn merge(&mut self, o: &WaitStats) {
         self.count += o.count;
         self.total_ns += o.total_ns;
         self.hist.add(&o.hist).expect("same bounds");
     }
+    /// Count, total, median, 99th percentile and maximum.
     pub fn summary(&self) -> WaitSummary {
         let q = |p: f64| {
             if self.count == 0 {
@@ -63,12 +68,18 @@ impl WaitStats {
     }
 }
 
+/// [`WaitStats`] as the report shows them (ns).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WaitSummary {
+    /// Waits.
     pub count: u64,
+    /// Total time waited (ns).
     pub total_ns: u64,
+    /// Median wait (ns; the histogram keeps two significant digits).
     pub p50_ns: u64,
+    /// 99th-percentile wait (ns).
     pub p99_ns: u64,
+    /// Longest wait (ns).
     pub max_ns: u64,
 }
 
@@ -77,17 +88,23 @@ pub struct WaitSummary {
 /// each contended acquisition.
 #[derive(Clone, Debug, Default)]
 pub struct SpinStats {
+    /// Acquisitions, contended or not.
     pub acquisitions: u64,
+    /// Acquisitions that found the lock held.
     pub contended: u64,
+    /// CPU ns burnt spinning (inside spin bursts).
     pub spin_ns: u64,
     /// The part of `spin_ns` spun by tasks inside `btrfs_run_delayed_refs` (the rest is
     /// the add path, lookups and commits' bookkeeping).
     pub runner_spin_ns: u64,
+    /// Real threads: times a contended acquisition yielded the CPU after `spin_limit` spins.
     pub yields: u64,
+    /// The full wait of each contended acquisition.
     pub wait: WaitStats,
 }
 
 impl SpinStats {
+    /// Adds `o`'s counts (another worker's).
     pub fn merge(&mut self, o: &SpinStats) {
         self.acquisitions += o.acquisitions;
         self.contended += o.contended;
@@ -96,6 +113,7 @@ impl SpinStats {
         self.yields += o.yields;
         self.wait.merge(&o.wait);
     }
+    /// The figures as the report shows them.
     pub fn summary(&self) -> SpinSummary {
         SpinSummary {
             acquisitions: self.acquisitions,
@@ -108,13 +126,18 @@ impl SpinStats {
     }
 }
 
+/// [`SpinStats`] as the report shows them (spinning in CPU seconds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct SpinSummary {
+    /// Acquisitions, contended or not.
     pub acquisitions: u64,
+    /// Acquisitions that found the lock held.
     pub contended: u64,
+    /// CPU seconds burnt spinning.
     pub spin_cpu_seconds: f64,
     /// Of which spun inside `btrfs_run_delayed_refs`.
     pub runner_spin_cpu_seconds: f64,
+    /// Real threads: yields after `spin_limit` spins.
     pub yields: u64,
     /// Wait of contended acquisitions only.
     pub wait: WaitSummary,
@@ -140,6 +163,7 @@ pub struct GateStats {
 }
 
 impl GateStats {
+    /// Adds `o`'s counts (another worker's).
     pub fn merge(&mut self, o: &GateStats) {
         self.acquisitions += o.acquisitions;
         self.bypasses += o.bypasses;
@@ -171,14 +195,20 @@ pub enum Caller {
 /// `btrfs_run_delayed_refs` calls per [`Caller`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunCallsByCaller {
+    /// For [`Caller::Commit`].
     pub commit: u64,
+    /// For [`Caller::AsyncReclaim`].
     pub async_reclaim: u64,
+    /// For [`Caller::PreemptiveReclaim`].
     pub preemptive_reclaim: u64,
+    /// For [`Caller::HandleEnd`].
     pub handle_end: u64,
+    /// For [`Caller::Other`].
     pub other: u64,
 }
 
 impl RunCallsByCaller {
+    /// Counts one for `c`.
     pub fn add(&mut self, c: Caller) {
         *match c {
             Caller::Commit => &mut self.commit,
@@ -188,6 +218,7 @@ impl RunCallsByCaller {
             Caller::Other => &mut self.other,
         } += 1;
     }
+    /// Adds `o`'s counts.
     pub fn merge(&mut self, o: &Self) {
         self.commit += o.commit;
         self.async_reclaim += o.async_reclaim;
@@ -208,10 +239,13 @@ pub struct ThreadMetrics {
     pub head_mutex: WaitStats,
     /// Blocking on the extent-tree lock (§2.7, §7.2).
     pub extent_tree: WaitStats,
+    /// Extent-tree lock acquisitions (one per update, contended or not).
     pub extent_tree_acquisitions: u64,
+    /// The seed gate's decisions (§2.3).
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
     pub run_calls: WaitStats,
+    /// `btrfs_run_delayed_refs` calls, by caller.
     pub run_calls_by_caller: RunCallsByCaller,
     /// Ref nodes run, by who called `btrfs_run_delayed_refs`.
     pub refs_run_by_caller: RunCallsByCaller,
@@ -225,13 +259,16 @@ pub struct ThreadMetrics {
     pub refs_run: u64,
     /// Heads deleted by a runner (`run_delayed_ref_head`).
     pub heads_run: u64,
+    /// Extent ops run on their own (`run_delayed_extent_op`: §2.4 step 6, §4.4 `cleanup_ref_head`).
     pub extent_ops_run: u64,
     /// Nodes dropped by insert-time cancellation (§1.4) and run-time merging (§2.6).
     pub insert_cancels: u64,
+    /// Nodes dropped by run-time merging (`btrfs_merge_delayed_refs`, §2.6, §4.4).
     pub run_merges: u64,
     /// Heads given back because their selected ref was held back by seq (§1.6, §2.4 step 4).
     pub seq_holdbacks: u64,
-    /// Nodes walked by `btrfs_find_ref_cluster` under the lock (§2.2).
+    /// Nodes walked under `delayed_refs->lock` to find work: K3.x `btrfs_find_ref_cluster`
+    /// (§2.2), K6.x the heads `btrfs_select_ref_head` looks at.
     pub nodes_walked: u64,
     /// `-EAGAIN` from the head lock dance: the head left the tree while we slept (§2.4).
     pub head_eagain: u64,
@@ -264,6 +301,7 @@ impl ThreadMetrics {
         self.txn(t).heads_run += 1;
     }
 
+    /// Adds `o`'s counts (another worker's).
     pub fn merge(&mut self, o: &ThreadMetrics) {
         self.dr_lock.merge(&o.dr_lock);
         self.head_lock.merge(&o.head_lock);
@@ -296,13 +334,18 @@ impl ThreadMetrics {
 /// What the replay counted per transaction (filled by the runners, see `ThreadMetrics`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnCounts {
+    /// Heads deleted by a runner (`run_delayed_ref_head`).
     pub heads_run: u64,
+    /// Tree ref nodes run.
     pub tree_refs_run: u64,
+    /// Data ref nodes run.
     pub data_refs_run: u64,
+    /// Ref nodes run, by who called `btrfs_run_delayed_refs`.
     pub refs_by_caller: RunCallsByCaller,
 }
 
 impl TxnCounts {
+    /// Adds `o`'s counts (another worker's).
     pub fn merge(&mut self, o: &TxnCounts) {
         self.heads_run += o.heads_run;
         self.tree_refs_run += o.tree_refs_run;
@@ -334,9 +377,11 @@ pub struct CpuTime {
 }
 
 impl CpuTime {
+    /// Spinning of any kind (ns): the three `spin_*` fields.
     pub fn spin_ns(&self) -> u64 {
         self.spin_delayed_refs_lock_ns + self.spin_head_lock_ns + self.spin_extent_tree_ns
     }
+    /// The CPU's whole time (ns): work, spinning, switching, sleeping and idle.
     pub fn total_ns(&self) -> u64 {
         self.work_ns + self.spin_ns() + self.switch_ns + self.sleeping_ns + self.idle_ns
     }

@@ -30,6 +30,7 @@ impl ExtentLock {
     }
 }
 
+/// The model's parameters: the kernel's constants (§0.3) as defaults, and the §7.2 knobs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Params {
     /// Heads per `btrfs_find_ref_cluster` (§2.2).
@@ -118,6 +119,7 @@ impl Params {
         Ok(())
     }
 
+    /// The seed gate's constants ([`GateParams`]) from these parameters.
     pub fn gate(&self) -> GateParams {
         GateParams {
             entries_threshold: self.gate_entries_threshold,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 /// (§1.4: converted to ADD at add time), so two values suffice here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RefAction {
+    /// `BTRFS_ADD_DELAYED_REF` (1): adds a backref when run.
     Add,
+    /// `BTRFS_DROP_DELAYED_REF` (2): drops a backref when run.
     Drop,
 }
 
@@ -18,12 +20,17 @@ pub enum RefAction {
 /// `must_insert_reserved` (§1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AddAction {
+    /// `BTRFS_ADD_DELAYED_REF` (1).
     Add,
+    /// `BTRFS_DROP_DELAYED_REF` (2).
     Drop,
+    /// `BTRFS_ADD_DELAYED_EXTENT` (3): the first ref of a newly allocated extent.
     AddExtent,
 }
 
 impl AddAction {
+    /// The action of a kernel action code (§0.3); `None` for `BTRFS_UPDATE_DELAYED_HEAD` (4),
+    /// which queues no ref, and for any other value.
     pub fn from_kernel(a: event::Action) -> Option<Self> {
         match a {
             event::ADD_DELAYED_REF => Some(Self::Add),
@@ -32,6 +39,7 @@ impl AddAction {
             _ => None,
         }
     }
+    /// The kernel's action code (§0.3).
     pub fn to_kernel(self) -> event::Action {
         match self {
             Self::Add => event::ADD_DELAYED_REF,
@@ -60,6 +68,7 @@ impl AddAction {
 /// others by root [, objectid, offset]). `level` is payload, never key (§1.3, §7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BackrefKey {
+    /// The backref type: `BTRFS_{TREE_BLOCK,EXTENT_DATA,SHARED_BLOCK,SHARED_DATA}_REF_KEY` (§0.3).
     pub ref_type: u8,
     /// TREE_BLOCK_REF / EXTENT_DATA_REF: root; SHARED_*: parent.
     pub a: u64,
@@ -88,6 +97,7 @@ impl BackrefKey {
             }
         }
     }
+    /// Type selection at add time (§1.2): SHARED_DATA_REF iff `parent != 0`, else EXTENT_DATA_REF.
     pub fn data(parent: u64, root: u64, objectid: u64, offset: u64) -> Self {
         if parent != 0 {
             Self {
@@ -105,6 +115,7 @@ impl BackrefKey {
             }
         }
     }
+    /// Whether this is a data backref (EXTENT_DATA_REF or SHARED_DATA_REF).
     pub fn is_data(&self) -> bool {
         self.ref_type == EXTENT_DATA_REF_KEY || self.ref_type == SHARED_DATA_REF_KEY
     }
@@ -126,12 +137,14 @@ pub enum Era {
 pub struct NodeKey(u8, u64, u64, u64, u64);
 
 impl NodeKey {
+    /// The key of a ref with backref `k` and `seq` in `era`'s order.
     pub fn new(era: Era, k: &BackrefKey, seq: u64) -> Self {
         match era {
             Era::V3 => NodeKey(k.ref_type, seq, k.a, k.b, k.c),
             Era::Modern => NodeKey(k.ref_type, k.a, k.b, k.c, seq),
         }
     }
+    /// The backref key, `seq` left out (`era`: the one the key was built for).
     pub fn backref(&self, era: Era) -> BackrefKey {
         match era {
             Era::V3 => BackrefKey {
@@ -148,6 +161,7 @@ impl NodeKey {
             },
         }
     }
+    /// The ref's tree-mod-log `seq` (§1.6; `era`: the one the key was built for).
     pub fn seq(&self, era: Era) -> u64 {
         match era {
             Era::V3 => self.1,
@@ -162,23 +176,35 @@ impl NodeKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RefOwner {
     /// A tree block at `level` (payload, never key).
-    Tree { level: u8 },
+    Tree {
+        /// The block's tree level (`btrfs_delayed_tree_ref::level`).
+        level: u8,
+    },
     /// File data of inode `objectid` at file `offset`.
-    Data { objectid: u64, offset: u64 },
+    Data {
+        /// The inode number (`btrfs_delayed_data_ref::objectid`, the "owner").
+        objectid: u64,
+        /// The file offset minus the extent offset (`btrfs_delayed_data_ref::offset`).
+        offset: u64,
+    },
 }
 
 /// One add-API call: `btrfs_add_delayed_tree_ref` / `_data_ref` (§1.4, §4.3), with the
 /// fields of the kernel's `btrfs_ref`; its backref key is derived ([`RefSpec::key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefSpec {
+    /// The extent's start (`bytenr`, bytes).
     pub bytenr: u64,
+    /// The extent's length (`num_bytes`, bytes).
     pub num_bytes: u64,
+    /// The add-API call's action.
     pub action: AddAction,
     /// `parent`: non-zero selects a SHARED_* backref keyed by it (§1.2).
     pub parent: u64,
     /// The root the ref is accounted to (the key of TREE_BLOCK / EXTENT_DATA backrefs,
     /// payload for SHARED_*; decides `need_ref_seq`).
     pub ref_root: u64,
+    /// Tree level (tree refs) or inode and file offset (data refs).
     pub owner: RefOwner,
     /// `for_cow` (§1.6): COW-induced refs get no seq even for fs trees.
     pub for_cow: bool,
@@ -212,6 +238,7 @@ impl RefSpec {
             ..Self::tree(bytenr, num_bytes, action, parent, root)
         }
     }
+    /// Whether this is a data ref (`btrfs_add_delayed_data_ref`).
     pub fn is_data(&self) -> bool {
         matches!(self.owner, RefOwner::Data { .. })
     }

@@ -51,9 +51,11 @@ pub fn run_live(
 /// replay's [`Report`] is the same on any host).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HostFigures {
+    /// The run's wall-clock time (s), pauses left out.
     pub wall_seconds: f64,
     /// (adds + refs run) per wall second.
     pub ops_per_second: f64,
+    /// Ref nodes run per wall second.
     pub refs_per_second: f64,
     /// `std::thread::available_parallelism()` of the machine that ran the replay.
     pub cores: usize,
@@ -64,30 +66,43 @@ pub struct HostFigures {
 /// One extent item of the final extent tree, as `--dump-state` writes it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DumpExtent {
+    /// The extent's start (bytes).
     pub bytenr: u64,
+    /// The extent's length (bytes).
     pub num_bytes: u64,
+    /// The item's `refs`.
     pub refs: u64,
+    /// The item's `BTRFS_EXTENT_FLAG_*` flags.
     pub flags: u64,
+    /// The tree block's key, if any.
     pub key: Option<u64>,
     /// Per backref: its kind (`tree`/`shared_block`/`data`/`shared_data`), fields, count.
     pub backrefs: Vec<DumpBackref>,
 }
 
+/// One backref of a [`DumpExtent`].
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DumpBackref {
+    /// `tree`, `shared_block`, `data` or `shared_data`.
     pub kind: &'static str,
     /// TREE/EXTENT_DATA: root; SHARED_*: parent.
     pub a: u64,
+    /// EXTENT_DATA: the inode number (`objectid`); else 0.
     pub objectid: u64,
+    /// EXTENT_DATA: `offset` (file offset − extent offset, §1.2); else 0.
     pub offset: u64,
+    /// The backref's count.
     pub count: u64,
 }
 
 /// The model's end state (`--dump-state`): extent items in bytenr order and what was pinned.
 #[derive(Clone, Debug, Serialize)]
 pub struct FinalState {
+    /// The extent items, in bytenr order.
     pub extents: Vec<DumpExtent>,
+    /// Extents allocated and freed inside one transaction (pinned, never inserted, §2.7).
     pub pinned_extents: u64,
+    /// Their bytes.
     pub pinned_bytes: u64,
 }
 
@@ -136,27 +151,40 @@ fn final_state(fs: &FsModel) -> FinalState {
 /// Everything measured in one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The policy's name.
     pub policy: String,
     /// The kernels the policy stands for, and whether it has the seed's gate.
     pub kernels: &'static str,
+    /// Whether the policy has the seed's gate (§2.3).
     pub gated: bool,
+    /// The engine that ran the replay.
     pub engine: Engine,
     /// CPUs (virtual) or threads (real).
     pub threads: usize,
+    /// Tasks replayed, over every copy.
     pub tasks: usize,
+    /// Transactions, each ending with a commit.
     pub transactions: usize,
     /// Add-API calls queued.
     pub adds: u64,
     /// Ref nodes run against the extent tree.
     pub refs_run: u64,
+    /// Heads deleted by a runner (`run_delayed_ref_head`).
     pub heads_run: u64,
+    /// Extent ops run on their own (`run_delayed_extent_op`, §2.4 step 6, §4.4).
     pub extent_ops_run: u64,
     /// `delayed_refs->lock`: acquisitions, contended, CPU seconds burnt spinning, waits.
     pub dr_lock: SpinSummary,
+    /// The per-head spinlock (modern `head->lock`; in the v3.x model only taken under
+    /// `dr_lock`).
     pub head_lock: SpinSummary,
+    /// Blocking waits for a head's mutex (§2.4, §2.9).
     pub head_mutex_waits: WaitSummary,
+    /// Contended acquisitions of the extent-tree lock: their waits (§2.7, §7.2).
     pub extent_tree_waits: WaitSummary,
+    /// Extent-tree lock acquisitions (one per update, contended or not).
     pub extent_tree_acquisitions: u64,
+    /// The seed gate's decisions (§2.3; zeros under ungated policies).
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
     pub run_calls: WaitSummary,
@@ -171,11 +199,19 @@ pub struct Report {
     pub space_waits: u64,
     /// Per thread (real) or per CPU (virtual).
     pub per_thread_refs_run: Vec<u64>,
+    /// Nodes dropped by insert-time cancellation (§1.4).
     pub insert_cancels: u64,
+    /// Nodes dropped by run-time merging (§2.6, §4.4).
     pub run_merges: u64,
+    /// Heads given back because their selected ref was held back by seq (§1.6, §2.4 step 4).
     pub seq_holdbacks: u64,
+    /// Nodes walked under `delayed_refs->lock` to find work: `btrfs_find_ref_cluster` (§2.2)
+    /// or the modern head scan of `btrfs_select_ref_head` (§4.4).
     pub nodes_walked: u64,
+    /// `-EAGAIN` from the head lock dance: the head left the tree while a runner slept on its
+    /// mutex (§2.4, §4.4).
     pub head_eagain: u64,
+    /// The §7.4 check on the final extent tree (all zeros when `partial`).
     pub invariant: InvariantSummary,
     /// Cut short by [`Live::cancel`]: counts cover the part replayed, and no §7.4 verdict is
     /// given (`invariant` is all zeros).
@@ -187,6 +223,7 @@ pub struct Report {
     /// `Config::timeline`: what every CPU or thread did (not in the JSON report).
     #[serde(skip)]
     pub timeline: Option<Timeline>,
+    /// Figures that depend on the host.
     pub host: HostFigures,
 }
 

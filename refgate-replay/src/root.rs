@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One worker thread's identity and private counters.
 pub struct Worker {
+    /// The worker's [`Live::workers`] slot: its thread (real) or its CPU (virtual).
     pub id: usize,
+    /// The worker's counters, merged into the report after the run.
     pub m: ThreadMetrics,
     live: Arc<Live>,
     /// The add API's preallocated head when the last add found one in the tree (§1.4):
@@ -31,6 +33,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Worker `id`, publishing into `live`'s slot `id`.
     pub fn new(id: usize, live: Arc<Live>) -> Self {
         assert!(id < live.workers.len());
         Self {
@@ -41,9 +44,11 @@ impl Worker {
             caller: Caller::Other,
         }
     }
+    /// This worker's live slot.
     pub fn ws(&self) -> &WorkerState {
         &self.live.workers[self.id]
     }
+    /// Sets this worker's live state, returning the previous one ([`WorkerState::set`]).
     pub fn set_state(&self, s: ThreadState) -> ThreadState {
         self.ws().set(s)
     }
@@ -149,13 +154,19 @@ pub struct DelayedRefRoot {
 
 /// `fs_info`: the era, the current transaction's delayed refs, the extent tree, the seq list.
 pub struct FsModel {
+    /// The kernel generation followed: key orders, counters, runner.
     pub era: Era,
+    /// The model's parameters.
     pub params: Params,
+    /// The current transaction's `delayed_refs` (§1.1, §4.2).
     pub root: DelayedRefRoot,
+    /// The extent-tree oracle (§7.1) behind its lock (§2.7).
     pub extent_tree: ExtentTree,
+    /// `fs_info->tree_mod_seq` and its list (§1.6).
     pub tree_mod: TreeModSeq,
     /// Modern: `delayed_refs_rsv` and its reclaim workers (§4.7).
     pub space: DelayedRefsRsv,
+    /// The live view the model publishes into.
     pub live: Arc<Live>,
     /// `params.costs` as a table indexed by [`Cost`] (the virtual engine's charges).
     costs: [u64; 7],
@@ -170,6 +181,8 @@ pub(crate) enum HeadLock<'a> {
 }
 
 impl FsModel {
+    /// A filesystem following `era`: an empty queue, `initial` as the extent tree, publishing
+    /// into `live`.
     pub fn new(
         era: Era,
         params: Params,
@@ -268,6 +281,8 @@ impl FsModel {
     pub fn num_entries_racy(&self) -> u64 {
         self.root.num_entries.load(Ordering::Relaxed)
     }
+    /// Lockless `num_heads_ready` read (the kernel reads it without the spinlock, §2.8): the
+    /// value last published under `delayed_refs->lock`.
     pub fn num_heads_ready_racy(&self) -> u64 {
         self.live.queue.num_heads_ready.load(Ordering::Relaxed)
     }

@@ -70,6 +70,7 @@ pub enum SeqRule {
 }
 
 impl SeqRule {
+    /// The rule's `--seq-rule` name.
     pub fn name(self) -> &'static str {
         match self {
             SeqRule::Data => "data",
@@ -114,13 +115,19 @@ impl Default for TraceOptions {
 pub struct TraceConversion {
     /// The filesystem replayed (the one with the most queued refs) and how many were seen.
     pub filesystem: FsId,
+    /// Filesystems with add events in the trace.
     pub filesystems_seen: usize,
     /// Add events of other filesystems, left out.
     pub other_fs_events: u64,
+    /// Tasks in the workload: the recorded threads that queued refs or committed.
     pub tasks: usize,
+    /// Transactions: the recorded commits plus the last (open) one.
     pub transactions: usize,
+    /// Handles, over every task and transaction.
     pub handles: usize,
+    /// Ref events (`add_delayed_tree_ref`/`_data_ref`) turned into [`Op::AddRef`].
     pub ref_adds: u64,
+    /// `UPDATE_DELAYED_HEAD` head events turned into [`Op::AddExtentOp`].
     pub extent_ops: u64,
     /// Ops moved to the task that first touched their extent in the transaction.
     pub rehomed: u64,
@@ -128,6 +135,7 @@ pub struct TraceConversion {
     pub initial_extents: usize,
     /// Ref events whose action or type the model does not know (skipped).
     pub unknown: u64,
+    /// `run_delayed_*` events seen, of any filesystem (counted, not replayed; §7.5).
     pub recorded_run_events: u64,
     /// `"kprobes"` when handle boundaries came from the recorded handle probes, else
     /// `"gap heuristic"`.
@@ -135,6 +143,7 @@ pub struct TraceConversion {
     /// The `for_cow` rule used, and how many of the fs-tree refs it gives a seq under 3.x
     /// policies (§1.6).
     pub seq_rule: SeqRule,
+    /// Of `ref_adds`, those `seq_rule` gives a seq (`need_ref_seq`, §1.6).
     pub fs_tree_refs_with_seq: u64,
     /// Median gap between consecutive run events of one task (under 1 ms): the kernel's cost
     /// of running one node, extent-tree update included (§7.5). Feeds `Params::ext_cost_ns`.

@@ -13,13 +13,21 @@ use std::collections::HashMap;
 /// One transaction's figures (recorded or replayed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TxnFigures {
+    /// Heads run (`run_delayed_ref_head` events; replayed: heads deleted by a runner).
     pub heads_run: u64,
+    /// Tree ref nodes run (`run_delayed_tree_ref`).
     pub tree_refs_run: u64,
+    /// Data ref nodes run (`run_delayed_data_ref`).
     pub data_refs_run: u64,
     /// Refs queued by the add API and never run (merged or cancelled).
     pub merged_away: u64,
+    /// Refs run by the committer: recorded, the task that fired the transaction's commit
+    /// event; replayed, `btrfs_commit_transaction`'s calls.
     pub run_by_committer: u64,
+    /// Refs run by kernel workers: recorded, tasks named `kworker*`; replayed, the reclaim
+    /// workers (§4.7).
     pub run_by_kernel_workers: u64,
+    /// Refs run by any other task (handle ends, explicit runs, …).
     pub run_by_other_tasks: u64,
 }
 
@@ -54,13 +62,17 @@ impl TxnFigures {
 pub struct Row {
     /// 1-based transactions in the row.
     pub transactions: Vec<usize>,
+    /// The recorded kernel's figures, summed over the row's transactions.
     pub recorded: TxnFigures,
+    /// The replay's figures, summed over the row's transactions.
     pub replayed: TxnFigures,
 }
 
 /// The comparison (`validation` in `--json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Validation {
+    /// One row per transaction with at least [`POOL_BELOW`] recorded refs run, in order, then
+    /// one row pooling the others (if any).
     pub rows: Vec<Row>,
     /// Σ |replayed − recorded| ÷ Σ recorded over every quantity of every row.
     pub overall_relative_error: f64,

@@ -22,48 +22,68 @@ pub enum Op {
     /// `btrfs_add_delayed_tree_ref` / `_data_ref`, optionally with an extent op (the
     /// kernel passes one with ADD_EXTENT of tree blocks).
     AddRef {
+        /// The ref to queue.
         r: RefSpec,
+        /// The extent op queued with the ref on its head, if any (`extent_op` argument).
         extent_op: Option<ExtentOp>,
     },
     /// `btrfs_add_delayed_extent_op`.
     AddExtentOp {
+        /// The extent's start (bytes).
         bytenr: u64,
+        /// The extent's length (bytes).
         num_bytes: u64,
+        /// Whether the extent is a data extent (the head's `is_data`).
         is_data: bool,
+        /// The flags and key to apply.
         op: ExtentOp,
     },
     /// `btrfs_lookup_extent_info`: a head-mutex reader (§2.9).
-    LookupExtentInfo { bytenr: u64 },
+    LookupExtentInfo {
+        /// The start (`bytenr`, bytes) of the extent looked up.
+        bytenr: u64,
+    },
     /// `btrfs_should_end_transaction` poll; if it says so the handle ends and a new one starts.
     ShouldEnd,
     /// Time spent outside delayed-ref code.
-    Think { ns: u64 },
+    Think {
+        /// How long (ns).
+        ns: u64,
+    },
     /// An explicit `btrfs_run_delayed_refs` (scenarios): 3.x `count` (`u64::MAX` = −1,
     /// 0 = run_most, N nodes), 6.x `min_bytes` (`u64::MAX`, 0 = heads now, N bytes).
-    RunDelayedRefs { arg: u64 },
+    RunDelayedRefs {
+        /// `count` (3.x) or `min_bytes` (6.x), as above.
+        arg: u64,
+    },
 }
 
 /// One `btrfs_trans_handle` from start to `btrfs_end_transaction`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Handle {
+    /// The handle's operations, in order.
     pub ops: Vec<Op>,
 }
 
 /// A task's share of one transaction: its handles, then optionally a commit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskTransaction {
+    /// The task's handles in this transaction, in order.
     pub handles: Vec<Handle>,
     /// The task calls `btrfs_commit_transaction` at the end of this transaction.
     pub commit: bool,
 }
 
+/// One writer: its operations, transaction by transaction.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// The task's id: its workload-file `task`, or its index among a trace's recorded threads.
     pub id: u32,
     /// One entry per transaction of the workload (possibly empty).
     pub transactions: Vec<TaskTransaction>,
 }
 
+/// What an engine replays: tasks, the initial extent tree and the number of transactions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
     /// The tasks of one copy (see `copies`).
@@ -77,6 +97,7 @@ pub struct Workload {
     /// many copies holds the operations of one (0 counts as 1).
     #[serde(default)]
     pub copies: usize,
+    /// Bytes between two copies' extent addresses ([`Workload::replicate`]).
     #[serde(default)]
     pub stride: u64,
 }
@@ -84,6 +105,7 @@ pub struct Workload {
 /// One task of a (possibly replicated) workload: the recorded task and its copy's shift.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskView<'a> {
+    /// The task as recorded (copy 0).
     pub task: &'a Task,
     /// Bytes added to every extent address of this copy.
     pub offset: u64,
@@ -319,10 +341,16 @@ impl Workload {
 /// Parameters of the synthetic generator.
 #[derive(Clone, Debug, Serialize)]
 pub struct SynthParams {
+    /// The RNG seed: the same parameters and seed give the same workload.
     pub seed: u64,
+    /// Writer tasks.
     pub tasks: usize,
+    /// Transactions, each ending with one or two committers.
     pub transactions: usize,
+    /// Handles per task per transaction.
     pub handles_per_transaction: usize,
+    /// Rounds per handle: each queues about one ref change, plus the extra ops of the
+    /// `*_prob` fields.
     pub ops_per_handle: usize,
     /// Pre-existing extents every task may add refs to and drop (non-base) refs from.
     pub shared_extents: usize,
@@ -331,8 +359,12 @@ pub struct SynthParams {
     /// Probability that a newly allocated extent is freed again in the same transaction
     /// (insert-time cancellation / pinned never-inserted extents, §1.4, §2.7).
     pub cancel_prob: f64,
+    /// Per round, probability of an extent op (`btrfs_add_delayed_extent_op`) on a shared
+    /// extent.
     pub extent_op_prob: f64,
+    /// Per round, probability of a `btrfs_lookup_extent_info` on a shared extent (§2.9).
     pub lookup_prob: f64,
+    /// Per round, probability of a `btrfs_should_end_transaction` poll.
     pub should_end_prob: f64,
     /// Fraction of tree refs that are COW-induced (no seq, §1.6).
     pub for_cow_fraction: f64,

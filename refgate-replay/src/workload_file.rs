@@ -42,29 +42,40 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum RunArg {
+    /// A number: 3.x `count` or 6.x `min_bytes`.
     N(u64),
+    /// A word: only `"all"` (`u64::MAX`: 3.x −1, 6.x U64_MAX) parses.
     Word(String),
 }
 
 /// One backref of an initial extent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BackrefLine {
+    /// `tree` or `data`.
     pub kind: String,
+    /// The root (the key of TREE_BLOCK_REF / EXTENT_DATA_REF backrefs; unused with `parent`).
     #[serde(default)]
     pub root: u64,
+    /// Non-zero: a SHARED_* backref keyed by this parent block (§1.2).
     #[serde(default)]
     pub parent: u64,
+    /// Data: the inode number (`objectid`).
     #[serde(default)]
     pub owner: u64,
+    /// Data: `offset` (file offset − extent offset, §1.2).
     #[serde(default)]
     pub offset: u64,
+    /// The backref's count; the item's `refs` is the sum of its backrefs' counts.
     pub count: u64,
 }
 
+/// An `add` line's extent op (`btrfs_delayed_extent_op`, §1.2).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExtentOpLine {
+    /// Flags to OR into the extent item (`flags_to_set`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<u64>,
+    /// The key to set on the extent item (`update_key`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u64>,
 }
@@ -75,81 +86,133 @@ pub struct ExtentOpLine {
 pub enum Line {
     /// The number of transactions, when some have no operation at all (optional).
     Workload {
+        /// At least this many transactions (more if other lines use more).
         transactions: usize,
     },
+    /// Parameter overrides by name ([`crate::params::Params::set`]).
     Params(BTreeMap<String, u64>),
     /// Declares a task (in this order), also one that queues nothing: it still takes part
     /// in every transaction's barrier.
     Task {
+        /// The task's id.
         task: u32,
     },
+    /// An extent item present before the first transaction (the initial extent tree).
     Extent {
+        /// The extent's start (bytes).
         bytenr: u64,
+        /// The extent's length (bytes).
         num_bytes: u64,
+        /// The item's `BTRFS_EXTENT_FLAG_*` flags.
         #[serde(default)]
         flags: u64,
+        /// The tree block's key, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<u64>,
+        /// The item's backrefs; its `refs` is the sum of their counts.
         backrefs: Vec<BackrefLine>,
     },
+    /// `btrfs_add_delayed_tree_ref` / `_data_ref` ([`Op::AddRef`]).
     Add {
+        /// The task queueing the ref.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
+        /// `add`, `drop` or `add_extent`.
         action: String,
+        /// `tree` or `data`.
         kind: String,
+        /// The extent's start (bytes).
         bytenr: u64,
+        /// The extent's length (bytes).
         num_bytes: u64,
+        /// The ref's root (`ref_root`).
         #[serde(default)]
         root: u64,
+        /// Non-zero: a SHARED_* backref keyed by this parent block (§1.2).
         #[serde(default)]
         parent: u64,
+        /// Data: the inode number (`objectid`).
         #[serde(default)]
         owner: u64,
+        /// Data: `offset` (file offset − extent offset, §1.2).
         #[serde(default)]
         offset: u64,
+        /// Tree: the block's level (payload, never key).
         #[serde(default)]
         level: u8,
+        /// `for_cow` (§1.6); absent: the `--seq-rule` decides.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         for_cow: Option<bool>,
+        /// An extent op queued with the ref, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         extent_op: Option<ExtentOpLine>,
     },
+    /// `btrfs_add_delayed_extent_op` ([`Op::AddExtentOp`]).
     ExtentOp {
+        /// The task queueing the op.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
+        /// The extent's start (bytes).
         bytenr: u64,
+        /// The extent's length (bytes).
         num_bytes: u64,
+        /// Whether the extent is a data extent.
         is_data: bool,
+        /// Flags to OR into the extent item (`flags_to_set`), if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         flags: Option<u64>,
+        /// The key to set on the extent item (`update_key`), if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<u64>,
     },
+    /// `btrfs_lookup_extent_info` ([`Op::LookupExtentInfo`], §2.9).
     Lookup {
+        /// The task looking up.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
+        /// The start (`bytenr`, bytes) of the extent looked up.
         bytenr: u64,
     },
+    /// A `btrfs_should_end_transaction` poll ([`Op::ShouldEnd`]).
     ShouldEnd {
+        /// The task polling.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
     },
+    /// Time outside delayed-ref code ([`Op::Think`]).
     Think {
+        /// The task thinking.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
+        /// How long (ns).
         ns: u64,
     },
+    /// An explicit `btrfs_run_delayed_refs` ([`Op::RunDelayedRefs`]).
     Run {
+        /// The task running.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
+        /// `count` (3.x) or `min_bytes` (6.x); see the module docs.
         arg: RunArg,
     },
+    /// Ends the task's current handle: its next op in the transaction opens a new one.
     EndHandle {
+        /// The task.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
     },
+    /// The task commits the transaction (`btrfs_commit_transaction`) after its handles.
     Commit {
+        /// The committing task.
         task: u32,
+        /// The transaction (0-based).
         txn: usize,
     },
     /// Scenario expectations (read by the scenario tests, ignored by the replay).
@@ -159,8 +222,11 @@ pub enum Line {
 /// A parsed file: the workload and the parameter overrides of its `params` lines.
 #[derive(Debug, Default)]
 pub struct WorkloadFile {
+    /// The workload, validated.
     pub workload: Workload,
+    /// The `params` lines' overrides, by field name (later lines win).
     pub params: BTreeMap<String, u64>,
+    /// The `expect` lines, in file order (for the scenario tests).
     pub expectations: Vec<Value>,
 }
 

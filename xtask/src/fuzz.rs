@@ -100,54 +100,7 @@ pub fn fuzz(root: &Path, time: Option<u64>, runs: Option<u64>) -> Result<()> {
     );
     let mut done = Vec::new();
     for target in TARGETS {
-        let corpus: PathBuf = root.join("fuzz/corpus").join(target);
-        std::fs::create_dir_all(&corpus)?;
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(root)
-            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz"])
-            // Safe Rust: panics, overflow and logic assertions are what there is to find;
-            // without a sanitizer an execution is several times faster.
-            .args(["--sanitizer", "none", "--debug-assertions", target])
-            .arg(&corpus)
-            .arg(&seed_dir)
-            .arg("--")
-            .arg(format!("-max_len={MAX_LEN}"))
-            .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048"]);
-        if let Some(t) = time {
-            cmd.arg(format!("-max_total_time={t}"));
-        }
-        if let Some(r) = runs {
-            cmd.arg(format!("-runs={r}"));
-        }
-        eprintln!("xtask: {cmd:?}");
-        let t0 = std::time::Instant::now();
-        let out = cmd
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .context("running cargo fuzz")?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        let stat = |name: &str| {
-            log.lines()
-                .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if !out.status.success() {
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "fuzz target {target} failed:\n{}\n\nThe input is in fuzz/artifacts/{target}/. \
-                 Reproduce with `cargo +nightly fuzz run --fuzz-dir fuzz {target} FILE`; once \
-                 fixed, copy it to fuzz/regressions/{target}/ (cargo test replays it).",
-                tail.join("\n")
-            );
-        }
-        done.push(Outcome {
-            target,
-            execs: stat("number_of_executed_units").unwrap_or(0),
-            // Includes the build when it was needed; the run itself is at most --time.
-            seconds: t0.elapsed().as_secs_f64(),
-            peak_rss_mb: stat("peak_rss_mb").unwrap_or(0),
-        });
+        done.push(fuzz_one(root, target, &seed_dir, time, runs)?);
     }
     println!("| target | executions | wall s | executions/s | peak RSS MB | result |");
     println!("|---|---:|---:|---:|---:|---|");
@@ -162,4 +115,63 @@ pub fn fuzz(root: &Path, time: Option<u64>, runs: Option<u64>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One `cargo fuzz run` of `target` over its corpus and the seeds; fails on a crash with
+/// the log's tail and how to reproduce it.
+fn fuzz_one(
+    root: &Path,
+    target: &'static str,
+    seed_dir: &Path,
+    time: Option<u64>,
+    runs: Option<u64>,
+) -> Result<Outcome> {
+    let corpus: PathBuf = root.join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root)
+        .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz"])
+        // Safe Rust: panics, overflow and logic assertions are what there is to find;
+        // without a sanitizer an execution is several times faster.
+        .args(["--sanitizer", "none", "--debug-assertions", target])
+        .arg(&corpus)
+        .arg(seed_dir)
+        .arg("--")
+        .arg(format!("-max_len={MAX_LEN}"))
+        .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048"]);
+    if let Some(t) = time {
+        cmd.arg(format!("-max_total_time={t}"));
+    }
+    if let Some(r) = runs {
+        cmd.arg(format!("-runs={r}"));
+    }
+    eprintln!("xtask: {cmd:?}");
+    let t0 = std::time::Instant::now();
+    let out = cmd
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("running cargo fuzz")?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let stat = |name: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if !out.status.success() {
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "fuzz target {target} failed:\n{}\n\nThe input is in fuzz/artifacts/{target}/. \
+             Reproduce with `cargo +nightly fuzz run --fuzz-dir fuzz {target} FILE`; once \
+             fixed, copy it to fuzz/regressions/{target}/ (cargo test replays it).",
+            tail.join("\n")
+        );
+    }
+    Ok(Outcome {
+        target,
+        execs: stat("number_of_executed_units").unwrap_or(0),
+        // Includes the build when it was needed; the run itself is at most --time.
+        seconds: t0.elapsed().as_secs_f64(),
+        peak_rss_mb: stat("peak_rss_mb").unwrap_or(0),
+    })
 }

@@ -71,12 +71,21 @@ pub fn install_files(bin: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), target.display()))?;
     written.push(target.clone());
 
+    written.extend(install_completions(&target, prefix)?);
+    written.extend(install_man_pages(&target, prefix)?);
+    Ok(written)
+}
+
+/// The bash, zsh and fish completions `target completions SHELL` prints, where each shell
+/// looks under `prefix`.
+fn install_completions(target: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
     for (shell, rel) in [
         ("bash", "share/bash-completion/completions/refgate"),
         ("zsh", "share/zsh/site-functions/_refgate"),
         ("fish", "share/fish/vendor_completions.d/refgate.fish"),
     ] {
-        let out = Command::new(&target)
+        let out = Command::new(target)
             .args(["completions", shell])
             .output()
             .with_context(|| format!("cannot run {}", target.display()))?;
@@ -96,9 +105,14 @@ pub fn install_files(bin: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
 
+    Ok(written)
+}
+
+/// The man pages `target manpage --dir` writes into `prefix/share/man/man1`.
+fn install_man_pages(target: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
     let man1 = prefix.join("share/man/man1");
     mkdirs(&man1)?;
-    let st = Command::new(&target)
+    let st = Command::new(target)
         .args(["manpage", "--dir"])
         .arg(&man1)
         .status()
@@ -128,8 +142,7 @@ pub fn install_files(bin: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
             man1.display()
         );
     }
-    written.extend(pages);
-    Ok(written)
+    Ok(pages)
 }
 
 fn mkdirs(dir: &Path) -> Result<()> {

@@ -148,28 +148,7 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
     // perf first: its window encloses refgate's.
     let mut perf = start_perf(&perf_out)?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut child = Command::new(refgate)
-        .args(["record", "--no-tui", "-o"])
-        .arg(&trace)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut rec = Reaped(Some(child));
-    if !lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("recording with"))
-    {
-        bail!("refgate record did not start");
-    }
-    // The status lines (once a second) carry the live lost count; keep the last.
-    let last_status = std::thread::spawn(move || {
-        lines
-            .map_while(Result::ok)
-            .filter(|l| l.starts_with('['))
-            .last()
-    });
+    let (mut rec, pid, last_status) = start_record(refgate, &trace)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
@@ -197,27 +176,7 @@ pub fn soak(root: &Path, refgate: &Path, minutes: f64) -> Result<()> {
     let perf_text = fs::read_to_string(&perf_out)?;
     let summary = summarize(TraceReader::open_path(&trace)?);
     let mismatch = compare_with_perf(&perf_text, &summary)?;
-    let warm = samples
-        .iter()
-        .find(|(t, _)| *t >= 60.0)
-        .or(samples.first())
-        .map(|s| s.1)
-        .unwrap_or(0);
-    let last = samples.last().map(|s| s.1).unwrap_or(0);
-    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let trace_mib = fs::metadata(&trace)?.len() as f64 / (1 << 20) as f64;
-    println!(
-        "\n{minutes} min, {} file ops, {} events recorded ({trace_mib:.1} MiB trace), lost {} \
-         (last status line: {}); refgate RSS at 1 min {:.1} MiB, at the end {:.1} MiB, max \
-         {:.1} MiB",
-        ops.load(Ordering::Relaxed),
-        summary.events,
-        summary.lost_events,
-        last_status.trim(),
-        warm as f64 / 1024.0,
-        last as f64 / 1024.0,
-        max as f64 / 1024.0
-    );
+    let (warm, last) = print_totals(minutes, &ops, &summary, &last_status, &samples, &trace)?;
     let _ = fs::remove_file(&trace);
     if summary.lost_events > 0 || !summary.finished {
         bail!(
@@ -297,4 +256,69 @@ fn start_perf(out: &Path) -> Result<Reaped> {
             .spawn()
             .context("perf (linux-perf) is installed by `cargo xtask setup`")?,
     )))
+}
+
+/// Starts `refgate record` into `trace` and waits until it records: the process, its pid,
+/// and a thread that returns its last status line (once a second, with the live lost count).
+fn start_record(
+    refgate: &Path,
+    trace: &Path,
+) -> Result<(Reaped, u32, std::thread::JoinHandle<Option<String>>)> {
+    let mut child = Command::new(refgate)
+        .args(["record", "--no-tui", "-o"])
+        .arg(trace)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let rec = Reaped(Some(child));
+    if !lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("recording with"))
+    {
+        bail!("refgate record did not start");
+    }
+    // The status lines (once a second) carry the live lost count; keep the last.
+    let last_status = std::thread::spawn(move || {
+        lines
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with('['))
+            .last()
+    });
+    Ok((rec, pid, last_status))
+}
+
+/// Prints the run's totals and the recorder's RSS; returns its RSS (KiB) after the first
+/// minute and at the end.
+fn print_totals(
+    minutes: f64,
+    ops: &AtomicU64,
+    summary: &Summary,
+    last_status: &str,
+    samples: &[(f64, u64)],
+    trace: &Path,
+) -> Result<(u64, u64)> {
+    let warm = samples
+        .iter()
+        .find(|(t, _)| *t >= 60.0)
+        .or(samples.first())
+        .map(|s| s.1)
+        .unwrap_or(0);
+    let last = samples.last().map(|s| s.1).unwrap_or(0);
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let trace_mib = fs::metadata(trace)?.len() as f64 / (1 << 20) as f64;
+    println!(
+        "\n{minutes} min, {} file ops, {} events recorded ({trace_mib:.1} MiB trace), lost {} \
+         (last status line: {}); refgate RSS at 1 min {:.1} MiB, at the end {:.1} MiB, max \
+         {:.1} MiB",
+        ops.load(Ordering::Relaxed),
+        summary.events,
+        summary.lost_events,
+        last_status.trim(),
+        warm as f64 / 1024.0,
+        last as f64 / 1024.0,
+        max as f64 / 1024.0
+    );
+    Ok((warm, last))
 }

@@ -132,20 +132,7 @@ poweroff -f
 
 /// Builds the initramfs; returns (vmlinuz, initrd).
 fn build_image(work: &Path, refgate: &Path, files: usize) -> Result<(PathBuf, PathBuf)> {
-    let deb = kernel_deb(&work.join("cache"))?;
-    let kdir = work.join("kernel");
-    if !kdir.join("boot").is_dir() {
-        fs::create_dir_all(&kdir)?;
-        sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir))?;
-    }
-    let vmlinuz = fs::read_dir(kdir.join("boot"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
-        })
-        .context("no vmlinuz in the kernel package")?;
-
+    let (kdir, vmlinuz) = unpack_kernel(work)?;
     let root = work.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     for d in [
@@ -153,36 +140,7 @@ fn build_image(work: &Path, refgate: &Path, files: usize) -> Result<(PathBuf, Pa
     ] {
         fs::create_dir_all(root.join(d))?;
     }
-    let busybox = which("busybox")?;
-    copy_into(&root, &busybox, Path::new("bin/busybox"))?;
-    let applets = Command::new(&busybox).arg("--list").output()?;
-    for a in String::from_utf8_lossy(&applets.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-    }
-    for (bin, name) in [
-        (refgate.to_path_buf(), "refgate"),
-        (which("mkfs.btrfs")?, "mkfs.btrfs"),
-        (which("btrfs")?, "btrfs"),
-    ] {
-        copy_into(&root, &bin, &Path::new("usr/bin").join(name))?;
-        for lib in libs_of(&bin)? {
-            copy_into(&root, &lib, lib.strip_prefix("/").expect("absolute"))?;
-        }
-    }
-    for m in MODULES {
-        let found = Command::new("find")
-            .arg(&kdir)
-            .args(["-name", &format!("{m}.ko")])
-            .output()?;
-        let path = String::from_utf8_lossy(&found.stdout)
-            .lines()
-            .next()
-            .map(PathBuf::from);
-        match path {
-            Some(p) => copy_into(&root, &p, &Path::new("modules").join(format!("{m}.ko")))?,
-            None => eprintln!("xtask: {m}.ko not in the kernel package (built in?)"),
-        }
-    }
+    copy_programs(&root, refgate, &kdir)?;
     let init = INIT
         .replace("MODULES", &MODULES.join(" "))
         .replace("FILES", &files.to_string());
@@ -197,9 +155,91 @@ fn build_image(work: &Path, refgate: &Path, files: usize) -> Result<(PathBuf, Pa
     Ok((vmlinuz, initrd))
 }
 
+/// Debian's kernel package, unpacked under `work/kernel` once: that directory and its vmlinuz.
+fn unpack_kernel(work: &Path) -> Result<(PathBuf, PathBuf)> {
+    let deb = kernel_deb(&work.join("cache"))?;
+    let kdir = work.join("kernel");
+    if !kdir.join("boot").is_dir() {
+        fs::create_dir_all(&kdir)?;
+        sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&kdir))?;
+    }
+    let vmlinuz = fs::read_dir(kdir.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .context("no vmlinuz in the kernel package")?;
+    Ok((kdir, vmlinuz))
+}
+
+/// Busybox and its applets, refgate, mkfs.btrfs and btrfs with their libraries, and the
+/// kernel's modules that the guest loads (btrfs and its dependencies).
+fn copy_programs(root: &Path, refgate: &Path, kdir: &Path) -> Result<()> {
+    let busybox = which("busybox")?;
+    copy_into(root, &busybox, Path::new("bin/busybox"))?;
+    let applets = Command::new(&busybox).arg("--list").output()?;
+    for a in String::from_utf8_lossy(&applets.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    for (bin, name) in [
+        (refgate.to_path_buf(), "refgate"),
+        (which("mkfs.btrfs")?, "mkfs.btrfs"),
+        (which("btrfs")?, "btrfs"),
+    ] {
+        copy_into(root, &bin, &Path::new("usr/bin").join(name))?;
+        for lib in libs_of(&bin)? {
+            copy_into(root, &lib, lib.strip_prefix("/").expect("absolute"))?;
+        }
+    }
+    for m in MODULES {
+        let found = Command::new("find")
+            .arg(kdir)
+            .args(["-name", &format!("{m}.ko")])
+            .output()?;
+        let path = String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .next()
+            .map(PathBuf::from);
+        match path {
+            Some(p) => copy_into(root, &p, &Path::new("modules").join(format!("{m}.ko")))?,
+            None => eprintln!("xtask: {m}.ko not in the kernel package (built in?)"),
+        }
+    }
+    Ok(())
+}
+
+/// Kills and reaps QEMU when dropped.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Boots the image; returns the serial console output. Never leaves QEMU behind.
 fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = spawn_qemu(vmlinuz, initrd)?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut guard = Kill(child);
+    let rx = console_lines(stdout);
+    let start = Instant::now();
+    let out = read_console(&rx, start)?;
+    if let Ok(Some(st)) = guard.0.try_wait() {
+        eprintln!("xtask: qemu exited: {st}");
+    }
+    drop(guard);
+    eprintln!(
+        "xtask: guest run took {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+/// QEMU (TCG: no KVM needed) on the stock kernel and the initramfs, console on stdout.
+fn spawn_qemu(vmlinuz: &Path, initrd: &Path) -> Result<std::process::Child> {
+    Command::new("qemu-system-x86_64")
         .args([
             "-accel",
             "tcg",
@@ -221,16 +261,11 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().expect("piped");
-    let mut guard = Kill(child);
+        .context("starting qemu-system-x86_64 (package qemu-system-x86)")
+}
+
+/// The guest's console, line by line, from a reader thread.
+fn console_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
@@ -247,7 +282,12 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
             }
         }
     });
-    let start = Instant::now();
+    rx
+}
+
+/// Echoes the console (not the base64 trace) until the guest powers off, or fails after
+/// [`GUEST_TIMEOUT`]; the whole output.
+fn read_console(rx: &mpsc::Receiver<String>, start: Instant) -> Result<String> {
     let mut out = String::new();
     let mut in_trace = false;
     loop {
@@ -283,14 +323,6 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<String> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    if let Ok(Some(st)) = guard.0.try_wait() {
-        eprintln!("xtask: qemu exited: {st}");
-    }
-    drop(guard);
-    eprintln!(
-        "xtask: guest run took {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
     Ok(out)
 }
 

@@ -504,6 +504,12 @@ fn probe_tables(o: &mut String, s: &Summary) {
 
 /// The busiest tasks and heads, and the lock contention by role.
 fn task_and_lock_tables(o: &mut String, s: &Summary) {
+    task_and_head_tables(o, s);
+    contention_table(o, s);
+}
+
+/// The busiest tasks and the busiest heads.
+fn task_and_head_tables(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "\nTasks (top {} by events)", TOP_TASKS);
     let rows: Vec<Vec<String>> = s
         .tasks
@@ -553,7 +559,10 @@ fn task_and_lock_tables(o: &mut String, s: &Summary) {
         ],
         &rows,
     );
+}
 
+/// The lock contention the recorder attributed to btrfs, by lock role.
+fn contention_table(o: &mut String, s: &Summary) {
     o.push_str("\nLock contention (lock:contention_begin/end, by lock role)\n");
     let rows: Vec<Vec<String>> = s
         .contention

@@ -41,6 +41,7 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The engine's name (`--engine`, reports).
     pub fn name(self) -> &'static str {
         match self {
             Engine::Virtual => "virtual",
@@ -52,6 +53,7 @@ impl Engine {
 /// How to run one replay.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The engine to run.
     pub engine: Engine,
     /// CPUs (virtual) or threads (real).
     pub cpus: usize,
@@ -71,10 +73,13 @@ pub struct Config {
 pub struct VirtualFigures {
     /// Makespan: the virtual time at which the last task finished.
     pub virtual_seconds: f64,
+    /// Ref nodes run per virtual second (0 for an empty run).
     pub refs_per_virtual_second: f64,
     /// Per virtual CPU: work / spinning / switching / sleeping / idle.
     pub cpus: Vec<CpuTime>,
+    /// The costs charged ([`Config::params`]' `costs`).
     pub cost_model: CostModel,
+    /// The tie-breaking seed used ([`Config::sim_seed`]).
     pub sim_seed: u64,
 }
 

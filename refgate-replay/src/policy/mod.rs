@@ -117,6 +117,7 @@ pub enum WorkerKind {
 }
 
 impl WorkerKind {
+    /// The worker's name, as error messages give it.
     pub fn name(self) -> &'static str {
         match self {
             WorkerKind::AsyncReclaim => "async reclaim worker",

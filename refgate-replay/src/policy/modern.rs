@@ -12,6 +12,7 @@ use crate::run_modern::run_delayed_refs;
 use crate::space::Flush;
 use std::sync::atomic::Ordering;
 
+/// The MODERN policy (6.7+, §4.5–4.7; see the module docs).
 pub struct Modern;
 
 pub(super) static INFO: PolicyInfo = PolicyInfo {

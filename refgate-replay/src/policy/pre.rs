@@ -6,6 +6,7 @@ use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with};
 
+/// The PRE policy (3.7–3.8, §3; see the module docs).
 pub struct Pre;
 
 pub(super) static INFO: PolicyInfo = PolicyInfo {

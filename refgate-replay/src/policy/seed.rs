@@ -7,6 +7,7 @@ use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::Gating;
 
+/// The SEED policy (3.9–3.10, §2.3, §3; see the module docs).
 pub struct Seed;
 
 pub(super) static INFO: PolicyInfo = PolicyInfo {

@@ -8,6 +8,7 @@ use crate::error::ModelError;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with, should_throttle_311};
 
+/// The SEED+THROTTLE policy (3.11–3.13, §4.1, §7.3; see the module docs).
 pub struct SeedThrottle;
 
 pub(super) static INFO: PolicyInfo = PolicyInfo {

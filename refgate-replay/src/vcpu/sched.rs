@@ -129,13 +129,16 @@ pub struct Timeline {
     pub run_calls: Vec<(u32, u64, u64)>,
     /// (ns, num_entries).
     pub queue: Vec<(u64, u64)>,
+    /// Entries it may keep: slices, run calls and queue samples together.
     pub cap: usize,
+    /// When recording stopped (ns), if it did.
     pub truncated_at: Option<u64>,
     /// Per CPU, what its task sleeps on (the live state's name when it went to sleep).
     pub(crate) sleep_reason: Vec<&'static str>,
 }
 
 impl Timeline {
+    /// An empty timeline for `cpus` CPUs that keeps at most `cap` entries.
     pub fn new(cpus: usize, cap: usize) -> Self {
         Self {
             cap,

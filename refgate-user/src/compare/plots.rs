@@ -112,6 +112,52 @@ fn axis_number(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// The sweep's policies, in the order of their first point.
+fn policies_in(s: &Sweep) -> Vec<&str> {
+    let mut policies: Vec<&str> = Vec::new();
+    for p in &s.points {
+        if !policies.contains(&p.policy.as_str()) {
+            policies.push(&p.policy);
+        }
+    }
+    policies
+}
+
+/// The two grey lines under a chart: where the trace came from and the cost model.
+fn draw_footer<DB: DrawingBackend>(
+    footer: &DrawingArea<DB, plotters::coord::Shift>,
+    s: &Sweep,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
+    let costs: Vec<String> = s
+        .cost_model
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.ns))
+        .collect();
+    for (i, line) in [
+        format!(
+            "recorded on {}; {} tasks × {} replicas; engine {} (sim seed {}); extent-tree lock: {}",
+            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_lock
+        ),
+        format!("cost model (virtual ns): {}", costs.join(", ")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        footer
+            .draw(&Text::new(
+                line,
+                (14, 4 + 20 * i as i32),
+                ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+            ))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     s: &Sweep,
@@ -123,12 +169,7 @@ where
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
     let (body, footer) = root.split_vertically(SIZE.1 - 46);
-    let mut policies: Vec<&str> = Vec::new();
-    for p in &s.points {
-        if !policies.contains(&p.policy.as_str()) {
-            policies.push(&p.policy);
-        }
-    }
+    let policies = policies_in(s);
     let xs = s.points.iter().map(|p| p.cpus as f64);
     let (xmin, xmax) = xs.fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
     let ymax = s
@@ -189,29 +230,7 @@ where
         .label_font(("sans-serif", 15))
         .draw()
         .map_err(err)?;
-    let costs: Vec<String> = s
-        .cost_model
-        .iter()
-        .map(|c| format!("{} {}", c.name, c.ns))
-        .collect();
-    for (i, line) in [
-        format!(
-            "recorded on {}; {} tasks × {} replicas; engine {} (sim seed {}); extent-tree lock: {}",
-            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_lock
-        ),
-        format!("cost model (virtual ns): {}", costs.join(", ")),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        footer
-            .draw(&Text::new(
-                line,
-                (14, 4 + 20 * i as i32),
-                ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
-            ))
-            .map_err(err)?;
-    }
+    draw_footer(&footer, s)?;
     root.present().map_err(err)?;
     Ok(())
 }

@@ -40,6 +40,26 @@ pub fn draw(f: &mut Frame, app: &RecordState) {
             Constraint::Length(1),
         ])
         .split(f.area());
+    draw_head(f, rows[0], app);
+    draw_sparklines(f, rows[1], app);
+    draw_probes(f, rows[2], app);
+    draw_contention(f, rows[3], app);
+    let note = app
+        .notes
+        .last()
+        .map(|n| format!(" · {n}"))
+        .unwrap_or_default();
+    f.render_widget(
+        Paragraph::new(format!(
+            "q / Ctrl-C stop recording (the trace is kept){note}"
+        ))
+        .style(Style::default().add_modifier(Modifier::REVERSED)),
+        rows[4],
+    );
+}
+
+/// The headline: elapsed time, events, losses (red when any), what was filtered.
+fn draw_head(f: &mut Frame, area: Rect, app: &RecordState) {
     let head = format!(
         "{:.0}s · {} events · lost {} · contention filtered (not btrfs) {} · malformed {}{}",
         app.elapsed.as_secs_f64(),
@@ -61,12 +81,16 @@ pub fn draw(f: &mut Frame, app: &RecordState) {
             "refgate record → {} · {} of {} probes attached",
             app.output, app.attached, app.probes
         ))),
-        rows[0],
+        area,
     );
+}
+
+/// Events per second and the queue depth estimate, side by side.
+fn draw_sparklines(f: &mut Frame, area: Rect, app: &RecordState) {
     let mid = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
-        .split(rows[1]);
+        .split(area);
     let ev = tail(&app.events_per_sec, mid[0].width);
     f.render_widget(
         Sparkline::default()
@@ -88,20 +112,6 @@ pub fn draw(f: &mut Frame, app: &RecordState) {
             .data(&q)
             .style(Style::default().fg(Color::Cyan)),
         mid[1],
-    );
-    draw_probes(f, rows[2], app);
-    draw_contention(f, rows[3], app);
-    let note = app
-        .notes
-        .last()
-        .map(|n| format!(" · {n}"))
-        .unwrap_or_default();
-    f.render_widget(
-        Paragraph::new(format!(
-            "q / Ctrl-C stop recording (the trace is kept){note}"
-        ))
-        .style(Style::default().add_modifier(Modifier::REVERSED)),
-        rows[4],
     );
 }
 

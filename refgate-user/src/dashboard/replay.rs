@@ -317,54 +317,66 @@ fn draw_queue(f: &mut Frame, area: Rect, app: &ReplayApp) {
     );
 }
 
+/// The lock table from the finished run's report: exact percentiles, and the spin CPU.
+fn final_lock_rows(r: &Report) -> (&'static str, Vec<Row<'static>>, f64) {
+    let exact: [(&str, WaitSummary); 4] = [
+        (WaitRole::DelayedRefsLock.name(), r.dr_lock.wait),
+        (WaitRole::HeadLock.name(), r.head_lock.wait),
+        (WaitRole::HeadMutex.name(), r.head_mutex_waits),
+        (WaitRole::ExtentTree.name(), r.extent_tree_waits),
+    ];
+    let rows = exact
+        .into_iter()
+        .map(|(name, w)| {
+            Row::new([
+                name.to_string(),
+                w.count.to_string(),
+                ns(w.total_ns),
+                ns(w.p50_ns),
+                ns(w.p99_ns),
+                ns(w.max_ns),
+            ])
+        })
+        .collect();
+    (
+        "Locks: contended waits (final)",
+        rows,
+        r.dr_lock.spin_cpu_seconds + r.head_lock.spin_cpu_seconds,
+    )
+}
+
+/// The lock table while the run goes on: percentiles as log2-bucket bounds, no max.
+fn live_lock_rows(s: &LiveSnapshot) -> (&'static str, Vec<Row<'static>>, f64) {
+    let rows = WaitRole::ALL
+        .into_iter()
+        .map(|role| {
+            let i = role as usize;
+            let count: u64 = s.threads.iter().map(|t| t.waits[i]).sum();
+            let total: u64 = s.threads.iter().map(|t| t.wait_ns[i]).sum();
+            Row::new([
+                role.name().to_string(),
+                count.to_string(),
+                ns(total),
+                format!("≤{}", ns(log2_quantile(&s.waits[i], 0.5))),
+                format!("≤{}", ns(log2_quantile(&s.waits[i], 0.99))),
+                "-".into(),
+            ])
+        })
+        .collect();
+    let spin: u64 = s.threads.iter().map(|t| t.spin_ns).sum();
+    (
+        "Locks: contended waits (live, log2 buckets)",
+        rows,
+        spin as f64 / 1e9,
+    )
+}
+
 fn draw_locks(f: &mut Frame, area: Rect, app: &ReplayApp) {
     let header = Row::new(["role", "waits", "total wait", "p50", "p99", "max"])
         .style(Style::default().add_modifier(Modifier::BOLD));
-    let mut rows = Vec::new();
-    let (title, spin_s) = match &app.report {
-        Some(r) => {
-            let exact: [(&str, WaitSummary); 4] = [
-                (WaitRole::DelayedRefsLock.name(), r.dr_lock.wait),
-                (WaitRole::HeadLock.name(), r.head_lock.wait),
-                (WaitRole::HeadMutex.name(), r.head_mutex_waits),
-                (WaitRole::ExtentTree.name(), r.extent_tree_waits),
-            ];
-            for (name, w) in exact {
-                rows.push(Row::new([
-                    name.to_string(),
-                    w.count.to_string(),
-                    ns(w.total_ns),
-                    ns(w.p50_ns),
-                    ns(w.p99_ns),
-                    ns(w.max_ns),
-                ]));
-            }
-            (
-                "Locks: contended waits (final)",
-                r.dr_lock.spin_cpu_seconds + r.head_lock.spin_cpu_seconds,
-            )
-        }
-        None => {
-            let s = &app.snap;
-            for role in WaitRole::ALL {
-                let i = role as usize;
-                let count: u64 = s.threads.iter().map(|t| t.waits[i]).sum();
-                let total: u64 = s.threads.iter().map(|t| t.wait_ns[i]).sum();
-                rows.push(Row::new([
-                    role.name().to_string(),
-                    count.to_string(),
-                    ns(total),
-                    format!("≤{}", ns(log2_quantile(&s.waits[i], 0.5))),
-                    format!("≤{}", ns(log2_quantile(&s.waits[i], 0.99))),
-                    "-".into(),
-                ]));
-            }
-            let spin: u64 = s.threads.iter().map(|t| t.spin_ns).sum();
-            (
-                "Locks: contended waits (live, log2 buckets)",
-                spin as f64 / 1e9,
-            )
-        }
+    let (title, rows, spin_s) = match &app.report {
+        Some(r) => final_lock_rows(r),
+        None => live_lock_rows(&app.snap),
     };
     let block = panel(title);
     let inner = block.inner(area);
@@ -481,20 +493,9 @@ fn draw_latency(f: &mut Frame, area: Rect, app: &ReplayApp) {
 
 fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
     let s = &app.snap;
-    let mut counts: Vec<(ThreadState, usize)> = Vec::new();
-    for t in &s.threads {
-        match counts.iter_mut().find(|(st, _)| *st == t.state) {
-            Some(c) => c.1 += 1,
-            None => counts.push((t.state, 1)),
-        }
-    }
-    let summary: Vec<String> = counts
-        .iter()
-        .map(|(st, n)| format!("{n} {}", st.name()))
-        .collect();
     let virt = app.engine == Engine::Virtual;
     let noun = if virt { "CPUs" } else { "Threads" };
-    let block = panel(format!("{noun}: {}", summary.join(", ")));
+    let block = panel(format!("{noun}: {}", state_counts(&s.threads)));
     let room = block.inner(area).height.saturating_sub(1) as usize;
     let last = if virt {
         "time: work █ spin ▓ switch ▒ sleep ░ idle ·"
@@ -522,21 +523,7 @@ fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
         .iter()
         .take(shown)
         .enumerate()
-        .map(|(i, t)| {
-            Row::new([
-                Cell::from(format!("{i:>3}")),
-                Cell::from(t.state.name()).style(state_style(t.state)),
-                Cell::from(t.refs_run.to_string()),
-                Cell::from(t.ops_done.to_string()),
-                Cell::from(ns(t.waiting_ns())),
-                Cell::from(ns(t.spin_ns)),
-                Cell::from(if virt {
-                    split_bar(t, bar_width)
-                } else {
-                    Line::default()
-                }),
-            ])
-        })
+        .map(|(i, t)| thread_row(i, t, virt.then_some(bar_width)))
         .collect();
     if shown < s.threads.len() {
         rows.push(Row::new([
@@ -559,6 +546,36 @@ fn draw_threads(f: &mut Frame, area: Rect, app: &ReplayApp) {
     .header(header)
     .block(block);
     f.render_widget(t, area);
+}
+
+/// "3 running, 1 spinning, …": how many threads or CPUs are in each state, in the order
+/// the states first appear.
+fn state_counts(threads: &[ThreadSnapshot]) -> String {
+    let mut counts: Vec<(ThreadState, usize)> = Vec::new();
+    for t in threads {
+        match counts.iter_mut().find(|(st, _)| *st == t.state) {
+            Some(c) => c.1 += 1,
+            None => counts.push((t.state, 1)),
+        }
+    }
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(st, n)| format!("{n} {}", st.name()))
+        .collect();
+    summary.join(", ")
+}
+
+/// Thread or CPU `i`'s row; `bar_width` for a virtual CPU's time-split bar.
+fn thread_row(i: usize, t: &ThreadSnapshot, bar_width: Option<usize>) -> Row<'static> {
+    Row::new([
+        Cell::from(format!("{i:>3}")),
+        Cell::from(t.state.name()).style(state_style(t.state)),
+        Cell::from(t.refs_run.to_string()),
+        Cell::from(t.ops_done.to_string()),
+        Cell::from(ns(t.waiting_ns())),
+        Cell::from(ns(t.spin_ns)),
+        Cell::from(bar_width.map_or_else(Line::default, |w| split_bar(t, w))),
+    ])
 }
 
 /// A virtual CPU's time so far as a bar of `width` cells: work, spinning, switching,

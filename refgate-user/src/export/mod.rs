@@ -115,52 +115,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .or_else(|| args.output.as_deref().and_then(Format::from_extension))
         .unwrap_or(Format::Chrome);
     let reader = TraceReader::open_path(&args.trace)?;
-    let sink = match &args.output {
-        Some(p) if p.as_os_str() == "-" => {
-            if format == Format::Parquet && io::stdout().is_terminal() {
-                bail!(
-                    "refusing to write Parquet (binary) to a terminal; pass `-o FILE`, or pipe \
-                     stdout into a file or a program"
-                );
-            }
-            Sink::Stdout
-        }
-        Some(p) => file_sink(p.clone(), &args.trace)?,
-        None => {
-            // `scratch-6.18.bin` → `scratch-6.18.json`: only the last extension goes.
-            let mut name = args
-                .trace
-                .file_stem()
-                .map_or_else(|| "trace".into(), |s| s.to_os_string());
-            name.push(".");
-            name.push(format.extension());
-            file_sink(PathBuf::from(name), &args.trace)?
-        }
-    };
-    let result = match &sink {
-        Sink::Stdout => {
-            let out = BufWriter::with_capacity(256 * 1024, io::stdout());
-            export(reader, format, out, args.partial)
-        }
-        Sink::File { path, tmp } => File::create(tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))
-            // Under sudo, the export belongs to the user who asked for it, as the trace does.
-            .and_then(|f| Ok(crate::owner::give_to_invoking_user(&f).map(|()| f)?))
-            .and_then(|f| {
-                export(
-                    reader,
-                    format,
-                    BufWriter::with_capacity(256 * 1024, f),
-                    args.partial,
-                )
-            })
-            .and_then(|r| {
-                std::fs::rename(tmp, path).with_context(|| {
-                    format!("cannot rename {} to {}", tmp.display(), path.display())
-                })?;
-                Ok(r)
-            }),
-    };
+    let sink = sink_for(&args, format)?;
+    let result = export_to(&sink, reader, format, args.partial);
     let exported = match result {
         Ok(r) => r,
         Err(e) => {
@@ -185,6 +141,66 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the export goes: stdout (`-o -`; never Parquet to a terminal), the file named, or
+/// the trace's name with the format's extension in the current directory.
+fn sink_for(args: &ExportArgs, format: Format) -> Result<Sink> {
+    Ok(match &args.output {
+        Some(p) if p.as_os_str() == "-" => {
+            if format == Format::Parquet && io::stdout().is_terminal() {
+                bail!(
+                    "refusing to write Parquet (binary) to a terminal; pass `-o FILE`, or pipe \
+                     stdout into a file or a program"
+                );
+            }
+            Sink::Stdout
+        }
+        Some(p) => file_sink(p.clone(), &args.trace)?,
+        None => {
+            // `scratch-6.18.bin` → `scratch-6.18.json`: only the last extension goes.
+            let mut name = args
+                .trace
+                .file_stem()
+                .map_or_else(|| "trace".into(), |s| s.to_os_string());
+            name.push(".");
+            name.push(format.extension());
+            file_sink(PathBuf::from(name), &args.trace)?
+        }
+    })
+}
+
+/// Exports into `sink`: a file is written beside its final name and renamed on success.
+fn export_to<R: Read>(
+    sink: &Sink,
+    reader: TraceReader<R>,
+    format: Format,
+    partial: bool,
+) -> Result<Exported> {
+    match sink {
+        Sink::Stdout => {
+            let out = BufWriter::with_capacity(256 * 1024, io::stdout());
+            export(reader, format, out, partial)
+        }
+        Sink::File { path, tmp } => File::create(tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))
+            // Under sudo, the export belongs to the user who asked for it, as the trace does.
+            .and_then(|f| Ok(crate::owner::give_to_invoking_user(&f).map(|()| f)?))
+            .and_then(|f| {
+                export(
+                    reader,
+                    format,
+                    BufWriter::with_capacity(256 * 1024, f),
+                    partial,
+                )
+            })
+            .and_then(|r| {
+                std::fs::rename(tmp, path).with_context(|| {
+                    format!("cannot rename {} to {}", tmp.display(), path.display())
+                })?;
+                Ok(r)
+            }),
+    }
 }
 
 fn file_sink(path: PathBuf, trace: &Path) -> Result<Sink> {

@@ -69,6 +69,14 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
              Rebuild it with `cargo xtask setup && cargo build --release` to record."
         );
     }
+    let mut ebpf = load(cfg)?;
+    let probes = attach_all(&mut ebpf, cfg)?;
+    Ok((ebpf, probes))
+}
+
+/// Loads the object into the kernel with the configuration globals written first (the
+/// programs read them as constants: offsets from tracefs, the fsid filter, btrfs's text).
+fn load(cfg: &Config) -> Result<Ebpf> {
     let (on, lo, hi) = match cfg.filter_fsid {
         Some(f) => (
             1u8,
@@ -91,7 +99,7 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     for (global, end) in &ends {
         loader.override_global(global.as_str(), end, true);
     }
-    let mut ebpf = loader
+    let ebpf = loader
         .override_global("FILTER_FSID_ON", &on, true)
         .override_global("FILTER_FSID_LO", &lo, true)
         .override_global("FILTER_FSID_HI", &hi, true)
@@ -110,10 +118,16 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
             "loading refgate's eBPF programs into the kernel failed. refgate record needs root \
              (CAP_BPF, CAP_PERFMON) and a kernel with BPF ring buffers (5.8 or newer)",
         )?;
+    Ok(ebpf)
+}
 
+/// Attaches every probe it can: the tracepoints (the btrfs ones are required), then the
+/// lock tracepoints, kprobes and fentry, each reported as attached or why not.
+fn attach_all(ebpf: &mut Ebpf, cfg: &Config) -> Result<Vec<ProbeStatus>> {
+    let l = cfg.layouts;
     let mut probes = Vec::new();
     for &(prog, cat, name) in TRACEPOINTS {
-        let res = attach_tracepoint(&mut ebpf, prog, cat, name);
+        let res = attach_tracepoint(ebpf, prog, cat, name);
         probes.push(status(format!("{cat}:{name}"), "tracepoint", res));
     }
     // Tracepoints are the floor: without the delayed-ref ones there is nothing to record.
@@ -137,7 +151,7 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
     }
     if cfg.probe_floor {
         let (cat, name) = PROBE_FLOOR_TRACEPOINT;
-        if let Err(e) = attach_tracepoint(&mut ebpf, "probe_floor", cat, name) {
+        if let Err(e) = attach_tracepoint(ebpf, "probe_floor", cat, name) {
             // Only the floor line of --probe-cost is missing then: record anyway.
             log::warn!("--probe-cost: no measurement floor ({e:#})");
         }
@@ -148,17 +162,17 @@ pub fn load_and_attach(cfg: &Config) -> Result<(Ebpf, Vec<ProbeStatus>)> {
             Err(why) => Err(anyhow::anyhow!(
                 "{why}; recording goes on without lock waits"
             )),
-            Ok(_) => attach_tracepoint(&mut ebpf, tp, "lock", tp),
+            Ok(_) => attach_tracepoint(ebpf, tp, "lock", tp),
         };
         probes.push(status(full, "tracepoint", res));
     }
-    let kprobes = attach_kprobes(&mut ebpf, cfg.ksyms);
+    let kprobes = attach_kprobes(ebpf, cfg.ksyms);
     let kprobe_run = kprobes
         .iter()
         .any(|p| p.attached && p.name == "kprobe:btrfs_run_delayed_refs");
     probes.extend(kprobes);
-    probes.extend(attach_fentry(&mut ebpf, cfg.ksyms, kprobe_run));
-    Ok((ebpf, probes))
+    probes.extend(attach_fentry(ebpf, cfg.ksyms, kprobe_run));
+    Ok(probes)
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, cat: &str, name: &str) -> Result<()> {

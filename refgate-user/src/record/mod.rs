@@ -128,24 +128,27 @@ pub fn run(args: RecordArgs) -> Result<()> {
     };
     let res = record_into(file, &target);
     if let Err(e) = &res {
-        // Keep whatever was recorded, but never leave an empty file that looks like a trace.
-        let len = std::fs::metadata(&args.output)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if len == 0 || e.downcast_ref::<NothingRecorded>().is_some() {
-            let _ = std::fs::remove_file(&args.output);
-        } else if e.downcast_ref::<WriteFailed>().is_some() {
-            // The error itself says what the salvaged file holds.
-        } else {
-            eprintln!(
-                "refgate: stopped by an error; the events recorded before it are kept in {} \
-                 (a complete, readable trace up to that point)",
-                args.output.display()
-            );
-        }
+        keep_or_remove(&args.output, e);
     }
     drop(scratch);
     res
+}
+
+/// After a failed recording: keeps whatever was recorded in `output`, but never leaves an
+/// empty file that looks like a trace.
+fn keep_or_remove(output: &std::path::Path, e: &anyhow::Error) {
+    let len = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    if len == 0 || e.downcast_ref::<NothingRecorded>().is_some() {
+        let _ = std::fs::remove_file(output);
+    } else if e.downcast_ref::<WriteFailed>().is_some() {
+        // The error itself says what the salvaged file holds.
+    } else {
+        eprintln!(
+            "refgate: stopped by an error; the events recorded before it are kept in {} \
+             (a complete, readable trace up to that point)",
+            output.display()
+        );
+    }
 }
 
 /// Writing the trace failed (a full disk, an I/O error); the message says what the file,
@@ -319,6 +322,35 @@ fn record_into(file: File, target: &Target) -> Result<()> {
     teardown(session, target, looped)
 }
 
+/// The live status, with the probe report and (when nothing can be recorded yet) why; and
+/// whether no btrfs is mounted yet.
+fn start_live(t: &Target, probes: &[ProbeStatus]) -> (Live, bool) {
+    let args = t.args;
+    let mut live = Live::new(!args.plain, probes, &args.output);
+    // One line per cause; every probe at -v (and in `refgate inspect`).
+    for line in loader::folded_report(probes) {
+        live.note(&line);
+    }
+    for p in probes {
+        match p.attached {
+            true => log::info!("{} ({}) attached", p.name, p.kind),
+            false => log::info!("{} ({}) not attached: {}", p.name, p.kind, p.note),
+        }
+    }
+    // Without --mount, every btrfs is recorded, including one mounted later; with none
+    // mounted now, say so rather than count zeros in silence.
+    let waiting_for_btrfs =
+        args.mount.is_none() && t.scratch.is_none() && btrfs_mounts().is_empty();
+    if waiting_for_btrfs {
+        live.note(
+            "no btrfs filesystem is mounted, so there is nothing to record yet; refgate keeps \
+             recording and picks up any btrfs mounted from now on. To try refgate on this host, \
+             `sudo refgate record --scratch` makes a temporary loop btrfs with a workload.",
+        );
+    }
+    (live, waiting_for_btrfs)
+}
+
 /// Loads and attaches the probes, starts the live status and the trace (header first), and
 /// the `--scratch` workload. Errors before the header is written are [`NothingRecorded`].
 fn attach(file: File, t: &Target) -> Result<Session> {
@@ -342,28 +374,7 @@ fn attach(file: File, t: &Target) -> Result<Session> {
     } else {
         None
     };
-    let mut live = Live::new(!args.plain, &probes, &args.output);
-    // One line per cause; every probe at -v (and in `refgate inspect`).
-    for line in loader::folded_report(&probes) {
-        live.note(&line);
-    }
-    for p in &probes {
-        match p.attached {
-            true => log::info!("{} ({}) attached", p.name, p.kind),
-            false => log::info!("{} ({}) not attached: {}", p.name, p.kind, p.note),
-        }
-    }
-    // Without --mount, every btrfs is recorded, including one mounted later; with none
-    // mounted now, say so rather than count zeros in silence.
-    let waiting_for_btrfs =
-        args.mount.is_none() && t.scratch.is_none() && btrfs_mounts().is_empty();
-    if waiting_for_btrfs {
-        live.note(
-            "no btrfs filesystem is mounted, so there is nothing to record yet; refgate keeps \
-             recording and picks up any btrfs mounted from now on. To try refgate on this host, \
-             `sudo refgate record --scratch` makes a temporary loop btrfs with a workload.",
-        );
-    }
+    let (mut live, waiting_for_btrfs) = start_live(t, &probes);
     let header = header(args, &probes, t.fs_info);
     // Unbuffered: the writer hands whole frames to the file, so after a write error the file
     // can be cut back to the last whole frame (`salvage`).

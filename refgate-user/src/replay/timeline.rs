@@ -43,6 +43,39 @@ pub fn write_report_timeline(path: &Path, name: &str, report: &Report) -> Result
     write(path, t, report.threads, &title, unit, clock)
 }
 
+/// Metadata: the process's title, and per CPU its track and its run-call track, in order.
+fn track_names(cpus: usize, title: &str, unit: &str) -> Vec<serde_json::Value> {
+    let mut v = vec![
+        json!({"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": title}}),
+    ];
+    for c in 0..cpus {
+        v.push(json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c, "args": {"name": format!("{unit} {c}")}}));
+        v.push(json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c + 1, "args": {"name": format!("{unit} {c}: run calls")}}));
+        v.push(json!({"ph": "M", "name": "thread_sort_index", "pid": 1, "tid": 2 * c, "args": {"sort_index": 2 * c}}));
+        v.push(json!({"ph": "M", "name": "thread_sort_index", "pid": 1, "tid": 2 * c + 1, "args": {"sort_index": 2 * c + 1}}));
+    }
+    v
+}
+
+/// The timeline's slices (per CPU, by start), run calls and queue-depth counter.
+fn entries(t: &Timeline) -> impl Iterator<Item = serde_json::Value> + '_ {
+    let mut slices = t.slices.clone();
+    slices.sort_by_key(|s| (s.0, s.1));
+    let mut calls = t.run_calls.clone();
+    calls.sort_by_key(|c| (c.0, c.1));
+    let slices = slices.into_iter().map(|(cpu, start, dur, name)| {
+        let cat = name.split(':').next().unwrap_or(name);
+        json!({"ph": "X", "name": name, "cat": cat, "pid": 1, "tid": 2 * cpu, "ts": us(start), "dur": us(dur)})
+    });
+    let calls = calls.into_iter().map(|(cpu, start, dur)| {
+        json!({"ph": "X", "name": "btrfs_run_delayed_refs", "cat": "run", "pid": 1, "tid": 2 * cpu + 1, "ts": us(start), "dur": us(dur)})
+    });
+    let queue = t.queue.iter().map(|&(ts, entries)| {
+        json!({"ph": "C", "name": "queue depth", "pid": 1, "tid": 0, "ts": us(ts), "args": {"num_entries": entries}})
+    });
+    slices.chain(calls).chain(queue)
+}
+
 fn write(
     path: &Path,
     t: &Timeline,
@@ -64,50 +97,8 @@ fn write(
         Ok(())
     };
     o.write_all(b"{\"traceEvents\": [\n")?;
-    put(
-        &mut o,
-        json!({"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": title}}),
-    )?;
-    for c in 0..cpus {
-        put(
-            &mut o,
-            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c, "args": {"name": format!("{unit} {c}")}}),
-        )?;
-        put(
-            &mut o,
-            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2 * c + 1, "args": {"name": format!("{unit} {c}: run calls")}}),
-        )?;
-        put(
-            &mut o,
-            json!({"ph": "M", "name": "thread_sort_index", "pid": 1, "tid": 2 * c, "args": {"sort_index": 2 * c}}),
-        )?;
-        put(
-            &mut o,
-            json!({"ph": "M", "name": "thread_sort_index", "pid": 1, "tid": 2 * c + 1, "args": {"sort_index": 2 * c + 1}}),
-        )?;
-    }
-    let mut slices = t.slices.clone();
-    slices.sort_by_key(|s| (s.0, s.1));
-    for (cpu, start, dur, name) in slices {
-        let cat = name.split(':').next().unwrap_or(name);
-        put(
-            &mut o,
-            json!({"ph": "X", "name": name, "cat": cat, "pid": 1, "tid": 2 * cpu, "ts": us(start), "dur": us(dur)}),
-        )?;
-    }
-    let mut calls = t.run_calls.clone();
-    calls.sort_by_key(|c| (c.0, c.1));
-    for (cpu, start, dur) in calls {
-        put(
-            &mut o,
-            json!({"ph": "X", "name": "btrfs_run_delayed_refs", "cat": "run", "pid": 1, "tid": 2 * cpu + 1, "ts": us(start), "dur": us(dur)}),
-        )?;
-    }
-    for &(ts, entries) in &t.queue {
-        put(
-            &mut o,
-            json!({"ph": "C", "name": "queue depth", "pid": 1, "tid": 0, "ts": us(ts), "args": {"num_entries": entries}}),
-        )?;
+    for v in track_names(cpus, title, unit).into_iter().chain(entries(t)) {
+        put(&mut o, v)?;
     }
     o.write_all(b"\n],\n\"displayTimeUnit\": \"ns\",\n\"otherData\": ")?;
     serde_json::to_writer(
@@ -124,7 +115,7 @@ fn write(
     if let Some(at) = t.truncated_at {
         eprintln!(
             "refgate: the timeline stops at {} (its {}-entry cap); the replay's figures cover the whole run",
-            refgate_common::trace::summary::fmt_ns(at),
+            crate::units::ns(at),
             t.cap
         );
     }

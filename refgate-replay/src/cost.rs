@@ -167,28 +167,22 @@ impl CostModel {
     /// Applies `NAME=NS` overrides; an unknown name or a bad number is an error naming the
     /// valid names.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), OptionError> {
-        self.overrides(overrides).map_err(OptionError)
-    }
-
-    fn overrides(&mut self, overrides: &[String]) -> Result<(), String> {
         for o in overrides {
+            let given = || o.clone();
             let (name, ns) = o
                 .split_once('=')
-                .ok_or_else(|| format!("`--cost {o}`: expected NAME=NS"))?;
-            let c = Cost::from_name(name.trim()).ok_or_else(|| {
-                format!(
-                    "`--cost {o}`: unknown cost `{name}`; the costs are {}",
-                    Cost::ALL.map(Cost::name).join(", ")
-                )
+                .ok_or_else(|| OptionError::CostSyntax { given: given() })?;
+            let c = Cost::from_name(name.trim()).ok_or_else(|| OptionError::UnknownCost {
+                given: given(),
+                name: name.to_string(),
+                known: Cost::ALL.map(Cost::name).join(", "),
             })?;
-            let ns: u64 = ns
-                .trim()
-                .parse()
-                .map_err(|_| format!("`--cost {o}`: `{ns}` is not a whole number of ns"))?;
+            let ns: u64 = ns.trim().parse().map_err(|_| OptionError::CostValue {
+                given: given(),
+                value: ns.to_string(),
+            })?;
             if ns == 0 {
-                return Err(format!(
-                    "`--cost {o}`: a cost of 0 ns would hide all contention; give at least 1"
-                ));
+                return Err(OptionError::ZeroCost { given: given() });
             }
             self.set(c, ns, "--cost on the command line");
         }
@@ -221,13 +215,20 @@ mod tests {
         m.apply_overrides(&["run_ref=500".into()]).unwrap();
         assert_eq!(m.get(Cost::RunRef), 500);
         assert!(m.entries[3].source.contains("--cost"));
-        assert!(
-            m.apply_overrides(&["nope=1".into()])
-                .unwrap_err()
-                .0
-                .contains("add_ref")
-        );
-        assert!(m.apply_overrides(&["run_ref=0".into()]).is_err());
-        assert!(m.apply_overrides(&["run_ref".into()]).is_err());
+        let e = m.apply_overrides(&["nope=1".into()]).unwrap_err();
+        assert!(matches!(e, OptionError::UnknownCost { ref name, .. } if name == "nope"));
+        assert!(e.to_string().contains("add_ref"), "{e}");
+        assert!(matches!(
+            m.apply_overrides(&["run_ref=0".into()]),
+            Err(OptionError::ZeroCost { .. })
+        ));
+        assert!(matches!(
+            m.apply_overrides(&["run_ref".into()]),
+            Err(OptionError::CostSyntax { .. })
+        ));
+        assert!(matches!(
+            m.apply_overrides(&["run_ref=fast".into()]),
+            Err(OptionError::CostValue { .. })
+        ));
     }
 }

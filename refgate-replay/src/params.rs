@@ -111,9 +111,10 @@ impl Params {
             "delayed_ref_bytes" => self.delayed_ref_bytes = v,
             "metadata_pool_bytes" => self.metadata_pool_bytes = v,
             _ => {
-                return Err(OptionError(format!(
-                    "unknown parameter `{name}`: cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes"
-                )));
+                return Err(OptionError::UnknownParameter {
+                    name: name.to_string(),
+                    known: "cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes",
+                });
             }
         }
         Ok(())

@@ -168,16 +168,14 @@ pub fn workload_from_records(
         seq_rule: opts.seq_rule,
         ..TraceConversion::default()
     };
-    let fs = choose_filesystem(&events, &mut conv).map_err(WorkloadError)?;
+    let fs = choose_filesystem(&events, &mut conv)?;
     let handles = RecordedHandles::from_events(&events);
     conv.handle_source = handles.source();
     let commits = commits_of(&events, fs);
     let calls = add_calls(&events, fs, opts.seq_rule, &mut conv);
     conv.run_cost_ns = median_run_gap(&events, fs);
     if calls.is_empty() {
-        return Err(WorkloadError(
-            "the trace has no delayed-ref adds the model can replay".into(),
-        ));
+        return Err(WorkloadError::NoReplayableAdds);
     }
     let transactions = commits.len() + 1;
     conv.transactions = transactions;
@@ -234,7 +232,7 @@ fn add_event_fs(k: &EventKind) -> Option<FsId> {
 
 /// The filesystem to replay: the one with the most add events (the first such by id).
 /// Records it, how many filesystems were seen and the other filesystems' add events.
-fn choose_filesystem(events: &[Event], conv: &mut TraceConversion) -> Result<FsId, String> {
+fn choose_filesystem(events: &[Event], conv: &mut TraceConversion) -> Result<FsId, WorkloadError> {
     let mut per_fs: BTreeMap<FsId, u64> = BTreeMap::new();
     for e in events {
         if let Some(fs) = add_event_fs(&e.kind) {
@@ -242,9 +240,7 @@ fn choose_filesystem(events: &[Event], conv: &mut TraceConversion) -> Result<FsI
         }
     }
     let Some((&fs, _)) = per_fs.iter().max_by_key(|(_, n)| **n) else {
-        return Err(
-            "the trace has no add_delayed_* events: nothing was queued, nothing to replay".into(),
-        );
+        return Err(WorkloadError::NoAdds);
     };
     conv.filesystem = fs;
     conv.filesystems_seen = per_fs.len();

@@ -312,25 +312,24 @@ impl Workload {
     /// Structural checks: every task has one entry per transaction and the net effect never
     /// goes negative (a recorded trace that fails this is missing events, §7.4).
     pub fn validate(&self) -> Result<(), WorkloadError> {
-        self.check().map_err(WorkloadError)
-    }
-
-    fn check(&self) -> Result<(), String> {
         for t in &self.tasks {
             if t.transactions.len() != self.transactions {
-                return Err(format!(
-                    "task {} has {} transactions, expected {}",
-                    t.id,
-                    t.transactions.len(),
-                    self.transactions
-                ));
+                return Err(WorkloadError::TaskTransactions {
+                    task: t.id,
+                    found: t.transactions.len(),
+                    expected: self.transactions,
+                });
             }
         }
         // Every copy nets what copy 0 does.
         for (b, keys) in self.expected_backrefs_of_one_copy() {
             for (k, &v) in keys.iter() {
                 if v < 0 {
-                    return Err(format!("extent {b}: backref {k:?} nets to {v}"));
+                    return Err(WorkloadError::NegativeNet {
+                        bytenr: b,
+                        key: *k,
+                        net: v,
+                    });
                 }
             }
         }

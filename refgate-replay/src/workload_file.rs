@@ -28,7 +28,7 @@
 //! `arg` is the era's argument: 3.x `count` (`"all"` = −1, `0` = run_most, N nodes), 6.x
 //! `min_bytes` (`"all"` = U64_MAX, `0` = the heads that exist now, N bytes).
 
-use crate::error::WorkloadError;
+use crate::error::{LineError, WorkloadError};
 use crate::extent_tree::ExtentItem;
 use crate::head::ExtentOp;
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
@@ -236,29 +236,29 @@ fn backref(
     root: u64,
     owner: u64,
     offset: u64,
-) -> Result<BackrefKey, String> {
+) -> Result<BackrefKey, LineError> {
     match kind {
         "tree" => Ok(BackrefKey::tree(parent, root)),
         "data" => Ok(BackrefKey::data(parent, root, owner, offset)),
-        k => Err(format!("kind `{k}`: expected `tree` or `data`")),
+        k => Err(LineError::Kind(k.to_string())),
     }
 }
 
-fn action(a: &str) -> Result<AddAction, String> {
+fn action(a: &str) -> Result<AddAction, LineError> {
     match a {
         "add" => Ok(AddAction::Add),
         "drop" => Ok(AddAction::Drop),
         "add_extent" => Ok(AddAction::AddExtent),
-        a => Err(format!("action `{a}`: expected add, drop or add_extent")),
+        a => Err(LineError::Action(a.to_string())),
     }
 }
 
 /// `run`'s argument as the op's: `"all"` is `u64::MAX` (3.x count −1, 6.x U64_MAX).
-fn run_arg(arg: RunArg) -> Result<u64, String> {
+fn run_arg(arg: RunArg) -> Result<u64, LineError> {
     match arg {
         RunArg::N(n) => Ok(n),
         RunArg::Word(w) if w == "all" => Ok(u64::MAX),
-        RunArg::Word(w) => Err(format!("run arg `{w}`: a number or \"all\"")),
+        RunArg::Word(w) => Err(LineError::RunArg(w)),
     }
 }
 
@@ -268,7 +268,7 @@ fn initial_extent(
     flags: u64,
     key: Option<u64>,
     backrefs: Vec<BackrefLine>,
-) -> Result<ExtentItem, String> {
+) -> Result<ExtentItem, LineError> {
     let mut it = ExtentItem {
         num_bytes,
         flags,
@@ -285,7 +285,7 @@ fn initial_extent(
 
 /// An op line's (task, txn) and op; `rule` decides `for_cow` where an `add` line does not
 /// (§1.6). Only for the lines that queue an op.
-fn queued_op(line: Line, rule: SeqRule) -> Result<(u32, usize, Op), String> {
+fn queued_op(line: Line, rule: SeqRule) -> Result<(u32, usize, Op), LineError> {
     Ok(match line {
         Line::Add {
             task,
@@ -308,7 +308,7 @@ fn queued_op(line: Line, rule: SeqRule) -> Result<(u32, usize, Op), String> {
                     objectid: owner,
                     offset,
                 },
-                k => return Err(format!("kind `{k}`: expected `tree` or `data`")),
+                k => return Err(LineError::Kind(k.to_string())),
             };
             let r = RefSpec {
                 bytenr,
@@ -390,7 +390,7 @@ impl Builder {
         tt.handles.last_mut().expect("opened").ops.push(op);
     }
     /// Takes in one parsed line.
-    fn line(&mut self, line: Line, rule: SeqRule) -> Result<(), String> {
+    fn line(&mut self, line: Line, rule: SeqRule) -> Result<(), LineError> {
         match line {
             Line::Params(p) => self.params.extend(p),
             Line::Workload { transactions } => self.declared = self.declared.max(transactions),
@@ -456,14 +456,14 @@ impl Builder {
         }
     }
     /// The parsed file, its workload validated.
-    fn finish(mut self) -> Result<WorkloadFile, String> {
+    fn finish(mut self) -> Result<WorkloadFile, WorkloadError> {
         let params = std::mem::take(&mut self.params);
         let expectations = std::mem::take(&mut self.expectations);
         let w = self.workload();
         if w.transactions == 0 {
-            return Err("the workload has no operations".into());
+            return Err(WorkloadError::NoOperations);
         }
-        w.validate().map_err(|e| e.0)?;
+        w.validate()?;
         Ok(WorkloadFile {
             workload: w,
             params,
@@ -485,11 +485,11 @@ pub fn parse(text: &str, rule: SeqRule) -> Result<WorkloadFile, WorkloadError> {
         if is_blank_or_comment(l) {
             continue;
         }
-        let at = |e: String| WorkloadError(format!("line {}: {e}", n + 1));
-        let line: Line = serde_json::from_str(l).map_err(|e| at(e.to_string()))?;
+        let at = |error| WorkloadError::Line { line: n + 1, error };
+        let line: Line = serde_json::from_str(l).map_err(|e| at(LineError::Json(e.to_string())))?;
         b.line(line, rule).map_err(at)?;
     }
-    b.finish().map_err(WorkloadError)
+    b.finish()
 }
 
 /// An initial backref's line fields: (kind, root, parent, owner, offset).

@@ -2,6 +2,7 @@
 //! cannot run, or what the kernel would BUG on (typed `ReplayError`, not a string).
 
 use refgate_replay::engine::{Config, Engine};
+use refgate_replay::error::{LineError, ModelError, RunFailure, WorkloadError};
 use refgate_replay::live::Live;
 use refgate_replay::trace_workload::SeqRule;
 use refgate_replay::{Params, ReplayError, by_name, replay, workload_file};
@@ -12,7 +13,7 @@ fn run(text: &str, policy: &str, engine: Engine) -> Result<refgate_replay::Repor
     let w = match w {
         Ok(w) => w,
         // The parser validates too; take the workload unvalidated to reach the engine.
-        Err(e) => return Err(ReplayError::BadWorkload(e.0)),
+        Err(e) => return Err(ReplayError::BadWorkload(e)),
     };
     let cfg = Config {
         engine,
@@ -57,7 +58,10 @@ fn a_drop_with_nothing_to_drop_is_a_bad_workload() {
     )
     .unwrap_err();
     assert!(
-        matches!(e, ReplayError::BadWorkload(ref why) if why.contains("nets to -1")),
+        matches!(
+            e,
+            ReplayError::BadWorkload(WorkloadError::NegativeNet { net: -1, .. })
+        ),
         "{e}"
     );
     assert!(
@@ -83,10 +87,55 @@ fn a_tree_ref_run_twice_over_is_a_model_error() {
             let e = run(&text, policy, engine).unwrap_err();
             match &e {
                 ReplayError::Model { errors, .. } => {
-                    assert!(errors.iter().any(|m| m.contains("ref_mod 2")), "{e}")
+                    assert!(
+                        errors.iter().any(|f| matches!(
+                            f,
+                            RunFailure::Model {
+                                error: ModelError::TreeRefMod { ref_mod: 2, .. },
+                                ..
+                            }
+                        )),
+                        "{e}"
+                    )
                 }
                 other => panic!("{policy}/{engine:?}: expected a model error, got {other}"),
             }
         }
     }
+}
+
+#[test]
+fn a_bad_workload_file_line_says_which_line_and_what_kind_of_fault() {
+    let parse = |text: &str| {
+        workload_file::parse(text, SeqRule::Data)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let e = parse(
+        "# a comment\n{\"op\":\"add\",\"task\":0,\"txn\":0,\"action\":\"add\",\"kind\":\"nope\",\"bytenr\":4096,\"num_bytes\":4096,\"root\":5}",
+    );
+    assert_eq!(
+        e,
+        WorkloadError::Line {
+            line: 2,
+            error: LineError::Kind("nope".into())
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "line 2: kind `nope`: expected `tree` or `data`"
+    );
+    let e = parse("{\"op\":\"run\",\"task\":0,\"txn\":0,\"arg\":\"most\"}");
+    assert!(
+        matches!(e, WorkloadError::Line { line: 1, error: LineError::RunArg(ref w) } if w == "most"),
+        "{e}"
+    );
+    assert!(matches!(
+        parse("not json"),
+        WorkloadError::Line {
+            line: 1,
+            error: LineError::Json(_)
+        }
+    ));
+    assert_eq!(parse("# nothing\n"), WorkloadError::NoOperations);
 }

@@ -17,7 +17,7 @@ pub mod threads;
 
 use crate::cost::CostModel;
 use crate::error::ModelError;
-use crate::error::ReplayError;
+use crate::error::{ReplayError, RunFailure};
 use crate::live::{Live, ThreadState, WaitRole};
 use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
@@ -136,7 +136,7 @@ pub(crate) struct Outcome {
     pub per_worker: Vec<ThreadMetrics>,
     /// Refs run per thread or per CPU.
     pub per_cpu_refs: Vec<u64>,
-    pub errors: Vec<String>,
+    pub errors: Vec<RunFailure>,
     pub wall_seconds: f64,
     pub paused_seconds: f64,
     pub commits_done: u64,
@@ -155,15 +155,13 @@ pub(crate) fn preflight(
         return Err(model_error(
             policy,
             cpus,
-            vec![format!(
-                "live view has {} slots for {cpus} CPUs",
-                live.workers.len()
-            )],
+            vec![RunFailure::LiveSlots {
+                slots: live.workers.len(),
+                cpus,
+            }],
         ));
     }
-    workload
-        .validate()
-        .map_err(|e| ReplayError::BadWorkload(e.0))?;
+    workload.validate()?;
     live.ops_total
         .store(workload.total_ops(), Ordering::Relaxed);
     live.transactions_total
@@ -171,7 +169,11 @@ pub(crate) fn preflight(
     Ok(())
 }
 
-pub(crate) fn model_error(policy: &dyn Policy, cpus: usize, errors: Vec<String>) -> ReplayError {
+pub(crate) fn model_error(
+    policy: &dyn Policy,
+    cpus: usize,
+    errors: Vec<RunFailure>,
+) -> ReplayError {
     ReplayError::Model {
         policy: policy.name().into(),
         cpus,

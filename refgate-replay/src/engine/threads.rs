@@ -11,8 +11,7 @@ use super::{
     Engine, Outcome, Published, commit_pre, committers, exclusive_commit, preflight, publish,
     run_handle,
 };
-use crate::error::ModelError;
-use crate::error::ReplayError;
+use crate::error::{FailedIn, ModelError, ReplayError, RunFailure};
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
 use crate::params::Params;
@@ -73,14 +72,14 @@ struct Ctx<'a> {
     workload: &'a Workload,
     threads: usize,
     barrier: Barrier,
-    errors: Mutex<Vec<String>>,
+    errors: Mutex<Vec<RunFailure>>,
     /// Thread that runs the exclusive commit of each transaction.
     committer: Vec<usize>,
 }
 
 impl Ctx<'_> {
-    fn fail(&self, e: impl std::fmt::Display) {
-        self.errors.lock().push(e.to_string());
+    fn fail(&self, at: FailedIn, error: ModelError) {
+        self.errors.lock().push(RunFailure::Model { at, error });
         self.barrier.abort();
     }
 }
@@ -139,7 +138,7 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
     let mut p = Published::default();
     for t in 0..ctx.workload.transactions {
         if let Err(e) = run_share(ctx, &mut w, &mut p, &mine, t) {
-            ctx.fail(format!("transaction {t}: {e}"));
+            ctx.fail(FailedIn::Transaction(t), e);
         }
         if ctx.fs.live.is_cancelled() {
             // Cancelled (not an error): open the barrier so every worker stops here too.
@@ -153,7 +152,7 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
         if ctx.committer[t] == id {
             w.set_state(ThreadState::Committing);
             if let Err(e) = exclusive_commit(&ctx.fs, ctx.policy, &mut w) {
-                ctx.fail(format!("commit of transaction {t}: {e}"));
+                ctx.fail(FailedIn::Commit(t), e);
             }
             publish(&ctx.fs.live, &w, &mut p);
             w.set_state(ThreadState::AtBarrier);
@@ -171,7 +170,7 @@ fn kernel_worker(ctx: &Ctx, kind: WorkerKind, slot: usize) -> ThreadMetrics {
     let _guard = AbortOnPanic(&ctx.barrier);
     let mut w = Worker::new(slot, ctx.fs.live.clone());
     if let Err(e) = ctx.policy.run_worker(&ctx.fs, &mut w, kind) {
-        ctx.fail(format!("{}: {e}", kind.name()));
+        ctx.fail(FailedIn::Worker(kind.name()), e);
         // The workload's threads may wait on tickets this worker would have served.
         ctx.fs.space.shutdown();
     }
@@ -252,20 +251,24 @@ impl<'a> Ctx<'a> {
 }
 
 /// A thread's counts, or what it panicked with.
-fn joined(h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>) -> Result<ThreadMetrics, String> {
+fn joined(
+    h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>,
+) -> Result<ThreadMetrics, RunFailure> {
     h.join().map_err(|p| {
         let msg = p
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-        format!("worker panicked: {}", msg.unwrap_or_default())
+        RunFailure::ThreadPanicked {
+            message: msg.unwrap_or_default(),
+        }
     })
 }
 
 /// Runs the workload's threads and the kernel's workers to the end: the threads' results
 /// first, then the workers'. The workers are stopped (space shut down) once the threads
 /// are done.
-fn run_threads(ctx: &Ctx) -> Vec<Result<ThreadMetrics, String>> {
+fn run_threads(ctx: &Ctx) -> Vec<Result<ThreadMetrics, RunFailure>> {
     std::thread::scope(|s| {
         // The kernel's own workers (§4.7), one thread each, sharing the threads' live slots.
         let kernel: Vec<_> = ctx

@@ -19,6 +19,7 @@ use crate::engine::{
     Config, Engine, Outcome, Published, VirtualFigures, commit_pre, committers, exclusive_commit,
     preflight, publish, run_handle,
 };
+use crate::error::{FailedIn, RunFailure};
 use crate::exec;
 use crate::live::{Live, ThreadState};
 use crate::metrics::ThreadMetrics;
@@ -121,7 +122,7 @@ struct Env<'a> {
 }
 
 struct TaskEnd {
-    err: Option<String>,
+    err: Option<RunFailure>,
 }
 
 /// Moves a task's counts into its CPU's and starts it afresh (no borrow of them is live
@@ -139,7 +140,8 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
     let mut p = Published::default();
     let view = env.workload.task(i);
     let task = view.task;
-    let mut run = || -> Result<(), String> {
+    let model = |at, error| RunFailure::Model { at, error };
+    let mut run = || -> Result<(), RunFailure> {
         for t in 0..env.workload.transactions {
             let tt = &task.transactions[t];
             for h in &tt.handles {
@@ -147,12 +149,12 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
                     break;
                 }
                 run_handle(fs, env.policy, &mut w, &mut p, &view, h)
-                    .map_err(|e| format!("transaction {t}: {e}"))?;
+                    .map_err(|e| model(FailedIn::Transaction(t), e))?;
                 exec::yield_cpu();
             }
             if tt.commit && !fs.live.is_cancelled() {
                 commit_pre(fs, env.policy, &mut w, &mut p)
-                    .map_err(|e| format!("transaction {t}: {e}"))?;
+                    .map_err(|e| model(FailedIn::Transaction(t), e))?;
             }
             flush(env, cpu, &mut w, &mut p);
             w.set_state(ThreadState::AtBarrier);
@@ -162,7 +164,7 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
             if env.committer[t] == i {
                 w.set_state(ThreadState::Committing);
                 exclusive_commit(fs, env.policy, &mut w)
-                    .map_err(|e| format!("commit of transaction {t}: {e}"))?;
+                    .map_err(|e| model(FailedIn::Commit(t), e))?;
                 publish(&fs.live, &w, &mut p);
                 flush(env, cpu, &mut w, &mut p);
                 w.set_state(ThreadState::AtBarrier);
@@ -190,7 +192,10 @@ fn worker_body(env: &Env, kind: WorkerKind, cpu: u32) -> TaskEnd {
         .policy
         .run_worker(env.fs, &mut w, kind)
         .err()
-        .map(|e| format!("{}: {e}", kind.name()));
+        .map(|error| RunFailure::Model {
+            at: FailedIn::Worker(kind.name()),
+            error,
+        });
     env.cpu_metrics.borrow_mut()[cpu as usize].merge(&w.m);
     TaskEnd { err }
 }
@@ -256,12 +261,11 @@ fn build_tasks<'a>(
     sched: &'a RefCell<Sched>,
     task_cpus: &[u32],
     workers: &'static [WorkerKind],
-) -> Result<Tasks<'a>, String> {
+) -> Result<Tasks<'a>, RunFailure> {
     let sched_ptr = sched as *const RefCell<Sched>;
     let mut coroutines: Vec<Task> = Vec::with_capacity(task_cpus.len());
     for (i, &cpu) in task_cpus.iter().enumerate() {
-        let stack = DefaultStack::new(STACK_BYTES)
-            .map_err(|e| format!("cannot allocate a coroutine stack: {e}"))?;
+        let stack = DefaultStack::new(STACK_BYTES).map_err(|e| RunFailure::Stack(e.to_string()))?;
         let body = move |y: &Yielder<(), Req>, ()| {
             let ctx = TaskCtx {
                 yielder: y,
@@ -356,7 +360,7 @@ fn resume_on(
     tasks: &mut Tasks,
     live: &Live,
     ends: &mut [Option<TaskEnd>],
-) -> Result<bool, String> {
+) -> Result<bool, RunFailure> {
     let t = sched.borrow().current(cpu).expect("a CPU event has a task");
     sched.borrow_mut().set_acct(cpu, Acct::Work);
     let r = catch_unwind(AssertUnwindSafe(|| tasks.coroutines[t as usize].resume(())));
@@ -378,7 +382,10 @@ fn resume_on(
             ends[t as usize] = Some(end);
             Ok(!failed)
         }
-        Err(p) => Err(format!("task {t} panicked: {}", panic_message(p))),
+        Err(p) => Err(RunFailure::TaskPanicked {
+            task: t as usize,
+            message: panic_message(p),
+        }),
     }
 }
 
@@ -394,7 +401,7 @@ fn schedule(
     cfg: &Config,
     start: &RunStart,
     ends: &mut [Option<TaskEnd>],
-) -> Option<String> {
+) -> Option<RunFailure> {
     let mut since_publish = 0u32;
     loop {
         since_publish += 1;
@@ -422,16 +429,17 @@ fn schedule(
 
 /// The tasks' own errors, and a deadlock if some never finished (and nothing else explains
 /// it).
-fn end_errors(ends: &[Option<TaskEnd>], sched: &Sched, live: &Live, errors: &mut Vec<String>) {
+fn end_errors(ends: &[Option<TaskEnd>], sched: &Sched, live: &Live, errors: &mut Vec<RunFailure>) {
     for e in ends.iter().flatten() {
         errors.extend(e.err.clone());
     }
     let unfinished = ends.iter().filter(|e| e.is_none()).count();
     if errors.is_empty() && unfinished > 0 && !live.is_cancelled() {
         let stuck = sched.stuck();
-        errors.push(format!(
-            "virtual engine: {unfinished} task(s) can never run again (deadlock in the model); waiting: {stuck:?}"
-        ));
+        errors.push(RunFailure::Deadlock {
+            tasks: unfinished,
+            waiting: format!("{stuck:?}"),
+        });
     }
 }
 
@@ -441,7 +449,7 @@ fn outcome(
     fs: FsModel,
     mut sched: Sched,
     per_worker: Vec<ThreadMetrics>,
-    errors: Vec<String>,
+    errors: Vec<RunFailure>,
     live: &Live,
     cfg: &Config,
     start: &RunStart,
@@ -541,7 +549,7 @@ pub(crate) fn run(
     // here, with no task current.
     drop(tasks);
     let sched = sched.into_inner();
-    let mut errors: Vec<String> = panicked.into_iter().collect();
+    let mut errors: Vec<RunFailure> = panicked.into_iter().collect();
     end_errors(&ends, &sched, &live, &mut errors);
     Ok(outcome(
         fs,

@@ -264,20 +264,8 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
     if !out.errors.is_empty() {
         return Err(model_error(policy, cpus, out.errors));
     }
-    let invariant = if partial {
-        // The check compares the end state with the whole trace's net effect: meaningless
-        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
-        InvariantSummary::default()
-    } else {
-        // The pinned totals reported are the per-extent pins the check accepted.
-        check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
-            policy: policy.name().into(),
-            threads: cpus,
-            errors,
-        })?
-    };
-    let wall = out.wall_seconds.max(1e-9);
-    let ops = (total.adds + total.refs_run) as f64;
+    let invariant = verdict(workload, policy, cpus, fs, partial)?;
+    let host = host_figures(&out, &total);
     Ok(Report {
         policy: policy.name().into(),
         kernels: policy.kernels(),
@@ -312,16 +300,45 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
         virtual_figures: out.virtual_figures,
         final_state: fs.params.keep_final_state.then(|| final_state(fs)),
         timeline: out.timeline,
-        host: HostFigures {
-            wall_seconds: wall,
-            ops_per_second: ops / wall,
-            refs_per_second: total.refs_run as f64 / wall,
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            paused_seconds: out.paused_seconds,
-        },
+        host,
     })
+}
+
+/// The §7.4 check on the final extent tree; no verdict for a run cut short.
+fn verdict(
+    workload: &Workload,
+    policy: &dyn Policy,
+    cpus: usize,
+    fs: &FsModel,
+    partial: bool,
+) -> Result<InvariantSummary, InvariantViolation> {
+    Ok(if partial {
+        // The check compares the end state with the whole trace's net effect: meaningless
+        // for a prefix, so a cancelled run gives no verdict rather than a false violation.
+        InvariantSummary::default()
+    } else {
+        // The pinned totals reported are the per-extent pins the check accepted.
+        check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
+            policy: policy.name().into(),
+            threads: cpus,
+            errors,
+        })?
+    })
+}
+
+/// The figures that depend on the host: wall time (pauses left out) and rates over it.
+fn host_figures(out: &Outcome, total: &ThreadMetrics) -> HostFigures {
+    let wall = out.wall_seconds.max(1e-9);
+    let ops = (total.adds + total.refs_run) as f64;
+    HostFigures {
+        wall_seconds: wall,
+        ops_per_second: ops / wall,
+        refs_per_second: total.refs_run as f64 / wall,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        paused_seconds: out.paused_seconds,
+    }
 }
 
 #[cfg(test)]

@@ -551,37 +551,40 @@ pub fn lines(w: &Workload) -> Vec<Line> {
     out
 }
 
+/// An `add` line: the ref with its owner's fields spelled out, `for_cow` as decided.
+fn add_line(task: u32, txn: usize, r: &RefSpec, extent_op: Option<ExtentOp>) -> Line {
+    let (kind, owner, offset, level) = match r.owner {
+        RefOwner::Tree { level } => ("tree", 0, 0, level),
+        RefOwner::Data { objectid, offset } => ("data", objectid, offset, 0),
+    };
+    Line::Add {
+        task,
+        txn,
+        action: match r.action {
+            AddAction::Add => "add",
+            AddAction::Drop => "drop",
+            AddAction::AddExtent => "add_extent",
+        }
+        .into(),
+        kind: kind.into(),
+        bytenr: r.bytenr,
+        num_bytes: r.num_bytes,
+        root: r.ref_root,
+        parent: r.parent,
+        owner,
+        offset,
+        level,
+        for_cow: Some(r.for_cow),
+        extent_op: extent_op.map(|o| ExtentOpLine {
+            flags: o.flags,
+            key: o.key,
+        }),
+    }
+}
+
 fn op_line(task: u32, txn: usize, op: &Op) -> Line {
     match op {
-        Op::AddRef { r, extent_op } => {
-            let (kind, owner, offset, level) = match r.owner {
-                RefOwner::Tree { level } => ("tree", 0, 0, level),
-                RefOwner::Data { objectid, offset } => ("data", objectid, offset, 0),
-            };
-            Line::Add {
-                task,
-                txn,
-                action: match r.action {
-                    AddAction::Add => "add",
-                    AddAction::Drop => "drop",
-                    AddAction::AddExtent => "add_extent",
-                }
-                .into(),
-                kind: kind.into(),
-                bytenr: r.bytenr,
-                num_bytes: r.num_bytes,
-                root: r.ref_root,
-                parent: r.parent,
-                owner,
-                offset,
-                level,
-                for_cow: Some(r.for_cow),
-                extent_op: extent_op.map(|o| ExtentOpLine {
-                    flags: o.flags,
-                    key: o.key,
-                }),
-            }
-        }
+        Op::AddRef { r, extent_op } => add_line(task, txn, r, *extent_op),
         Op::AddExtentOp {
             bytenr,
             num_bytes,

@@ -205,15 +205,20 @@ pub fn run(args: CompareArgs) -> Result<()> {
         },
         points: out,
     };
+    write_sweep(&sweep, &args)
+}
+
+/// The sweep on stdout (JSON, CSV or the table) and, with `-o DIR`, its plots.
+fn write_sweep(sweep: &Sweep, args: &CompareArgs) -> Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&sweep)?);
+        println!("{}", serde_json::to_string_pretty(sweep)?);
     } else if args.csv {
-        print!("{}", csv(&sweep));
+        print!("{}", csv(sweep));
     } else {
-        print!("{}", table(&sweep));
+        print!("{}", table(sweep));
     }
     if let Some(dir) = &args.out_dir {
-        let files = plots::write_all(&sweep, dir)?;
+        let files = plots::write_all(sweep, dir)?;
         crate::owner::give_paths_to_invoking_user(&files);
         eprintln!(
             "refgate compare: wrote {} plots into {}",

@@ -351,6 +351,23 @@ fn start_live(t: &Target, probes: &[ProbeStatus]) -> (Live, bool) {
     (live, waiting_for_btrfs)
 }
 
+/// The ring-buffer decoder: kernel pointers hidden behind per-trace ids unless
+/// `--keep-kernel-pointers` (said on the live status).
+fn decoder(t: &Target, live: &mut Live) -> Decoder {
+    let mut decoder = Decoder::new(
+        t.layouts.clone(),
+        RoleNamer::new(t.ksyms.clone(), t.btrfs_text),
+    );
+    if t.args.keep_kernel_pointers {
+        decoder.pointer_ids = None;
+        live.note(
+            "--keep-kernel-pointers: the trace holds raw kernel addresses (lock addresses, \
+             transaction handles), which help defeat KASLR; do not publish it",
+        );
+    }
+    decoder
+}
+
 /// Loads and attaches the probes, starts the live status and the trace (header first), and
 /// the `--scratch` workload. Errors before the header is written are [`NothingRecorded`].
 fn attach(file: File, t: &Target) -> Result<Session> {
@@ -392,17 +409,7 @@ fn attach(file: File, t: &Target) -> Result<Session> {
         .ok();
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     let counters = Counters::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
-    let mut decoder = Decoder::new(
-        t.layouts.clone(),
-        RoleNamer::new(t.ksyms.clone(), t.btrfs_text),
-    );
-    if args.keep_kernel_pointers {
-        decoder.pointer_ids = None;
-        live.note(
-            "--keep-kernel-pointers: the trace holds raw kernel addresses (lock addresses, \
-             transaction handles), which help defeat KASLR; do not publish it",
-        );
-    }
+    let decoder = decoder(t, &mut live);
     let ring = watch(ring)?;
     let logger = logger.map(watch).transpose()?;
     let workload = t.scratch.map(|s| {

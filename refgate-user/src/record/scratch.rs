@@ -318,12 +318,11 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn remove_leftover(dir: &Path, pid: u32) -> String {
-    let (img, mnt) = (dir.join(IMAGE), dir.join(MOUNT));
-    let mut did = Vec::new();
-    let mut left = Vec::new();
-    let ours = loops_backed_by(&img);
-    for source in btrfs_mounts_at(&mnt) {
+/// Unmounts the btrfs on `mnt` if it is one of `img`'s loop devices (else leaves it, and
+/// says so); lazily when a plain umount fails.
+fn unmount_ours(img: &Path, mnt: &Path, did: &mut Vec<String>, left: &mut Vec<String>) {
+    let ours = loops_backed_by(img);
+    for source in btrfs_mounts_at(mnt) {
         if !ours.contains(&source) {
             left.push(format!(
                 "{} (a btrfs on {source}, not its image)",
@@ -332,12 +331,12 @@ fn remove_leftover(dir: &Path, pid: u32) -> String {
             continue;
         }
         let ok = Command::new("umount")
-            .arg(&mnt)
+            .arg(mnt)
             .status()
             .is_ok_and(|s| s.success())
             || Command::new("umount")
                 .arg("-l")
-                .arg(&mnt)
+                .arg(mnt)
                 .status()
                 .is_ok_and(|s| s.success());
         if ok {
@@ -346,7 +345,11 @@ fn remove_leftover(dir: &Path, pid: u32) -> String {
             left.push(format!("the mount {}", mnt.display()));
         }
     }
-    for dev in loops_backed_by(&img) {
+}
+
+/// Detaches every loop device backed by `img`.
+fn detach_loops(img: &Path, did: &mut Vec<String>, left: &mut Vec<String>) {
+    for dev in loops_backed_by(img) {
         if Command::new("losetup")
             .args(["-d", &dev])
             .status()
@@ -357,6 +360,16 @@ fn remove_leftover(dir: &Path, pid: u32) -> String {
             left.push(dev);
         }
     }
+}
+
+/// Removes what a dead scratch run `pid` left in `dir` (mount, loop devices, the directory):
+/// one line saying what was done and what, if anything, is left to remove by hand.
+fn remove_leftover(dir: &Path, pid: u32) -> String {
+    let (img, mnt) = (dir.join(IMAGE), dir.join(MOUNT));
+    let mut did = Vec::new();
+    let mut left = Vec::new();
+    unmount_ours(&img, &mnt, &mut did, &mut left);
+    detach_loops(&img, &mut did, &mut left);
     // Never delete through a mount (whatever it is, it is not ours to delete).
     let still = mounts_under(dir);
     if !still.is_empty() {

@@ -6,6 +6,31 @@
 //! threads) with a [`workload::Workload`], a
 //! [`policy::Policy`] from [`policy::by_name`] and [`params::Params`].
 //!
+//! ```
+//! use refgate_replay::workload::{SynthParams, synthetic};
+//! use refgate_replay::{Config, Engine, Params, by_name, live::Live, replay};
+//! use std::sync::Arc;
+//!
+//! // A small synthetic workload (a trace gives one through `trace_workload`).
+//! let w = synthetic(&SynthParams { tasks: 4, transactions: 2, ..SynthParams::default() });
+//! let cfg = Config {
+//!     engine: Engine::Virtual,
+//!     cpus: 8,
+//!     params: Params::default(),
+//!     sim_seed: 0,
+//!     pace: false,
+//!     timeline: false,
+//! };
+//! let seed = by_name("3.9").expect("a kernel version names its policy");
+//! let r = replay(&w, seed.as_ref(), &cfg, Arc::new(Live::new(cfg.cpus)))?;
+//! assert_eq!(r.policy, "seed");
+//! assert!(r.invariant.extents_checked > 0, "§7.4 checked on the final extent tree");
+//! println!("{} refs run; delayed_refs->lock spun {:.6} s", r.refs_run, r.dr_lock.spin_cpu_seconds);
+//! # Ok::<(), refgate_replay::ReplayError>(())
+//! ```
+//!
+//! A policy written outside the crate: see [`policy`].
+//!
 //! # Layers
 //!
 //! Each module imports only from its own layer and the layers below it (`cargo xtask layers`
@@ -18,8 +43,9 @@
 //!    `run_v3`, `run_modern` — the kernel's delayed-ref machinery, calling only the seam.
 //! 3. **policies**: `policy`, `workload` — the runner policies over the model, and the
 //!    workload (tasks, transactions, handles) an engine runs under one.
-//! 4. **engines**: `engine`, `vcpu` — real threads, and virtual CPUs in virtual time; both
-//!    implement the seam.
+//! 4. **engines**: `engine`, `vcpu` — real threads, and virtual CPUs in virtual time; the
+//!    virtual CPUs implement the seam (`exec::Runtime`, installed around each task), real
+//!    threads take host time and real waits through it.
 //! 5. **on top**: `report`, `invariant`, `validate`, `trace_workload`, `workload_file` — a
 //!    replay's report and §7.4 verdict, validation against a recording, and the conversions
 //!    of traces and workload files into workloads.

@@ -19,6 +19,18 @@ use std::sync::Arc;
 
 /// Replays `workload` with `threads` real threads under `policy`. Errors if the model hits a
 /// kernel BUG or the §7.4 invariant fails.
+///
+/// ```
+/// use refgate_replay::workload::{SynthParams, synthetic};
+/// use refgate_replay::{Params, by_name, run};
+///
+/// let w = synthetic(&SynthParams { tasks: 4, transactions: 2, ..SynthParams::default() });
+/// let r = run(&w, by_name("pre").unwrap().as_ref(), 4, &Params::default())?;
+/// // Real threads: the counts are the model's, the times are this host's.
+/// assert_eq!(r.adds, w.total_adds());
+/// assert!(r.virtual_figures.is_none());
+/// # Ok::<(), refgate_replay::ReplayError>(())
+/// ```
 pub fn run(
     workload: &Workload,
     policy: &dyn Policy,
@@ -36,6 +48,23 @@ pub fn run(
 
 /// [`run`] publishing progress into `live` (which must have `threads` worker slots) so a
 /// dashboard can poll [`Live::snapshot`] meanwhile.
+///
+/// ```
+/// use refgate_replay::workload::{SynthParams, synthetic};
+/// use refgate_replay::{Params, by_name, live::Live, run_live};
+/// use std::sync::Arc;
+///
+/// let w = synthetic(&SynthParams::default());
+/// let live = Arc::new(Live::new(2));
+/// let r = std::thread::scope(|s| {
+///     let h = s.spawn(|| run_live(&w, by_name("modern").unwrap().as_ref(), 2, &Params::default(), live.clone()));
+///     let _progress = live.snapshot().ops_done; // what a dashboard polls meanwhile
+///     h.join().unwrap()
+/// })?;
+/// assert_eq!(live.snapshot().ops_done, w.total_ops());
+/// assert!(!r.partial);
+/// # Ok::<(), refgate_replay::ReplayError>(())
+/// ```
 pub fn run_live(
     workload: &Workload,
     policy: &dyn Policy,
@@ -229,6 +258,30 @@ pub struct Report {
 
 /// Runs `workload` under `policy` with the engine and CPU count of `cfg`, publishing
 /// progress into `live` (which must have `cfg.cpus` slots).
+///
+/// ```
+/// use refgate_replay::workload::{SynthParams, synthetic};
+/// use refgate_replay::{Config, Engine, Params, by_name, live::Live, replay};
+/// use std::sync::Arc;
+///
+/// let w = synthetic(&SynthParams { tasks: 4, transactions: 2, ..SynthParams::default() });
+/// let cfg = |cpus| Config {
+///     engine: Engine::Virtual,
+///     cpus,
+///     params: Params::default(),
+///     sim_seed: 7,
+///     pace: false,
+///     timeline: false,
+/// };
+/// let pre = by_name("pre").unwrap();
+/// let once = replay(&w, pre.as_ref(), &cfg(16), Arc::new(Live::new(16)))?;
+/// let again = replay(&w, pre.as_ref(), &cfg(16), Arc::new(Live::new(16)))?;
+/// // Virtual CPUs: the same answer twice, on any host.
+/// let v = |r: &refgate_replay::Report| r.virtual_figures.as_ref().unwrap().virtual_seconds;
+/// assert_eq!(v(&once), v(&again));
+/// assert_eq!(once.dr_lock.contended, again.dr_lock.contended);
+/// # Ok::<(), refgate_replay::ReplayError>(())
+/// ```
 pub fn replay(
     workload: &Workload,
     policy: &dyn Policy,

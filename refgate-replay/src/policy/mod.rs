@@ -1,5 +1,69 @@
 //! Runner policies (spec §3, §2.3, §4.5–4.7, §7.3): *who* runs delayed refs and *when*. The
 //! runner machinery itself is shared (`run_v3`, `run_modern`; see [`context`]).
+//!
+//! # Writing a policy
+//!
+//! A policy implements [`Policy`]'s hooks with what [`context`] exports, declares itself in
+//! a [`PolicyInfo`], and joins a [`Registry`] (the built-in one is [`builtin`]):
+//!
+//! ```
+//! use refgate_replay::policy::context::*;
+//! use refgate_replay::policy::{Policy, PolicyInfo, Registry};
+//! use refgate_replay::workload::{SynthParams, synthetic};
+//! use refgate_replay::{Params, run};
+//!
+//! /// A 3.x kernel whose writers never run delayed refs: only the commit drains the queue.
+//! struct CommitOnly;
+//!
+//! static COMMIT_ONLY: PolicyInfo = PolicyInfo {
+//!     name: "commit-only",
+//!     aliases: &[],
+//!     kernels: "none (an experiment)",
+//!     about: "writers never run refs; btrfs_commit_transaction runs them all",
+//!     headline: false,
+//!     make: || Box::new(CommitOnly),
+//! };
+//!
+//! impl Policy for CommitOnly {
+//!     fn info(&self) -> &'static PolicyInfo {
+//!         &COMMIT_ONLY
+//!     }
+//!     fn era(&self) -> Era {
+//!         Era::V3
+//!     }
+//!     fn end_transaction(&self, fs: &FsModel, _: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+//!         // As every 3.x `__btrfs_end_transaction` does, the handle's tree-mod seq goes back
+//!         // (refs queued behind it are held back until then, §1.6); nothing is run here.
+//!         fs.tree_mod.put(&mut h.seq_elem);
+//!         h.delayed_ref_updates = 0;
+//!         Ok(())
+//!     }
+//!     fn should_end_transaction(&self, _: &FsModel, _: &mut Worker, _: &mut TransHandle) -> Result<bool, ModelError> {
+//!         Ok(false)
+//!     }
+//!     fn commit_pre(&self, _: &FsModel, _: &mut Worker, _: &mut TransHandle) -> Result<(), ModelError> {
+//!         Ok(())
+//!     }
+//!     fn commit_exclusive(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle) -> Result<(), ModelError> {
+//!         run_delayed_refs_with(fs, w, h, RunCount::All, Gating::None).map(|_| ())
+//!     }
+//!     fn run_explicit(&self, fs: &FsModel, w: &mut Worker, h: &mut TransHandle, arg: u64) -> Result<u64, ModelError> {
+//!         let count = match arg {
+//!             u64::MAX => RunCount::All,
+//!             0 => RunCount::Most,
+//!             n => RunCount::Nodes(n),
+//!         };
+//!         run_delayed_refs_with(fs, w, h, count, Gating::None)
+//!     }
+//! }
+//!
+//! let mut registry = Registry::builtin();
+//! registry.register(&COMMIT_ONLY).expect("a new name");
+//! let policy = (registry.lookup("commit-only").unwrap().make)();
+//! let w = synthetic(&SynthParams { tasks: 4, transactions: 2, ..SynthParams::default() });
+//! let r = run(&w, policy.as_ref(), 4, &Params::default()).expect("the §7.4 invariant holds");
+//! assert_eq!(r.run_calls_by_caller.handle_end, 0, "no writer ran refs");
+//! ```
 
 mod modern;
 mod pre;

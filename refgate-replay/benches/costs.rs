@@ -6,14 +6,14 @@
 //! by hand and dated there; they are never measured at replay time, so that a replay gives
 //! the same figures on any host. BENCHMARKS.md keeps the run they came from.
 
-use refgate_replay::extent_tree::{ExtentItem, ExtentTree, RunRef};
-use refgate_replay::head::{DelayedRefHead, HeadInner};
+use refgate_replay::internals::extent_tree::{ExtentItem, ExtentTree, RunRef};
+use refgate_replay::internals::head::{DelayedRefHead, HeadInner};
+use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
+use refgate_replay::internals::run_v3::btrfs_find_ref_cluster;
 use refgate_replay::live::Live;
 use refgate_replay::metrics::ThreadMetrics;
 use refgate_replay::params::{ExtentLock, Params};
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction, RefSpec};
-use refgate_replay::root::{FsModel, TransHandle, Worker};
-use refgate_replay::run_v3::btrfs_find_ref_cluster;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;

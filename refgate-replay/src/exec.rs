@@ -3,7 +3,7 @@
 //!
 //! Under the real-thread engine ([`crate::engine`]) these are what they say: busy loops,
 //! `Instant`, `yield_now`, and the primitives' own blocking. Under the virtual-CPU engine
-//! ([`crate::vcpu`]) the current task runs on a coroutine, and each call becomes a
+//! ([`crate::engine::vcpu`]) the current task runs on a coroutine, and each call becomes a
 //! scheduling point: time passes in virtual nanoseconds, a contended lock is handed over in
 //! FIFO order, a sleeper gives its CPU to another task. The virtual engine installs its
 //! [`Runtime`] as a thread-local while it resumes a task ([`set_current`]); this module

@@ -43,18 +43,19 @@
 //!    `run_v3`, `run_modern` — the kernel's delayed-ref machinery, calling only the seam.
 //! 3. **policies**: `policy`, `workload` — the runner policies over the model, and the
 //!    workload (tasks, transactions, handles) an engine runs under one.
-//! 4. **engines**: `engine`, `vcpu` — real threads, and virtual CPUs in virtual time; the
-//!    virtual CPUs implement the seam (`exec::Runtime`, installed around each task), real
-//!    threads take host time and real waits through it.
+//! 4. **engines**: `engine` — `engine::threads` (real threads) and `engine::vcpu` (virtual
+//!    CPUs in virtual time); the virtual CPUs implement the seam (`exec::Runtime`, installed
+//!    around each task), real threads take host time and real waits through it.
 //! 5. **on top**: `report`, `invariant`, `validate`, `trace_workload`, `workload_file` — a
 //!    replay's report and §7.4 verdict, validation against a recording, and the conversions
 //!    of traces and workload files into workloads.
 
-#![warn(missing_docs)]
+// The public API is documented; the internals feature's white-box view is not an API.
+#![cfg_attr(not(feature = "internals"), warn(missing_docs))]
 
 // The library's API: replay a workload under a policy on an engine and read the report
 // (`report`, `engine`, `workload`, `trace_workload`, `workload_file`, `params`, `cost`,
-// `live`, `metrics`, `validate`, `vcpu`, `error`, `refkey`), and write a policy (`policy`, which
+// `live`, `metrics`, `validate`, `error`, `refkey`), and write a policy (`policy`, which
 // re-exports the model types its hooks receive). `tests/public_api.rs` keeps the list.
 pub mod cost;
 pub mod engine;
@@ -67,37 +68,65 @@ pub mod refkey;
 pub mod report;
 pub mod trace_workload;
 pub mod validate;
-pub mod vcpu;
 pub mod workload;
 pub mod workload_file;
 
-/// The model's internal modules: `pub(crate)`, or `pub` but hidden from the docs with the
-/// `internals` feature, which only this crate's own tests, loom model and benchmarks enable
-/// (Cargo.toml). A policy reaches what it needs through [`policy`]'s re-exports.
-macro_rules! internal_modules {
-    ($($name:ident),* $(,)?) => {$(
-        #[cfg(feature = "internals")]
-        #[doc(hidden)]
-        pub mod $name;
-        #[cfg(not(feature = "internals"))]
-        mod $name;
-    )*};
+// The model's own modules: private (a policy reaches what it needs through `policy`'s
+// re-exports).
+mod exec;
+mod extent_tree;
+mod gate;
+mod head;
+mod invariant;
+mod root;
+mod run_modern;
+mod run_v3;
+mod space;
+mod spinlock;
+mod sync;
+mod vecmap;
+mod waitqueue;
+
+/// White-box access to the model's modules for this crate's own tests, loom model and
+/// benchmarks (the `internals` feature, which only the crate's self dev-dependency enables;
+/// not an API). Each module here re-exports its namesake's public items.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub mod exec {
+        pub use crate::exec::*;
+    }
+    pub mod extent_tree {
+        pub use crate::extent_tree::*;
+    }
+    pub mod gate {
+        pub use crate::gate::*;
+    }
+    pub mod head {
+        pub use crate::head::*;
+    }
+    pub mod invariant {
+        pub use crate::invariant::*;
+    }
+    pub mod root {
+        pub use crate::root::*;
+    }
+    pub mod run_modern {
+        pub use crate::run_modern::*;
+    }
+    pub mod run_v3 {
+        pub use crate::run_v3::*;
+    }
+    pub mod space {
+        pub use crate::space::*;
+    }
+    pub mod spinlock {
+        pub use crate::spinlock::*;
+    }
+    pub mod vecmap {
+        pub use crate::vecmap::*;
+    }
 }
-internal_modules!(
-    exec,
-    extent_tree,
-    gate,
-    head,
-    invariant,
-    root,
-    run_modern,
-    run_v3,
-    space,
-    spinlock,
-    sync,
-    vecmap,
-    waitqueue,
-);
 
 pub use engine::{Config, Engine};
 pub use error::{ModelError, ReplayError};

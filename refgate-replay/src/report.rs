@@ -2,6 +2,7 @@
 //! reads, with the §7.4 invariant checked on the final extent tree (`invariant`) —
 //! the entry points [`replay`], [`run`] and [`run_live`].
 
+use crate::engine::vcpu::{self, Timeline};
 use crate::engine::{self, Config, Engine, Outcome, VirtualFigures, model_error};
 use crate::error::{InvariantViolation, ReplayError};
 use crate::invariant::{InvariantSummary, check_extent_tree};
@@ -12,7 +13,6 @@ use crate::metrics::{
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::FsModel;
-use crate::vcpu::{self, Timeline};
 use crate::workload::Workload;
 use serde::Serialize;
 use std::sync::Arc;

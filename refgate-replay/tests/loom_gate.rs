@@ -8,7 +8,7 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
-use refgate_replay::gate::{Gate, GateEntry, GateParams};
+use refgate_replay::internals::gate::{Gate, GateEntry, GateParams};
 use refgate_replay::metrics::GateStats;
 
 /// Bounded preemptions keep the state space small enough for a 2-core CI machine while

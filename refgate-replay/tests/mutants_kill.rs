@@ -5,7 +5,7 @@
 
 mod common;
 use common::{data_add, one_txn_task};
-use refgate_replay::gate::{Gate, GateEntry, GateParams};
+use refgate_replay::internals::gate::{Gate, GateEntry, GateParams};
 use refgate_replay::metrics::GateStats;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -113,7 +113,7 @@ fn gate_without_recheck_sleeps_on_a_free_gate() {
 
 // ---------------------------------------------------------------- head.rs (§1.4, §4.4)
 
-use refgate_replay::head::{ExtentOp, HeadInner, InsertOutcome};
+use refgate_replay::internals::head::{ExtentOp, HeadInner, InsertOutcome};
 use refgate_replay::refkey::{BackrefKey, Era, NodeKey, RefAction};
 
 /// §1.4 `update_existing_head_ref`: flags are OR'ed (overlapping bits stay set), a key is
@@ -281,9 +281,9 @@ fn modern_merge_skips_fenced_nodes_and_data_heads() {
 // ---------------------------------------------------------------- root.rs / head.rs: the head-lock dance
 
 use refgate_replay::Params;
+use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
 use refgate_replay::live::{Live, ThreadState};
 use refgate_replay::refkey::AddAction;
-use refgate_replay::root::{FsModel, TransHandle, Worker};
 
 use common::{NB, tree};
 
@@ -467,7 +467,7 @@ fn virtual_head_mutex_wakes_its_own_sleeper() {
 /// Kills: `replace DelayedRefHead::mutex_is_locked -> bool with true`.
 #[test]
 fn head_mutex_is_locked_follows_the_mutex() {
-    let head = refgate_replay::head::DelayedRefHead::new(NB, NB, false, 100);
+    let head = refgate_replay::internals::head::DelayedRefHead::new(NB, NB, false, 100);
     assert!(!head.mutex_is_locked());
     assert!(head.mutex_trylock());
     assert!(head.mutex_is_locked());
@@ -708,7 +708,7 @@ fn real_thread_walk_cost_is_burnt_per_node() {
     let t = std::time::Instant::now();
     let cluster = {
         let mut g = fs.root_lock_for_tests(&mut w);
-        refgate_replay::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 0)
+        refgate_replay::internals::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 0)
     };
     let walked = w.m.nodes_walked - before;
     assert_eq!((cluster.len(), walked), (10, 19)); // 10 heads + the refs of 9 of them

@@ -5,10 +5,10 @@
 mod common;
 use common::{NB, fs, tree};
 use refgate_replay::Params;
+use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
+use refgate_replay::internals::run_modern;
 use refgate_replay::live::Live;
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction};
-use refgate_replay::root::{FsModel, TransHandle, Worker};
-use refgate_replay::run_modern;
 use refgate_replay::workload::Op;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -187,7 +187,8 @@ fn v3_cluster_starts_after_the_cursor() {
     let (fs, mut w) = common::fs(Era::V3);
     queue_blocks(&fs, &mut w, 6);
     let mut g = fs.root_lock_for_tests(&mut w);
-    let cluster = refgate_replay::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 3 * NB);
+    let cluster =
+        refgate_replay::internals::run_v3::btrfs_find_ref_cluster(&fs, &mut w, &mut g, 3 * NB);
     let bytenrs: Vec<u64> = cluster.iter().map(|h| h.bytenr).collect();
     assert_eq!(bytenrs, [4 * NB, 5 * NB, 6 * NB]);
 }
@@ -251,11 +252,11 @@ fn v3_throttled_run_continues_at_exactly_64_ready_heads() {
     let (fs, mut w) = common::fs(Era::V3);
     queue_blocks(&fs, &mut w, 96);
     let mut h = TransHandle::default();
-    refgate_replay::run_v3::run_delayed_refs(
+    refgate_replay::internals::run_v3::run_delayed_refs(
         &fs,
         &mut w,
         &mut h,
-        refgate_replay::run_v3::RunCount::Nodes(10_000),
+        refgate_replay::internals::run_v3::RunCount::Nodes(10_000),
         false,
     )
     .unwrap();
@@ -270,8 +271,8 @@ fn v3_throttled_run_continues_at_exactly_64_ready_heads() {
 /// Kills: `delete ! in enter_gate` (the 3.11 give-up).
 #[test]
 fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
+    use refgate_replay::internals::run_v3::{Gating, RunCount};
     use refgate_replay::metrics::GateStats;
-    use refgate_replay::run_v3::{Gating, RunCount};
     let live = Arc::new(Live::new(2));
     let params = Params {
         throttle_311_ready_heads: 8,
@@ -287,7 +288,7 @@ fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
         std::thread::spawn(move || {
             let mut w = Worker::new(1, live);
             let mut h = TransHandle::default();
-            refgate_replay::run_v3::run_delayed_refs_with(
+            refgate_replay::internals::run_v3::run_delayed_refs_with(
                 &fs,
                 &mut w,
                 &mut h,

@@ -3,13 +3,14 @@
 mod common;
 use common::{NB, fs, fs_with, tree};
 use refgate_common::event::{SHARED_BLOCK_REF_KEY, TREE_BLOCK_REF_KEY};
-use refgate_replay::extent_tree::ExtentItem;
-use refgate_replay::head::ExtentOp;
+use refgate_replay::Params;
+use refgate_replay::internals::extent_tree::ExtentItem;
+use refgate_replay::internals::head::ExtentOp;
+use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
+use refgate_replay::internals::run_modern;
+use refgate_replay::internals::run_v3::{self, RunCount};
 use refgate_replay::policy;
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, RefSpec};
-use refgate_replay::root::{FsModel, TransHandle, Worker};
-use refgate_replay::run_v3::{self, RunCount};
-use refgate_replay::{Params, run_modern};
 
 fn item(key: BackrefKey, n: u64) -> ExtentItem {
     let mut it = ExtentItem {
@@ -420,7 +421,7 @@ fn spec_3_pre_handle_end_threshold() {
 /// §7.4: the invariant checker itself flags a wrong oracle.
 #[test]
 fn spec_7_4_checker_detects_mismatch() {
-    use refgate_replay::invariant::check_extent_tree;
+    use refgate_replay::internals::invariant::check_extent_tree;
     use refgate_replay::workload::{SynthParams, synthetic};
     let wl = synthetic(&SynthParams {
         tasks: 2,
@@ -483,7 +484,7 @@ fn spec_7_4_checker_detects_mismatch() {
 /// the commit is flushing.
 #[test]
 fn spec_4_1_throttle_311_stop_and_give_up() {
-    use refgate_replay::run_v3::Gating;
+    use refgate_replay::internals::run_v3::Gating;
     let params = Params {
         throttle_311_ready_heads: 80,
         ..Params::default()

@@ -1,7 +1,7 @@
 //! Replay engines: a [`Workload`] driven through a [`Policy`] over the kernel model, then the
 //! §7.4 invariant checked. Two engines run the same model code (see the `exec` seam):
 //!
-//! - [`Engine::Virtual`] ([`crate::vcpu`], the default): N virtual CPUs in deterministic
+//! - [`Engine::Virtual`] ([`crate::engine::vcpu`], the default): N virtual CPUs in deterministic
 //!   virtual time, with costs from a [`crate::cost::CostModel`]; the same answer on any host.
 //! - [`Engine::Threads`] ([`threads`]): N real threads; exercises real races (with loom and
 //!   the invariant), but its contention figures measure the host's scheduler when threads
@@ -14,8 +14,10 @@
 //! transaction starts for everyone.
 
 pub mod threads;
+pub mod vcpu;
 
 use crate::cost::CostModel;
+use crate::engine::vcpu::{CpuTime, Timeline};
 use crate::error::ModelError;
 use crate::error::{ReplayError, RunFailure};
 use crate::live::{Live, ThreadState, WaitRole};
@@ -23,7 +25,6 @@ use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::root::{FsModel, TransHandle, Worker};
-use crate::vcpu::{CpuTime, Timeline};
 use crate::workload::{Handle, Op, TaskView, Workload};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -33,7 +34,7 @@ use std::sync::atomic::Ordering;
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Engine {
-    /// N virtual CPUs in virtual time ([`crate::vcpu`]).
+    /// N virtual CPUs in virtual time ([`crate::engine::vcpu`]).
     #[default]
     Virtual,
     /// N real threads ([`threads`]).

@@ -95,7 +95,7 @@ impl Drop for AbortOnPanic<'_> {
 
 /// One thread's tasks through transaction `t`, round-robin one turn each: a turn is a
 /// task's next handle, or its commit once its handles are done (the order one virtual CPU
-/// gives the same tasks, see [`crate::vcpu`]).
+/// gives the same tasks, see [`crate::engine::vcpu`]).
 fn run_share(
     ctx: &Ctx,
     w: &mut Worker,

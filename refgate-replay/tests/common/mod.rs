@@ -3,10 +3,10 @@
 
 use refgate_replay::Params;
 use refgate_replay::cost::{Cost, CostModel};
-use refgate_replay::extent_tree::ExtentItem;
+use refgate_replay::internals::extent_tree::ExtentItem;
+use refgate_replay::internals::root::{FsModel, Worker};
 use refgate_replay::live::Live;
 use refgate_replay::refkey::{AddAction, Era, RefSpec};
-use refgate_replay::root::{FsModel, Worker};
 use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
 use refgate_replay::{Config, Engine, Report, replay};
 use std::sync::Arc;

@@ -22,8 +22,8 @@ use refgate_replay::{
     Config, Engine, Params, Report,
     cost::{Cost, CostEntry},
     live::Live,
+    metrics::CpuTime,
     params::ExtentLock,
-    vcpu::CpuTime,
 };
 use serde::Serialize;
 

@@ -338,7 +338,7 @@ fn run_call_lines(o: &mut String, r: &Report) {
 /// The virtual CPUs' time, summed over CPUs, as shares of N × makespan.
 fn cpu_split(o: &mut String, v: &refgate_replay::engine::VirtualFigures) {
     use std::fmt::Write;
-    let sum = |f: fn(&refgate_replay::vcpu::CpuTime) -> u64| v.cpus.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&refgate_replay::metrics::CpuTime) -> u64| v.cpus.iter().map(f).sum::<u64>();
     let total = sum(|c| c.total_ns()).max(1) as f64;
     let pct = |x: u64| 100.0 * x as f64 / total;
     let _ = writeln!(

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use refgate_replay::{Engine, Report, vcpu::Timeline};
+use refgate_replay::{Engine, Report, engine::vcpu::Timeline};
 use serde_json::json;
 
 /// Virtual ns → trace-event µs.

@@ -8,7 +8,7 @@
 //! survives (cargo-mutants exits non-zero for a missed mutant or a timeout).
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::{cargo, output, root, sh};
 
@@ -106,5 +106,19 @@ pub fn mutants(shard: Option<String>, quick: bool) -> Result<()> {
         "xtask: mutants: outcomes in {}/mutants.out (caught.txt, missed.txt, timeout.txt)",
         out.display()
     );
+    if quick {
+        // cargo-mutants succeeds when its filters match nothing: a quick run that tested no
+        // mutant would pass without checking anything.
+        let caught =
+            std::fs::read_to_string(out.join("mutants.out/caught.txt")).unwrap_or_default();
+        let n = caught.lines().filter(|l| !l.trim().is_empty()).count();
+        if n == 0 {
+            bail!(
+                "the quick mutation run tested no mutant: QUICK_FILES/QUICK_RE in xtask/src/mutants.rs \
+                 no longer match the code (a file moved or a function was renamed?)"
+            );
+        }
+        eprintln!("xtask: mutants: the quick run's {n} mutants were all caught");
+    }
     Ok(())
 }

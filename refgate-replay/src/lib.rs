@@ -129,8 +129,7 @@ pub mod internals {
 }
 
 pub use engine::{Config, Engine};
-pub use error::{ModelError, ReplayError};
-pub use invariant::InvariantViolation;
+pub use error::{InvariantViolation, ModelError, ReplayError};
 pub use params::Params;
 pub use policy::{Policy, by_name};
 pub use report::{Report, replay, run, run_live};

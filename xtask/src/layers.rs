@@ -157,6 +157,32 @@ pub fn crate_refs(code: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// The names `lib.rs` re-exports at the crate root (`pub use report::{Report, run};`), each
+/// with the module it comes from.
+pub fn lib_reexports(lib_rs: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in strip_comments(lib_rs).lines() {
+        let Some(path) = line.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let path = path.trim_end_matches(';').trim();
+        let Some((module, names)) = path.split_once("::") else {
+            continue;
+        };
+        let names = names.trim_start_matches('{').trim_end_matches('}');
+        for n in names.split(',') {
+            // `a::B as C` is named `C`; `a::B` is named `B`.
+            let n = n.trim();
+            let name = n.rsplit(" as ").next().unwrap_or(n);
+            let name = name.rsplit("::").next().unwrap_or(name).trim();
+            if !name.is_empty() {
+                out.insert(name.to_string(), module.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The top-level module a source file belongs to (`None` for `lib.rs`, the facade).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
@@ -181,6 +207,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub fn violations(src: &Path) -> Result<Vec<String>> {
     let lib = std::fs::read_to_string(src.join("lib.rs"))?;
     let layers = parse_layers(&lib)?;
+    let reexports = lib_reexports(&lib);
     let mut files = Vec::new();
     rust_files(src, &mut files)?;
     files.sort();
@@ -196,8 +223,10 @@ pub fn violations(src: &Path) -> Result<Vec<String>> {
         };
         let code = std::fs::read_to_string(f)?;
         for (line, target) in crate_refs(&code) {
-            match layers.of.get(&target) {
-                // A re-export of lib.rs (`crate::Report`) or a macro: not a module.
+            // A name lib.rs re-exports (`crate::Report`) belongs to the module it comes from.
+            let module = reexports.get(&target).unwrap_or(&target);
+            match layers.of.get(module) {
+                // A macro or a prelude name: not a module.
                 None => continue,
                 Some(&theirs) if theirs > mine => bad.push(format!(
                     "{}:{line}: `{m}` ({}) names `crate::{target}` ({}), a layer above it",
@@ -243,6 +272,17 @@ mod tests {
     }
 
     #[test]
+    fn reexports_are_read_from_lib_rs() {
+        let lib = "pub use engine::{Config, Engine};\npub use report::{Report, run as go};\n\
+                   // pub use fake::X;\npub use params::Params;\nuse private::Y;\n";
+        let r = lib_reexports(lib);
+        assert_eq!(r["Config"], "engine");
+        assert_eq!(r["go"], "report");
+        assert_eq!(r["Params"], "params");
+        assert_eq!(r.len(), 5, "{r:?}");
+    }
+
+    #[test]
     fn layers_come_from_the_lib_docs() {
         let lib = "//! intro `x`\n//! # Layers\n//! 1. **seam**: `exec`,\n//!    `params` — prose\n\
                    //!    `not_a_module`\n//! 2. **model**: `head` — `nor_this`\n//! # Next\n//! 3. x: `y`\n";
@@ -267,6 +307,16 @@ mod tests {
         let bad = violations(&d).unwrap();
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].contains("exec.rs:1") && bad[0].contains("crate::model"));
+        // A name lib.rs re-exports counts as its module: `crate::G` from the seam is `model`.
+        std::fs::write(
+            d.join("lib.rs"),
+            "//! # Layers\n//! 1. **seam**: `exec`\n//! 2. **model**: `model`\npub use model::G;\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("exec.rs"), "fn f() { crate::G::new(); }\n").unwrap();
+        let bad = violations(&d).unwrap();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("crate::G"), "{bad:?}");
         std::fs::write(d.join("stray.rs"), "").unwrap();
         assert_eq!(violations(&d).unwrap().len(), 2);
         std::fs::remove_dir_all(&d).unwrap();

@@ -182,6 +182,15 @@ pub(crate) fn model_error(
     }
 }
 
+/// What a panic was raised with (`panic!`'s formatted `String` or a literal `&str`), for the
+/// [`RunFailure`] either engine reports.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// The index of the task that runs transaction `t`'s exclusive commit: the first that
 /// commits it (task 0 if none does).
 pub(crate) fn committers(workload: &Workload) -> Vec<usize> {
@@ -364,4 +373,21 @@ pub(crate) fn exclusive_commit(
     fs.start_transaction(w)?;
     fs.live.transaction.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+    use std::panic::catch_unwind;
+
+    #[test]
+    fn a_panic_message_is_read_from_a_formatted_or_a_literal_payload() {
+        let n = 3;
+        let formatted = catch_unwind(|| panic!("task {n} broke")).unwrap_err();
+        assert_eq!(panic_message(&*formatted), "task 3 broke");
+        let literal = catch_unwind(|| panic!("broke")).unwrap_err();
+        assert_eq!(panic_message(&*literal), "broke");
+        let other = catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&*other), "");
+    }
 }

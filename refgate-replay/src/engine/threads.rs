@@ -8,8 +8,8 @@
 //! of work on disjoint extents.
 
 use super::{
-    Engine, Outcome, Published, commit_pre, committers, exclusive_commit, preflight, publish,
-    run_handle,
+    Engine, Outcome, Published, commit_pre, committers, exclusive_commit, panic_message, preflight,
+    publish, run_handle,
 };
 use crate::error::{FailedIn, ModelError, ReplayError, RunFailure};
 use crate::live::{Live, ThreadState};
@@ -254,14 +254,8 @@ impl<'a> Ctx<'a> {
 fn joined(
     h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>,
 ) -> Result<ThreadMetrics, RunFailure> {
-    h.join().map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-        RunFailure::ThreadPanicked {
-            message: msg.unwrap_or_default(),
-        }
+    h.join().map_err(|p| RunFailure::ThreadPanicked {
+        message: panic_message(&*p),
     })
 }
 

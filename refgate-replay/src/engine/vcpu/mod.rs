@@ -17,7 +17,7 @@ pub use sched::{CpuTime, Timeline};
 
 use crate::engine::{
     Config, Engine, Outcome, Published, VirtualFigures, commit_pre, committers, exclusive_commit,
-    preflight, publish, run_handle,
+    panic_message, preflight, publish, run_handle,
 };
 use crate::error::{FailedIn, RunFailure};
 use crate::exec;
@@ -200,13 +200,6 @@ fn worker_body(env: &Env, kind: WorkerKind, cpu: u32) -> TaskEnd {
     TaskEnd { err }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
 type Task = Coroutine<(), Req, TaskEnd>;
 
 /// The dashboard's pause: every CPU shows as paused while the scheduler holds.
@@ -384,7 +377,7 @@ fn resume_on(
         }
         Err(p) => Err(RunFailure::TaskPanicked {
             task: t as usize,
-            message: panic_message(p),
+            message: panic_message(&*p),
         }),
     }
 }

@@ -60,7 +60,21 @@ impl RawKind {
     /// True for the btrfs tracepoints, whose record ([`RawEvent`]) carries a copy of the
     /// kernel's tracepoint data; the others carry their own payload.
     pub const fn is_btrfs_tracepoint(self) -> bool {
-        (self as u32) <= Self::TreeLock as u32
+        match self {
+            Self::AddDelayedTreeRef
+            | Self::AddDelayedDataRef
+            | Self::AddDelayedRefHead
+            | Self::RunDelayedTreeRef
+            | Self::RunDelayedDataRef
+            | Self::RunDelayedRefHead
+            | Self::TransactionCommit
+            | Self::TreeLock => true,
+            Self::Contention
+            | Self::RunDelayedRefsCall
+            | Self::TransHandleStart
+            | Self::TransHandleEnd
+            | Self::CommitTransactionCall => false,
+        }
     }
 }
 

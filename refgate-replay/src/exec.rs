@@ -110,7 +110,7 @@ pub(crate) fn work(ns: u64) {
 /// `cond_resched()` in a polling loop: on a real thread `yield_now`; on a virtual CPU a
 /// trip through the scheduler (a context switch's worth of time), so that polling advances
 /// virtual time and lets the tasks it waits for run.
-pub(crate) fn cond_resched() {
+pub fn cond_resched() {
     match current() {
         Some(t) => t.cond_resched(),
         None => std::thread::yield_now(),

@@ -8,7 +8,6 @@
 //! ops); and it checks each extent's allocation history — items inserted, freed, and heads
 //! pinned with their bytes — against the ADD_EXTENT calls that allow them.
 
-pub use crate::error::InvariantViolation;
 use crate::extent_tree::{ExtentItem, ExtentLife, ExtentTree};
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::U64Build;

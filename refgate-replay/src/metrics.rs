@@ -175,56 +175,148 @@ impl GateStats {
     }
 }
 
-/// Who called `btrfs_run_delayed_refs` (§2.8, §4.7).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Caller {
-    /// `btrfs_commit_transaction`: the pre-flush and the exclusive phase.
-    Commit,
-    /// The async metadata reclaim worker, for waiting tickets (6.x).
-    AsyncReclaim,
-    /// The preemptive reclaim worker (6.x).
-    PreemptiveReclaim,
-    /// `__btrfs_end_transaction` (3.x).
-    HandleEnd,
-    /// Anything else (`btrfs_should_end_transaction`'s run in 3.x, …).
-    #[default]
-    Other,
+/// Who called `btrfs_run_delayed_refs` (§2.8, §4.7): an open vocabulary. The built-in
+/// callers are the associated constants; a policy names callers of its own with
+/// [`Caller::task`] or [`Caller::kernel_worker`], and they appear under their names in
+/// `run_calls_by_caller`, `refs_run_by_caller`, the text report and `--validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Caller {
+    name: &'static str,
+    kind: CallerKind,
 }
 
-/// `btrfs_run_delayed_refs` calls per [`Caller`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// What kind of task a [`Caller`] is, as `--validate` attributes recorded runs (by the
+/// task's `comm` and the commit's tid): the committer, a kernel worker, or any other task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallerKind {
+    /// `btrfs_commit_transaction`.
+    Commit,
+    /// A kernel thread or workqueue item (a policy's [`crate::policy::WorkerKind`]).
+    KernelWorker,
+    /// A user task: handle ends, `btrfs_should_end_transaction`, explicit runs.
+    Task,
+}
+
+impl Caller {
+    /// `btrfs_commit_transaction`: the pre-flush and the exclusive phase.
+    pub const COMMIT: Caller = Caller::new("commit", CallerKind::Commit);
+    /// The async metadata reclaim worker, for waiting tickets (6.x).
+    pub const ASYNC_RECLAIM: Caller = Caller::kernel_worker("async_reclaim");
+    /// The preemptive reclaim worker (6.x).
+    pub const PREEMPTIVE_RECLAIM: Caller = Caller::kernel_worker("preemptive_reclaim");
+    /// `__btrfs_end_transaction` (3.x).
+    pub const HANDLE_END: Caller = Caller::task("handle_end");
+    /// Anything else (`btrfs_should_end_transaction`'s run in 3.x, …).
+    pub const OTHER: Caller = Caller::task("other");
+    /// The built-in callers, in the order the JSON has always listed them: every report
+    /// carries these keys, zero or not, so its shape does not depend on the policy.
+    pub const BUILTIN: [Caller; 5] = [
+        Caller::COMMIT,
+        Caller::ASYNC_RECLAIM,
+        Caller::PREEMPTIVE_RECLAIM,
+        Caller::HANDLE_END,
+        Caller::OTHER,
+    ];
+
+    /// A caller named `name` (snake_case: it is a JSON key) of this kind.
+    pub const fn new(name: &'static str, kind: CallerKind) -> Caller {
+        Caller { name, kind }
+    }
+    /// A user-task caller of a policy's own (see [`CallerKind::Task`]).
+    pub const fn task(name: &'static str) -> Caller {
+        Caller::new(name, CallerKind::Task)
+    }
+    /// A kernel-worker caller of a policy's own (see [`CallerKind::KernelWorker`]).
+    pub const fn kernel_worker(name: &'static str) -> Caller {
+        Caller::new(name, CallerKind::KernelWorker)
+    }
+    /// Its name: the JSON key.
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+    /// What kind of task it is.
+    pub const fn kind(self) -> CallerKind {
+        self.kind
+    }
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Caller::OTHER
+    }
+}
+
+/// `btrfs_run_delayed_refs` calls (or refs run) per [`Caller`]: the built-in callers first, in
+/// [`Caller::BUILTIN`]'s order, then any a policy named, in name order (so the merge order of
+/// the workers' counts never shows). Serialized as one JSON object keyed by caller name.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunCallsByCaller {
-    /// For [`Caller::Commit`].
-    pub commit: u64,
-    /// For [`Caller::AsyncReclaim`].
-    pub async_reclaim: u64,
-    /// For [`Caller::PreemptiveReclaim`].
-    pub preemptive_reclaim: u64,
-    /// For [`Caller::HandleEnd`].
-    pub handle_end: u64,
-    /// For [`Caller::Other`].
-    pub other: u64,
+    counts: Vec<(Caller, u64)>,
+}
+
+impl Default for RunCallsByCaller {
+    fn default() -> Self {
+        Self {
+            counts: Caller::BUILTIN.iter().map(|&c| (c, 0)).collect(),
+        }
+    }
 }
 
 impl RunCallsByCaller {
     /// Counts one for `c`.
     pub fn add(&mut self, c: Caller) {
-        *match c {
-            Caller::Commit => &mut self.commit,
-            Caller::AsyncReclaim => &mut self.async_reclaim,
-            Caller::PreemptiveReclaim => &mut self.preemptive_reclaim,
-            Caller::HandleEnd => &mut self.handle_end,
-            Caller::Other => &mut self.other,
-        } += 1;
+        self.add_n(c, 1);
+    }
+    /// Counts `n` for `c`.
+    pub fn add_n(&mut self, c: Caller, n: u64) {
+        // Linear: a handful of callers, and this runs once per ref.
+        if let Some(e) = self.counts.iter_mut().find(|(k, _)| *k == c) {
+            e.1 += n;
+            return;
+        }
+        let builtin = Caller::BUILTIN.len();
+        let at = builtin + self.counts[builtin..].partition_point(|(k, _)| k.name < c.name);
+        self.counts.insert(at, (c, n));
+    }
+    /// The count for `c` (0 if it never called).
+    pub fn get(&self, c: Caller) -> u64 {
+        self.counts.iter().find(|(k, _)| *k == c).map_or(0, |e| e.1)
+    }
+    /// The count for the caller named `name` (0 if none has called).
+    pub fn get_named(&self, name: &str) -> u64 {
+        self.counts
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map_or(0, |e| e.1)
+    }
+    /// The sum over callers of one kind.
+    pub fn of_kind(&self, kind: CallerKind) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(k, _)| k.kind == kind)
+            .map(|e| e.1)
+            .sum()
+    }
+    /// Every caller with its count: the built-in ones (zero or not), then the others.
+    pub fn iter(&self) -> impl Iterator<Item = (Caller, u64)> + '_ {
+        self.counts.iter().copied()
     }
     /// Adds `o`'s counts.
     pub fn merge(&mut self, o: &Self) {
-        self.commit += o.commit;
-        self.async_reclaim += o.async_reclaim;
-        self.preemptive_reclaim += o.preemptive_reclaim;
-        self.handle_end += o.handle_end;
-        self.other += o.other;
+        for &(c, n) in &o.counts {
+            self.add_n(c, n);
+        }
+    }
+}
+
+impl Serialize for RunCallsByCaller {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.counts.len()))?;
+        for (c, n) in &self.counts {
+            m.serialize_entry(c.name, n)?;
+        }
+        m.end()
     }
 }
 
@@ -393,6 +485,45 @@ mod tests {
 
     /// The auto-resizing histogram keeps large values (a run-all of seconds) and merges
     /// histograms of different ranges.
+    /// Built-in callers keep their place and zero counts; a policy's own callers follow in
+    /// name order whatever order the workers' counts merge in.
+    #[test]
+    fn callers_of_a_policy_follow_the_builtin_ones_in_name_order() {
+        const B: Caller = Caller::task("b_mine");
+        const A: Caller = Caller::kernel_worker("a_mine");
+        let mut x = RunCallsByCaller::default();
+        x.add(B);
+        x.add(Caller::COMMIT);
+        let mut y = RunCallsByCaller::default();
+        y.add_n(A, 3);
+        y.add(B);
+        let (mut xy, mut yx) = (x.clone(), y.clone());
+        xy.merge(&y);
+        yx.merge(&x);
+        assert_eq!(xy, yx);
+        let names: Vec<_> = xy.iter().map(|(c, n)| (c.name(), n)).collect();
+        assert_eq!(
+            names,
+            [
+                ("commit", 1),
+                ("async_reclaim", 0),
+                ("preemptive_reclaim", 0),
+                ("handle_end", 0),
+                ("other", 0),
+                ("a_mine", 3),
+                ("b_mine", 2)
+            ]
+        );
+        assert_eq!(xy.get(B), 2);
+        assert_eq!(xy.get_named("a_mine"), 3);
+        assert_eq!(xy.of_kind(CallerKind::KernelWorker), 3);
+        assert_eq!(xy.of_kind(CallerKind::Task), 2);
+        assert_eq!(
+            serde_json::to_string(&xy).unwrap(),
+            r#"{"commit":1,"async_reclaim":0,"preemptive_reclaim":0,"handle_end":0,"other":0,"a_mine":3,"b_mine":2}"#
+        );
+    }
+
     #[test]
     fn large_values_are_kept_and_merged() {
         let mut a = WaitStats::default();

@@ -8,7 +8,7 @@ use crate::error::{InvariantViolation, ReplayError};
 use crate::invariant::{InvariantSummary, check_extent_tree};
 use crate::live::Live;
 use crate::metrics::{
-    GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, TxnCounts, WaitSummary,
+    Caller, GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, TxnCounts, WaitSummary,
 };
 use crate::params::Params;
 use crate::policy::Policy;
@@ -219,6 +219,9 @@ pub struct Report {
     pub run_calls: WaitSummary,
     /// Who made those calls.
     pub run_calls_by_caller: RunCallsByCaller,
+    /// The kernel workers the policy started ([`crate::policy::WorkerKind::name`]), each a
+    /// task of its own.
+    pub workers: Vec<&'static str>,
     /// Ref nodes run, by caller.
     pub refs_run_by_caller: RunCallsByCaller,
     /// Heads and refs run per transaction (`--validate`).
@@ -311,6 +314,11 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
     // last commit changes nothing).
     let partial = out.commits_done < workload.transactions as u64;
     let mut total = ThreadMetrics::default();
+    // The policy's own callers are in the report even when they ran nothing.
+    for c in policy_callers(policy) {
+        total.run_calls_by_caller.add_n(c, 0);
+        total.refs_run_by_caller.add_n(c, 0);
+    }
     for m in &out.per_worker {
         total.merge(m);
     }
@@ -339,6 +347,7 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
         gate: total.gate,
         run_calls: total.run_calls.summary(),
         run_calls_by_caller: total.run_calls_by_caller,
+        workers: policy.workers().iter().map(|k| k.name).collect(),
         refs_run_by_caller: total.refs_run_by_caller,
         per_txn: total.per_txn,
         space_waits: total.space_waits,
@@ -355,6 +364,12 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
         timeline: out.timeline,
         host,
     })
+}
+
+/// The callers a policy names: [`Policy::callers`] and its workers'.
+fn policy_callers(policy: &dyn Policy) -> impl Iterator<Item = Caller> + '_ {
+    let workers = policy.workers().iter().map(|k| k.caller);
+    policy.callers().iter().copied().chain(workers)
 }
 
 /// The §7.4 check on the final extent tree; no verdict for a run cut short.

@@ -41,7 +41,7 @@ impl Worker {
             m: ThreadMetrics::default(),
             live,
             spare_head: None,
-            caller: Caller::Other,
+            caller: Caller::OTHER,
         }
     }
     /// This worker's live slot.

@@ -70,37 +70,46 @@ fn run_delayed_refs_once(
     }
     let mut count = 0u64;
     let mut bytes = 0u64;
-    let mut locked: Option<LockedHead> = None;
-    loop {
-        let head = match locked.take() {
-            Some(l) => l,
-            None => match btrfs_select_ref_head(fs, w) {
-                None => break,
-                // "select again" (§4.5 observation).
-                Some(None) => continue,
-                Some(Some(l)) => {
-                    count += 1;
-                    l
-                }
-            },
-        };
-        let (ran, hi) = btrfs_run_delayed_refs_for_head(fs, w, h, &head)?;
+    while let Some(ran) = run_next_head(fs, w, h)? {
+        count += 1;
         bytes += ran;
-        match cleanup_ref_head(fs, w, &head, hi)? {
-            // Return 1: loop again on the same head.
-            Cleanup::Again => {
-                locked = Some(head);
-                continue;
-            }
-            // Its mutex goes with it.
-            Cleanup::Deleted => drop(head),
-        }
         if !((min_bytes != u64::MAX && bytes < min_bytes) || (max_count != 0 && count < max_count))
         {
             break;
         }
     }
     Ok(bytes)
+}
+
+/// One head of `__btrfs_run_delayed_refs`'s loop (§4.5): `btrfs_select_ref_head` ("select
+/// again" on `-EAGAIN`), then `btrfs_run_delayed_refs_for_head` and `cleanup_ref_head` until
+/// the head is deleted. Returns the reservation bytes released, or `None` when every head left
+/// is claimed by another runner. For policies that drive the 6.x runner head by head (as 4.20's
+/// split made possible): its refs count for the worker's `caller`, but it is not a
+/// `btrfs_run_delayed_refs` call of its own (no `run_calls` entry).
+pub fn run_next_head(
+    fs: &FsModel,
+    w: &mut Worker,
+    h: &mut TransHandle,
+) -> Result<Option<u64>, ModelError> {
+    let head = loop {
+        match btrfs_select_ref_head(fs, w) {
+            None => return Ok(None),
+            Some(None) => continue,
+            Some(Some(l)) => break l,
+        }
+    };
+    let mut bytes = 0u64;
+    loop {
+        let (ran, hi) = btrfs_run_delayed_refs_for_head(fs, w, h, &head)?;
+        bytes += ran;
+        match cleanup_ref_head(fs, w, &head, hi)? {
+            // Return 1: loop again on the same head.
+            Cleanup::Again => continue,
+            // Its mutex goes with it.
+            Cleanup::Deleted => return Ok(Some(bytes)),
+        }
+    }
 }
 
 /// `btrfs_run_delayed_refs_for_head` (§4.4): merge, then run the head's refs one by one

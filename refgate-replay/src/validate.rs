@@ -4,6 +4,7 @@
 //! workers, other tasks). Heads and refs run are largely fixed by the workload; the who-ran
 //! split and the merged-away counts are where a model shows itself.
 
+use crate::metrics::CallerKind;
 pub use crate::metrics::TxnCounts;
 use crate::workload::{Op, Workload};
 use refgate_common::event::{EventKind, FsId, Record};
@@ -157,16 +158,16 @@ pub fn replayed(w: &Workload, counts: &[TxnCounts]) -> Vec<TxnFigures> {
     (0..w.transactions)
         .map(|t| {
             let c = counts.get(t).cloned().unwrap_or_default();
-            let by = c.refs_by_caller;
+            let by = &c.refs_by_caller;
             let refs = c.tree_refs_run + c.data_refs_run;
             TxnFigures {
                 heads_run: c.heads_run,
                 tree_refs_run: c.tree_refs_run,
                 data_refs_run: c.data_refs_run,
                 merged_away: adds[t].saturating_sub(refs),
-                run_by_committer: by.commit,
-                run_by_kernel_workers: by.async_reclaim + by.preemptive_reclaim,
-                run_by_other_tasks: by.handle_end + by.other,
+                run_by_committer: by.of_kind(CallerKind::Commit),
+                run_by_kernel_workers: by.of_kind(CallerKind::KernelWorker),
+                run_by_other_tasks: by.of_kind(CallerKind::Task),
             }
         })
         .collect()

@@ -4,6 +4,7 @@
 mod common;
 use common::small_constants;
 use refgate_replay::Params;
+use refgate_replay::metrics::Caller;
 use refgate_replay::policy;
 use refgate_replay::workload::{SynthParams, synthetic};
 
@@ -65,9 +66,13 @@ fn policies_run_where_the_spec_says() {
     );
     // §4.7: a 6.x writer never runs delayed refs at handle end; 3.x writers do.
     let by = modern.run_calls_by_caller;
-    assert_eq!((by.handle_end, by.other), (0, 0), "{by:?}");
-    assert!(by.commit >= 2 * 3, "{by:?}");
-    assert!(pre.run_calls_by_caller.handle_end > 0);
+    assert_eq!(
+        (by.get(Caller::HANDLE_END), by.get(Caller::OTHER)),
+        (0, 0),
+        "{by:?}"
+    );
+    assert!(by.get(Caller::COMMIT) >= 2 * 3, "{by:?}");
+    assert!(pre.run_calls_by_caller.get(Caller::HANDLE_END) > 0);
     // Same input, same net effect (§7.4): the oracle ends identical under every policy.
     assert_eq!(pre.invariant.extents_live, seed.invariant.extents_live);
     assert_eq!(pre.invariant.extents_live, modern.invariant.extents_live);
@@ -108,11 +113,11 @@ fn spec_4_7_modern_tickets_and_reclaim_workers_threads() {
     };
     let r =
         refgate_replay::run(&w, policy::by_name("modern").unwrap().as_ref(), 3, &params).unwrap();
-    let by = r.run_calls_by_caller;
+    let by = &r.run_calls_by_caller;
     assert!(r.space_waits > 0, "{r:?}");
-    assert!(by.async_reclaim > 0, "{by:?}");
-    assert!(by.preemptive_reclaim > 0, "{by:?}");
-    assert_eq!(by.handle_end, 0, "{by:?}");
+    assert!(by.get(Caller::ASYNC_RECLAIM) > 0, "{by:?}");
+    assert!(by.get(Caller::PREEMPTIVE_RECLAIM) > 0, "{by:?}");
+    assert_eq!(by.get(Caller::HANDLE_END), 0, "{by:?}");
 }
 
 /// §1.5 counters checked at commit while modern's reclaim workers run on their own threads:

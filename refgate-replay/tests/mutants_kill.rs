@@ -485,7 +485,7 @@ fn head_mutex_is_locked_follows_the_mutex() {
 /// != with == in <impl Policy for P>::gated`, `WorkerKind::name -> ""/"xyzzy"`.
 #[test]
 fn policies_describe_themselves() {
-    use refgate_replay::policy::{WorkerKind, by_name};
+    use refgate_replay::policy::{Modern, Policy, by_name};
     for (name, kernels, gated, era) in [
         ("pre", "3.7–3.8", false, Era::V3),
         ("seed", "3.9–3.10", true, Era::V3),
@@ -498,10 +498,14 @@ fn policies_describe_themselves() {
             (name, kernels, gated, era)
         );
     }
-    assert_eq!(WorkerKind::AsyncReclaim.name(), "async reclaim worker");
+    assert_eq!(Modern::ASYNC_RECLAIM.name(), "async reclaim worker");
     assert_eq!(
-        WorkerKind::PreemptiveReclaim.name(),
+        Modern::PREEMPTIVE_RECLAIM.name(),
         "preemptive reclaim worker"
+    );
+    assert_eq!(
+        Modern.workers(),
+        [Modern::ASYNC_RECLAIM, Modern::PREEMPTIVE_RECLAIM]
     );
 }
 

@@ -8,6 +8,7 @@ use refgate_replay::Params;
 use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
 use refgate_replay::internals::run_modern;
 use refgate_replay::live::Live;
+use refgate_replay::metrics::Caller;
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction};
 use refgate_replay::workload::Op;
 use std::sync::Arc;
@@ -341,7 +342,7 @@ fn run_most_beside(mine: Vec<Op>, theirs: Vec<Op>) -> (u64, u64, u64) {
         5000,
     );
     let by = &r.refs_run_by_caller;
-    (r.refs_run, by.other, by.commit)
+    (r.refs_run, by.get(Caller::OTHER), by.get(Caller::COMMIT))
 }
 
 /// §2.1 step 6f: the stall detector breaks a throttled or run_most call only after two

@@ -8,6 +8,7 @@ use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
 use refgate_replay::Params;
 use refgate_replay::live::Live;
+use refgate_replay::metrics::Caller;
 use refgate_replay::policy;
 use refgate_replay::workload::{Op, SynthParams, Workload, synthetic};
 use refgate_replay::{Config, Engine, Report, replay};
@@ -217,20 +218,27 @@ fn spec_4_7_modern_reclaim_workers_virtual() {
         ..Params::default()
     };
     let r = virt(&w, "modern", 4, &small, 0);
-    let by = r.run_calls_by_caller;
+    let by = &r.run_calls_by_caller;
     assert!(r.space_waits > 0, "{r:?}");
-    assert!(by.async_reclaim > 0 && by.preemptive_reclaim > 0, "{by:?}");
-    assert_eq!((by.handle_end, by.other), (0, 0), "{by:?}");
+    assert!(
+        by.get(Caller::ASYNC_RECLAIM) > 0 && by.get(Caller::PREEMPTIVE_RECLAIM) > 0,
+        "{by:?}"
+    );
+    assert_eq!(
+        (by.get(Caller::HANDLE_END), by.get(Caller::OTHER)),
+        (0, 0),
+        "{by:?}"
+    );
     let huge = Params {
         metadata_pool_bytes: 1 << 40,
         ..Params::default()
     };
     let big = virt(&w, "modern", 4, &huge, 0);
     assert_eq!(big.space_waits, 0);
-    assert_eq!(big.run_calls_by_caller.async_reclaim, 0);
+    assert_eq!(big.run_calls_by_caller.get(Caller::ASYNC_RECLAIM), 0);
     assert_eq!(
-        big.run_calls_by_caller.commit,
-        big.run_calls.count - big.run_calls_by_caller.preemptive_reclaim
+        big.run_calls_by_caller.get(Caller::COMMIT),
+        big.run_calls.count - big.run_calls_by_caller.get(Caller::PREEMPTIVE_RECLAIM)
     );
 }
 

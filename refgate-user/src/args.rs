@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use refgate_replay::{params::ExtentLock, policy, trace_workload::SeqRule};
+use refgate_replay::{params::ExtentLock, trace_workload::SeqRule};
 
 /// A trace and how it becomes a workload: `replay`, `compare` and `replay --validate`.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -81,7 +81,7 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
 /// One possible value per registered policy: its name, its aliases (kernel versions, accepted
 /// but not listed) and, as help, its kernels and what it does.
 fn policy_values() -> Vec<PossibleValue> {
-    policy::builtin()
+    crate::registry::get()
         .iter()
         .map(|i| {
             PossibleValue::new(i.name)
@@ -93,7 +93,9 @@ fn policy_values() -> Vec<PossibleValue> {
 
 /// The canonical name of a name or alias the parser accepted.
 fn canonical(s: String) -> String {
-    policy::builtin().get(&s).map_or(s, |i| i.name.to_string())
+    crate::registry::get()
+        .get(&s)
+        .map_or(s, |i| i.name.to_string())
 }
 
 /// `--policy NAME`: a registered policy's name or alias, parsed into its canonical name.
@@ -111,7 +113,7 @@ pub fn policies_parser() -> impl TypedValueParser<Value = String> {
 /// `compare`'s default `--policies`: the registry's headline policies.
 pub fn default_policies() -> &'static str {
     static DEFAULT: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| policy::builtin().headline_names().join(","));
+        std::sync::LazyLock::new(|| crate::registry::get().headline_names().join(","));
     DEFAULT.as_str()
 }
 
@@ -120,7 +122,7 @@ pub fn expand_policies(names: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for n in names {
         let add: Vec<String> = if n == "all" {
-            policy::builtin()
+            crate::registry::get()
                 .names()
                 .iter()
                 .map(|s| s.to_string())

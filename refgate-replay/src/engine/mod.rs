@@ -278,6 +278,7 @@ pub(crate) fn run_handle(
     handle: &Handle,
 ) -> Result<(), ModelError> {
     let mut h = TransHandle::default();
+    policy.start_transaction(fs, w, &mut h)?;
     for op in &handle.ops {
         let op = &task.op(op);
         if !may_continue(&fs.live, w) {
@@ -296,11 +297,12 @@ pub(crate) fn run_handle(
                 fs.lookup_extent_info(w, *bytenr);
             }
             Op::ShouldEnd => {
-                w.caller = Caller::Other;
+                w.caller = Caller::OTHER;
                 if policy.should_end_transaction(fs, w, &mut h)? {
-                    w.caller = Caller::HandleEnd;
+                    w.caller = Caller::HANDLE_END;
                     policy.end_transaction(fs, w, &mut h)?;
                     h = TransHandle::default();
+                    policy.start_transaction(fs, w, &mut h)?;
                 }
             }
             Op::Think { ns } => {
@@ -308,14 +310,14 @@ pub(crate) fn run_handle(
                 crate::exec::think(*ns);
             }
             Op::RunDelayedRefs { arg } => {
-                w.caller = Caller::Other;
+                w.caller = Caller::OTHER;
                 policy.run_explicit(fs, w, &mut h, *arg)?;
             }
         }
         w.ws().add_ops_done(1);
         publish(&fs.live, w, p);
     }
-    w.caller = Caller::HandleEnd;
+    w.caller = Caller::HANDLE_END;
     policy.end_transaction(fs, w, &mut h)?;
     publish(&fs.live, w, p);
     w.set_state(ThreadState::Idle);
@@ -330,7 +332,7 @@ pub(crate) fn commit_pre(
     p: &mut Published,
 ) -> Result<(), ModelError> {
     w.set_state(ThreadState::Committing);
-    w.caller = Caller::Commit;
+    w.caller = Caller::COMMIT;
     let mut h = TransHandle::default();
     policy.commit_pre(fs, w, &mut h)?;
     publish(&fs.live, w, p);
@@ -355,7 +357,7 @@ pub(crate) fn exclusive_commit(
         false => Ok(()),
     };
     let mut h = TransHandle::default();
-    w.caller = Caller::Commit;
+    w.caller = Caller::COMMIT;
     let ran = checked.and_then(|()| policy.commit_exclusive(fs, w, &mut h));
     fs.space.unblock_joins();
     ran?;

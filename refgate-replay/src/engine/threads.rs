@@ -169,6 +169,7 @@ fn worker(ctx: &Ctx, id: usize) -> ThreadMetrics {
 fn kernel_worker(ctx: &Ctx, kind: WorkerKind, slot: usize) -> ThreadMetrics {
     let _guard = AbortOnPanic(&ctx.barrier);
     let mut w = Worker::new(slot, ctx.fs.live.clone());
+    w.caller = kind.caller;
     if let Err(e) = ctx.policy.run_worker(&ctx.fs, &mut w, kind) {
         ctx.fail(FailedIn::Worker(kind.name()), e);
         // The workload's threads may wait on tickets this worker would have served.

@@ -62,7 +62,7 @@
 //! let policy = (registry.lookup("commit-only").unwrap().make)();
 //! let w = synthetic(&SynthParams { tasks: 4, transactions: 2, ..SynthParams::default() });
 //! let r = run(&w, policy.as_ref(), 4, &Params::default()).expect("the §7.4 invariant holds");
-//! assert_eq!(r.run_calls_by_caller.handle_end, 0, "no writer ran refs");
+//! assert_eq!(r.run_calls_by_caller.get(Caller::HANDLE_END), 0, "no writer ran refs");
 //! ```
 
 mod modern;
@@ -77,10 +77,14 @@ pub use registry::{PolicyInfo, Registry, RegistryError, builtin};
 /// filesystem model, the calling task and its handle, the era, and each era's runner
 /// (`btrfs_run_delayed_refs` of K3.6–K3.13 with its gating, and of K6.x).
 pub mod context {
+    pub use super::pre::end_transaction_v3;
+    pub use super::{Policy, PolicyInfo, V3Policy, WorkerKind};
     pub use crate::error::ModelError;
+    pub use crate::exec::cond_resched;
+    pub use crate::metrics::{Caller, CallerKind};
     pub use crate::refkey::Era;
     pub use crate::root::{FsModel, TransHandle, Worker};
-    pub use crate::run_modern::run_delayed_refs as run_delayed_refs_modern;
+    pub use crate::run_modern::{run_delayed_refs as run_delayed_refs_modern, run_next_head};
     pub use crate::run_v3::{
         Gating, RunCount, run_delayed_refs as run_delayed_refs_v3, run_delayed_refs_with,
         should_throttle_311,
@@ -94,6 +98,7 @@ pub use seed::Seed;
 pub use seed_throttle::SeedThrottle;
 
 use crate::error::ModelError;
+use crate::metrics::Caller;
 use crate::refkey::Era;
 use crate::root::{FsModel, TransHandle, Worker};
 use crate::run_v3::{Gating, RunCount, run_delayed_refs_with};
@@ -117,6 +122,17 @@ pub trait Policy: Send + Sync {
     }
     /// Which data structures and orders the model follows under this policy.
     fn era(&self) -> Era;
+    /// `start_transaction`, before a handle's first op (and again for the handle a task
+    /// starts after `btrfs_should_end_transaction` ended one). No built-in policy does
+    /// anything here yet; 6.x reserves `trans->delayed_rsv` at this point.
+    fn start_transaction(
+        &self,
+        _fs: &FsModel,
+        _w: &mut Worker,
+        _h: &mut TransHandle,
+    ) -> Result<(), ModelError> {
+        Ok(())
+    }
     /// `__btrfs_end_transaction` (§2.8, §4.7).
     fn end_transaction(
         &self,
@@ -155,6 +171,11 @@ pub trait Policy: Send + Sync {
         h: &mut TransHandle,
         arg: u64,
     ) -> Result<u64, ModelError>;
+    /// The callers of its own its hooks set as [`Worker::caller`] (beyond the built-in
+    /// [`Caller::BUILTIN`] the engine sets): listed in the report, zero or not.
+    fn callers(&self) -> &'static [Caller] {
+        &[]
+    }
     /// Background tasks this kernel runs delayed refs from (6.x: the metadata reclaim
     /// workers, §4.7). The engine runs each as a task of its own.
     fn workers(&self) -> &'static [WorkerKind] {
@@ -171,29 +192,31 @@ pub trait Policy: Send + Sync {
     }
 }
 
-/// A kernel worker that runs delayed refs (§4.7).
+/// A kernel worker a policy starts (the 6.x reclaim workers, §4.7; a patch's own kthread or
+/// workqueue item): an open vocabulary, declared by the policy in [`Policy::workers`]. The
+/// engine runs each as a task of its own (on a virtual CPU, or a thread under
+/// `--engine threads`) and counts its runs for [`WorkerKind::caller`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerKind {
-    /// `btrfs_async_reclaim_metadata_space`: flushes for waiting tickets.
-    AsyncReclaim,
-    /// `btrfs_preempt_reclaim_metadata_space`: flushes before anyone has to wait.
-    PreemptiveReclaim,
+pub struct WorkerKind {
+    /// As error messages give it, e.g. "async reclaim worker".
+    pub name: &'static str,
+    /// Who its `btrfs_run_delayed_refs` calls are counted for: the engine sets it as the
+    /// worker's [`Worker::caller`] before [`Policy::run_worker`].
+    pub caller: Caller,
 }
 
 impl WorkerKind {
     /// The worker's name, as error messages give it.
     pub fn name(self) -> &'static str {
-        match self {
-            WorkerKind::AsyncReclaim => "async reclaim worker",
-            WorkerKind::PreemptiveReclaim => "preemptive reclaim worker",
-        }
+        self.name
     }
 }
 
 /// The K3.7–K3.13 policies (PRE, SEED, SEED+THROTTLE; §3): the same v3 runner and the same
 /// commit and `should_end_transaction` calls, differing in their [`Gating`] (§2.3, §4.1) and in
-/// `__btrfs_end_transaction` (§2.8 vs §4.1). Every `V3Policy` is a [`Policy`].
-trait V3Policy: Send + Sync {
+/// `__btrfs_end_transaction` (§2.8 vs §4.1). Every `V3Policy` is a [`Policy`]: a 3.x patch
+/// that changes only the handle end implements this and gets the rest of 3.8's hooks.
+pub trait V3Policy: Send + Sync {
     /// Its registry entry.
     const INFO: &'static PolicyInfo;
     /// The admission rules of this kernel's `btrfs_run_delayed_refs`.

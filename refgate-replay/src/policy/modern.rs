@@ -3,17 +3,25 @@
 //! metadata reclaim workers run `FLUSH_DELAYED_REFS_NR` / `FLUSH_DELAYED_REFS`; one pre-flush
 //! committer runs `0`, the exclusive commit `U64_MAX`.
 
-use super::{Policy, PolicyInfo, WorkerKind};
-use crate::error::ModelError;
-use crate::metrics::Caller;
-use crate::refkey::Era;
-use crate::root::{FsModel, TransHandle, Worker};
-use crate::run_modern::run_delayed_refs;
-use crate::space::Flush;
+// Only what a policy outside the crate has (the policy API, `context`).
+use super::context::*;
 use std::sync::atomic::Ordering;
 
 /// The MODERN policy (6.7+, §4.5–4.7; see the module docs).
 pub struct Modern;
+
+impl Modern {
+    /// `btrfs_async_reclaim_metadata_space`: flushes for waiting tickets.
+    pub const ASYNC_RECLAIM: WorkerKind = WorkerKind {
+        name: "async reclaim worker",
+        caller: Caller::ASYNC_RECLAIM,
+    };
+    /// `btrfs_preempt_reclaim_metadata_space`: flushes before anyone has to wait.
+    pub const PREEMPTIVE_RECLAIM: WorkerKind = WorkerKind {
+        name: "preemptive reclaim worker",
+        caller: Caller::PREEMPTIVE_RECLAIM,
+    };
+}
 
 pub(super) static INFO: PolicyInfo = PolicyInfo {
     name: "modern",
@@ -61,7 +69,7 @@ impl Policy for Modern {
     ) -> Result<(), ModelError> {
         // Exactly one committer pre-flushes (`test_and_set_bit(BTRFS_DELAYED_REFS_FLUSHING)`).
         if !fs.root.flushing.swap(true, Ordering::AcqRel) {
-            run_delayed_refs(fs, w, h, 0)?;
+            run_delayed_refs_modern(fs, w, h, 0)?;
         }
         Ok(())
     }
@@ -73,7 +81,7 @@ impl Policy for Modern {
     ) -> Result<(), ModelError> {
         // The workers' joined transactions have ended (num_writers): `exclusive_commit`
         // blocks their joins around this phase for every policy.
-        run_delayed_refs(fs, w, h, u64::MAX).map(|_| ())
+        run_delayed_refs_modern(fs, w, h, u64::MAX).map(|_| ())
     }
     fn run_explicit(
         &self,
@@ -82,20 +90,17 @@ impl Policy for Modern {
         h: &mut TransHandle,
         arg: u64,
     ) -> Result<u64, ModelError> {
-        run_delayed_refs(fs, w, h, arg)
+        run_delayed_refs_modern(fs, w, h, arg)
     }
     fn workers(&self) -> &'static [WorkerKind] {
-        &[WorkerKind::AsyncReclaim, WorkerKind::PreemptiveReclaim]
+        &[Modern::ASYNC_RECLAIM, Modern::PREEMPTIVE_RECLAIM]
     }
     fn run_worker(&self, fs: &FsModel, w: &mut Worker, kind: WorkerKind) -> Result<(), ModelError> {
-        w.caller = match kind {
-            WorkerKind::AsyncReclaim => Caller::AsyncReclaim,
-            WorkerKind::PreemptiveReclaim => Caller::PreemptiveReclaim,
-        };
         loop {
-            let flush = match kind {
-                WorkerKind::AsyncReclaim => fs.space.next_async_flush(),
-                WorkerKind::PreemptiveReclaim => fs.space.next_preemptive_flush(),
+            let flush = if kind == Modern::ASYNC_RECLAIM {
+                fs.space.next_async_flush()
+            } else {
+                fs.space.next_preemptive_flush()
             };
             let Flush::Bytes(bytes) = flush else {
                 return Ok(());
@@ -106,9 +111,9 @@ impl Policy for Modern {
                 continue;
             }
             let mut h = TransHandle::default();
-            let ran = run_delayed_refs(fs, w, &mut h, bytes).and_then(|a| {
+            let ran = run_delayed_refs_modern(fs, w, &mut h, bytes).and_then(|a| {
                 if flushes_all_heads_next(kind, fs.space.waiting()) {
-                    run_delayed_refs(fs, w, &mut h, 0).map(|b| a + b)
+                    run_delayed_refs_modern(fs, w, &mut h, 0).map(|b| a + b)
                 } else {
                     Ok(a)
                 }
@@ -116,7 +121,7 @@ impl Policy for Modern {
             fs.space.leave();
             if ran? == 0 {
                 // Nothing could run (every head is another runner's): let them work.
-                crate::exec::cond_resched();
+                cond_resched();
             }
         }
     }
@@ -127,7 +132,7 @@ impl Policy for Modern {
 /// flushes for tickets, and only while some still wait (§4.7,
 /// `btrfs_async_reclaim_metadata_space`; the preemptive worker stops after its ¼ step).
 fn flushes_all_heads_next(kind: WorkerKind, tickets_waiting: u64) -> bool {
-    kind == WorkerKind::AsyncReclaim && tickets_waiting > 0
+    kind == Modern::ASYNC_RECLAIM && tickets_waiting > 0
 }
 
 #[cfg(test)]
@@ -136,11 +141,12 @@ mod tests {
 
     #[test]
     fn only_the_async_worker_flushes_all_heads_and_only_for_waiting_tickets() {
-        use WorkerKind::{AsyncReclaim, PreemptiveReclaim};
-        assert!(flushes_all_heads_next(AsyncReclaim, 1));
-        assert!(flushes_all_heads_next(AsyncReclaim, 3));
-        assert!(!flushes_all_heads_next(AsyncReclaim, 0));
-        assert!(!flushes_all_heads_next(PreemptiveReclaim, 1));
-        assert!(!flushes_all_heads_next(PreemptiveReclaim, 0));
+        const ASYNC: WorkerKind = Modern::ASYNC_RECLAIM;
+        const PREEMPTIVE: WorkerKind = Modern::PREEMPTIVE_RECLAIM;
+        assert!(flushes_all_heads_next(ASYNC, 1));
+        assert!(flushes_all_heads_next(ASYNC, 3));
+        assert!(!flushes_all_heads_next(ASYNC, 0));
+        assert!(!flushes_all_heads_next(PREEMPTIVE, 1));
+        assert!(!flushes_all_heads_next(PREEMPTIVE, 0));
     }
 }

@@ -1,10 +1,8 @@
 //! PRE: the 3.7.2/3.8.13 runner (spec §3) — every ending handle with updates runs refs while
 //! more than 64 heads are ready; no admission control.
 
-use super::{PolicyInfo, V3Policy};
-use crate::error::ModelError;
-use crate::root::{FsModel, TransHandle, Worker};
-use crate::run_v3::{Gating, RunCount, run_delayed_refs_with};
+// Only what a policy outside the crate has (the policy API, `context`).
+use super::context::*;
 
 /// The PRE policy (3.7–3.8, §3; see the module docs).
 pub struct Pre;
@@ -19,8 +17,10 @@ pub(super) static INFO: PolicyInfo = PolicyInfo {
     make: || Box::new(Pre),
 };
 
-/// `__btrfs_end_transaction` of K3.8/K3.9 (§2.8), shared by PRE and SEED.
-pub(super) fn end_transaction_v3(
+/// `__btrfs_end_transaction` of K3.8/K3.9 (§2.8), shared by PRE and SEED: put the handle's
+/// tree-mod seq back, then up to `loops` times run the handle's updates while more than
+/// `throttle_ready_heads` heads are ready.
+pub fn end_transaction_v3(
     fs: &FsModel,
     w: &mut Worker,
     h: &mut TransHandle,

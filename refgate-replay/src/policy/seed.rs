@@ -1,11 +1,8 @@
 //! SEED: 3.9/3.10 (spec §2.3, §3) — PRE plus the `procs_running_refs` gate, `ref_seq`
 //! accounting and wake-all at runner exit. run_all/run_most callers bypass the gate.
 
-use super::pre::end_transaction_v3;
-use super::{PolicyInfo, V3Policy};
-use crate::error::ModelError;
-use crate::root::{FsModel, TransHandle, Worker};
-use crate::run_v3::Gating;
+// Only what a policy outside the crate has (the policy API, `context`).
+use super::context::*;
 
 /// The SEED policy (3.9–3.10, §2.3, §3; see the module docs).
 pub struct Seed;

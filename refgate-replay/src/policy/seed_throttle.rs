@@ -3,10 +3,8 @@
 //! `Params::throttle_311_ready_heads`), `flushing` making gated callers return at once, and
 //! handle ends running `max(updates, 1)` only when throttled.
 
-use super::{PolicyInfo, V3Policy};
-use crate::error::ModelError;
-use crate::root::{FsModel, TransHandle, Worker};
-use crate::run_v3::{Gating, RunCount, run_delayed_refs_with, should_throttle_311};
+// Only what a policy outside the crate has (the policy API, `context`).
+use super::context::*;
 
 /// The SEED+THROTTLE policy (3.11–3.13, §4.1, §7.3; see the module docs).
 pub struct SeedThrottle;

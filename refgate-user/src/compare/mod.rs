@@ -167,7 +167,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let policies: Vec<_> = args::expand_policies(&args.policies)
         .into_iter()
         .map(|p| {
-            let b = refgate_replay::by_name(&p).expect("the CLI parser checked the name");
+            let b = crate::registry::make(&p);
             (p, b)
         })
         .collect();
@@ -319,9 +319,11 @@ pub fn table(s: &Sweep) -> String {
         .map(|c| format!("{}={}", c.name, c.ns))
         .collect();
     let _ = writeln!(o, "costs (ns): {}\n", costs.join(" "));
+    // As wide as the longest name (a policy from outside the crate may be longer).
+    let w = s.points.iter().map(|p| p.policy.len()).fold(13, usize::max);
     let _ = writeln!(
         o,
-        "{:<13} {:>5} {:>12} {:>12} {:>13} {:>7} {:>13} {:>13} {:>13} {:>12} {:>12} {:>7} {:>7}",
+        "{:<w$} {:>5} {:>12} {:>12} {:>13} {:>7} {:>13} {:>13} {:>13} {:>12} {:>12} {:>7} {:>7}",
         "policy",
         "cpus",
         "makespan ms",
@@ -339,7 +341,7 @@ pub fn table(s: &Sweep) -> String {
     for p in &s.points {
         let _ = writeln!(
             o,
-            "{:<13} {:>5} {:>12} {:>12.0} {:>13} {:>6.2}% {:>13} {:>13} {:>13} {:>12} {:>12.1} {:>7} {:>7}",
+            "{:<w$} {:>5} {:>12} {:>12.0} {:>13} {:>6.2}% {:>13} {:>13} {:>13} {:>12} {:>12.1} {:>7} {:>7}",
             p.policy,
             p.cpus,
             ms(p.virtual_seconds),

@@ -78,7 +78,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if args.validate {
         return validate::run(&args);
     }
-    let policy = refgate_replay::by_name(&args.policy).expect("the CLI parser checked the name");
+    let policy = crate::registry::make(&args.policy);
     let prepare = Instant::now();
     let prepared = prepare_workload(
         &args.input,

@@ -116,6 +116,8 @@ pub fn json_report(
         "gate": r.gate,
         "run_call_latency": wait_json(&r.run_calls),
         "run_calls_by_caller": r.run_calls_by_caller,
+        "refs_run_by_caller": r.refs_run_by_caller,
+        "workers": r.workers,
         "space_waits": r.space_waits,
         "seq_holdbacks": r.seq_holdbacks,
         "per_thread_refs_run": r.per_thread_refs_run,
@@ -318,21 +320,24 @@ fn run_call_lines(o: &mut String, r: &Report) {
         ns(c.p99_ns),
         ns(c.max_ns)
     );
-    let by = &r.run_calls_by_caller;
+    let callers: Vec<String> = r
+        .run_calls_by_caller
+        .iter()
+        .map(|(c, n)| format!("{} {n}", c.name().replace('_', " ")))
+        .collect();
     let _ = writeln!(
         o,
-        "  callers    commit {}, handle end {}, async reclaim {}, preemptive reclaim {}, other {}{}",
-        by.commit,
-        by.handle_end,
-        by.async_reclaim,
-        by.preemptive_reclaim,
-        by.other,
+        "  callers    {}{}",
+        callers.join(", "),
         if r.space_waits > 0 {
             format!("; {} adds waited on a space ticket", r.space_waits)
         } else {
             String::new()
         }
     );
+    if !r.workers.is_empty() {
+        let _ = writeln!(o, "  workers    {}", r.workers.join(", "));
+    }
 }
 
 /// The virtual CPUs' time, summed over CPUs, as shares of N × makespan.

@@ -188,6 +188,7 @@ fn task_body(env: &Env, i: usize, cpu: u32) -> TaskEnd {
 /// A kernel worker's task (§4.7): it runs until the workload's tasks are done.
 fn worker_body(env: &Env, kind: WorkerKind, cpu: u32) -> TaskEnd {
     let mut w = Worker::new(cpu as usize, env.fs.live.clone());
+    w.caller = kind.caller;
     let err = env
         .policy
         .run_worker(env.fs, &mut w, kind)

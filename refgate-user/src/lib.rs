@@ -1,0 +1,219 @@
+//! `refgate`: record btrfs delayed-ref contention with eBPF, replay it on a userspace model of
+//! the kernel's delayed-ref runner, and inspect traces.
+//!
+//! The library is the whole CLI behind one entry point, [`main_with`], which takes the
+//! policy registry: the `refgate` binary passes the built-in one, and a crate that adds a
+//! runner policy of its own passes the built-in registry plus its policy and gets every
+//! subcommand — `replay`, `compare`, `policies`, completions, man pages — with that policy
+//! beside the built-in ones (`examples/custom-policy`, docs/writing-a-policy.md):
+//!
+//! ```no_run
+//! use refgate_replay::policy::{PolicyInfo, Registry, Seed};
+//!
+//! // A real one implements `Policy` (or `V3Policy`) for a type of its own.
+//! static MINE: PolicyInfo = PolicyInfo {
+//!     name: "mine",
+//!     aliases: &[],
+//!     kernels: "3.9 + my patch",
+//!     about: "what my patch changes",
+//!     headline: false,
+//!     make: || Box::new(Seed),
+//! };
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = Registry::builtin();
+//!     registry.register(&MINE).expect("a name of its own");
+//!     refgate_user::main_with(registry)
+//! }
+//! ```
+mod args;
+mod compare;
+mod completions;
+mod dashboard;
+mod export;
+mod history;
+mod inspect;
+mod owner;
+mod policies;
+mod record;
+mod registry;
+mod replay;
+mod units;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "refgate", version, about, long_about = None)]
+struct Cli {
+    /// More diagnostics (-v: info, -vv: debug), including the eBPF programs' own.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record delayed-ref and lock-contention events from the running kernel (needs root).
+    Record {
+        /// Trace file to write.
+        #[arg(short, long, default_value = "trace.bin")]
+        output: PathBuf,
+        /// Record only this btrfs filesystem (its mount point); default: every btrfs.
+        #[arg(long, conflicts_with = "scratch")]
+        mount: Option<PathBuf>,
+        /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+        #[arg(long, value_parser = parse_secs)]
+        duration: Option<Duration>,
+        /// Make a temporary loopback btrfs, run a built-in workload on it, record it, tear it down.
+        #[arg(long)]
+        scratch: bool,
+        /// With --scratch: only remove what earlier scratch runs whose process is gone (killed)
+        /// left behind (mounts, loop devices, images), then exit. A --scratch run does this
+        /// at its start anyway.
+        #[arg(long, requires = "scratch")]
+        cleanup: bool,
+        /// Files per writer thread in the --scratch workload.
+        #[arg(long, default_value_t = 1500)]
+        scratch_files: usize,
+        /// Plain progress lines instead of the live status.
+        #[arg(long)]
+        no_tui: bool,
+        /// Measure the probes' in-kernel cost per event (BPF run-time statistics).
+        #[arg(long)]
+        probe_cost: bool,
+        /// Kernel stack frames taken per contended lock, 1-20: fewer are cheaper, but a
+        /// delayed-ref run behind an extent-tree search needs ~16 to be seen.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
+        stack_frames: u32,
+        /// Write raw kernel addresses (lock addresses, transaction handles) instead of
+        /// per-trace identifiers; they help defeat KASLR, so such a trace must not be published.
+        #[arg(long)]
+        keep_kernel_pointers: bool,
+    },
+    /// Replay a trace on the userspace delayed-ref model: N virtual CPUs (default) or N real
+    /// threads.
+    Replay(replay::ReplayArgs),
+    /// Sweep policies × virtual CPU counts over one workload: a table (or JSON/CSV) and plots.
+    Compare(compare::CompareArgs),
+    /// List the runner policies: name, kernels modelled, what each does, and the kernel
+    /// versions accepted as its aliases.
+    Policies {
+        /// One JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
+    Inspect {
+        trace: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a trace: Chrome trace-event JSON (Perfetto, chrome://tracing), JSON lines, or
+    /// Parquet (DuckDB, Spark, Trino); one entry per recorded event.
+    Export {
+        trace: PathBuf,
+        /// chrome, jsonl or parquet (default: from the output's extension, else chrome).
+        #[arg(short, long, value_enum)]
+        format: Option<export::Format>,
+        /// Output file, `-` for stdout (default: the trace's name with the format's
+        /// extension, in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Export the records before the damage of a cut or corrupt trace (with a warning)
+        /// instead of refusing it.
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write it and one page per subcommand into a directory.
+    Manpage {
+        /// Write refgate.1 and refgate-SUBCOMMAND.1 here instead of printing refgate.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s}"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("duration must be positive: {s}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Runs the `refgate` command line (`std::env::args`) with the policies of `registry`: the
+/// `--policy`/`--policies` choices, `refgate policies`, completions, man pages and every
+/// replay look policies up there. Call it once, first thing in `main`.
+pub fn main_with(registry: refgate_replay::policy::Registry) -> ExitCode {
+    registry::install(registry);
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let res = match cli.command {
+        Command::Record {
+            output,
+            mount,
+            duration,
+            scratch,
+            cleanup,
+            scratch_files,
+            no_tui,
+            probe_cost,
+            stack_frames,
+            keep_kernel_pointers,
+        } => record::run(record::RecordArgs {
+            output,
+            mount,
+            duration,
+            scratch,
+            cleanup,
+            scratch_files,
+            plain: no_tui,
+            probe_cost,
+            stack_frames,
+            keep_kernel_pointers,
+            command_line: std::env::args().collect(),
+        }),
+        Command::Inspect { trace, json } => inspect::run(&trace, json),
+        Command::Export {
+            trace,
+            format,
+            output,
+            partial,
+        } => export::run(export::ExportArgs {
+            trace,
+            format,
+            output,
+            partial,
+        }),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Manpage { dir } => completions::manpage(dir.as_deref()),
+        Command::Compare(args) => compare::run(args),
+        Command::Policies { json } => policies::run(json),
+        Command::Replay(args) => replay::run(args),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("refgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -63,15 +63,20 @@ pub struct RefHead {
 }
 
 /// What a contended lock was, judged from the kernel stack captured at `contention_begin`.
+/// Serialized (JSON) as its [`crate::names::lock`] id; in the trace (postcard) by index.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockRole {
     /// `delayed_refs->lock` (or a head's spinlock) taken by delayed-ref add/select/cleanup code.
+    #[serde(rename = "delayed_refs_lock")]
     DelayedRefRoot,
     /// A delayed ref head's `mutex` (runner, `btrfs_lookup_extent_info`, …).
+    #[serde(rename = "head_mutex")]
     HeadMutex,
     /// An extent-buffer lock taken while running delayed refs (extent-tree update).
+    #[serde(rename = "extent_tree")]
     ExtentTree,
     /// Any other lock contended with btrfs code on the stack.
+    #[serde(rename = "other_btrfs")]
     OtherBtrfs,
 }
 
@@ -82,12 +87,14 @@ impl LockRole {
         LockRole::ExtentTree,
         LockRole::OtherBtrfs,
     ];
-    pub fn name(self) -> &'static str {
+    /// Its names ([`crate::names::lock`]): `id` for JSON and exports, `label` for people.
+    pub const fn name(self) -> crate::names::Name {
+        use crate::names::lock;
         match self {
-            LockRole::DelayedRefRoot => "delayed_refs->lock",
-            LockRole::HeadMutex => "head->mutex",
-            LockRole::ExtentTree => "extent tree",
-            LockRole::OtherBtrfs => "other btrfs",
+            LockRole::DelayedRefRoot => lock::DELAYED_REFS_LOCK,
+            LockRole::HeadMutex => lock::HEAD_MUTEX,
+            LockRole::ExtentTree => lock::EXTENT_TREE,
+            LockRole::OtherBtrfs => lock::OTHER_BTRFS,
         }
     }
 }
@@ -240,4 +247,17 @@ pub enum Record {
         fsid: [u8; 16],
     },
     Stats(Stats),
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::LockRole;
+
+    /// JSON spells every role as the names table's id (the trace stores the index).
+    #[test]
+    fn lock_roles_serialize_as_the_names_tables_ids() {
+        for r in LockRole::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name().id, "{r:?}");
+        }
+    }
 }

@@ -88,8 +88,9 @@ const KIND_STORED: u8 = 0;
 const KIND_LZ4: u8 = 1;
 const KIND_END: u8 = 2;
 
-/// Which clock `Event::ts_ns` counts. Variants are only ever appended.
+/// Which clock `Event::ts_ns` counts. Variants are only ever appended. JSON: `"monotonic"`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum Clock {
     /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
     #[default]
@@ -105,8 +106,10 @@ impl Clock {
     }
 }
 
-/// How a probe is attached. Variants are only ever appended.
+/// How a probe is attached. Variants are only ever appended. JSON: its
+/// [`crate::names::probe_kind`] id.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     Tracepoint,
     Kprobe,
@@ -117,14 +120,16 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
-    pub fn name(self) -> &'static str {
+    /// Its names ([`crate::names::probe_kind`]).
+    pub const fn name(self) -> crate::names::Name {
+        use crate::names::probe_kind as k;
         match self {
-            ProbeKind::Tracepoint => "tracepoint",
-            ProbeKind::Kprobe => "kprobe",
-            ProbeKind::Kretprobe => "kretprobe",
-            ProbeKind::Fentry => "fentry",
-            ProbeKind::Fexit => "fexit",
-            ProbeKind::RawTracepoint => "raw_tracepoint",
+            ProbeKind::Tracepoint => k::TRACEPOINT,
+            ProbeKind::Kprobe => k::KPROBE,
+            ProbeKind::Kretprobe => k::KRETPROBE,
+            ProbeKind::Fentry => k::FENTRY,
+            ProbeKind::Fexit => k::FEXIT,
+            ProbeKind::RawTracepoint => k::RAW_TRACEPOINT,
         }
     }
 }
@@ -141,8 +146,10 @@ pub struct ProbeInfo {
 }
 
 /// What the second argument of `btrfs_run_delayed_refs` means on the recorded kernel
-/// (kernel-delayed-refs.md §6). Variants are only ever appended.
+/// (kernel-delayed-refs.md §6). Variants are only ever appended. JSON: `"unknown"`,
+/// `"count"`, `"min_bytes"`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum RunArg {
     /// Not known (e.g. the kprobe was not attached).
     #[default]
@@ -191,8 +198,9 @@ pub struct TraceHeader {
 
 /// What the pointer-valued fields of events (`Contention::lock_addr`, the transaction
 /// `handle`s) hold. Variants are only ever appended; variant 0 is what a header without this
-/// field reads as.
+/// field reads as. JSON: `"raw"`, `"ids"`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum Pointers {
     /// Raw kernel addresses: `refgate record --keep-kernel-pointers`, and every trace recorded
     /// before refgate replaced them. They help defeat KASLR: do not publish such a trace.
@@ -334,8 +342,10 @@ pub struct Damage {
     pub reason: DamageReason,
 }
 
-/// Why reading stopped. Variants are only ever appended.
+/// Why reading stopped. Variants are only ever appended. JSON: an object whose `kind` is the
+/// variant in snake_case (`"cut_frame"`, …) beside its fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DamageReason {
     /// The file ends inside the frame that starts at the offset.
     CutFrame { needed: u64, available: u64 },
@@ -1110,4 +1120,17 @@ fn show_bytes(b: &[u8]) -> String {
     }
     s.push('"');
     s
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::ProbeKind::*;
+
+    /// JSON spells every probe kind as the names table's id (the trace stores the index).
+    #[test]
+    fn probe_kinds_serialize_as_the_names_tables_ids() {
+        for k in [Tracepoint, Kprobe, Kretprobe, Fentry, Fexit, RawTracepoint] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name().id, "{k:?}");
+        }
+    }
 }

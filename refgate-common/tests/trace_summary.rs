@@ -143,7 +143,13 @@ fn summary_counts_what_the_trace_holds() {
         .unwrap();
     assert_eq!((et.contended, et.avg_wait_ns), (0, 0));
     assert!(s.finished && s.damage.is_none());
-    assert_eq!(s.filesystems, vec![(0, "ab".repeat(16))]);
+    assert_eq!(
+        s.filesystems,
+        vec![refgate_common::trace::summary::FsEntry {
+            fs: 0,
+            fsid: "ab".repeat(16)
+        }]
+    );
 }
 
 #[test]
@@ -157,7 +163,27 @@ fn summary_json_has_the_promised_keys() {
     assert_eq!(v["events_by_kind"]["btrfs:run_delayed_tree_ref"], 1);
     assert_eq!(v["lost_events"], 7);
     assert!(v["duration_seconds"].is_f64());
-    assert_eq!(v["run_arg"], "MinBytes");
+    // Enums as the documented snake_case strings, not Rust's debug names; the start time,
+    // above 2^53, as a string; filesystems as objects.
+    assert_eq!(v["schema"], "refgate.inspect/1");
+    assert_eq!(v["run_arg"], "min_bytes");
+    assert_eq!(v["clock"], "monotonic");
+    assert!(
+        v["pointers"] == "ids" || v["pointers"] == "raw",
+        "{}",
+        v["pointers"]
+    );
+    assert!(v["probes"].as_array().unwrap().iter().all(|p| {
+        p["kind"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_')
+    }));
+    assert_eq!(v["start_unix_ns"], s.header.start_unix_ns.to_string());
+    assert_eq!(v["filesystems"][0]["fs"], 0);
+    assert_eq!(v["contention"][0]["role"], "delayed_refs_lock");
+    assert_eq!(v["contention"][0]["label"], "delayed_refs->lock");
     assert_eq!(v["provenance"]["scratch"], true);
     assert!(v["damage"].is_null());
 }

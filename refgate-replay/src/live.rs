@@ -1,12 +1,14 @@
 //! A cheap live view of a running replay for a dashboard: relaxed atomics written by the
 //! worker that owns them, read by anyone, never locked (docs/design.md "Dashboard").
 
+use refgate_common::names::Name;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// What a worker thread is doing right now.
+/// What a worker thread is doing right now. Serialized as its name's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum ThreadState {
     /// Outside delayed-ref code: thinking ([`crate::workload::Op::Think`]), between handles,
@@ -51,21 +53,23 @@ impl ThreadState {
             _ => Idle,
         }
     }
-    /// The state as the dashboard shows it.
-    pub fn name(self) -> &'static str {
+    /// Its names ([`refgate_common::names::task_state`]): `id` for JSON, `label` for the
+    /// dashboard.
+    pub const fn name(self) -> Name {
         use ThreadState::*;
+        use refgate_common::names::task_state as n;
         match self {
-            Idle => "idle",
-            Adding => "adding refs",
-            RunningRefs => "running refs",
-            Spinning => "spinning",
-            SleepingOnGate => "sleeping on gate",
-            WaitingOnHead => "waiting on head",
-            WaitingExtentTree => "waiting extent tree",
-            AtBarrier => "at barrier",
-            Committing => "committing",
-            Done => "done",
-            Paused => "paused",
+            Idle => n::IDLE,
+            Adding => n::ADDING,
+            RunningRefs => n::RUNNING_REFS,
+            Spinning => n::SPINNING,
+            SleepingOnGate => n::SLEEPING_ON_GATE,
+            WaitingOnHead => n::WAITING_ON_HEAD,
+            WaitingExtentTree => n::WAITING_EXTENT_TREE,
+            AtBarrier => n::AT_BARRIER,
+            Committing => n::COMMITTING,
+            Done => n::DONE,
+            Paused => n::PAUSED,
         }
     }
 }
@@ -202,8 +206,9 @@ impl WorkerState {
     }
 }
 
-/// What a worker waited on, for the dashboard's lock panel.
+/// What a worker waited on, for the dashboard's lock panel. Serialized as its name's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum WaitRole {
     /// Contended acquisitions of `delayed_refs->lock`.
@@ -224,13 +229,14 @@ impl WaitRole {
         WaitRole::HeadMutex,
         WaitRole::ExtentTree,
     ];
-    /// The lock's name as the dashboard shows it.
-    pub fn name(self) -> &'static str {
+    /// Its names ([`refgate_common::names::lock`]).
+    pub const fn name(self) -> Name {
+        use refgate_common::names::lock;
         match self {
-            WaitRole::DelayedRefsLock => "delayed_refs->lock",
-            WaitRole::HeadLock => "head->lock",
-            WaitRole::HeadMutex => "head->mutex",
-            WaitRole::ExtentTree => "extent tree",
+            WaitRole::DelayedRefsLock => lock::DELAYED_REFS_LOCK,
+            WaitRole::HeadLock => lock::HEAD_LOCK,
+            WaitRole::HeadMutex => lock::HEAD_MUTEX,
+            WaitRole::ExtentTree => lock::EXTENT_TREE,
         }
     }
 }
@@ -491,4 +497,21 @@ pub struct LiveSnapshot {
     pub cancelled: bool,
     /// Per worker slot.
     pub threads: Vec<ThreadSnapshot>,
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    /// JSON spells every state and role as the names table's id.
+    #[test]
+    fn serialized_as_the_names_tables_ids() {
+        for v in 0..=10u8 {
+            let s = ThreadState::from_u8(v);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name().id, "{s:?}");
+        }
+        for r in WaitRole::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name().id, "{r:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! the engine merges them after the run. The live view is in [`crate::live`].
 
 use hdrhistogram::Histogram;
+use refgate_common::names::caller as names;
 use serde::Serialize;
 
 fn new_hist() -> Histogram<u64> {
@@ -199,15 +200,15 @@ pub enum CallerKind {
 
 impl Caller {
     /// `btrfs_commit_transaction`: the pre-flush and the exclusive phase.
-    pub const COMMIT: Caller = Caller::new("commit", CallerKind::Commit);
+    pub const COMMIT: Caller = Caller::new(names::COMMIT.id, CallerKind::Commit);
     /// The async metadata reclaim worker, for waiting tickets (6.x).
-    pub const ASYNC_RECLAIM: Caller = Caller::kernel_worker("async_reclaim");
+    pub const ASYNC_RECLAIM: Caller = Caller::kernel_worker(names::ASYNC_RECLAIM.id);
     /// The preemptive reclaim worker (6.x).
-    pub const PREEMPTIVE_RECLAIM: Caller = Caller::kernel_worker("preemptive_reclaim");
+    pub const PREEMPTIVE_RECLAIM: Caller = Caller::kernel_worker(names::PREEMPTIVE_RECLAIM.id);
     /// `__btrfs_end_transaction` (3.x).
-    pub const HANDLE_END: Caller = Caller::task("handle_end");
+    pub const HANDLE_END: Caller = Caller::task(names::HANDLE_END.id);
     /// Anything else (`btrfs_should_end_transaction`'s run in 3.x, …).
-    pub const OTHER: Caller = Caller::task("other");
+    pub const OTHER: Caller = Caller::task(names::OTHER.id);
     /// The built-in callers, in the order the JSON has always listed them: every report
     /// carries these keys, zero or not, so its shape does not depend on the policy.
     pub const BUILTIN: [Caller; 5] = [
@@ -233,6 +234,14 @@ impl Caller {
     /// Its name: the JSON key.
     pub const fn name(self) -> &'static str {
         self.name
+    }
+    /// Its name for people: the table's label for a built-in caller
+    /// ([`refgate_common::names::caller`]), the name with spaces for a policy's own.
+    pub fn label(self) -> String {
+        names::ALL
+            .iter()
+            .find(|n| n.id == self.name)
+            .map_or_else(|| self.name.replace('_', " "), |n| n.label.to_string())
     }
     /// What kind of task it is.
     pub const fn kind(self) -> CallerKind {

@@ -10,7 +10,8 @@ pub fn run(as_json: bool) -> Result<()> {
     let reg = crate::registry::get();
     if as_json {
         let v: Vec<_> = reg.iter().map(info_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let out = json!({"schema": "refgate.policies/1", "policies": v});
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", table(reg.iter()));
     }

@@ -173,7 +173,8 @@ fn policies_are_listed_and_kernel_versions_are_aliases() {
     let o = refgate().args(["policies", "--json"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<_> = v
+    assert_eq!(v["schema"], "refgate.policies/1");
+    let names: Vec<_> = v["policies"]
         .as_array()
         .unwrap()
         .iter()

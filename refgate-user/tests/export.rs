@@ -116,7 +116,7 @@ fn check_chrome(v: &Value) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
             "C" => {
                 counters += 1;
                 assert_eq!(name, "queue depth");
-                assert!(e["args"]["heads"].is_u64(), "{e}");
+                assert!(e["args"]["num_heads"].is_u64(), "{e}");
                 let ts = e["ts"].as_f64().expect("ts");
                 let prev = last_ts
                     .insert((pid, format!("counter {name}")), ts)

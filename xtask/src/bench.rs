@@ -91,8 +91,10 @@ pub fn bench_replay() -> Result<()> {
                     v["host"]["prepare_seconds"].as_f64().unwrap_or(0.0),
                     v["host"]["wall_seconds"].as_f64().unwrap_or(0.0),
                     v["host"]["refs_per_second"].as_f64().unwrap_or(0.0),
-                    v["spin_cpu_seconds"].as_f64().unwrap_or(0.0),
-                    v["delayed_refs_lock"]["contended"],
+                    v["locks"]["delayed_refs_lock"]["spin_cpu_seconds"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    v["locks"]["delayed_refs_lock"]["contended"],
                     if v["invariant_ok"] == true {
                         "holds"
                     } else {

@@ -416,9 +416,9 @@ fn header_failures(v: &serde_json::Value) -> Vec<String> {
     if v["lost_events"].as_u64() != Some(0) {
         failures.push(format!("lost events: {}", v["lost_events"]));
     }
-    if v["run_arg"] != "Count" {
+    if v["run_arg"] != "count" {
         failures.push(format!(
-            "run_arg should be Count on 6.1 (unsigned long count), is {}",
+            "run_arg should be count on 6.1 (unsigned long count), is {}",
             v["run_arg"]
         ));
     }

@@ -45,7 +45,8 @@ fn replay_json(policy: &str, engine: &str) -> Value {
 #[test]
 fn the_new_policies_are_listed_beside_the_builtin_ones_and_completed() {
     let list: Value = serde_json::from_str(&run(&["policies", "--json"])).unwrap();
-    let names: Vec<&str> = list
+    assert_eq!(list["schema"], "refgate.policies/1");
+    let names: Vec<&str> = list["policies"]
         .as_array()
         .unwrap()
         .iter()

@@ -51,22 +51,39 @@ pub struct HeadCount {
 /// Contention of one lock role, in `perf lock contention` columns.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct ContentionRow {
+    /// The role's id ([`crate::names::lock`]), e.g. `delayed_refs_lock`.
     pub role: LockRole,
-    /// The role's name, e.g. `delayed_refs->lock`.
-    pub name: &'static str,
+    /// The role's label, e.g. `delayed_refs->lock`.
+    pub label: &'static str,
     pub contended: u64,
     pub total_wait_ns: u64,
     pub max_wait_ns: u64,
     pub avg_wait_ns: u64,
 }
 
+/// The `schema` of `refgate inspect --json` (docs/schema/inspect.schema.json).
+pub const SCHEMA: &str = "refgate.inspect/1";
+
+/// One filesystem of the trace: its table index (`fs` of events) and fsid.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct FsEntry {
+    /// The index events name it by.
+    pub fs: FsId,
+    /// Its fsid, 32 hex digits.
+    pub fsid: String,
+}
+
 /// Everything `refgate inspect` reports.
 #[derive(Serialize, Clone, Debug)]
 pub struct Summary {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
     /// The file's name as the reader knows it (the path for `open_path`).
     pub name: String,
     pub format_version: u16,
-    #[serde(flatten)]
+    /// The header's fields at the top level; `start_unix_ns` as a decimal string (it is
+    /// above 2^53, where JSON readers such as jq and JavaScript round).
+    #[serde(flatten, serialize_with = "header_json")]
     pub header: TraceHeader,
     /// Records read (events, tasks, filesystems, statistics).
     pub records: u64,
@@ -85,7 +102,7 @@ pub struct Summary {
     pub has_stats: bool,
     pub filtered: Filtered,
     /// Filesystems in the trace: table index and fsid (hex).
-    pub filesystems: Vec<(FsId, String)>,
+    pub filesystems: Vec<FsEntry>,
     /// Distinct tids with events.
     pub task_count: u64,
     /// The [`TOP_TASKS`] tasks with most events, most first.
@@ -102,6 +119,62 @@ pub struct Summary {
     pub damage: Option<Damage>,
     /// `damage` as a sentence naming the file.
     pub damage_message: Option<String>,
+}
+
+/// [`TraceHeader`] as every JSON output writes it (`inspect --json`, the exports' metadata):
+/// enums as snake_case strings, `start_unix_ns` as a decimal string.
+pub struct HeaderJson<'a>(pub &'a TraceHeader);
+
+impl Serialize for HeaderJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        header_json(self.0, s)
+    }
+}
+
+/// [`TraceHeader`] as `inspect --json` writes it (see [`Summary::header`]).
+fn header_json<S: serde::Serializer>(h: &TraceHeader, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        kernel_release: &'a str,
+        probes: &'a [super::ProbeInfo],
+        clock: super::Clock,
+        cpu_count: u32,
+        tool_version: &'a str,
+        hostname: &'a str,
+        start_unix_ns: String,
+        provenance: &'a super::Provenance,
+        run_arg: RunArg,
+        nodesize: Option<u32>,
+        pointers: super::Pointers,
+    }
+    // Destructured, so that a field added to the header cannot be left out here.
+    let TraceHeader {
+        kernel_release,
+        probes,
+        clock,
+        cpu_count,
+        tool_version,
+        hostname,
+        start_unix_ns,
+        provenance,
+        run_arg,
+        nodesize,
+        pointers,
+    } = h;
+    View {
+        kernel_release,
+        probes,
+        clock: *clock,
+        cpu_count: *cpu_count,
+        tool_version,
+        hostname,
+        start_unix_ns: start_unix_ns.to_string(),
+        provenance,
+        run_arg: *run_arg,
+        nodesize: *nodesize,
+        pointers: *pointers,
+    }
+    .serialize(s)
 }
 
 /// What [`summarize`] counts while it reads.
@@ -219,7 +292,7 @@ impl Tally {
                 let (n, total, max) = self.cont[role as usize];
                 ContentionRow {
                     role,
-                    name: role.name(),
+                    label: role.name().label,
                     contended: n,
                     total_wait_ns: total,
                     max_wait_ns: max,
@@ -244,6 +317,7 @@ pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
         _ => 0,
     };
     Summary {
+        schema: SCHEMA,
         name: reader.name().to_string(),
         format_version: reader.format_version(),
         header: reader.header().clone(),
@@ -262,7 +336,11 @@ pub fn summarize<R: Read>(mut reader: TraceReader<R>) -> Summary {
             other_fs: stats.other_fs,
             unpaired_contention: stats.unpaired_contention,
         },
-        filesystems: t.filesystems,
+        filesystems: t
+            .filesystems
+            .into_iter()
+            .map(|(fs, fsid)| FsEntry { fs, fsid })
+            .collect(),
         task_count: t.per_tid.len() as u64,
         tasks,
         head_count: t.heads.len() as u64,
@@ -466,7 +544,7 @@ fn probe_tables(o: &mut String, s: &Summary) {
         .map(|p| {
             vec![
                 p.name.clone(),
-                p.kind.name().to_string(),
+                p.kind.name().label.to_string(),
                 if p.attached { "yes" } else { "no" }.to_string(),
                 p.note.clone(),
             ]
@@ -573,7 +651,7 @@ fn contention_table(o: &mut String, s: &Summary) {
                 fmt_ns(c.total_wait_ns),
                 fmt_ns(c.max_wait_ns),
                 fmt_ns(c.avg_wait_ns),
-                c.name.to_string(),
+                c.label.to_string(),
             ]
         })
         .collect();

@@ -74,11 +74,11 @@ pub struct Point {
     pub refs_per_virtual_second: f64,
     pub refs_run: u64,
     /// CPU burnt spinning on `delayed_refs->lock`, summed over CPUs.
-    pub dr_spin_cpu_seconds: f64,
+    pub delayed_refs_lock_spin_cpu_seconds: f64,
     /// The same as a share of all CPU time (CPUs × makespan).
-    pub dr_spin_share: f64,
-    /// Of `dr_spin_cpu_seconds`, spun inside `btrfs_run_delayed_refs` (the runners).
-    pub dr_runner_spin_cpu_seconds: f64,
+    pub delayed_refs_lock_spin_share: f64,
+    /// Of `delayed_refs_lock_spin_cpu_seconds`, spun inside `btrfs_run_delayed_refs` (the runners).
+    pub delayed_refs_lock_spin_cpu_seconds_in_runners: f64,
     /// CPU burnt spinning on the extent tree's lock (3.x spinning tree locks).
     pub extent_tree_spin_cpu_seconds: f64,
     pub head_lock_spin_cpu_seconds: f64,
@@ -115,9 +115,10 @@ impl Point {
             virtual_seconds: v.virtual_seconds,
             refs_per_virtual_second: v.refs_per_virtual_second,
             refs_run: r.refs_run,
-            dr_spin_cpu_seconds: r.dr_lock.spin_cpu_seconds,
-            dr_spin_share: t.spin_delayed_refs_lock_ns as f64 / t.total_ns().max(1) as f64,
-            dr_runner_spin_cpu_seconds: r.dr_lock.runner_spin_cpu_seconds,
+            delayed_refs_lock_spin_cpu_seconds: r.dr_lock.spin_cpu_seconds,
+            delayed_refs_lock_spin_share: t.spin_delayed_refs_lock_ns as f64
+                / t.total_ns().max(1) as f64,
+            delayed_refs_lock_spin_cpu_seconds_in_runners: r.dr_lock.runner_spin_cpu_seconds,
             extent_tree_spin_cpu_seconds: t.spin_extent_tree_ns as f64 / 1e9,
             head_lock_spin_cpu_seconds: r.head_lock.spin_cpu_seconds,
             extent_tree_wait_seconds: r.extent_tree_waits.total_ns as f64 / 1e9,
@@ -137,6 +138,8 @@ impl Point {
 /// What a sweep was run on, for the table's header and the plots' titles.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sweep {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
     pub trace: String,
     pub kernel: String,
     pub engine: &'static str,
@@ -149,6 +152,9 @@ pub struct Sweep {
     pub extent_lock: &'static str,
     pub points: Vec<Point>,
 }
+
+/// The `schema` of `refgate compare --json` (docs/schema/compare.schema.json).
+pub const SCHEMA: &str = "refgate.compare/1";
 
 fn kernel_of(trace: &Option<PathBuf>) -> String {
     let header = match trace {
@@ -191,6 +197,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         args.model.sim_seed,
     )?;
     let sweep = Sweep {
+        schema: SCHEMA,
         trace: prepared.name.clone(),
         kernel: kernel_of(&args.input.trace),
         engine: Engine::Virtual.name(),
@@ -346,9 +353,9 @@ pub fn table(s: &Sweep) -> String {
             p.cpus,
             ms(p.virtual_seconds),
             p.refs_per_virtual_second,
-            ms(p.dr_spin_cpu_seconds),
-            100.0 * p.dr_spin_share,
-            ms(p.dr_runner_spin_cpu_seconds),
+            ms(p.delayed_refs_lock_spin_cpu_seconds),
+            100.0 * p.delayed_refs_lock_spin_share,
+            ms(p.delayed_refs_lock_spin_cpu_seconds_in_runners),
             ms(p.extent_tree_spin_cpu_seconds),
             ms(p.extent_tree_wait_seconds),
             ms(p.head_mutex_wait_seconds),
@@ -363,7 +370,7 @@ pub fn table(s: &Sweep) -> String {
 /// CSV with a header row; one row per point.
 pub fn csv(s: &Sweep) -> String {
     let mut o = String::from(
-        "policy,cpus,virtual_seconds,refs_per_virtual_second,refs_run,dr_spin_cpu_seconds,dr_spin_share,dr_runner_spin_cpu_seconds,extent_tree_spin_cpu_seconds,head_lock_spin_cpu_seconds,extent_tree_wait_seconds,extent_tree_waits,head_mutex_wait_seconds,run_calls,run_call_p99_ns,gate_sleeps,gate_early_returns,seq_holdbacks\n",
+        "policy,cpus,virtual_seconds,refs_per_virtual_second,refs_run,delayed_refs_lock_spin_cpu_seconds,delayed_refs_lock_spin_share,delayed_refs_lock_spin_cpu_seconds_in_runners,extent_tree_spin_cpu_seconds,head_lock_spin_cpu_seconds,extent_tree_wait_seconds,extent_tree_waits,head_mutex_wait_seconds,run_calls,run_call_p99_ns,gate_sleeps,gate_early_returns,seq_holdbacks\n",
     );
     for p in &s.points {
         o.push_str(&format!(
@@ -373,9 +380,9 @@ pub fn csv(s: &Sweep) -> String {
             p.virtual_seconds,
             p.refs_per_virtual_second,
             p.refs_run,
-            p.dr_spin_cpu_seconds,
-            p.dr_spin_share,
-            p.dr_runner_spin_cpu_seconds,
+            p.delayed_refs_lock_spin_cpu_seconds,
+            p.delayed_refs_lock_spin_share,
+            p.delayed_refs_lock_spin_cpu_seconds_in_runners,
             p.extent_tree_spin_cpu_seconds,
             p.head_lock_spin_cpu_seconds,
             p.extent_tree_wait_seconds,

@@ -31,7 +31,7 @@ pub const METRICS: [Metric; 7] = [
         stem: "dr-spin",
         title: "CPU burnt spinning on delayed_refs->lock",
         y_label: "spin CPU (ms, summed over CPUs)",
-        value: |p| p.dr_spin_cpu_seconds * 1e3,
+        value: |p| p.delayed_refs_lock_spin_cpu_seconds * 1e3,
     },
     Metric {
         stem: "extent-tree-wait",

@@ -152,7 +152,7 @@ fn draw_contention(f: &mut Frame, area: Rect, app: &RecordState) {
                 ns(r.total_ns),
                 ns(r.max_ns),
                 ns(r.total_ns / r.contended.max(1)),
-                LockRole::ALL[i].name().to_string(),
+                LockRole::ALL[i].name().label.to_string(),
             ])
         })
         .collect();

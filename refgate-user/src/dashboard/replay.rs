@@ -320,10 +320,10 @@ fn draw_queue(f: &mut Frame, area: Rect, app: &ReplayApp) {
 /// The lock table from the finished run's report: exact percentiles, and the spin CPU.
 fn final_lock_rows(r: &Report) -> (&'static str, Vec<Row<'static>>, f64) {
     let exact: [(&str, WaitSummary); 4] = [
-        (WaitRole::DelayedRefsLock.name(), r.dr_lock.wait),
-        (WaitRole::HeadLock.name(), r.head_lock.wait),
-        (WaitRole::HeadMutex.name(), r.head_mutex_waits),
-        (WaitRole::ExtentTree.name(), r.extent_tree_waits),
+        (WaitRole::DelayedRefsLock.name().label, r.dr_lock.wait),
+        (WaitRole::HeadLock.name().label, r.head_lock.wait),
+        (WaitRole::HeadMutex.name().label, r.head_mutex_waits),
+        (WaitRole::ExtentTree.name().label, r.extent_tree_waits),
     ];
     let rows = exact
         .into_iter()
@@ -354,7 +354,7 @@ fn live_lock_rows(s: &LiveSnapshot) -> (&'static str, Vec<Row<'static>>, f64) {
             let count: u64 = s.threads.iter().map(|t| t.waits[i]).sum();
             let total: u64 = s.threads.iter().map(|t| t.wait_ns[i]).sum();
             Row::new([
-                role.name().to_string(),
+                role.name().label.to_string(),
                 count.to_string(),
                 ns(total),
                 format!("≤{}", ns(log2_quantile(&s.waits[i], 0.5))),
@@ -560,7 +560,7 @@ fn state_counts(threads: &[ThreadSnapshot]) -> String {
     }
     let summary: Vec<String> = counts
         .iter()
-        .map(|(st, n)| format!("{n} {}", st.name()))
+        .map(|(st, n)| format!("{n} {}", st.name().label))
         .collect();
     summary.join(", ")
 }
@@ -569,7 +569,7 @@ fn state_counts(threads: &[ThreadSnapshot]) -> String {
 fn thread_row(i: usize, t: &ThreadSnapshot, bar_width: Option<usize>) -> Row<'static> {
     Row::new([
         Cell::from(format!("{i:>3}")),
-        Cell::from(t.state.name()).style(state_style(t.state)),
+        Cell::from(t.state.name().label).style(state_style(t.state)),
         Cell::from(t.refs_run.to_string()),
         Cell::from(t.ops_done.to_string()),
         Cell::from(ns(t.waiting_ns())),

@@ -18,8 +18,8 @@
 //! `refgate inspect --json`.
 //!
 //! Besides those: `M` events naming each process (`process_name`) and each task's thread
-//! (`thread_name`, the recorded `comm`), and a `C` counter per filesystem, `queue depth`: heads
-//! added minus heads run so far (`add_delayed_ref_head` − `run_delayed_ref_head`, at 0 at
+//! (`thread_name`, the recorded `comm`), and a `C` counter per filesystem, `queue depth`:
+//! `num_heads`, heads added minus heads run so far (`add_delayed_ref_head` − `run_delayed_ref_head`, at 0 at
 //! least), the estimate `refgate record`'s dashboard shows, one point per head event.
 //!
 //! `pid` is the filesystem (its table index + 1; 1 for a trace of one filesystem); an event
@@ -78,7 +78,9 @@ struct NameArgs<'a> {
 
 #[derive(Serialize)]
 struct DepthArgs {
-    heads: u64,
+    /// [`refgate_common::names::counter::NUM_HEADS`]'s id, as the replay timeline's counter
+    /// names its quantity by the kernel's field.
+    num_heads: u64,
 }
 
 fn us(ns: u64) -> f64 {
@@ -117,7 +119,7 @@ fn interval(e: &Event) -> Option<(u64, u64)> {
 
 fn name_and_cat(kind: &EventKind) -> (&'static str, &'static str) {
     match kind {
-        EventKind::Contention { role, .. } => (role.name(), "lock"),
+        EventKind::Contention { role, .. } => (role.name().label, "lock"),
         EventKind::TreeLock { .. } => (short_name(kind.probe_name()), "lock"),
         _ => (short_name(kind.probe_name()), "btrfs"),
     }
@@ -287,7 +289,7 @@ fn write_queue_depths<W: Write>(w: &mut Entries<W>, events: &[(u32, Event)]) -> 
                 runs += 1;
             }
             w.push(&TraceEvent {
-                name: "queue depth",
+                name: refgate_common::names::counter::QUEUE_DEPTH.label,
                 cat: Some("btrfs"),
                 ph: "C",
                 ts: Some(us(ts)),
@@ -296,7 +298,7 @@ fn write_queue_depths<W: Write>(w: &mut Entries<W>, events: &[(u32, Event)]) -> 
                 tid: None,
                 s: None,
                 args: DepthArgs {
-                    heads: adds.saturating_sub(runs),
+                    num_heads: adds.saturating_sub(runs),
                 },
             })?;
         }
@@ -363,7 +365,7 @@ mod tests {
         let depth: Vec<u64> = evs
             .iter()
             .filter(|e| e["ph"] == "C")
-            .map(|e| e["args"]["heads"].as_u64().unwrap())
+            .map(|e| e["args"]["num_heads"].as_u64().unwrap())
             .collect();
         assert_eq!(depth, [1, 2, 1]);
         let thread = |tid: u64| {

@@ -329,18 +329,28 @@ impl<R: Read> Source<R> {
             .map(|(_, h)| h.as_str())
     }
 
-    /// Header, filesystems and statistics as one JSON object (for the outputs' metadata).
+    /// Header, filesystems and statistics as one JSON object (for the outputs' metadata),
+    /// spelt as `inspect --json` spells them.
     pub fn metadata_json(&self) -> serde_json::Value {
+        let filesystems: Vec<_> = self
+            .filesystems
+            .iter()
+            .map(|(fs, fsid)| serde_json::json!({"fs": fs, "fsid": fsid}))
+            .collect();
         serde_json::json!({
+            "schema": METADATA_SCHEMA,
             "trace": self.reader.name(),
             "format_version": self.reader.format_version(),
-            "header": self.header(),
-            "filesystems": self.filesystems,
+            "header": refgate_common::trace::summary::HeaderJson(self.header()),
+            "filesystems": filesystems,
             "stats": self.stats,
             "exported_by": format!("refgate {}", env!("CARGO_PKG_VERSION")),
         })
     }
 }
+
+/// The `schema` of the exports' metadata (Chrome `otherData`, Parquet key-value `refgate`).
+pub const METADATA_SCHEMA: &str = "refgate.export-metadata/1";
 
 /// A probe's name without its subsystem: `btrfs:add_delayed_tree_ref` → `add_delayed_tree_ref`,
 /// `kprobe:btrfs_run_delayed_refs` → `btrfs_run_delayed_refs`.
@@ -494,7 +504,7 @@ impl Fields {
                 ret,
                 wait_ns,
             } => Fields {
-                role: Some(role.name()),
+                role: Some(role.name().id),
                 lock_addr: Some(Hex(lock_addr)),
                 flags: Some(flags),
                 ret: Some(ret as i64),
@@ -762,7 +772,7 @@ pub(crate) mod tests {
         assert_eq!(rows.len() as u64, SMALL_EVENTS);
         let by_kind = |k: &str| rows.iter().find(|r| r["kind"] == k).unwrap().clone();
         let c = by_kind("contention_begin/end");
-        assert_eq!(c["role"], "head->mutex");
+        assert_eq!(c["role"], "head_mutex");
         assert_eq!(c["lock_addr"], "0xffff888100001000");
         assert_eq!(c["probe"], "lock:contention_begin/end");
         assert_eq!(c["comm"], "btrfs-transaction");

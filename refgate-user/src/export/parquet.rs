@@ -370,7 +370,7 @@ mod tests {
             .iter()
             .position(|r| {
                 r.get_column_iter()
-                    .any(|(_, f)| *f == Field::Str("head->mutex".into()))
+                    .any(|(_, f)| *f == Field::Str("head_mutex".into()))
             })
             .unwrap();
         assert_eq!(

@@ -7,6 +7,7 @@ use serde_json::json;
 /// `--dump-state`: the final extent tree and the model's counts as JSON.
 pub fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
     let v = json!({
+        "schema": "refgate.state/1",
         "policy": r.policy,
         "kernels": r.kernels,
         "gated": r.gated,

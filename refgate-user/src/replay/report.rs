@@ -70,49 +70,99 @@ pub struct Prep {
     pub copies: usize,
 }
 
+/// The `schema` of `refgate replay --json` (docs/schema/replay.schema.json).
+pub const SCHEMA: &str = "refgate.replay/1";
+
 fn wait_json(w: &refgate_replay::metrics::WaitSummary) -> serde_json::Value {
     json!({"count": w.count, "total_ns": w.total_ns, "p50_ns": w.p50_ns, "p99_ns": w.p99_ns, "max_ns": w.max_ns})
 }
 
-/// The machine-readable report (`--json`). Under the virtual engine everything outside
-/// `host` is the same for the same trace and arguments on any machine.
+/// One lock of the report's `locks`, in the same shape for every lock: what does not apply
+/// to a lock (spinning on a mutex, yields under the virtual engine) is `null`.
+fn lock_json(
+    acquisitions: Option<u64>,
+    spin: Option<&refgate_replay::metrics::SpinSummary>,
+    spin_cpu_seconds: Option<f64>,
+    wait: &refgate_replay::metrics::WaitSummary,
+) -> serde_json::Value {
+    json!({
+        "acquisitions": acquisitions,
+        "contended": wait.count,
+        "spin_cpu_seconds": spin_cpu_seconds,
+        "spin_cpu_seconds_in_runners": spin.map(|s| s.runner_spin_cpu_seconds),
+        "yields": spin.map(|s| s.yields),
+        "wait": wait_json(wait),
+    })
+}
+
+/// `locks`: one entry per modelled lock, keyed by its id in the names table.
+fn locks_json(r: &Report) -> serde_json::Value {
+    use refgate_common::names::lock;
+    let ext_spin = r
+        .virtual_figures
+        .as_ref()
+        .map(|v| v.cpus.iter().map(|c| c.spin_extent_tree_ns).sum::<u64>() as f64 / 1e9);
+    let spin = |s: &refgate_replay::metrics::SpinSummary| {
+        lock_json(
+            Some(s.acquisitions),
+            Some(s),
+            Some(s.spin_cpu_seconds),
+            &s.wait,
+        )
+    };
+    let mut m = serde_json::Map::new();
+    m.insert(lock::DELAYED_REFS_LOCK.id.into(), spin(&r.dr_lock));
+    m.insert(lock::HEAD_LOCK.id.into(), spin(&r.head_lock));
+    m.insert(
+        lock::HEAD_MUTEX.id.into(),
+        lock_json(None, None, None, &r.head_mutex_waits),
+    );
+    m.insert(
+        lock::EXTENT_TREE.id.into(),
+        lock_json(
+            Some(r.extent_tree_acquisitions),
+            None,
+            ext_spin,
+            &r.extent_tree_waits,
+        ),
+    );
+    m.into()
+}
+
+/// The machine-readable report (`--json`, [`SCHEMA`]). Under the virtual engine everything
+/// outside `host` is the same for the same trace and arguments on any machine; every key is
+/// there under both engines, `null` where it does not apply.
 pub fn json_report(
     trace: &str,
     conv: &TraceConversion,
     prep: &Prep,
     r: &Report,
 ) -> serde_json::Value {
-    let mut v = json!({
+    let vf = r.virtual_figures.as_ref();
+    json!({
+        "schema": SCHEMA,
         "policy": r.policy,
+        "kernels": r.kernels,
+        "gated": r.gated,
         "engine": r.engine.name(),
-        "threads": r.threads,
+        // Virtual CPUs, or real threads under `--engine threads`.
+        "cpus": r.threads,
         "trace": trace,
         "replicas": prep.copies,
         "ext_cost_ns": prep.ext_cost_ns,
         "conversion": conv,
+        "trace_damage": null,
+        "tasks": r.tasks,
+        "transactions": r.transactions,
+        "adds": r.adds,
         "refs_run": r.refs_run,
         "heads_run": r.heads_run,
-        "adds": r.adds,
+        "extent_ops_run": r.extent_ops_run,
         "partial": r.partial,
         // A run cut short by `q` gets no verdict (the check needs the whole trace).
         "invariant_ok": if r.partial { serde_json::Value::Null } else { true.into() },
         "invariant": r.invariant,
-        "spin_cpu_seconds": r.dr_lock.spin_cpu_seconds,
-        "spin_cpu_seconds_by_role": {
-            "delayed_refs_lock": r.dr_lock.spin_cpu_seconds,
-            "delayed_refs_lock_in_runners": r.dr_lock.runner_spin_cpu_seconds,
-            "head_lock": r.head_lock.spin_cpu_seconds,
-            "extent_tree": r.virtual_figures.as_ref().map(|v| {
-                v.cpus.iter().map(|c| c.spin_extent_tree_ns).sum::<u64>() as f64 / 1e9
-            }),
-        },
-        "lock_waits": {
-            "delayed_refs_lock": wait_json(&r.dr_lock.wait),
-            "head_lock": wait_json(&r.head_lock.wait),
-            "head_mutex": wait_json(&r.head_mutex_waits),
-            "extent_tree": wait_json(&r.extent_tree_waits),
-        },
-        "delayed_refs_lock": r.dr_lock,
+        "locks": locks_json(r),
         "gate": r.gate,
         "run_call_latency": wait_json(&r.run_calls),
         "run_calls_by_caller": r.run_calls_by_caller,
@@ -120,7 +170,12 @@ pub fn json_report(
         "workers": r.workers,
         "space_waits": r.space_waits,
         "seq_holdbacks": r.seq_holdbacks,
-        "per_thread_refs_run": r.per_thread_refs_run,
+        "per_cpu_refs_run": r.per_thread_refs_run,
+        "virtual_seconds": vf.map(|v| v.virtual_seconds),
+        "refs_per_virtual_second": vf.map(|v| v.refs_per_virtual_second),
+        "sim_seed": vf.map(|v| v.sim_seed),
+        "per_cpu_time": vf.map(|v| json!(v.cpus)),
+        "cost_model": vf.map(|v| json!(v.cost_model.entries)),
         "host": {
             "wall_seconds": r.host.wall_seconds,
             "refs_per_second": r.host.refs_per_second,
@@ -129,19 +184,7 @@ pub fn json_report(
             "paused_seconds": r.host.paused_seconds,
             "prepare_seconds": prep.seconds,
         },
-    });
-    if let Some(vf) = &r.virtual_figures {
-        let o = v.as_object_mut().expect("object");
-        o.insert("virtual_seconds".into(), vf.virtual_seconds.into());
-        o.insert(
-            "refs_per_virtual_second".into(),
-            vf.refs_per_virtual_second.into(),
-        );
-        o.insert("cpus".into(), json!(vf.cpus));
-        o.insert("cost_model".into(), json!(vf.cost_model.entries));
-        o.insert("sim_seed".into(), vf.sim_seed.into());
-    }
-    v
+    })
 }
 
 /// The human report.
@@ -261,8 +304,8 @@ fn lock_table(o: &mut String, r: &Report) {
         "\n  lock                    acquired  contended  spin CPU     waits       p50       p99       max"
     );
     for (label, s) in [
-        (WaitRole::DelayedRefsLock.name(), &r.dr_lock),
-        (WaitRole::HeadLock.name(), &r.head_lock),
+        (WaitRole::DelayedRefsLock.name().label, &r.dr_lock),
+        (WaitRole::HeadLock.name().label, &r.head_lock),
     ] {
         let _ = writeln!(
             o,
@@ -277,8 +320,8 @@ fn lock_table(o: &mut String, r: &Report) {
         );
     }
     for (label, w) in [
-        (WaitRole::HeadMutex.name(), &r.head_mutex_waits),
-        (WaitRole::ExtentTree.name(), &r.extent_tree_waits),
+        (WaitRole::HeadMutex.name().label, &r.head_mutex_waits),
+        (WaitRole::ExtentTree.name().label, &r.extent_tree_waits),
     ] {
         let _ = writeln!(
             o,
@@ -323,7 +366,7 @@ fn run_call_lines(o: &mut String, r: &Report) {
     let callers: Vec<String> = r
         .run_calls_by_caller
         .iter()
-        .map(|(c, n)| format!("{} {n}", c.name().replace('_', " ")))
+        .map(|(c, n)| format!("{} {n}", c.label()))
         .collect();
     let _ = writeln!(
         o,

@@ -71,7 +71,8 @@ fn entries(t: &Timeline) -> impl Iterator<Item = serde_json::Value> + '_ {
         json!({"ph": "X", "name": "btrfs_run_delayed_refs", "cat": "run", "pid": 1, "tid": 2 * cpu + 1, "ts": us(start), "dur": us(dur)})
     });
     let queue = t.queue.iter().map(|&(ts, entries)| {
-        json!({"ph": "C", "name": "queue depth", "pid": 1, "tid": 0, "ts": us(ts), "args": {"num_entries": entries}})
+        use refgate_common::names::counter;
+        json!({"ph": "C", "name": counter::QUEUE_DEPTH.label, "pid": 1, "tid": 0, "ts": us(ts), "args": {counter::NUM_ENTRIES.id: entries}})
     });
     slices.chain(calls).chain(queue)
 }

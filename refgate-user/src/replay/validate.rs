@@ -74,6 +74,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let v = validate::compare(&rec, &rep);
     if args.json {
         let out = json!({
+            "schema": SCHEMA,
             "trace": name,
             "policy": "modern",
             "engine": "virtual",
@@ -89,6 +90,9 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `schema` of `refgate replay --validate --json` (docs/schema/validate.schema.json).
+pub const SCHEMA: &str = "refgate.validate/1";
 
 fn text(name: &str, cpus: u32, v: &Validation) -> String {
     use std::fmt::Write;

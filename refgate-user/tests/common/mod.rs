@@ -22,6 +22,17 @@ pub fn refgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_refgate"))
 }
 
+/// Runs `refgate ARGS`, requires success, and parses its stdout as JSON.
+pub fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = refgate().args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// A loop-mounted btrfs, unmounted and detached on drop (also when the test fails).
 pub struct LoopBtrfs {
     pub dir: tempfile::TempDir,

@@ -365,7 +365,7 @@ fn resume_on(
             let mut s = sched.borrow_mut();
             if let Some(tl) = &mut s.timeline {
                 // What the task goes to sleep on, for the CPU's next interval.
-                tl.sleep_reason[cpu as usize] = live.workers[cpu as usize].state().name();
+                tl.sleep_reason[cpu as usize] = live.workers[cpu as usize].state().name().label;
             }
             s.suspended(cpu, t, req);
             Ok(true)

@@ -16,6 +16,7 @@ use crate::cost::{Cost, CostModel};
 use crate::live::{Live, WaitRole};
 pub use crate::metrics::CpuTime;
 use crate::vecmap::U64Build;
+use refgate_common::names::task_state;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
@@ -164,10 +165,10 @@ impl Timeline {
             Acct::SpinExtent => "spinning: extent tree",
             Acct::Switch => "switching",
             Acct::Sleep => match reason {
-                "sleeping on gate" => "sleeping: seed gate",
-                "waiting on head" => "sleeping: head->mutex",
-                "waiting extent tree" => "sleeping: extent tree",
-                "at barrier" => "sleeping: commit barrier",
+                r if r == task_state::SLEEPING_ON_GATE.label => "sleeping: seed gate",
+                r if r == task_state::WAITING_ON_HEAD.label => "sleeping: head->mutex",
+                r if r == task_state::WAITING_EXTENT_TREE.label => "sleeping: extent tree",
+                r if r == task_state::AT_BARRIER.label => "sleeping: commit barrier",
                 _ => "sleeping",
             },
             Acct::Idle => "idle",

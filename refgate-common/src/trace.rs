@@ -231,12 +231,15 @@ impl Pointers {
 /// Why a trace could not be opened or read to its end. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read {name}: {source}")]
-    Io {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
+    /// The OS refused to open or read the file. The message names the cause; it is not also
+    /// the error's `source`, so `{:#}` does not print it twice.
+    #[error("cannot read {name}: {cause}")]
+    Io { name: String, cause: io::Error },
+    #[error(
+        "{name} is a directory, not a trace: give the path of a trace file (`refgate record` \
+         writes trace.bin by default, e.g. {name}/trace.bin)"
+    )]
+    IsDirectory { name: String },
     #[error(
         "{name} is empty: the recording produced nothing; re-run `refgate record` and check its \
          messages for why it stopped before writing the trace header"
@@ -418,7 +421,7 @@ impl Damage {
             DamageReason::TrailingData => TraceError::TrailingData { name, offset },
             DamageReason::Io { detail } => TraceError::Io {
                 name,
-                source: io::Error::other(format!("at byte offset {offset}: {detail}")),
+                cause: io::Error::other(format!("at byte offset {offset}: {detail}")),
             },
         }
     }
@@ -776,9 +779,12 @@ impl TraceReader<BufReader<File>> {
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self, TraceError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let f = File::open(path).map_err(|source| TraceError::Io {
+        if path.is_dir() {
+            return Err(TraceError::IsDirectory { name });
+        }
+        let f = File::open(path).map_err(|cause| TraceError::Io {
             name: name.clone(),
-            source,
+            cause,
         })?;
         TraceReader::open_named(BufReader::with_capacity(256 * 1024, f), name)
     }
@@ -848,9 +854,9 @@ fn read_header<R: Read>(
         });
     }
     let mut payload = Vec::new();
-    let got = read_payload(r, len, &mut payload).map_err(|source| TraceError::Io {
+    let got = read_payload(r, len, &mut payload).map_err(|cause| TraceError::Io {
         name: name.clone(),
-        source,
+        cause,
     })?;
     if got < len as usize {
         return Err(TraceError::CutHeader {
@@ -888,9 +894,9 @@ impl<R: Read> TraceReader<R> {
     /// Like [`open`](TraceReader::open), naming the trace `name` in errors.
     pub fn open_named(mut r: R, name: String) -> Result<Self, TraceError> {
         let mut prefix = [0u8; PREFIX_LEN as usize];
-        let n = read_full(&mut r, &mut prefix).map_err(|source| TraceError::Io {
+        let n = read_full(&mut r, &mut prefix).map_err(|cause| TraceError::Io {
             name: name.clone(),
-            source,
+            cause,
         })?;
         let version = check_prefix(&prefix[..n], &name)?;
         let (header, len) = read_header(&mut r, &prefix, &name)?;

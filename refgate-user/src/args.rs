@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use clap::ValueHint;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use refgate_replay::{params::ExtentLock, trace_workload::SeqRule};
 
@@ -13,13 +14,15 @@ use refgate_replay::{params::ExtentLock, trace_workload::SeqRule};
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TraceInput {
     /// Trace to replay (default: the bundled sample, recorded on btrfs).
+    #[arg(value_name = "TRACE", value_hint = ValueHint::FilePath)]
     pub trace: Option<PathBuf>,
     /// Copies of the workload over disjoint extents (`auto`: enough that every CPU has a
     /// writer).
-    #[arg(long, default_value = "auto", value_parser = parse_replicate)]
+    #[arg(long, default_value = "auto", value_parser = parse_replicate, value_name = "N|auto",
+          value_hint = ValueHint::Other)]
     pub replicate: Replicate,
     /// A task's adds further apart than this start a new transaction handle (no kprobes).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "US", value_hint = ValueHint::Other)]
     pub handle_gap_us: u64,
     /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6).
     #[arg(long, value_enum, default_value_t = SeqRule::Data)]
@@ -35,10 +38,10 @@ pub struct TraceInput {
 pub struct ModelArgs {
     /// Override a cost of the virtual engine's cost model, NAME=NS (repeatable); the report
     /// lists the names, values and where each came from.
-    #[arg(long = "cost", value_name = "NAME=NS")]
+    #[arg(long = "cost", value_name = "NAME=NS", value_hint = ValueHint::Other)]
     pub costs: Vec<String>,
     /// Tie-breaking among virtual CPUs ready at the same virtual instant.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_name = "SEED", value_hint = ValueHint::Other)]
     pub sim_seed: u64,
     /// How tasks wait for the extent tree's lock under virtual CPUs; default: the policy's era.
     #[arg(long, value_enum)]
@@ -68,6 +71,30 @@ fn parse_replicate(s: &str) -> Result<Replicate, String> {
         return Ok(Replicate(None));
     }
     Ok(Replicate(Some(parse_count(s)?)))
+}
+
+/// A comma-separated list of counts (`compare --cpus`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts(pub Vec<usize>);
+
+/// `--cpus 1,2,4`: every item a count of at least 1; an error names every bad item.
+pub fn parse_counts(s: &str) -> Result<Counts, String> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for item in s.split(',') {
+        match parse_count(item.trim()) {
+            Ok(n) => good.push(n),
+            Err(_) => bad.push(format!("`{item}`")),
+        }
+    }
+    match bad.len() {
+        0 => Ok(Counts(good)),
+        1 => Err(format!("{} is not a whole number of at least 1", bad[0])),
+        _ => Err(format!(
+            "{} are not whole numbers of at least 1",
+            bad.join(", ")
+        )),
+    }
 }
 
 /// A count of at least 1 (`--threads`, `--replicate`).

@@ -30,6 +30,7 @@ mod args;
 mod compare;
 mod completions;
 mod dashboard;
+mod examples;
 mod export;
 mod history;
 mod inspect;
@@ -42,10 +43,19 @@ mod units;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueHint};
 
 #[derive(Parser)]
-#[command(name = "refgate", version, about, long_about = None)]
+#[command(
+    name = "refgate",
+    version,
+    about = "Record btrfs delayed-ref contention with eBPF and replay it on a model of the \
+             kernel's delayed-ref runner",
+    long_about = None,
+    // `help` as a subcommand would get a man page of its own; `--help` says the same.
+    disable_help_subcommand = true,
+    after_long_help = examples::REFGATE
+)]
 struct Cli {
     /// More diagnostics (-v: info, -vv: debug), including the eBPF programs' own.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -57,15 +67,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Record delayed-ref and lock-contention events from the running kernel (needs root).
+    #[command(after_long_help = examples::RECORD)]
     Record {
         /// Trace file to write.
-        #[arg(short, long, default_value = "trace.bin")]
+        #[arg(short, long, default_value = "trace.bin", value_name = "FILE", value_hint = ValueHint::FilePath)]
         output: PathBuf,
         /// Record only this btrfs filesystem (its mount point); default: every btrfs.
-        #[arg(long, conflicts_with = "scratch")]
+        #[arg(long, conflicts_with = "scratch", value_name = "DIR", value_hint = ValueHint::DirPath)]
         mount: Option<PathBuf>,
         /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
-        #[arg(long, value_parser = parse_secs)]
+        #[arg(long, value_parser = parse_secs, value_name = "SECONDS", value_hint = ValueHint::Other)]
         duration: Option<Duration>,
         /// Make a temporary loopback btrfs, run a built-in workload on it, record it, tear it down.
         #[arg(long)]
@@ -76,7 +87,7 @@ enum Command {
         #[arg(long, requires = "scratch")]
         cleanup: bool,
         /// Files per writer thread in the --scratch workload.
-        #[arg(long, default_value_t = 1500)]
+        #[arg(long, default_value_t = 1500, value_name = "N", value_hint = ValueHint::Other)]
         scratch_files: usize,
         /// Plain progress lines instead of the live status.
         #[arg(long)]
@@ -86,7 +97,8 @@ enum Command {
         probe_cost: bool,
         /// Kernel stack frames taken per contended lock, 1-20: fewer are cheaper, but a
         /// delayed-ref run behind an extent-tree search needs ~16 to be seen.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20),
+              value_name = "N", value_hint = ValueHint::Other)]
         stack_frames: u32,
         /// Write raw kernel addresses (lock addresses, transaction handles) instead of
         /// per-trace identifiers; they help defeat KASLR, so such a trace must not be published.
@@ -95,18 +107,24 @@ enum Command {
     },
     /// Replay a trace on the userspace delayed-ref model: N virtual CPUs (default) or N real
     /// threads.
+    #[command(after_long_help = examples::REPLAY)]
     Replay(replay::ReplayArgs),
     /// Sweep policies × virtual CPU counts over one workload: a table (or JSON/CSV) and plots.
+    #[command(after_long_help = examples::COMPARE)]
     Compare(compare::CompareArgs),
     /// List the runner policies: name, kernels modelled, what each does, and the kernel
     /// versions accepted as its aliases.
+    #[command(after_long_help = examples::POLICIES)]
     Policies {
         /// One JSON array instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// Summarise a trace: header, event counts, tasks, busiest heads, lock contention.
+    #[command(after_long_help = examples::INSPECT)]
     Inspect {
+        /// The trace file to summarise (`refgate record` writes trace.bin).
+        #[arg(value_name = "TRACE", value_hint = ValueHint::FilePath)]
         trace: PathBuf,
         /// One JSON object instead of text.
         #[arg(long)]
@@ -114,14 +132,17 @@ enum Command {
     },
     /// Convert a trace: Chrome trace-event JSON (Perfetto, chrome://tracing), JSON lines, or
     /// Parquet (DuckDB, Spark, Trino); one entry per recorded event.
+    #[command(after_long_help = examples::EXPORT)]
     Export {
+        /// The trace file to convert.
+        #[arg(value_name = "TRACE", value_hint = ValueHint::FilePath)]
         trace: PathBuf,
         /// chrome, jsonl or parquet (default: from the output's extension, else chrome).
         #[arg(short, long, value_enum)]
         format: Option<export::Format>,
         /// Output file, `-` for stdout (default: the trace's name with the format's
         /// extension, in the current directory).
-        #[arg(short, long)]
+        #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         output: Option<PathBuf>,
         /// Export the records before the damage of a cut or corrupt trace (with a warning)
         /// instead of refusing it.
@@ -129,14 +150,17 @@ enum Command {
         partial: bool,
     },
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = examples::COMPLETIONS)]
     Completions {
-        #[arg(value_enum)]
+        /// The shell to print the script for.
+        #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), or write it and one page per subcommand into a directory.
+    #[command(after_long_help = examples::MANPAGE)]
     Manpage {
         /// Write refgate.1 and refgate-SUBCOMMAND.1 here instead of printing refgate.1.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
         dir: Option<PathBuf>,
     },
 }

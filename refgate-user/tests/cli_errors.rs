@@ -272,3 +272,63 @@ fn replay_of_a_damaged_trace_replays_what_precedes_the_damage() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["trace_damage"].is_null(), "{}", v["trace_damage"]);
 }
+
+/// One cause, printed once, in the user's terms: a directory given as a trace, an output in a
+/// missing directory (named, not our temporary file), every bad item of a list, and negative
+/// numbers refused by the option's own check rather than taken for options.
+#[test]
+fn errors_name_the_cause_once_in_the_users_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for args in [
+        vec!["replay", d, "--no-tui"],
+        vec!["inspect", d],
+        vec!["export", d],
+    ] {
+        let o = refgate().args(&args).output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert_eq!(e.matches("is a directory").count(), 1, "{args:?}: {e}");
+        assert!(e.contains(&format!("{d}/trace.bin")), "{args:?}: {e}");
+        assert!(!e.contains("os error"), "{args:?}: {e}");
+    }
+    let o = refgate()
+        .args(["replay", &format!("{d}/missing.bin"), "--no-tui"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(e.matches("No such file").count(), 1, "{e}");
+
+    let out = format!("{d}/no/such/dir/x.parquet");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
+    let o = refgate()
+        .args(["export", sample, "-o", &out])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains(&out) && e.contains(&format!("{d}/no/such/dir does not exist")),
+        "{e}"
+    );
+    assert!(!e.contains("x.parquet.tmp"), "our temporary name: {e}");
+
+    let o = refgate()
+        .args(["compare", "--cpus", "0,abc,3,-2"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("`0`, `abc`, `-2` are not whole numbers"), "{e}");
+
+    for args in [["replay", "--speed", "-1"], ["replay", "--threads", "-3"]] {
+        let o = refgate().args(args).output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains(&format!("invalid value '{}'", args[2])), "{e}");
+        assert!(
+            !e.contains("-- -"),
+            "clap's advice would make the number the trace: {e}"
+        );
+    }
+}

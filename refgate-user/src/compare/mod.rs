@@ -39,22 +39,23 @@ mod plots;
 
 /// `refgate compare`'s options.
 #[derive(clap::Args, Clone, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct CompareArgs {
     #[command(flatten)]
     pub input: TraceInput,
     /// Policies to compare, comma-separated, by name or kernel version; `all` for every one
     /// (`refgate policies` lists them).
     #[arg(long, value_delimiter = ',', default_value = args::default_policies(),
-          value_parser = args::policies_parser())]
+          value_parser = args::policies_parser(), value_name = "NAME,NAME,…|all")]
     pub policies: Vec<String>,
     /// Virtual CPU counts, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64",
-          value_parser = args::parse_count)]
-    pub cpus: Vec<usize>,
+    #[arg(long, value_name = "N,N,…", default_value = "1,2,4,8,16,32,64",
+          value_parser = args::parse_counts, value_hint = clap::ValueHint::Other)]
+    pub cpus: args::Counts,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Write SVG and PNG plots into this directory.
-    #[arg(short = 'o', long = "out")]
+    #[arg(short = 'o', long = "out", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub out_dir: Option<PathBuf>,
     /// One JSON object with a `points` list instead of the table.
     #[arg(long)]
@@ -167,7 +168,7 @@ fn kernel_of(trace: &Option<PathBuf>) -> String {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    if args.cpus.is_empty() || args.policies.is_empty() {
+    if args.cpus.0.is_empty() || args.policies.is_empty() {
         bail!("compare needs at least one policy (--policies) and one CPU count (--cpus)");
     }
     let policies: Vec<_> = args::expand_policies(&args.policies)
@@ -177,7 +178,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             (p, b)
         })
         .collect();
-    let max_cpus = *args.cpus.iter().max().expect("non-empty");
+    let max_cpus = *args.cpus.0.iter().max().expect("non-empty");
     let prepared = prepare_workload(&args.input, None, None, max_cpus)?;
     let costs = cost_model(&args.model.costs, None, &prepared.conv)?;
     let params = Params {
@@ -187,7 +188,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         ..Params::default()
     };
     let points: Vec<(usize, usize)> = (0..policies.len())
-        .flat_map(|p| args.cpus.iter().map(move |&c| (p, c)))
+        .flat_map(|p| args.cpus.0.iter().map(move |&c| (p, c)))
         .collect();
     let out = run_points(
         &points,

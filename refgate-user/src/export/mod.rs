@@ -182,8 +182,10 @@ fn export_to<R: Read>(
             let out = BufWriter::with_capacity(256 * 1024, io::stdout());
             export(reader, format, out, partial)
         }
+        // The temporary name is ours; an error names the user's path (and the directory
+        // when that is what is missing).
         Sink::File { path, tmp } => File::create(tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))
+            .map_err(|e| create_error(path, e))
             // Under sudo, the export belongs to the user who asked for it, as the trace does.
             .and_then(|f| Ok(crate::owner::give_to_invoking_user(&f).map(|()| f)?))
             .and_then(|f| {
@@ -200,6 +202,20 @@ fn export_to<R: Read>(
                 })?;
                 Ok(r)
             }),
+    }
+}
+
+/// Why the output `path` cannot be created, in the user's terms.
+fn create_error(path: &Path, e: io::Error) -> anyhow::Error {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    match dir {
+        Some(d) if e.kind() == io::ErrorKind::NotFound && !d.exists() => anyhow::anyhow!(
+            "cannot create {}: the directory {} does not exist (create it, or pass another \
+             path with `-o`)",
+            path.display(),
+            d.display()
+        ),
+        _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
     }
 }
 

@@ -19,25 +19,28 @@ use anyhow::Result;
 use refgate_replay::{Config, Engine, Params, Report, cost::Cost, live::Live};
 
 use crate::args::{ModelArgs, Speed, TraceInput, parse_count, parse_speed, policy_parser};
+use clap::ValueHint;
 use prepare::{Prepared, SAMPLE_NAME, TraceDamage, cost_model, prepare_workload};
 use report::{Prep, damage_json, describe_error, json_report, text_report, with_damage_text};
 
-/// `refgate replay`'s options.
+/// `refgate replay`'s options. Negative numbers are values (`--speed -1` is refused by
+/// `--speed`'s own check, not taken for an option).
 #[derive(clap::Args, Clone, Debug, Default)]
+#[command(allow_negative_numbers = true)]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub input: TraceInput,
     /// Replay this workload file (JSON lines; `refgate export --format workload` writes
     /// one) instead of a trace.
-    #[arg(long, conflicts_with = "trace")]
+    #[arg(long, conflicts_with = "trace", value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub workload: Option<PathBuf>,
     /// Write the final extent tree (per extent: refs, flags, backrefs) and the model's
     /// counts as JSON to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub dump_state: Option<PathBuf>,
     /// Write the replay's timeline (per CPU: running, spinning, sleeping; run calls; queue
     /// depth) as Chrome trace-event JSON for Perfetto.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub timeline: Option<PathBuf>,
     /// Compare with the recording: replay under modern on the recorded CPU count at
     /// recorded speed and print, per transaction, recorded vs replayed heads and refs
@@ -45,7 +48,8 @@ pub struct ReplayArgs {
     #[arg(long, conflicts_with = "workload")]
     pub validate: bool,
     /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
-    #[arg(short, long, visible_alias = "cpus", default_value = "32", value_parser = parse_count)]
+    #[arg(short, long, visible_alias = "cpus", default_value = "32", value_parser = parse_count,
+          value_name = "N", value_hint = ValueHint::Other)]
     pub threads: usize,
     /// `virtual`: N CPUs in deterministic virtual time, the same answer on any host;
     /// `threads`: N real threads (real races; contention figures then depend on the host).
@@ -54,14 +58,15 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Runner policy, by name or kernel version (`refgate policies` lists them).
-    #[arg(short, long, default_value = "seed", value_parser = policy_parser())]
+    #[arg(short, long, default_value = "seed", value_parser = policy_parser(), value_name = "NAME")]
     pub policy: String,
     /// `max` (as fast as possible) or a factor applied to recorded think-times (1 = real time).
-    #[arg(long, default_value = "max", value_parser = parse_speed)]
+    #[arg(long, default_value = "max", value_parser = parse_speed, value_name = "max|FACTOR",
+          value_hint = ValueHint::Other)]
     pub speed: Speed,
     /// Cost of one extent-tree update in ns (default: calibrated from the trace's run
     /// events); the same as `--cost run_ref=NS`, and the threads engine's busy-work.
-    #[arg(long)]
+    #[arg(long, value_name = "NS", value_hint = ValueHint::Other)]
     pub ext_cost_ns: Option<u64>,
     /// One JSON object instead of the text report.
     #[arg(long)]

@@ -251,7 +251,42 @@ pub enum Record {
 
 #[cfg(test)]
 mod name_tests {
-    use super::LockRole;
+    use super::*;
+    use crate::names::{action, ref_type};
+
+    /// The names table's codes are the kernel's.
+    #[test]
+    fn action_and_ref_type_names_follow_the_kernels_codes() {
+        assert_eq!(action::of(ADD_DELAYED_REF), Some(action::ADD_DELAYED_REF));
+        assert_eq!(action::of(DROP_DELAYED_REF), Some(action::DROP_DELAYED_REF));
+        assert_eq!(
+            action::of(ADD_DELAYED_EXTENT),
+            Some(action::ADD_DELAYED_EXTENT)
+        );
+        assert_eq!(
+            action::of(UPDATE_DELAYED_HEAD),
+            Some(action::UPDATE_DELAYED_HEAD)
+        );
+        assert_eq!(action::of(0), Some(action::NONE));
+        assert_eq!(action::of(5), None);
+        assert_eq!(
+            ref_type::of(TREE_BLOCK_REF_KEY),
+            Some(ref_type::TREE_BLOCK_REF)
+        );
+        assert_eq!(
+            ref_type::of(EXTENT_DATA_REF_KEY),
+            Some(ref_type::EXTENT_DATA_REF)
+        );
+        assert_eq!(
+            ref_type::of(SHARED_BLOCK_REF_KEY),
+            Some(ref_type::SHARED_BLOCK_REF)
+        );
+        assert_eq!(
+            ref_type::of(SHARED_DATA_REF_KEY),
+            Some(ref_type::SHARED_DATA_REF)
+        );
+        assert_eq!(ref_type::of(0), None);
+    }
 
     /// JSON spells every role as the names table's id (the trace stores the index).
     #[test]

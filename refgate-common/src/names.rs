@@ -125,6 +125,54 @@ pub mod counter {
     pub const ALL: [Name; 3] = [QUEUE_DEPTH, NUM_HEADS, NUM_ENTRIES];
 }
 
+/// Delayed-ref actions (`BTRFS_ADD_DELAYED_REF` … `BTRFS_UPDATE_DELAYED_HEAD`), by the kernel's
+/// code; 0 is what `run_delayed_ref_head` reports. The exports give the code and this id.
+pub mod action {
+    use super::{Name, n};
+    pub const NONE: Name = n("none", "none (a head's run)");
+    pub const ADD_DELAYED_REF: Name = n("add_delayed_ref", "BTRFS_ADD_DELAYED_REF");
+    pub const DROP_DELAYED_REF: Name = n("drop_delayed_ref", "BTRFS_DROP_DELAYED_REF");
+    pub const ADD_DELAYED_EXTENT: Name = n("add_delayed_extent", "BTRFS_ADD_DELAYED_EXTENT");
+    pub const UPDATE_DELAYED_HEAD: Name = n("update_delayed_head", "BTRFS_UPDATE_DELAYED_HEAD");
+    /// By code: 0–4 (the kernel's values), in order.
+    pub const ALL: [Name; 5] = [
+        NONE,
+        ADD_DELAYED_REF,
+        DROP_DELAYED_REF,
+        ADD_DELAYED_EXTENT,
+        UPDATE_DELAYED_HEAD,
+    ];
+    /// The name of the kernel's code `c`; `None` for a code this refgate does not know.
+    pub fn of(c: u8) -> Option<Name> {
+        ALL.get(usize::from(c)).copied()
+    }
+}
+
+/// Backref key types, by the kernel's code (`BTRFS_TREE_BLOCK_REF_KEY` 176, …).
+pub mod ref_type {
+    use super::{Name, n};
+    pub const TREE_BLOCK_REF: Name = n("tree_block_ref", "BTRFS_TREE_BLOCK_REF_KEY");
+    pub const EXTENT_DATA_REF: Name = n("extent_data_ref", "BTRFS_EXTENT_DATA_REF_KEY");
+    pub const SHARED_BLOCK_REF: Name = n("shared_block_ref", "BTRFS_SHARED_BLOCK_REF_KEY");
+    pub const SHARED_DATA_REF: Name = n("shared_data_ref", "BTRFS_SHARED_DATA_REF_KEY");
+    pub const ALL: [Name; 4] = [
+        TREE_BLOCK_REF,
+        EXTENT_DATA_REF,
+        SHARED_BLOCK_REF,
+        SHARED_DATA_REF,
+    ];
+    /// The name of the kernel's code `c`; `None` for a code this refgate does not know.
+    pub fn of(c: u8) -> Option<Name> {
+        match c {
+            176 => Some(TREE_BLOCK_REF),
+            178 => Some(EXTENT_DATA_REF),
+            182 => Some(SHARED_BLOCK_REF),
+            184 => Some(SHARED_DATA_REF),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,7 +181,9 @@ mod tests {
     /// things within a group.
     #[test]
     fn ids_are_snake_case_and_distinct() {
-        let groups: [&[Name]; 6] = [
+        let groups: [&[Name]; 8] = [
+            &action::ALL,
+            &ref_type::ALL,
             &lock::ALL,
             &probe_kind::ALL,
             &caller::ALL,

@@ -365,6 +365,16 @@ impl<R: Read> Source<R> {
     }
 }
 
+/// `action`'s id; an unknown code has none (the code column still holds it).
+fn action_name(c: u8) -> Option<&'static str> {
+    refgate_common::names::action::of(c).map(|n| n.id)
+}
+
+/// `ref_type`'s id; an unknown code has none.
+fn ref_type_name(c: u8) -> Option<&'static str> {
+    refgate_common::names::ref_type::of(c).map(|n| n.id)
+}
+
 /// The `schema` of the exports' metadata (Chrome `otherData`, Parquet key-value `refgate`).
 pub const METADATA_SCHEMA: &str = "refgate.export-metadata/1";
 
@@ -403,6 +413,9 @@ pub struct Fields {
     /// `BTRFS_ADD_DELAYED_REF` (1) … `BTRFS_UPDATE_DELAYED_HEAD` (4); 0 on a head's run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<u8>,
+    /// `action` as its id in the names table (`add_delayed_ref`, …, `none` on a head's run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_name: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -411,10 +424,16 @@ pub struct Fields {
     pub level: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<u64>,
+    /// The data ref's `offset` (the tracepoint's name; `data_offset` here because `OFFSET` is
+    /// a reserved word in SQL, where the Parquet export is read).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
+    pub data_offset: Option<u64>,
+    /// The backref key type's code (176 `BTRFS_TREE_BLOCK_REF_KEY`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ref_type: Option<u8>,
+    /// `ref_type` as its id in the names table (`tree_block_ref`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_type_name: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -429,8 +448,8 @@ pub struct Fields {
     pub wait_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_log_tree: Option<bool>,
-    /// The lock's role as `refgate inspect` names it (`delayed_refs->lock`, `head->mutex`,
-    /// `extent tree`, `other btrfs`).
+    /// The lock's role: its id in the names table (`delayed_refs_lock`, `head_mutex`,
+    /// `extent_tree`, `other_btrfs`), on every row with a `wait_ns`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -440,9 +459,14 @@ pub struct Fields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ret: Option<i64>,
     /// `btrfs_run_delayed_refs`' second argument; the trace header's `run_arg` says whether it
-    /// is a count (≤ 6.6) or `min_bytes` (≥ 6.7).
+    /// is a count (≤ 6.6) or `min_bytes` (≥ 6.7). Absent (null) when it means "run
+    /// everything" (−1 or `U64_MAX`): then `run_all` is true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arg: Option<u64>,
+    /// Whether the call ran everything (`arg` −1 / `U64_MAX`, which JSON and SQL would show
+    /// as 18446744073709551615 or −1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_all: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
     /// The `struct btrfs_trans_handle *`.
@@ -451,39 +475,54 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// A tree ref's fields (`add_delayed_tree_ref`, `run_delayed_tree_ref`).
+    fn tree_ref(r: &refgate_common::event::TreeRef) -> Fields {
+        Fields {
+            fs: Some(r.fs),
+            bytenr: Some(r.bytenr),
+            num_bytes: Some(r.num_bytes),
+            action: Some(r.action),
+            action_name: action_name(r.action),
+            parent: Some(r.parent),
+            ref_root: Some(r.ref_root),
+            level: Some(r.level),
+            ref_type: Some(r.ref_type),
+            ref_type_name: ref_type_name(r.ref_type),
+            seq: Some(r.seq),
+            ..Fields::default()
+        }
+    }
+
+    /// A data ref's fields (`add_delayed_data_ref`, `run_delayed_data_ref`).
+    fn data_ref(r: &refgate_common::event::DataRef) -> Fields {
+        Fields {
+            fs: Some(r.fs),
+            bytenr: Some(r.bytenr),
+            num_bytes: Some(r.num_bytes),
+            action: Some(r.action),
+            action_name: action_name(r.action),
+            parent: Some(r.parent),
+            ref_root: Some(r.ref_root),
+            owner: Some(r.owner),
+            data_offset: Some(r.offset),
+            ref_type: Some(r.ref_type),
+            ref_type_name: ref_type_name(r.ref_type),
+            seq: Some(r.seq),
+            ..Fields::default()
+        }
+    }
+
     pub fn of(kind: &EventKind) -> Fields {
         use EventKind::*;
         match *kind {
-            AddTreeRef(r) | RunTreeRef(r) => Fields {
-                fs: Some(r.fs),
-                bytenr: Some(r.bytenr),
-                num_bytes: Some(r.num_bytes),
-                action: Some(r.action),
-                parent: Some(r.parent),
-                ref_root: Some(r.ref_root),
-                level: Some(r.level),
-                ref_type: Some(r.ref_type),
-                seq: Some(r.seq),
-                ..Fields::default()
-            },
-            AddDataRef(r) | RunDataRef(r) => Fields {
-                fs: Some(r.fs),
-                bytenr: Some(r.bytenr),
-                num_bytes: Some(r.num_bytes),
-                action: Some(r.action),
-                parent: Some(r.parent),
-                ref_root: Some(r.ref_root),
-                owner: Some(r.owner),
-                offset: Some(r.offset),
-                ref_type: Some(r.ref_type),
-                seq: Some(r.seq),
-                ..Fields::default()
-            },
+            AddTreeRef(r) | RunTreeRef(r) => Fields::tree_ref(&r),
+            AddDataRef(r) | RunDataRef(r) => Fields::data_ref(&r),
             AddRefHead(r) | RunRefHead(r) => Fields {
                 fs: Some(r.fs),
                 bytenr: Some(r.bytenr),
                 num_bytes: Some(r.num_bytes),
                 action: Some(r.action),
+                action_name: action_name(r.action),
                 is_data: Some(r.is_data),
                 ..Fields::default()
             },
@@ -509,6 +548,8 @@ impl Fields {
                 block: Some(block),
                 generation: Some(generation),
                 wait_ns: Some(wait_ns),
+                // Only extent-tree blocks' waits are recorded (the others are filtered).
+                role: Some(refgate_common::names::lock::EXTENT_TREE.id),
                 owner: Some(owner),
                 is_log_tree: Some(is_log_tree),
                 ..Fields::default()
@@ -532,7 +573,8 @@ impl Fields {
                 ret,
                 duration_ns,
             } => Fields {
-                arg: Some(arg),
+                arg: (arg != u64::MAX).then_some(arg),
+                run_all: Some(arg == u64::MAX),
                 ret: Some(ret),
                 duration_ns: Some(duration_ns),
                 ..Fields::default()
@@ -594,6 +636,47 @@ impl<'a> Row<'a> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    /// Codes come with their names, "run everything" is `run_all` and no magic number, and
+    /// every row with a wait names its lock.
+    #[test]
+    fn fields_label_codes_and_say_run_all_in_one_way() {
+        let call = |arg| {
+            Fields::of(&EventKind::RunDelayedRefsCall {
+                arg,
+                ret: 0,
+                duration_ns: 1,
+            })
+        };
+        let all = call(u64::MAX);
+        assert_eq!((all.arg, all.run_all), (None, Some(true)));
+        let some = call(32);
+        assert_eq!((some.arg, some.run_all), (Some(32), Some(false)));
+        let d = Fields::of(&EventKind::AddDataRef(DataRef {
+            fs: 0,
+            bytenr: 1 << 20,
+            num_bytes: 4096,
+            action: DROP_DELAYED_REF,
+            parent: 0,
+            ref_root: 5,
+            owner: 257,
+            offset: 8192,
+            ref_type: EXTENT_DATA_REF_KEY,
+            seq: 0,
+        }));
+        assert_eq!(d.data_offset, Some(8192));
+        assert_eq!(d.action_name, Some("drop_delayed_ref"));
+        assert_eq!(d.ref_type_name, Some("extent_data_ref"));
+        let t = Fields::of(&EventKind::TreeLock {
+            fs: 0,
+            block: 1 << 20,
+            generation: 7,
+            wait_ns: 100,
+            owner: 2,
+            is_log_tree: false,
+        });
+        assert_eq!(t.role, Some("extent_tree"));
+    }
     use super::*;
     use refgate_common::event::*;
     use refgate_common::trace::{TraceHeader, TraceWriter};

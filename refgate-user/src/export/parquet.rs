@@ -69,7 +69,8 @@ enum V<'a> {
 /// What a row is made of: the event's row and the per-trace columns.
 struct Ctx<'a> {
     row: &'a Row<'a>,
-    host: &'a str,
+    /// The recorded hostname; `None` where the kernel had none (`(none)`) or it is empty.
+    host: Option<&'a str>,
     kernel: &'a str,
     fsid: Option<&'a str>,
     lock_addr: Option<&'a str>,
@@ -95,7 +96,7 @@ fn i32o(v: Option<u32>) -> V<'static> {
 /// The columns, in order. The schema is generated from this list.
 #[rustfmt::skip]
 const COLUMNS: &[Spec] = &[
-    Spec { name: "host", ty: Ty::Str, required: true, get: |c| V::Str(Some(c.host)) },
+    Spec { name: "host", ty: Ty::Str, required: false, get: |c| V::Str(c.host) },
     Spec { name: "kernel_release", ty: Ty::Str, required: true, get: |c| V::Str(Some(c.kernel)) },
     Spec { name: "ts_ns", ty: Ty::I64, required: true, get: |c| i64o(Some(c.row.ts_ns)) },
     Spec { name: "cpu", ty: Ty::I32, required: true, get: |c| i32o(Some(c.row.cpu)) },
@@ -109,12 +110,14 @@ const COLUMNS: &[Spec] = &[
     Spec { name: "bytenr", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.bytenr) },
     Spec { name: "num_bytes", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.num_bytes) },
     Spec { name: "action", ty: Ty::I32, required: false, get: |c| i32o(c.row.fields.action.map(u32::from)) },
+    Spec { name: "action_name", ty: Ty::Str, required: false, get: |c| V::Str(c.row.fields.action_name) },
     Spec { name: "parent", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.parent) },
     Spec { name: "ref_root", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.ref_root) },
     Spec { name: "level", ty: Ty::I32, required: false, get: |c| i32o(c.row.fields.level.map(u32::from)) },
     Spec { name: "owner", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.owner) },
-    Spec { name: "offset", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.offset) },
+    Spec { name: "data_offset", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.data_offset) },
     Spec { name: "ref_type", ty: Ty::I32, required: false, get: |c| i32o(c.row.fields.ref_type.map(u32::from)) },
+    Spec { name: "ref_type_name", ty: Ty::Str, required: false, get: |c| V::Str(c.row.fields.ref_type_name) },
     Spec { name: "seq", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.seq) },
     Spec { name: "is_data", ty: Ty::Bool, required: false, get: |c| V::Bool(c.row.fields.is_data) },
     Spec { name: "generation", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.generation) },
@@ -127,9 +130,16 @@ const COLUMNS: &[Spec] = &[
     Spec { name: "flags", ty: Ty::I32, required: false, get: |c| i32o(c.row.fields.flags) },
     Spec { name: "ret", ty: Ty::I64, required: false, get: |c| V::I64(c.row.fields.ret) },
     Spec { name: "arg", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.arg) },
+    Spec { name: "run_all", ty: Ty::Bool, required: false, get: |c| V::Bool(c.row.fields.run_all) },
     Spec { name: "duration_ns", ty: Ty::I64, required: false, get: |c| i64o(c.row.fields.duration_ns) },
     Spec { name: "handle", ty: Ty::Str, required: false, get: |c| V::Str(c.handle) },
 ];
+
+/// The `host` column: the recorded hostname, or NULL for the kernel's "no name" (`(none)`,
+/// its default nodename) and an empty one, which are not hosts called so.
+fn host_column(h: &str) -> Option<&str> {
+    (!h.is_empty() && h != "(none)").then_some(h)
+}
 
 /// The Parquet schema of [`COLUMNS`], in the message-type syntax.
 pub fn schema_text() -> String {
@@ -256,7 +266,7 @@ fn write_inner<R: Read, W: Write + Send>(src: &mut Source<R>, out: W) -> Result<
         bufs: COLUMNS.iter().map(|_| Buf::default()).collect(),
         rows: 0,
     };
-    let host = src.header().hostname.clone();
+    let host = host_column(&src.header().hostname).map(str::to_string);
     let kernel = src.header().kernel_release.clone();
     let mut n = 0u64;
     while let Some(e) = src.next_event() {
@@ -265,7 +275,7 @@ fn write_inner<R: Read, W: Write + Send>(src: &mut Source<R>, out: W) -> Result<
         let (lock_addr, handle) = (hex(row.fields.lock_addr), hex(row.fields.handle));
         let ctx = Ctx {
             row: &row,
-            host: &host,
+            host: host.as_deref(),
             kernel: &kernel,
             fsid: row.fields.fs.and_then(|fs| src.fsid(fs)),
             lock_addr: lock_addr.as_deref(),
@@ -290,6 +300,24 @@ fn write_inner<R: Read, W: Write + Send>(src: &mut Source<R>, out: W) -> Result<
 
 #[cfg(test)]
 mod tests {
+    /// Every column name can be used in SQL unquoted (DuckDB, Spark and Trino reserve these;
+    /// `offset` was one) and no column holds the kernel's "no name" as a host.
+    #[test]
+    fn columns_need_no_quoting_and_unknown_hosts_are_null() {
+        const RESERVED: &[&str] = &[
+            "all", "and", "as", "by", "case", "cast", "check", "column", "create", "default",
+            "desc", "distinct", "else", "end", "from", "group", "having", "in", "into", "is",
+            "join", "limit", "not", "null", "offset", "on", "or", "order", "select", "table",
+            "then", "to", "union", "user", "using", "when", "where", "window", "with",
+        ];
+        for c in COLUMNS {
+            assert!(!RESERVED.contains(&c.name), "{} is reserved in SQL", c.name);
+        }
+        assert_eq!(host_column("(none)"), None);
+        assert_eq!(host_column(""), None);
+        assert_eq!(host_column("vm"), Some("vm"));
+    }
+
     use super::super::Format;
     use super::super::tests::{SMALL_EVENTS, export_small};
     use super::*;
@@ -306,12 +334,14 @@ mod tests {
             bytenr: Some(0),
             num_bytes: Some(0),
             action: Some(0),
+            action_name: Some(""),
             parent: Some(0),
             ref_root: Some(0),
             level: Some(0),
             owner: Some(0),
-            offset: Some(0),
+            data_offset: Some(0),
             ref_type: Some(0),
+            ref_type_name: Some(""),
             seq: Some(0),
             is_data: Some(false),
             generation: Some(0),
@@ -324,6 +354,7 @@ mod tests {
             flags: Some(0),
             ret: Some(0),
             arg: Some(0),
+            run_all: Some(false),
             duration_ns: Some(0),
             handle: Some(super::super::Hex(0)),
         })

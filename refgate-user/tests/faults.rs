@@ -152,7 +152,25 @@ fn sudo_trace_is_the_invoking_users_and_private() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut files = vec![export];
+    // The replay's state dump and timeline name the trace's tasks too (of the bundled
+    // sample: the trace recorded here has nothing to replay).
+    let (dump, timeline) = (d.join("state.json"), d.join("timeline.json"));
+    let o = refgate()
+        .args(["replay", "--no-tui", "--threads", "2", "--dump-state"])
+        .arg(&dump)
+        .arg("--timeline")
+        .arg(&timeline)
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Everything derived from the trace is as private as the trace (plots name no task).
+    for f in [&export, &dump, &timeline] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let mut files = vec![export, dump, timeline];
     files.extend(
         std::fs::read_dir(&plots)
             .unwrap()

@@ -22,7 +22,6 @@ pub mod parquet;
 pub mod workload;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -184,10 +183,10 @@ fn export_to<R: Read>(
         }
         // The temporary name is ours; an error names the user's path (and the directory
         // when that is what is missing).
-        Sink::File { path, tmp } => File::create(tmp)
+        // Private (0600) like the trace: an export names the same host, tasks and command
+        // lines; under sudo it belongs to the user who asked for it, as the trace does.
+        Sink::File { path, tmp } => crate::owner::create_private(tmp)
             .map_err(|e| create_error(path, e))
-            // Under sudo, the export belongs to the user who asked for it, as the trace does.
-            .and_then(|f| Ok(crate::owner::give_to_invoking_user(&f).map(|()| f)?))
             .and_then(|f| {
                 export(
                     reader,

@@ -29,6 +29,12 @@ pub fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
             "refs_run_by_caller": r.refs_run_by_caller,
         },
     });
-    std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
-        .with_context(|| format!("cannot write the state dump {}", path.display()))
+    // Private like the trace it comes from, the invoking user's under sudo (crate::owner).
+    let mut f = crate::owner::create_private(path)
+        .with_context(|| format!("cannot create the state dump {}", path.display()))?;
+    std::io::Write::write_all(
+        &mut f,
+        (serde_json::to_string_pretty(&v)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("cannot write the state dump {}", path.display()))
 }

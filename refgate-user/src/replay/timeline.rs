@@ -85,7 +85,9 @@ fn write(
     unit: &str,
     clock: &str,
 ) -> Result<()> {
-    let f = std::fs::File::create(path)
+    // It names the trace's tasks' CPUs and timing: private like the trace, the invoking
+    // user's under sudo (crate::owner).
+    let f = crate::owner::create_private(path)
         .with_context(|| format!("cannot create the timeline {}", path.display()))?;
     let mut o = BufWriter::new(f);
     let mut first = true;

@@ -132,7 +132,13 @@ fn sudo_trace_is_the_invoking_users_and_private() {
     assert_eq!(std::fs::read(&precious).unwrap(), b"root's data");
     assert_eq!(std::fs::read(&other).unwrap(), b"someone else's");
     assert_eq!(std::fs::metadata(&precious).unwrap().uid(), 0);
-    // The other files refgate writes: an export, and compare's plots.
+    derived_files_are_private_and_the_invoking_users(d);
+}
+
+/// The other files refgate writes under sudo — an export, compare's plots, a state dump, a
+/// timeline — belong to the invoking user, and those that name the trace's tasks are 0600.
+fn derived_files_are_private_and_the_invoking_users(d: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let export = d.join("t.jsonl");
     let o = refgate()
         .args(["export", "-o"])

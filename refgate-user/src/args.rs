@@ -77,22 +77,38 @@ fn parse_replicate(s: &str) -> Result<Replicate, String> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts(pub Vec<usize>);
 
-/// `--cpus 1,2,4`: every item a count of at least 1; an error names every bad item.
+/// `--cpus 1,2,4`: every item a CPU count ([`parse_cpus`]); an error names every bad item.
 pub fn parse_counts(s: &str) -> Result<Counts, String> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for item in s.split(',') {
-        match parse_count(item.trim()) {
+        match parse_cpus(item.trim()) {
             Ok(n) => good.push(n),
             Err(_) => bad.push(format!("`{item}`")),
         }
     }
     match bad.len() {
         0 => Ok(Counts(good)),
-        1 => Err(format!("{} is not a whole number of at least 1", bad[0])),
+        1 => Err(format!(
+            "{} is not a CPU count from 1 to {MAX_CPUS}",
+            bad[0]
+        )),
         _ => Err(format!(
-            "{} are not whole numbers of at least 1",
+            "{} are not CPU counts from 1 to {MAX_CPUS}",
             bad.join(", ")
+        )),
+    }
+}
+
+/// The most CPUs a replay models: `CONFIG_NR_CPUS`' ceiling on x86-64 (8192, `MAXSMP`).
+pub const MAX_CPUS: usize = 8192;
+
+/// A CPU count, 1 to [`MAX_CPUS`] (`replay --threads`, `compare --cpus`).
+pub fn parse_cpus(s: &str) -> Result<usize, String> {
+    match parse_count(s)? {
+        n if n <= MAX_CPUS => Ok(n),
+        _ => Err(format!(
+            "takes 1 to {MAX_CPUS} CPUs (x86-64's CONFIG_NR_CPUS ceiling)"
         )),
     }
 }

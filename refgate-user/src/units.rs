@@ -27,8 +27,10 @@ pub fn bytes(n: u64) -> String {
         format!("{n} bytes")
     } else if n < 10 * 1024 * 1024 {
         format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
+    } else if n < 10 << 30 {
         format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30))
     }
 }
 

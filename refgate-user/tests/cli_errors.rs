@@ -150,7 +150,7 @@ fn usage_errors_exit_2_and_name_the_choices() {
             &["replay", "--replicate", "0"],
             &["--replicate", "at least 1"],
         ),
-        (&["compare", "--cpus", "1,0"], &["--cpus", "at least 1"]),
+        (&["compare", "--cpus", "1,0"], &["--cpus", "from 1 to 8192"]),
         (
             &["replay", "--validate", "--workload", "w.jsonl"],
             &["--validate", "--workload"],
@@ -319,7 +319,10 @@ fn errors_name_the_cause_once_in_the_users_terms() {
         .unwrap();
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("`0`, `abc`, `-2` are not whole numbers"), "{e}");
+    assert!(
+        e.contains("`0`, `abc`, `-2` are not CPU counts from 1 to 8192"),
+        "{e}"
+    );
 
     for args in [["replay", "--speed", "-1"], ["replay", "--threads", "-3"]] {
         let o = refgate().args(args).output().unwrap();
@@ -329,6 +332,36 @@ fn errors_name_the_cause_once_in_the_users_terms() {
         assert!(
             !e.contains("-- -"),
             "clap's advice would make the number the trace: {e}"
+        );
+    }
+}
+
+/// Numbers that would exhaust the machine are refused before any work, naming what to lower:
+/// a CPU count past x86-64's CONFIG_NR_CPUS ceiling by the parser, a replica count too big
+/// for memory or for vm.max_map_count by the estimate (issue: limits).
+#[test]
+fn replays_the_machine_cannot_hold_are_refused_up_front() {
+    let o = refgate()
+        .args(["replay", "--threads", "100000000", "--no-tui"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("takes 1 to 8192 CPUs"), "{e}");
+    for args in [
+        vec!["replay", "--replicate", "1000000", "--no-tui"],
+        vec!["compare", "--cpus", "1,8192", "--replicate", "1000000"],
+    ] {
+        let o = refgate().args(&args).output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(
+            e.contains("lower --replicate (now 1000000)"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            !e.contains("MODEL ERROR") && !e.contains("please report"),
+            "{e}"
         );
     }
 }

@@ -180,6 +180,19 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .collect();
     let max_cpus = *args.cpus.0.iter().max().expect("non-empty");
     let prepared = prepare_workload(&args.input, None, None, max_cpus)?;
+    // The largest point decides (with `--replicate auto` the workload is replicated for the
+    // largest CPU count, and every point replays it).
+    let w = &prepared.workload;
+    crate::replay::limits::check(
+        &format!(
+            "every point (the workload is replicated ×{} for the {max_cpus}-CPU one)",
+            prepared.copies
+        ),
+        (w.task_count() as u64, w.total_adds()),
+        prepared.copies,
+        true,
+        "--cpus",
+    )?;
     let costs = cost_model(&args.model.costs, None, &prepared.conv)?;
     let params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),

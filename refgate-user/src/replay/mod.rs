@@ -3,6 +3,7 @@
 //! ([`timeline`]) and `--validate` ([`validate`]) beside it.
 
 mod dump;
+pub(crate) mod limits;
 pub mod prepare;
 pub mod report;
 mod timeline;
@@ -18,7 +19,7 @@ use std::{
 use anyhow::Result;
 use refgate_replay::{Config, Engine, Params, Report, cost::Cost, live::Live};
 
-use crate::args::{ModelArgs, Speed, TraceInput, parse_count, parse_speed, policy_parser};
+use crate::args::{ModelArgs, Speed, TraceInput, parse_cpus, parse_speed, policy_parser};
 use clap::ValueHint;
 use prepare::{Prepared, SAMPLE_NAME, TraceDamage, cost_model, prepare_workload};
 use report::{Prep, damage_json, describe_error, json_report, text_report, with_damage_text};
@@ -48,7 +49,7 @@ pub struct ReplayArgs {
     #[arg(long, conflicts_with = "workload")]
     pub validate: bool,
     /// CPUs: virtual CPUs with `--engine virtual`, real threads with `--engine threads`.
-    #[arg(short, long, visible_alias = "cpus", default_value = "32", value_parser = parse_count,
+    #[arg(short, long, visible_alias = "cpus", default_value = "32", value_parser = parse_cpus,
           value_name = "N", value_hint = ValueHint::Other)]
     pub threads: usize,
     /// `virtual`: N CPUs in deterministic virtual time, the same answer on any host;
@@ -90,6 +91,14 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         args.workload.as_deref(),
         args.speed.0,
         args.threads,
+    )?;
+    let w = &prepared.workload;
+    limits::check(
+        "this replay",
+        (w.task_count() as u64, w.total_adds()),
+        prepared.copies,
+        args.engine == Engine::Virtual,
+        "--threads",
     )?;
     let params = params_for(&args, &prepared)?;
     // Reading and converting the trace must not dominate the replay (issue: speed); reported.

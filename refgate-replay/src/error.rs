@@ -189,6 +189,19 @@ pub enum WorkloadError {
     /// A workload file without operations.
     #[error("the workload has no operations")]
     NoOperations,
+    /// A workload file whose tasks × transactions is past what the replay can hold.
+    #[error(
+        "{tasks} tasks × {transactions} transactions is more than a workload may have \
+         ({max} task-transactions); split the file or give fewer transactions"
+    )]
+    TooBig {
+        /// Tasks.
+        tasks: usize,
+        /// Transactions.
+        transactions: usize,
+        /// The largest product allowed.
+        max: usize,
+    },
     /// A workload file line that cannot be read.
     #[error("line {line}: {error}")]
     Line {
@@ -214,6 +227,16 @@ pub enum LineError {
     /// A `run` argument that is neither a number nor `"all"`.
     #[error("run arg `{0}`: a number or \"all\"")]
     RunArg(String),
+    /// A number past what the format allows (`crate::workload_file::MAX_TRANSACTIONS`).
+    #[error("`{field}` {value}: at most {max}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest it may be.
+        max: u64,
+    },
 }
 
 /// A bad option: an unknown cost or parameter name, or a value it cannot take.

@@ -369,6 +369,36 @@ struct Builder {
     expectations: Vec<Value>,
 }
 
+/// The most transactions a workload file may have (`txn` below it): a day of 30 s commits is
+/// 2,880; a number past this is a typo, and the replay would allocate for every one.
+pub const MAX_TRANSACTIONS: usize = 1_000_000;
+/// The most tasks × transactions (each task is padded to every transaction): about 0.3 GB.
+pub const MAX_TASK_TRANSACTIONS: usize = 10_000_000;
+
+/// `txn` or `transactions` within [`MAX_TRANSACTIONS`].
+fn check_transactions(field: &'static str, n: usize) -> Result<(), LineError> {
+    match n {
+        n if n <= MAX_TRANSACTIONS => Ok(()),
+        n => Err(LineError::TooLarge {
+            field,
+            value: n as u64,
+            max: MAX_TRANSACTIONS as u64,
+        }),
+    }
+}
+
+/// A line's `txn` (0-based) within [`MAX_TRANSACTIONS`].
+fn check_txn(txn: usize) -> Result<(), LineError> {
+    match txn {
+        t if t < MAX_TRANSACTIONS => Ok(()),
+        t => Err(LineError::TooLarge {
+            field: "txn",
+            value: t as u64,
+            max: MAX_TRANSACTIONS as u64 - 1,
+        }),
+    }
+}
+
 impl Builder {
     /// The task's transaction `txn` and whether its last handle is still open.
     fn slot(&mut self, task: u32, txn: usize) -> &mut (TaskTransaction, bool) {
@@ -393,7 +423,10 @@ impl Builder {
     fn line(&mut self, line: Line, rule: SeqRule) -> Result<(), LineError> {
         match line {
             Line::Params(p) => self.params.extend(p),
-            Line::Workload { transactions } => self.declared = self.declared.max(transactions),
+            Line::Workload { transactions } => {
+                check_transactions("transactions", transactions)?;
+                self.declared = self.declared.max(transactions);
+            }
             Line::Task { task } => {
                 self.slot(task, 0);
             }
@@ -408,8 +441,14 @@ impl Builder {
                 let it = initial_extent(num_bytes, flags, key, backrefs)?;
                 self.initial.push((bytenr, it));
             }
-            Line::EndHandle { task, txn } => self.slot(task, txn).1 = false,
-            Line::Commit { task, txn } => self.slot(task, txn).0.commit = true,
+            Line::EndHandle { task, txn } => {
+                check_txn(txn)?;
+                self.slot(task, txn).1 = false;
+            }
+            Line::Commit { task, txn } => {
+                check_txn(txn)?;
+                self.slot(task, txn).0.commit = true;
+            }
             op @ (Line::Add { .. }
             | Line::ExtentOp { .. }
             | Line::Lookup { .. }
@@ -417,6 +456,7 @@ impl Builder {
             | Line::Think { .. }
             | Line::Run { .. }) => {
                 let (task, txn, op) = queued_op(op, rule)?;
+                check_txn(txn)?;
                 self.push(task, txn, op);
             }
         }
@@ -459,6 +499,16 @@ impl Builder {
     fn finish(mut self) -> Result<WorkloadFile, WorkloadError> {
         let params = std::mem::take(&mut self.params);
         let expectations = std::mem::take(&mut self.expectations);
+        // Each task is padded to every transaction: bound the product before allocating it.
+        let transactions = self.tasks.values().map(Vec::len).max().unwrap_or(0);
+        let transactions = transactions.max(self.declared);
+        if self.tasks.len().saturating_mul(transactions) > MAX_TASK_TRANSACTIONS {
+            return Err(WorkloadError::TooBig {
+                tasks: self.tasks.len(),
+                transactions,
+                max: MAX_TASK_TRANSACTIONS,
+            });
+        }
         let w = self.workload();
         if w.transactions == 0 {
             return Err(WorkloadError::NoOperations);

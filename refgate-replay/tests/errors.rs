@@ -139,3 +139,47 @@ fn a_bad_workload_file_line_says_which_line_and_what_kind_of_fault() {
     ));
     assert_eq!(parse("# nothing\n"), WorkloadError::NoOperations);
 }
+
+/// Numbers past what a workload file may hold are refused while parsing, naming the line, the
+/// field and the bound, before anything is allocated for them (issue: limits): a
+/// `transactions` of 10^11 used to abort allocating 3.2 TB.
+#[test]
+fn workload_files_past_the_bounds_are_refused_before_allocating() {
+    use refgate_replay::error::{LineError, WorkloadError};
+    use refgate_replay::trace_workload::SeqRule;
+    use refgate_replay::workload_file::{MAX_TASK_TRANSACTIONS, MAX_TRANSACTIONS, parse};
+    let e = parse(
+        r#"{"op":"workload","transactions":100000000000}"#,
+        SeqRule::Data,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            WorkloadError::Line {
+                line: 1,
+                error: LineError::TooLarge {
+                    field: "transactions",
+                    ..
+                }
+            }
+        ),
+        "{e}"
+    );
+    let huge_txn = format!(r#"{{"op":"commit","task":0,"txn":{}}}"#, u64::MAX);
+    let e = parse(&huge_txn, SeqRule::Data).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`txn` 18446744073709551615: at most 999999"),
+        "{e}"
+    );
+    let at_bound = format!(r#"{{"op":"commit","task":0,"txn":{MAX_TRANSACTIONS}}}"#);
+    assert!(parse(&at_bound, SeqRule::Data).is_err());
+    // Many tasks each padded to many transactions.
+    let mut text = format!("{{\"op\":\"workload\",\"transactions\":{MAX_TRANSACTIONS}}}\n");
+    for task in 0..(MAX_TASK_TRANSACTIONS / MAX_TRANSACTIONS + 1) {
+        text.push_str(&format!("{{\"op\":\"task\",\"task\":{task}}}\n"));
+    }
+    let e = parse(&text, SeqRule::Data).unwrap_err();
+    assert!(matches!(e, WorkloadError::TooBig { tasks: 11, .. }), "{e}");
+}

@@ -144,9 +144,12 @@ pub enum RunFailure {
         /// What each stuck task waits on, as the scheduler describes it.
         waiting: String,
     },
-    /// A virtual task's coroutine stack could not be allocated.
+    /// A virtual task's coroutine stack could not be allocated (out of memory or mappings).
     #[error("cannot allocate a coroutine stack: {0}")]
     Stack(String),
+    /// A real thread could not be started (the system's thread or memory limits).
+    #[error("cannot start a thread: {0}")]
+    Spawn(String),
     /// The live view handed to the engine has the wrong number of worker slots.
     #[error("live view has {slots} slots for {cpus} CPUs")]
     LiveSlots {
@@ -155,6 +158,14 @@ pub enum RunFailure {
         /// CPUs (or threads) of the run.
         cpus: usize,
     },
+}
+
+impl RunFailure {
+    /// The machine ran out of something (memory, mappings, threads): not a model bug, and
+    /// lowering the replay's size (or raising the limit) is the remedy.
+    pub fn is_resource(&self) -> bool {
+        matches!(self, RunFailure::Stack(_) | RunFailure::Spawn(_))
+    }
 }
 
 /// A workload (or the trace or file it comes from) that cannot be replayed, and why.

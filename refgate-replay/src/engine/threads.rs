@@ -253,10 +253,24 @@ impl<'a> Ctx<'a> {
 
 /// A thread's counts, or what it panicked with.
 fn joined(
-    h: std::thread::ScopedJoinHandle<'_, ThreadMetrics>,
+    h: Result<std::thread::ScopedJoinHandle<'_, ThreadMetrics>, RunFailure>,
 ) -> Result<ThreadMetrics, RunFailure> {
-    h.join().map_err(|p| RunFailure::ThreadPanicked {
+    h?.join().map_err(|p| RunFailure::ThreadPanicked {
         message: panic_message(&*p),
+    })
+}
+
+/// Starts one of the replay's threads. If the system refuses (its thread or memory limits),
+/// the others are stopped, as a failed thread stops them, and the failure says so.
+fn spawn<'s, 'e: 's>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    ctx: &'e Ctx,
+    f: impl FnOnce() -> ThreadMetrics + Send + 's,
+) -> Result<std::thread::ScopedJoinHandle<'s, ThreadMetrics>, RunFailure> {
+    std::thread::Builder::new().spawn_scoped(s, f).map_err(|e| {
+        ctx.barrier.abort();
+        ctx.fs.space.shutdown();
+        RunFailure::Spawn(e.to_string())
     })
 }
 
@@ -271,10 +285,10 @@ fn run_threads(ctx: &Ctx) -> Vec<Result<ThreadMetrics, RunFailure>> {
             .workers()
             .iter()
             .enumerate()
-            .map(|(k, &kind)| s.spawn(move || kernel_worker(ctx, kind, k % ctx.threads)))
+            .map(|(k, &kind)| spawn(s, ctx, move || kernel_worker(ctx, kind, k % ctx.threads)))
             .collect();
         let hs: Vec<_> = (0..ctx.threads)
-            .map(|i| s.spawn(move || worker(ctx, i)))
+            .map(|i| spawn(s, ctx, move || worker(ctx, i)))
             .collect();
         let mut out: Vec<_> = hs.into_iter().map(joined).collect();
         ctx.fs.space.shutdown();

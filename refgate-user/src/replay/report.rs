@@ -53,6 +53,10 @@ pub fn describe_error(e: &refgate_replay::ReplayError) -> String {
         BadWorkload(why) => format!(
             "the workload cannot be replayed: {why}. A trace that loses events (see `refgate inspect`) or a hand-written workload that drops more than it adds gives this"
         ),
+        // The machine ran out (memory, mappings, threads): the replay's size, not the model.
+        Model { errors, .. } if errors.iter().all(|f| f.is_resource()) => format!(
+            "OUT OF RESOURCES: {e}. The machine could not give the replay what it needs: lower --replicate or --threads, or raise the limit it hit (vm.max_map_count, the memory limit, ulimit -u)"
+        ),
         Model { .. } => format!(
             "MODEL ERROR: {e}. The model hit what the kernel would BUG on, or the engine failed; please report it with the trace"
         ),
@@ -401,4 +405,39 @@ fn cpu_split(o: &mut String, v: &refgate_replay::engine::VirtualFigures) {
         pct(sum(|c| c.sleeping_ns)),
         pct(sum(|c| c.idle_ns)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_error;
+    use refgate_replay::ReplayError;
+    use refgate_replay::error::{FailedIn, ModelError, RunFailure};
+
+    /// Running out of stacks or threads is the machine's limit, not a model bug: it says what
+    /// to lower and does not ask for a report; a model failure among them still does.
+    #[test]
+    fn resource_failures_are_not_called_model_bugs() {
+        let model = |errors| ReplayError::Model {
+            policy: "seed".into(),
+            cpus: 4,
+            errors,
+        };
+        let stack = RunFailure::Stack("Cannot allocate memory (os error 12)".into());
+        let spawn = RunFailure::Spawn("Resource temporarily unavailable".into());
+        let m = describe_error(&model(vec![stack.clone(), spawn]));
+        assert!(
+            m.starts_with("OUT OF RESOURCES") && m.contains("lower --replicate"),
+            "{m}"
+        );
+        assert!(!m.contains("please report"), "{m}");
+        let bug = RunFailure::Model {
+            at: FailedIn::Transaction(0),
+            error: ModelError::Bug("x".into()),
+        };
+        let m = describe_error(&model(vec![stack, bug]));
+        assert!(
+            m.starts_with("MODEL ERROR") && m.contains("please report"),
+            "{m}"
+        );
+    }
 }

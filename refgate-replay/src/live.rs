@@ -329,6 +329,10 @@ pub struct Live {
     cancelled: AtomicBool,
     /// Virtual engine: the virtual clock (ns), published by the scheduler.
     virtual_ns: AtomicU64,
+    /// Virtual engine: cut the run at this virtual instant (ns; `u64::MAX`: no cut).
+    cut_at_ns: AtomicU64,
+    /// Set by the virtual engine: the run has a virtual clock (so [`Live::stop_here`] cuts it).
+    virtual_clock: AtomicBool,
     /// Time spent paused (ns), and when the current pause began (ns since `epoch`, 0 = none).
     paused_ns: AtomicU64,
     pause_began: AtomicU64,
@@ -351,15 +355,43 @@ impl Live {
             paused: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             virtual_ns: AtomicU64::new(0),
+            cut_at_ns: AtomicU64::new(u64::MAX),
+            virtual_clock: AtomicBool::new(false),
             paused_ns: AtomicU64::new(0),
             pause_began: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
+    /// Virtual engine: stop the replay at virtual instant `ns` as a cancel there would (`q` on
+    /// the dashboard at that instant): the clock stops at `ns`, the report is partial.
+    pub fn cut_at(&self, ns: u64) {
+        self.cut_at_ns.store(ns, Ordering::SeqCst);
+    }
+    /// The instant set by [`Live::cut_at`], if any.
+    pub fn cut_at_ns(&self) -> Option<u64> {
+        let ns = self.cut_at_ns.load(Ordering::Relaxed);
+        (ns != u64::MAX).then_some(ns)
+    }
+
     /// Publishes the virtual clock (ns).
     pub fn set_virtual_ns(&self, ns: u64) {
+        self.virtual_clock.store(true, Ordering::Relaxed);
         self.virtual_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// `q` on a dashboard: stop the replay where it is. Under the virtual engine that is a cut
+    /// at the virtual instant the scheduler is at when it next looks ([`Live::cut_at`]: the
+    /// events of that instant run, the clock stops there), so that `--until` at the reported
+    /// instant gives the same partial report; on real threads, a [`Live::cancel`].
+    pub fn stop_here(&self) {
+        if self.virtual_clock.load(Ordering::Relaxed) {
+            // Any instant not after the scheduler's: it cuts at its own clock, not before.
+            self.cut_at(self.virtual_ns.load(Ordering::Relaxed));
+            self.pause(false);
+        } else {
+            self.cancel();
+        }
     }
 
     /// Holds (`true`) or releases (`false`) every worker at its next operation boundary.

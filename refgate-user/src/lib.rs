@@ -165,6 +165,27 @@ enum Command {
     },
 }
 
+/// A replay cut short (`q` on the dashboard, `--until`): its report was printed and is
+/// partial; the process exits with [`Partial::EXIT_CODE`], not 0.
+#[derive(Debug)]
+pub struct Partial;
+
+impl Partial {
+    /// The exit status of a partial replay: 3 (1 is an error, 2 a usage error).
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the replay was cut short (`q` or --until): the report above covers the part \
+             replayed and has no verdict; exit status 3",
+        )
+    }
+}
+
+impl std::error::Error for Partial {}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .trim_end_matches('s')
@@ -235,6 +256,10 @@ pub fn main_with(registry: refgate_replay::policy::Registry) -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Partial>() => {
+            eprintln!("refgate: {e}");
+            ExitCode::from(Partial::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("refgate: error: {e:#}");
             ExitCode::FAILURE

@@ -41,7 +41,8 @@ impl Session {
     }
     fn capture(&self) -> String {
         let o = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.0])
+            // -J: wrapped lines joined, so a long report line reads as one.
+            .args(["capture-pane", "-p", "-J", "-t", &self.0])
             .output()
             .expect("capture-pane");
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -166,12 +167,84 @@ fn replay_dashboard_pause_and_quit_give_a_partial_report() {
     let out = s.wait_for("the exit", Duration::from_secs(10), |p| {
         p.contains("REFGATE-EXIT=")
     });
-    assert!(out.contains("REFGATE-EXIT=0"), "{out}");
+    // A cut run is not a complete one: exit status 3.
+    assert!(out.contains("REFGATE-EXIT=3"), "{out}");
     assert!(
-        out.contains("verdict    none: the run was cut short (q)"),
+        out.contains("verdict    none: the run was cut short (q or --until)"),
         "{out}"
     );
     assert!(out.contains("paused "), "{out}");
+    restored(&out);
+}
+
+/// The number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `q` on a virtual replay stops its clock where it is: the partial report's figures are those
+/// of the part replayed — the same as a replay cut there with `--json --until` without the
+/// dashboard — not of a clock that ran on to the end.
+#[test]
+fn quitting_a_virtual_replay_early_reports_the_part_replayed() {
+    let bin = env!("CARGO_BIN_EXE_refgate");
+    // --speed 0.05: the virtual clock paced to 20× slower than recorded, so q lands mid-run.
+    let cmd = format!(
+        "{bin} replay --threads 8 --policy seed --speed 0.05; echo REFGATE-EXIT=$?; sleep 20"
+    );
+    let started = Instant::now();
+    let Some(s) = Session::start(&cmd) else {
+        return;
+    };
+    s.wait_for("the live dashboard", Duration::from_secs(10), |p| {
+        p.contains("8 virtual CPUs") && p.contains("q quit")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    s.keys("q");
+    let pressed = started.elapsed();
+    let out = s.wait_for("the exit", Duration::from_secs(10), |p| {
+        p.contains("REFGATE-EXIT=")
+    });
+    assert!(out.contains("REFGATE-EXIT=3"), "{out}");
+    let at_ns = number_after(&out, "cut short (q or --until) at virtual ").expect("the cut");
+    let refs = number_after(&out, "  result     ").expect("refs run");
+    let heads = number_after(&out, " refs run (").expect("heads run");
+    // Paced, the virtual clock runs no faster than the wall clock: a cut past the time q was
+    // pressed (plus the quit's own second) is a clock that ran on after q.
+    let bound = (pressed + Duration::from_secs(1)).as_nanos() as u64;
+    assert!(
+        at_ns <= bound,
+        "the clock ran on after q: cut at {at_ns} ns, q at {pressed:?}"
+    );
+    let until = format!("{:.9}", at_ns as f64 / 1e9);
+    let cut = Command::new(bin)
+        .args([
+            "replay",
+            "--threads",
+            "8",
+            "--policy",
+            "seed",
+            "--json",
+            "--no-tui",
+        ])
+        .args(["--speed", "0.05", "--until", &until])
+        .output()
+        .unwrap();
+    assert_eq!(cut.status.code(), Some(3));
+    let cut: serde_json::Value = serde_json::from_slice(&cut.stdout).unwrap();
+    assert_eq!(
+        (
+            (cut["virtual_seconds"].as_f64().unwrap() * 1e9).round() as u64,
+            cut["refs_run"].as_u64().unwrap(),
+            cut["heads_run"].as_u64().unwrap()
+        ),
+        (at_ns, refs, heads),
+        "{out}"
+    );
     restored(&out);
 }
 

@@ -355,3 +355,45 @@ fn seed_throttle_report_has_its_gate_line() {
     assert!(out.contains("seed-throttle (3.11–3.13)"), "{out}");
     assert!(out.contains("seed gate  "), "{out}");
 }
+
+/// `--until T` cuts a virtual replay at T exactly: the report is partial, its clock stops at T
+/// (not at the end of the whole run), it is the same every time, and the exit status is 3; a T
+/// past the end changes nothing; real threads have no virtual clock to cut.
+#[test]
+fn until_cuts_the_virtual_clock_where_asked() {
+    let full = json_of(&["replay", "--threads", "4", "--json", "--no-tui"]);
+    let cut = |t: &str| {
+        let o = refgate()
+            .args([
+                "replay",
+                "--threads",
+                "4",
+                "--json",
+                "--no-tui",
+                "--until",
+                t,
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), without_host(v))
+    };
+    let (code, a) = cut("0.01");
+    assert_eq!(code, Some(3));
+    assert_eq!(a["partial"], true);
+    assert_eq!(a["invariant_ok"], Value::Null);
+    assert_eq!(a["virtual_seconds"].as_f64(), Some(0.01));
+    assert!(a["refs_run"].as_u64() < full["refs_run"].as_u64(), "{a}");
+    assert_eq!(cut("0.01"), (code, a));
+    let (code, past) = cut("100");
+    assert_eq!(code, Some(0));
+    assert_eq!(past, without_host(full));
+    let o = refgate()
+        .args([
+            "replay", "--engine", "threads", "--until", "0.01", "--no-tui",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--engine virtual"));
+}

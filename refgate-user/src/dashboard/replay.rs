@@ -658,7 +658,7 @@ pub fn run(
         while let Some(k) = next_key(next.saturating_duration_since(Instant::now()))? {
             match k {
                 Key::Quit => {
-                    live.cancel();
+                    live.stop_here();
                     app.stopping = true;
                 }
                 Key::Pause if !app.stopping => live.pause(!live.is_paused()),

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use refgate_replay::{Config, Engine, Params, Report, cost::Cost, live::Live};
 
 use crate::args::{ModelArgs, Speed, TraceInput, parse_cpus, parse_speed, policy_parser};
@@ -69,6 +69,11 @@ pub struct ReplayArgs {
     /// events); the same as `--cost run_ref=NS`, and the threads engine's busy-work.
     #[arg(long, value_name = "NS", value_hint = ValueHint::Other)]
     pub ext_cost_ns: Option<u64>,
+    /// Stop the replay at this virtual instant (seconds) and report the part replayed, as `q`
+    /// on the dashboard at that instant would (virtual engine only).
+    #[arg(long, value_parser = parse_until, value_name = "SECONDS", value_hint = ValueHint::Other,
+          conflicts_with = "validate")]
+    pub until: Option<u64>,
     /// One JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +86,12 @@ pub struct ReplayArgs {
 type EngineResult = Result<Report, String>;
 
 pub fn run(args: ReplayArgs) -> Result<()> {
+    if args.until.is_some() && args.engine == Engine::Threads {
+        bail!(
+            "--until cuts the replay at a virtual instant, and real threads have no virtual \
+             clock: use it with --engine virtual (the default)"
+        );
+    }
     if args.validate {
         return validate::run(&args);
     }
@@ -150,6 +161,9 @@ fn run_engine(
     cfg: &Config,
 ) -> EngineResult {
     let live = Arc::new(Live::new(args.threads));
+    if let Some(ns) = args.until {
+        live.cut_at(ns);
+    }
     let started = Instant::now();
     let tui = !(args.no_tui || args.json) && std::io::stdout().is_terminal();
     std::thread::scope(|s| {
@@ -247,7 +261,19 @@ fn write_outputs(
         let text = text_report(name, conv, prep, report);
         print!("{}", with_damage_text(text, damage, conv));
     }
+    if report.partial {
+        // A cut run is not a complete one: scripts see it in the exit status.
+        return Err(crate::Partial.into());
+    }
     Ok(())
+}
+
+/// `--until SECONDS`: a positive virtual instant, in ns.
+fn parse_until(s: &str) -> Result<u64, String> {
+    match s.trim_end_matches('s').parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok((v * 1e9).round() as u64),
+        _ => Err("takes a positive number of virtual seconds (below 10^9)".into()),
+    }
 }
 
 /// What the dashboard's title and header show.

@@ -275,9 +275,17 @@ fn engine_lines(o: &mut String, prep: &Prep, r: &Report) {
 fn verdict_lines(o: &mut String, r: &Report) {
     use std::fmt::Write;
     if r.partial {
+        // Where a virtual run was cut, exactly: `--until` that instant gives this report.
+        let at = r.virtual_figures.as_ref().map_or(String::new(), |v| {
+            let ns = (v.virtual_seconds * 1e9).round() as u64;
+            format!(
+                " at virtual {ns} ns (--until {:.9} replays this cut)",
+                ns as f64 / 1e9
+            )
+        });
         let _ = writeln!(
             o,
-            "  verdict    none: the run was cut short (q), so the §7.4 check, which needs the whole trace replayed, was skipped; the figures below cover the part replayed"
+            "  verdict    none: the run was cut short (q or --until){at}, so the §7.4 check, which needs the whole trace replayed, was skipped; the figures below cover the part replayed"
         );
     } else {
         let _ = writeln!(

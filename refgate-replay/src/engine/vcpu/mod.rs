@@ -318,6 +318,7 @@ enum Next {
 /// Pops the scheduler's next event: a timer wakes its task; with no event left, a cancelled
 /// run releases the tasks parked at the barrier so that they end.
 fn next_step(sched: &RefCell<Sched>, live: &Live, barrier: &VBarrier) -> Next {
+    cut_if_due(&mut sched.borrow_mut(), live);
     let ev = sched.borrow_mut().pop();
     match ev {
         Some(Event::Timer(t)) => {
@@ -329,6 +330,28 @@ fn next_step(sched: &RefCell<Sched>, live: &Live, barrier: &VBarrier) -> Next {
             Next::Again
         }
         None => Next::Done,
+    }
+}
+
+/// A cut of the run ([`Live::cut_at`]: `--until T`, or `q` through [`Live::stop_here`]) stops
+/// the clock before the first event after the cut's instant — or after now, if the scheduler
+/// is past it already: the events of that instant all run first, so a cut at T is the same
+/// whoever asked for it, and `--until` at a `q`'s reported instant gives its report. A plain
+/// cancel stops the clock where it is.
+fn cut_if_due(s: &mut Sched, live: &Live) {
+    if s.frozen {
+        return;
+    }
+    s.cut_at = live.cut_at_ns().unwrap_or(u64::MAX);
+    if let Some(at) = live.cut_at_ns() {
+        let at = at.max(s.now);
+        if s.next_event_at().is_some_and(|next| next > at) {
+            live.cancel();
+            s.freeze(at);
+        }
+    } else if live.is_cancelled() {
+        let now = s.now;
+        s.freeze(now);
     }
 }
 

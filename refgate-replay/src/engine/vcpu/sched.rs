@@ -106,6 +106,10 @@ struct TaskSlot {
 
 pub(crate) struct Sched {
     pub(crate) now: u64,
+    /// The run was cut (cancelled, or `Live::cut_at` reached): the clock no longer moves.
+    pub(crate) frozen: bool,
+    /// A pending cut (`Live::cut_at`, mirrored here by the driver; `u64::MAX`: none).
+    pub(crate) cut_at: u64,
     cpus: Vec<Cpu>,
     tasks: Vec<TaskSlot>,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
@@ -215,6 +219,8 @@ impl Sched {
     pub(crate) fn new(cpus: usize, task_cpus: &[u32], costs: &CostModel, seed: u64) -> Self {
         let mut s = Self {
             now: 0,
+            frozen: false,
+            cut_at: u64::MAX,
             cpus: (0..cpus)
                 .map(|_| Cpu {
                     current: None,
@@ -269,8 +275,20 @@ impl Sched {
     pub(crate) fn pop(&mut self) -> Option<Event> {
         let Reverse((at, _, ev)) = self.events.pop()?;
         debug_assert!(at >= self.now);
-        self.now = at;
+        // Once the run is cut (cancelled), the clock stays where the cut was: what is still
+        // in flight ends there, so the report's virtual time is the replayed part's.
+        if !self.frozen {
+            self.now = at;
+        }
         Some(ev)
+    }
+
+    /// Stops the clock at `at` (not before now): the run is cut there ([`Self::frozen`]).
+    pub(crate) fn freeze(&mut self, at: u64) {
+        if !self.frozen {
+            self.now = self.now.max(at);
+            self.frozen = true;
+        }
     }
 
     /// The time of the next event, if any.
@@ -306,8 +324,9 @@ impl Sched {
     /// ends: the clock moves on without a trip through the scheduler (true). False: the
     /// caller must suspend with [`Req::Busy`].
     pub(crate) fn busy_inline(&mut self, cpu: u32, ns: u64, a: Acct) -> bool {
-        let end = self.now + ns;
-        if self.next_event_at().is_some_and(|at| at <= end) {
+        let end = if self.frozen { self.now } else { self.now + ns };
+        // Past a pending cut the clock must go through the scheduler, which stops it there.
+        if self.next_event_at().is_some_and(|at| at <= end) || end > self.cut_at {
             return false;
         }
         self.set_acct(cpu, a);

@@ -446,7 +446,12 @@ async fn run_loop(s: &mut Session, args: &RecordArgs) -> Result<&'static str> {
     // The dashboard's keys and redraws (non-blocking; idle without a dashboard).
     let mut ui = tokio::time::interval(Duration::from_millis(250));
     ui.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Both listeners live across iterations: a `ctrl_c()` future made afresh in each `select!`
+    // misses a SIGINT that arrives while the loop body runs (no listener exists then), and the
+    // recording then ran on until a second Ctrl-C — under load, a hung test.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
@@ -477,7 +482,7 @@ async fn run_loop(s: &mut Session, args: &RecordArgs) -> Result<&'static str> {
                     return Ok(why);
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok("interrupted (Ctrl-C)"),
+            _ = sigint.recv() => return Ok("interrupted (Ctrl-C)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
             _ = async {
                 match deadline {

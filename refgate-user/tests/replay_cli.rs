@@ -95,8 +95,10 @@ fn cost_overrides_are_used_and_bad_ones_explained() {
 #[test]
 fn compare_gives_every_point_a_csv_and_labelled_plots() {
     let d = tempfile::tempdir().unwrap();
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
     let args = [
         "compare",
+        trace,
         "--policies",
         "pre,seed",
         "--cpus",
@@ -135,9 +137,15 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
             "> seed <",
             "recorded on",
             "cost model",
+            // Titled by the trace's file name, not its path.
+            "— scratch-6.18.bin",
         ] {
             assert!(svg.contains(needle), "{stem}.svg lacks {needle:?}");
         }
+        assert!(
+            !svg.contains("/samples/scratch"),
+            "{stem}.svg names the path"
+        );
         let png = std::fs::read(d.path().join(format!("{stem}.png"))).unwrap();
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
@@ -396,4 +404,42 @@ fn until_cuts_the_virtual_clock_where_asked() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--engine virtual"));
+}
+
+/// `compare --format markdown`: a table to paste, one row per point in the JSON's order, with
+/// the JSON's figures (makespan in ms), under a line naming the trace by its file name.
+#[test]
+fn compare_writes_a_markdown_table_with_the_jsons_figures() {
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
+    let args = ["compare", trace, "--policies", "pre,seed", "--cpus", "1,4"];
+    let json = json_of(&[&args[..], &["--json"]].concat());
+    let o = refgate()
+        .args(args)
+        .args(["--format", "markdown"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let md = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(
+        lines[0].starts_with("| policy | CPUs | makespan (ms)"),
+        "{md}"
+    );
+    assert!(lines[1].starts_with("|---|---:|"), "{md}");
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(lines.len(), 2 + points.len(), "{md}");
+    for (row, p) in lines[2..].iter().zip(points) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells[0], p["policy"].as_str().unwrap(), "{row}");
+        assert_eq!(cells[1], p["cpus"].to_string(), "{row}");
+        let ms: f64 = cells[2].parse().unwrap();
+        assert!(
+            (ms - p["virtual_seconds"].as_f64().unwrap() * 1e3).abs() < 1e-3,
+            "{row}"
+        );
+    }
+    assert!(
+        md.contains("of `scratch-6.18.bin`") && !md.contains("/samples/"),
+        "{md}"
+    );
 }

@@ -57,12 +57,29 @@ pub struct CompareArgs {
     /// Write SVG and PNG plots into this directory.
     #[arg(short = 'o', long = "out", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub out_dir: Option<PathBuf>,
-    /// One JSON object with a `points` list instead of the table.
-    #[arg(long)]
+    /// One JSON object with a `points` list instead of the table (`--format json`).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
-    /// CSV instead of the table.
-    #[arg(long, conflicts_with = "json")]
+    /// CSV instead of the table (`--format csv`).
+    #[arg(long, conflicts_with_all = ["json", "format"])]
     pub csv: bool,
+    /// What stdout gets: the aligned `table` (default), `json`, `csv`, or a `markdown` table
+    /// to paste into a post or an issue.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+}
+
+/// `refgate compare --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// One JSON object (docs/schema/compare.schema.json).
+    Json,
+    /// One row per point, with a header row.
+    Csv,
+    /// A GitHub-flavoured Markdown table: policy, CPUs and the main figures, in ms.
+    Markdown,
 }
 
 /// One (policy, CPUs) point's answers.
@@ -154,6 +171,18 @@ pub struct Sweep {
     pub points: Vec<Point>,
 }
 
+impl Sweep {
+    /// The trace as titles and pasted tables name it: its file name (a post or a plot does
+    /// not need the author's directories); the embedded sample by what it is.
+    pub fn trace_name(&self) -> String {
+        let path = std::path::Path::new(&self.trace);
+        match path.file_name() {
+            Some(n) if path.is_file() => n.to_string_lossy().into_owned(),
+            _ => self.trace.clone(),
+        }
+    }
+}
+
 /// The `schema` of `refgate compare --json` (docs/schema/compare.schema.json).
 pub const SCHEMA: &str = "refgate.compare/1";
 
@@ -231,12 +260,16 @@ pub fn run(args: CompareArgs) -> Result<()> {
 
 /// The sweep on stdout (JSON, CSV or the table) and, with `-o DIR`, its plots.
 fn write_sweep(sweep: &Sweep, args: &CompareArgs) -> Result<()> {
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(sweep)?);
-    } else if args.csv {
-        print!("{}", csv(sweep));
-    } else {
-        print!("{}", table(sweep));
+    let format = match (args.json, args.csv) {
+        (true, _) => OutputFormat::Json,
+        (_, true) => OutputFormat::Csv,
+        _ => args.format.unwrap_or(OutputFormat::Table),
+    };
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(sweep)?),
+        OutputFormat::Csv => print!("{}", csv(sweep)),
+        OutputFormat::Markdown => print!("{}", markdown(sweep)),
+        OutputFormat::Table => print!("{}", table(sweep)),
     }
     if let Some(dir) = &args.out_dir {
         let files = plots::write_all(sweep, dir)?;
@@ -376,6 +409,41 @@ pub fn table(s: &Sweep) -> String {
             p.run_call_p99_ns as f64 / 1e3,
             p.gate_sleeps,
             p.gate_early_returns
+        );
+    }
+    o
+}
+
+/// A Markdown table of the main figures, one row per point, under a line saying what was
+/// swept (the trace by file name: a post does not need the author's directories).
+pub fn markdown(s: &Sweep) -> String {
+    use std::fmt::Write;
+    let name = s.trace_name();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "`refgate compare` of `{name}` (recorded on {}): {} tasks × {} replicas, virtual CPUs, sim seed {}\n",
+        s.kernel, s.recorded_tasks, s.replicas, s.sim_seed
+    );
+    let _ = writeln!(
+        o,
+        "| policy | CPUs | makespan (ms) | refs per virtual s | delayed_refs->lock spin (ms) | share of CPU time | extent-tree wait (ms) | head->mutex wait (ms) | run call p99 (µs) | gate sleeps |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in &s.points {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.0} | {} | {:.2} % | {} | {} | {:.1} | {} |",
+            p.policy,
+            p.cpus,
+            ms(p.virtual_seconds),
+            p.refs_per_virtual_second,
+            ms(p.delayed_refs_lock_spin_cpu_seconds),
+            100.0 * p.delayed_refs_lock_spin_share,
+            ms(p.extent_tree_wait_seconds),
+            ms(p.head_mutex_wait_seconds),
+            p.run_call_p99_ns as f64 / 1e3,
+            p.gate_sleeps
         );
     }
     o

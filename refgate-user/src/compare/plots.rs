@@ -180,7 +180,7 @@ where
         .max(1e-9);
     let mut chart = ChartBuilder::on(&body)
         .caption(
-            format!("{} — {}", m.title, s.trace),
+            format!("{} — {}", m.title, s.trace_name()),
             ("sans-serif", 20).into_font(),
         )
         .margin(14)

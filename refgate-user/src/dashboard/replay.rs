@@ -52,6 +52,10 @@ pub struct ReplayApp {
     pub stopping: bool,
     /// The engine's report once it returned: the panels then show its exact numbers.
     pub report: Option<Report>,
+    /// The virtual time the replay cannot end before: its longest task's think-times (the
+    /// recorded gaps at `--speed`), 0 without them. With it the ETA follows the virtual clock,
+    /// which a paced replay's ops do not: they come in bursts between long sleeps.
+    pub virtual_floor_ns: u64,
 }
 
 impl ReplayApp {
@@ -71,6 +75,7 @@ impl ReplayApp {
             last: None,
             stopping: false,
             report: None,
+            virtual_floor_ns: 0,
         }
     }
 
@@ -102,12 +107,30 @@ impl ReplayApp {
         (self.snap.ops_done as f64 / self.snap.ops_total.max(1) as f64).clamp(0.0, 1.0)
     }
 
-    /// Remaining time at the average op rate so far (paused time left out).
+    /// How far the replay is, 0–1. On real threads: the ops done. Under virtual CPUs: the
+    /// virtual clock against the run's expected virtual length, the larger of what the ops
+    /// rate so far extrapolates to and the longest task's think-times (a run cannot end before
+    /// them, and a paced replay's ops come in bursts between its long sleeps).
+    pub fn progress(&self) -> f64 {
+        let ops = self.fraction();
+        let v = self.snap.virtual_ns as f64;
+        match self.engine {
+            Engine::Threads => ops,
+            Engine::Virtual if v == 0.0 || ops == 0.0 => 0.0,
+            Engine::Virtual => {
+                let end = (v / ops).max(self.virtual_floor_ns as f64);
+                (v / end).clamp(0.0, 1.0)
+            }
+        }
+    }
+
+    /// Remaining wall time at the rate of progress so far (paused time left out).
     pub fn eta(&self) -> Option<Duration> {
         let active = self.elapsed.as_secs_f64() - self.paused_seconds;
-        let (done, total) = (self.snap.ops_done, self.snap.ops_total);
-        (done > 0 && active > 0.0 && done < total)
-            .then(|| Duration::from_secs_f64(active * (total - done) as f64 / done as f64))
+        let p = self.progress();
+        let unfinished = self.snap.ops_done < self.snap.ops_total;
+        (p > 0.0 && active > 0.0 && unfinished)
+            .then(|| Duration::from_secs_f64(active * (1.0 - p) / p))
     }
 
     fn refs_per_sec(&self) -> f64 {
@@ -727,6 +750,44 @@ mod tests {
         }
         a.update(live.snapshot(), Duration::from_secs(2), 0.0);
         a
+    }
+
+    /// A scripted paced virtual replay, fed with an injected clock: 10 s of wall and virtual
+    /// time, the longest task thinking 9.5 s, and the ops in a burst — 90 % in the first
+    /// second, the rest spread over the sleeps. From 10 % of the run on, the ETA puts the end
+    /// within 20 % of 10 s; the ops fraction alone would put it at about 1.1 s.
+    #[test]
+    fn the_eta_follows_the_virtual_clock_not_the_bursts_of_ops() {
+        let live = Live::new(2);
+        let total = 10_000u64;
+        live.ops_total.store(total, Ordering::Relaxed);
+        let p = refgate_replay::by_name("seed").unwrap();
+        let mut a = ReplayApp::new("t.bin", p.as_ref(), Engine::Virtual, &live);
+        a.virtual_floor_ns = 9_500_000_000;
+        let mut done = 0u64;
+        for tenth in 1..100u64 {
+            let t = tenth as f64 / 10.0; // wall = virtual seconds (paced)
+            let want = if t <= 1.0 {
+                (0.9 * total as f64 * t) as u64
+            } else {
+                (0.9 * total as f64 + 0.1 * total as f64 * (t - 1.0) / 9.0) as u64
+            };
+            live.workers[0].add_ops_done(want - done);
+            done = want;
+            live.set_virtual_ns((t * 1e9) as u64);
+            a.update(live.snapshot(), Duration::from_secs_f64(t), 0.0);
+            if t >= 1.0 {
+                let end = t + a.eta().expect("mid-run").as_secs_f64();
+                assert!(
+                    (8.0..=12.0).contains(&end),
+                    "at {t} s the ETA ends at {end} s"
+                );
+            }
+        }
+        // Real threads have no virtual clock: the ops fraction is the progress.
+        let mut th = ReplayApp::new("t.bin", p.as_ref(), Engine::Threads, &live);
+        th.update(live.snapshot(), Duration::from_secs(5), 0.0);
+        assert!((th.progress() - th.fraction()).abs() < 1e-12);
     }
 
     fn render(app: &ReplayApp, w: u16, h: u16) -> String {

@@ -179,6 +179,7 @@ fn run_engine(
                 damage: prepared.damage.as_ref(),
                 policy,
                 engine_kind: args.engine,
+                virtual_floor_ns: think_floor_ns(&prepared.workload),
             };
             return dashboard_phase(&shown, &live, started, engine)
                 // The terminal failed under us: the engine was cancelled and joined.
@@ -282,6 +283,28 @@ struct Shown<'a> {
     damage: Option<&'a TraceDamage>,
     policy: &'a dyn refgate_replay::Policy,
     engine_kind: Engine,
+    /// The longest task's think-times (ns): the ETA's floor of the virtual length.
+    virtual_floor_ns: u64,
+}
+
+/// The longest task's think-times (ns): a virtual replay cannot end before it.
+fn think_floor_ns(w: &refgate_replay::Workload) -> u64 {
+    use refgate_replay::workload::Op;
+    w.tasks
+        .iter()
+        .map(|t| {
+            t.transactions
+                .iter()
+                .flat_map(|tt| &tt.handles)
+                .flat_map(|h| &h.ops)
+                .map(|o| match o {
+                    Op::Think { ns } => *ns,
+                    _ => 0,
+                })
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Runs the dashboard on this thread while the engine runs; holds the final numbers until a
@@ -320,6 +343,7 @@ fn dashboard_phase(
         }
     };
     let mut app = replay::ReplayApp::new(&short, shown.policy, shown.engine_kind, live);
+    app.virtual_floor_ns = shown.virtual_floor_ns;
     let ended = replay::run(&mut tui, &mut app, live, started, &|| engine.is_finished());
     let ended = match ended {
         Ok(e) => e,

@@ -7,6 +7,11 @@
 //! any host); a published or measured kernel figure with its source. No cost is 0: with a
 //! zero hold time nothing would ever spin. Every entry can be overridden (`--cost NAME=NS`).
 
+/// The largest cost a step may be given (`--cost`, `--ext-cost-ns`): 1 s. The virtual clock
+/// adds costs by the million, so anything near `u64::MAX` would overflow it; a second per
+/// step is already far from any kernel's.
+pub const MAX_COST_NS: u64 = 1_000_000_000;
+
 use crate::error::OptionError;
 use serde::Serialize;
 
@@ -164,7 +169,7 @@ impl CostModel {
         e.source = source.into();
     }
 
-    /// Applies `NAME=NS` overrides; an unknown name or a bad number is an error naming the
+    /// Applies `NAME=NS` overrides (1 to [`MAX_COST_NS`] each); an unknown name or a bad number is an error naming the
     /// valid names.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), OptionError> {
         for o in overrides {
@@ -183,6 +188,12 @@ impl CostModel {
             })?;
             if ns == 0 {
                 return Err(OptionError::ZeroCost { given: given() });
+            }
+            if ns > MAX_COST_NS {
+                return Err(OptionError::CostTooLarge {
+                    given: given(),
+                    max: MAX_COST_NS,
+                });
             }
             self.set(c, ns, "--cost on the command line");
         }

@@ -283,6 +283,27 @@ pub enum OptionError {
         /// The argument as given.
         given: String,
     },
+    /// `--cost NAME=NS` above [`crate::cost::MAX_COST_NS`].
+    #[error(
+        "`--cost {given}`: more than 1 s (10^9 ns) for one step of the runner is not a cost \
+         but a typo; give at most {max}"
+    )]
+    CostTooLarge {
+        /// The argument as given.
+        given: String,
+        /// The largest cost.
+        max: u64,
+    },
+    /// A parameter value past its range (`crate::params::Params::set`).
+    #[error("parameter `{name}` = {value}: at most {max}")]
+    ParameterRange {
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// Its largest value.
+        max: u64,
+    },
     /// A `params` line naming no parameter.
     #[error("unknown parameter `{name}`: {known}")]
     UnknownParameter {

@@ -101,6 +101,31 @@ impl Default for Params {
 impl Params {
     /// Sets a numeric parameter by name (a workload file's `params` line).
     pub fn set(&mut self, name: &str, v: u64) -> Result<(), OptionError> {
+        // The largest value each takes: past it a count wraps (`gate_progress_quantum` is
+        // the kernel's `int`) or the model's byte and head arithmetic would overflow.
+        let (name, max): (&'static str, u64) = match name {
+            "cluster_heads" => ("cluster_heads", 1 << 20),
+            "throttle_ready_heads" => ("throttle_ready_heads", 1 << 40),
+            "gate_entries_threshold" => ("gate_entries_threshold", 1 << 40),
+            "gate_progress_quantum" => ("gate_progress_quantum", i32::MAX as u64),
+            "end_trans_loops" => ("end_trans_loops", 1 << 16),
+            "throttle_311_ready_heads" => ("throttle_311_ready_heads", 1 << 40),
+            "delayed_ref_bytes" => ("delayed_ref_bytes", 1 << 30),
+            "metadata_pool_bytes" => ("metadata_pool_bytes", 1 << 50),
+            _ => {
+                return Err(OptionError::UnknownParameter {
+                    name: name.to_string(),
+                    known: "cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes",
+                });
+            }
+        };
+        if v > max {
+            return Err(OptionError::ParameterRange {
+                name,
+                value: v,
+                max,
+            });
+        }
         match name {
             "cluster_heads" => self.cluster_heads = v as usize,
             "throttle_ready_heads" => self.throttle_ready_heads = v,
@@ -109,13 +134,7 @@ impl Params {
             "end_trans_loops" => self.end_trans_loops = Some(v as u32),
             "throttle_311_ready_heads" => self.throttle_311_ready_heads = v,
             "delayed_ref_bytes" => self.delayed_ref_bytes = v,
-            "metadata_pool_bytes" => self.metadata_pool_bytes = v,
-            _ => {
-                return Err(OptionError::UnknownParameter {
-                    name: name.to_string(),
-                    known: "cluster_heads, throttle_ready_heads, gate_entries_threshold, gate_progress_quantum, end_trans_loops, throttle_311_ready_heads, delayed_ref_bytes, metadata_pool_bytes",
-                });
-            }
+            _ => self.metadata_pool_bytes = v,
         }
         Ok(())
     }
@@ -144,5 +163,35 @@ impl Default for GateParams {
             entries_threshold: 16348,
             progress_quantum: 256,
         }
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// Each parameter takes its largest value and refuses one more, by name.
+    #[test]
+    fn parameters_are_bounded() {
+        let mut p = Params::default();
+        for (name, max) in [
+            ("cluster_heads", 1u64 << 20),
+            ("gate_progress_quantum", i32::MAX as u64),
+            ("end_trans_loops", 1 << 16),
+            ("delayed_ref_bytes", 1 << 30),
+            ("metadata_pool_bytes", 1 << 50),
+        ] {
+            p.set(name, max).unwrap();
+            let e = p.set(name, max + 1).unwrap_err();
+            assert_eq!(
+                e,
+                OptionError::ParameterRange {
+                    name,
+                    value: max + 1,
+                    max
+                }
+            );
+        }
+        assert_eq!(p.gate_progress_quantum, i32::MAX);
     }
 }

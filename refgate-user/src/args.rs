@@ -22,7 +22,8 @@ pub struct TraceInput {
           value_hint = ValueHint::Other)]
     pub replicate: Replicate,
     /// A task's adds further apart than this start a new transaction handle (no kprobes).
-    #[arg(long, default_value_t = 1000, value_name = "US", value_hint = ValueHint::Other)]
+    #[arg(long, default_value_t = 1000, value_name = "US", value_hint = ValueHint::Other,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000_000))]
     pub handle_gap_us: u64,
     /// Which recorded refs get 3.x tree-mod seqs under pre/seed (§1.6).
     #[arg(long, value_enum, default_value_t = SeqRule::Data)]
@@ -60,9 +61,11 @@ pub fn parse_speed(s: &str) -> Result<Speed, String> {
     if s == "max" {
         return Ok(Speed(None));
     }
+    // 10^-6 to 10^6: slower stretches an hour of think-time past a year of virtual time,
+    // faster is `max` in all but name.
     match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed(Some(f))),
-        _ => Err("takes `max` or a positive factor".into()),
+        Ok(f) if (1e-6..=1e6).contains(&f) => Ok(Speed(Some(f))),
+        _ => Err("takes `max` or a factor from 0.000001 to 1000000".into()),
     }
 }
 
@@ -105,10 +108,10 @@ pub const MAX_CPUS: usize = 8192;
 
 /// A CPU count, 1 to [`MAX_CPUS`] (`replay --threads`, `compare --cpus`).
 pub fn parse_cpus(s: &str) -> Result<usize, String> {
-    match parse_count(s)? {
-        n if n <= MAX_CPUS => Ok(n),
+    match parse_count(s) {
+        Ok(n) if n <= MAX_CPUS => Ok(n),
         _ => Err(format!(
-            "takes 1 to {MAX_CPUS} CPUs (x86-64's CONFIG_NR_CPUS ceiling)"
+            "takes a whole number of CPUs from 1 to {MAX_CPUS} (x86-64's CONFIG_NR_CPUS ceiling)"
         )),
     }
 }

@@ -67,7 +67,8 @@ pub struct ReplayArgs {
     pub speed: Speed,
     /// Cost of one extent-tree update in ns (default: calibrated from the trace's run
     /// events); the same as `--cost run_ref=NS`, and the threads engine's busy-work.
-    #[arg(long, value_name = "NS", value_hint = ValueHint::Other)]
+    #[arg(long, value_name = "NS", value_hint = ValueHint::Other,
+          value_parser = clap::value_parser!(u64).range(1..=refgate_replay::cost::MAX_COST_NS))]
     pub ext_cost_ns: Option<u64>,
     /// Stop the replay at this virtual instant (seconds) and report the part replayed, as `q`
     /// on the dashboard at that instant would (virtual engine only).

@@ -779,15 +779,23 @@ impl TraceReader<BufReader<File>> {
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self, TraceError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        if path.is_dir() {
-            return Err(TraceError::IsDirectory { name });
-        }
-        let f = File::open(path).map_err(|cause| TraceError::Io {
-            name: name.clone(),
-            cause,
-        })?;
+        let f = open_trace_file(path)?;
         TraceReader::open_named(BufReader::with_capacity(256 * 1024, f), name)
     }
+}
+
+/// Opens the trace file at `path` for reading: a directory, or a file the OS will not open,
+/// is the error a reader gives (named by the path as given). For callers that read it through
+/// a reader of their own; [`TraceReader::open_path`] uses it.
+pub fn open_trace_file(path: &Path) -> Result<File, TraceError> {
+    let name = || path.display().to_string();
+    if path.is_dir() {
+        return Err(TraceError::IsDirectory { name: name() });
+    }
+    File::open(path).map_err(|cause| TraceError::Io {
+        name: name(),
+        cause,
+    })
 }
 
 /// Checks the `n` bytes of the prefix read (magic, format version, header length and CRC

@@ -36,12 +36,7 @@ pub struct TraceDamage {
 pub fn load(input: &TraceInput) -> Result<(String, Vec<Record>, Option<TraceDamage>)> {
     let (name, mut reader): (String, TraceReader<Box<dyn std::io::Read>>) = match &input.trace {
         Some(p) => {
-            if p.is_dir() {
-                let name = p.display().to_string();
-                return Err(refgate_common::trace::TraceError::IsDirectory { name }.into());
-            }
-            let f = std::fs::File::open(p)
-                .with_context(|| format!("cannot open the trace {}", p.display()))?;
+            let f = refgate_common::trace::open_trace_file(p)?;
             let name = p.display().to_string();
             (
                 name.clone(),

@@ -342,8 +342,9 @@ fn cut_if_due(s: &mut Sched, live: &Live) {
     if s.frozen {
         return;
     }
-    s.cut_at = live.cut_at_ns().unwrap_or(u64::MAX);
-    if let Some(at) = live.cut_at_ns() {
+    let cut = live.cut_at_ns();
+    s.cut_at = cut.unwrap_or(u64::MAX);
+    if let Some(at) = cut {
         let at = at.max(s.now);
         if s.next_event_at().is_some_and(|next| next > at) {
             live.cancel();

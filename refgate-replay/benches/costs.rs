@@ -6,13 +6,13 @@
 //! by hand and dated there; they are never measured at replay time, so that a replay gives
 //! the same figures on any host. BENCHMARKS.md keeps the run they came from.
 
-use refgate_replay::internals::extent_tree::{ExtentItem, ExtentTree, RunRef};
+use refgate_replay::internals::extent_tree::{ExtentItem, ExtentTree, RunRef, TreeConfig};
 use refgate_replay::internals::head::{DelayedRefHead, HeadInner};
 use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
 use refgate_replay::internals::run_v3::btrfs_find_ref_cluster;
 use refgate_replay::live::Live;
 use refgate_replay::metrics::ThreadMetrics;
-use refgate_replay::params::{ExtentLock, Params};
+use refgate_replay::params::{ExtentLock, ExtentTreeModel, Params};
 use refgate_replay::refkey::{AddAction, BackrefKey, Era, NodeKey, RefAction, RefSpec};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -105,7 +105,22 @@ fn select_ref() -> f64 {
 
 /// One ref node applied to the extent-tree oracle (no modelled search cost).
 fn run_ref() -> f64 {
-    let tree = ExtentTree::new(Vec::<(u64, ExtentItem)>::new(), 0, 1, ExtentLock::Sleep);
+    // The oracle under one lock (`--extent-tree single`): the model's own update, no walk.
+    let cfg = TreeConfig {
+        model: ExtentTreeModel::Single,
+        ext_cost_ns: 0,
+        virtual_cost_ns: 1,
+        lock_kind: ExtentLock::Sleep,
+        nodesize: 16384,
+        extent_items: None,
+        key_end: None,
+        v3: false,
+    };
+    let tree = ExtentTree::new(
+        Vec::<(u64, ExtentItem)>::new(),
+        &cfg,
+        Arc::new(Live::new(1)),
+    );
     let mut m = ThreadMetrics::default();
     let ws = refgate_replay::live::WorkerState::default();
     let t = Instant::now();

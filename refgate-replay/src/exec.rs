@@ -32,6 +32,8 @@ pub(crate) trait Runtime {
     fn yield_cpu(&self);
     /// Spin until the lock at `addr` is handed over; the ns spent spinning.
     fn spin_until_handed(&self, addr: usize, role: WaitRole) -> u64;
+    /// Let every spinner on the lock at `addr` stop spinning without the lock.
+    fn release_spinners(&self, addr: usize);
     /// Hand the spinlock at `addr` to its first spinner, if any.
     fn handover(&self, addr: usize) -> bool;
     /// Sleep until the sleeping lock at `addr` is released (`front`: at the queue's head).
@@ -144,6 +146,15 @@ pub(crate) fn spin_until_handed(addr: usize, role: WaitRole) -> u64 {
     current()
         .expect("virtual only")
         .spin_until_handed(addr, role)
+}
+
+/// Every task spinning on the lock at `addr` ([`spin_until_handed`]) returns without being
+/// handed it, to look at the lock again: a 3.x tree lock's holder switching it to blocking,
+/// which sends its spinners to sleep. No-op on a real thread.
+pub(crate) fn release_spinners(addr: usize) {
+    if let Some(t) = current() {
+        t.release_spinners(addr);
+    }
 }
 
 /// At a spinlock's unlock: if a virtual task spins on the lock at `addr`, make it the

@@ -1,17 +1,24 @@
 //! The extent-tree oracle (spec §7.1): per extent its item (`refs`, flags) and keyed backrefs,
-//! behind one lock standing for the extent root's node lock during a COW search (§2.7, §7.2).
-//! Running a ref is the only writer.
+//! and how an update reaches it (§2.7, §7.2): a walk of the B-tree's locked blocks
+//! ([`crate::btree`], `--extent-tree btree`) or one lock for the whole tree held for the
+//! whole update (`--extent-tree single`). Running a ref is the only writer.
 
+use crate::btree::{
+    Btree, EXTENT_TREE_OBJECTID, ITEM_SIZE, OWN_BLOCKS_BASE, OwnRef, Search, ShapeReport, WalkCost,
+};
 use crate::error::ModelError;
 use crate::exec;
 use crate::head::ExtentOp;
+use crate::live::Live;
 use crate::live::{ThreadState, WaitRole, WorkerState};
 use crate::metrics::ThreadMetrics;
-use crate::params::ExtentLock;
+use crate::params::{ExtentLock, ExtentTreeModel};
 use crate::refkey::{BackrefKey, RefAction};
 use crate::vecmap::{U64Build, VecMap};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// An extent item of the extent tree (§7.1): the on-disk `refs`, flags, key and keyed backrefs.
@@ -101,8 +108,63 @@ pub struct RunRef {
     pub extent_op: Option<ExtentOp>,
 }
 
+/// How the extent tree is built and locked: what [`ExtentTree::new`] takes.
+#[derive(Clone, Debug)]
+pub struct TreeConfig {
+    /// B-tree or one lock.
+    pub model: ExtentTreeModel,
+    /// Busy-work per update on a real thread (§7.2 `c_ext`).
+    pub ext_cost_ns: u64,
+    /// The same cost in virtual time ([`crate::cost::Cost::RunRef`]).
+    pub virtual_cost_ns: u64,
+    /// How a virtual task waits for a lock.
+    pub lock_kind: ExtentLock,
+    /// The B-tree's block size.
+    pub nodesize: u32,
+    /// Items before the first transaction (`None`: the initial extents').
+    pub extent_items: Option<u64>,
+    /// One past the highest address the replay names (`Params::extent_key_end`).
+    pub key_end: Option<u64>,
+    /// 3.x: COW switches a block's lock to blocking, and metadata extent items are not
+    /// skinny (`SKINNY_METADATA` came with 3.10).
+    pub v3: bool,
+}
+
+/// The B-tree's size and shape, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BtreeReport {
+    /// Block size (bytes).
+    pub nodesize: u32,
+    /// Extent items the tree was sized for.
+    pub items: u64,
+    /// Where that count came from: `initial_extents` or `option`.
+    pub size_source: &'static str,
+    /// The shape before the first walk.
+    pub start: ShapeReport,
+    /// The shape after the last.
+    pub end: ShapeReport,
+    /// Leaves split by insertions.
+    pub leaf_splits: u64,
+    /// Nodes split (a root split included).
+    pub node_splits: u64,
+    /// Roots split (the tree grew a level).
+    pub root_splits: u64,
+    /// Blocks COWed: the first change of a block in a transaction.
+    pub cow_blocks: u64,
+    /// Walks restarted to take a higher level's write lock.
+    pub restarts: u64,
+}
+
 pub struct ExtentTree {
     tree: Mutex<Tree>,
+    /// `--extent-tree btree`: the blocks an update walks; `None`: one lock (`tree`'s).
+    btree: Option<Btree>,
+    /// The B-tree's sizing, for the report.
+    sized: (u64, &'static str),
+    /// 3.x metadata items carry `btrfs_tree_block_info`.
+    v3: bool,
+    /// The running transaction (COW once per block per transaction).
+    live: Arc<Live>,
     /// Busy-work per update while holding the lock (the COW search cost, §7.2 `c_ext`), on a
     /// real thread.
     ext_cost_ns: u64,
@@ -115,22 +177,183 @@ pub struct ExtentTree {
 impl ExtentTree {
     pub fn new(
         initial: impl IntoIterator<Item = (u64, ExtentItem)>,
-        ext_cost_ns: u64,
-        virtual_cost_ns: u64,
-        lock_kind: ExtentLock,
+        cfg: &TreeConfig,
+        live: Arc<Live>,
     ) -> Self {
+        let items: HashMap<u64, Item, U64Build> = initial
+            .into_iter()
+            .map(|(b, it)| (b, Item::from(&it)))
+            .collect();
+        let (count, source) = match cfg.extent_items {
+            Some(n) => (n, "option"),
+            None => (items.len() as u64, "initial_extents"),
+        };
+        let btree = (cfg.model == ExtentTreeModel::Btree).then(|| {
+            let mut keys: Vec<u64> = items.keys().copied().collect();
+            keys.sort_unstable();
+            Btree::new(
+                &keys,
+                cfg.key_end.unwrap_or(0),
+                count,
+                cfg.nodesize,
+                cfg.lock_kind,
+                cfg.v3,
+                WalkCost {
+                    virtual_ns: cfg.virtual_cost_ns,
+                    real_ns: cfg.ext_cost_ns,
+                },
+            )
+        });
+        let mut items = items;
+        if let Some(bt) = &btree {
+            // The tree's own blocks are extents too: a TREE_BLOCK_REF of root 2 each.
+            for (bytenr, _level) in bt.blocks() {
+                let key = BackrefKey {
+                    ref_type: refgate_common::event::TREE_BLOCK_REF_KEY,
+                    a: EXTENT_TREE_OBJECTID,
+                    b: 0,
+                    c: 0,
+                };
+                let mut it = Item {
+                    num_bytes: bt.nodesize(),
+                    refs: 1,
+                    flags: EXTENT_FLAG_TREE_BLOCK,
+                    ..Default::default()
+                };
+                it.backrefs.insert(key, 1);
+                items.insert(bytenr, it);
+            }
+        }
         Self {
             tree: Mutex::new(Tree {
-                items: initial
-                    .into_iter()
-                    .map(|(b, it)| (b, Item::from(&it)))
-                    .collect(),
+                items,
                 ..Default::default()
             }),
-            ext_cost_ns,
-            virtual_cost_ns,
-            lock_kind,
+            btree,
+            sized: (count, source),
+            v3: cfg.v3,
+            live,
+            ext_cost_ns: cfg.ext_cost_ns,
+            virtual_cost_ns: cfg.virtual_cost_ns,
+            lock_kind: cfg.lock_kind,
         }
+    }
+
+    /// The B-tree's size, shape and counts (`None` under `--extent-tree single`).
+    pub fn btree_report(&self) -> Option<BtreeReport> {
+        let b = self.btree.as_ref()?;
+        let c = &b.counts;
+        Some(BtreeReport {
+            nodesize: b.geometry().leaf_data + crate::btree::HEADER_SIZE,
+            items: self.sized.0,
+            size_source: self.sized.1,
+            start: b.start_shape().clone(),
+            end: b.shape(),
+            leaf_splits: c.leaf_splits.load(Ordering::Relaxed),
+            node_splits: c.node_splits.load(Ordering::Relaxed),
+            root_splits: c.root_splits.load(Ordering::Relaxed),
+            cow_blocks: c.cow_blocks.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+        })
+    }
+
+    /// One update of the item at `bytenr`: under the single lock, or at the end of a B-tree
+    /// walk with the leaf write-held. `f` returns the update's result and how many items
+    /// and bytes the leaf gained (negative: lost).
+    ///
+    /// Also returns the delayed refs the walk's COWs and splits queue on the extent tree's
+    /// own blocks, for the caller to queue through the add path once the tree's locks are
+    /// released (the kernel queues them during the walk, with the path locked; the add's
+    /// `delayed_refs->lock` time is therefore not under the tree's locks here).
+    fn update<R>(
+        &self,
+        bytenr: u64,
+        search: Search,
+        m: &mut ThreadMetrics,
+        ws: &WorkerState,
+        f: impl FnOnce(&mut Tree) -> (R, i32, i32),
+    ) -> (R, Vec<OwnRef>) {
+        let Some(bt) = &self.btree else {
+            return (self.with(m, ws, |t| f(t).0), Vec::new());
+        };
+        m.extent_tree_acquisitions += 1;
+        let txn = self.live.transaction.load(Ordering::Relaxed);
+        let mut fed = Vec::new();
+        let mut path = bt.search_slot(bytenr, search, txn, m, ws, &mut fed);
+        bt.charge_leaf_update();
+        let (r, items, bytes) = f(&mut self.tree.lock());
+        bt.leaf_changed(&path, bytenr, items, bytes);
+        bt.release_path(&mut path);
+        (r, fed)
+    }
+
+    /// §7.4 for the model's own extents (`docs/extent-tree.md` "Self-feeding"): every block
+    /// of the tree has its item, with one TREE_BLOCK_REF of root 2, and every block it
+    /// replaced (COWed away) has none. Returns how many were checked.
+    pub fn check_own_blocks(&self) -> Result<u64, Vec<String>> {
+        let Some(bt) = &self.btree else {
+            return Ok(0);
+        };
+        let live: HashMap<u64, u8, U64Build> = bt.blocks().into_iter().collect();
+        let t = self.tree.lock();
+        let mut errs = Vec::new();
+        let want = BackrefKey {
+            ref_type: refgate_common::event::TREE_BLOCK_REF_KEY,
+            a: EXTENT_TREE_OBJECTID,
+            b: 0,
+            c: 0,
+        };
+        let mut checked = 0;
+        for &b in live.keys() {
+            checked += 1;
+            match t.items.get(&b) {
+                None => errs.push(format!("own block {b}: in the tree but has no extent item")),
+                Some(it) if it.refs != 1 || it.backrefs.get(&want) != Some(&1) => {
+                    errs.push(format!(
+                        "own block {b}: refs {}, expected one TREE_BLOCK_REF of root 2",
+                        it.refs
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut gone: Vec<u64> = t
+            .items
+            .keys()
+            .chain(t.life.keys())
+            .copied()
+            .filter(|&b| b >= OWN_BLOCKS_BASE && !live.contains_key(&b))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for b in gone {
+            checked += 1;
+            if t.items.contains_key(&b) {
+                errs.push(format!(
+                    "own block {b}: COWed away but its extent item is still there"
+                ));
+            }
+        }
+        errs.sort();
+        errs.truncate(20);
+        if errs.is_empty() {
+            Ok(checked)
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The model's own blocks now (address, level), under `--extent-tree btree`.
+    pub fn own_blocks(&self) -> Vec<(u64, u8)> {
+        self.btree.as_ref().map(Btree::blocks).unwrap_or_default()
+    }
+
+    /// Bytes of an extent item with one inline backref of `key`'s type (item header
+    /// included): `btrfs_extent_item` (24), 3.x tree blocks' `btrfs_tree_block_info` (18),
+    /// the inline ref.
+    fn item_bytes(&self, key: &BackrefKey) -> u32 {
+        let tree_info = if key.is_data() || !self.v3 { 0 } else { 18 };
+        ITEM_SIZE + 24 + tree_info + inline_ref_bytes(key)
     }
 
     fn with<R>(
@@ -201,12 +424,13 @@ impl ExtentTree {
 
     /// Tree/data ref node (§2.7): alloc_reserved_*, `__btrfs_inc_extent_ref`,
     /// `__btrfs_free_extent`.
+    /// Returns the refs the extent tree queued on its own blocks meanwhile ([`OwnRef`]).
     pub fn run_ref(
         &self,
         r: &RunRef,
         m: &mut ThreadMetrics,
         ws: &WorkerState,
-    ) -> Result<(), ModelError> {
+    ) -> Result<Vec<OwnRef>, ModelError> {
         if !r.key.is_data() && r.ref_mod != 1 {
             return Err(ModelError::TreeRefMod {
                 bytenr: r.bytenr,
@@ -214,10 +438,27 @@ impl ExtentTree {
             });
         }
         let m64 = r.ref_mod as u64;
-        self.with(m, ws, |t| match r.action {
+        let inline = inline_ref_bytes(&r.key) as i32;
+        let search = match r.action {
+            // `alloc_reserved_*`: `btrfs_insert_empty_item` of the item.
+            RefAction::Add if r.insert_reserved => Search::Insert {
+                bytes: self.item_bytes(&r.key),
+                keep_locks: false,
+            },
+            // `__btrfs_inc_extent_ref`: `lookup_inline_extent_backref(insert = 1)`, which
+            // searches with room for one more inline ref and `keep_locks`.
+            RefAction::Add => Search::Insert {
+                bytes: inline as u32,
+                keep_locks: true,
+            },
+            // `__btrfs_free_extent`: `lookup_extent_backref`, `ins_len = -1`.
+            RefAction::Drop => Search::Delete,
+        };
+        let item_bytes = self.item_bytes(&r.key) as i32;
+        let (res, fed) = self.update(r.bytenr, search, m, ws, |t| match r.action {
             RefAction::Add if r.insert_reserved => {
                 if t.items.contains_key(&r.bytenr) {
-                    return Err(ModelError::ExtentExists { bytenr: r.bytenr });
+                    return (Err(ModelError::ExtentExists { bytenr: r.bytenr }), 0, 0);
                 }
                 let mut it = Item {
                     num_bytes: r.num_bytes,
@@ -236,50 +477,24 @@ impl ExtentTree {
                 }
                 t.items.insert(r.bytenr, it);
                 t.life.entry(r.bytenr).or_default().inserts += 1;
-                Ok(())
+                (Ok(()), 1, item_bytes)
             }
             RefAction::Add => {
-                let it = t
-                    .items
-                    .get_mut(&r.bytenr)
-                    .ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
+                let Some(it) = t.items.get_mut(&r.bytenr) else {
+                    return (Err(ModelError::ExtentMissing { bytenr: r.bytenr }), 0, 0);
+                };
                 it.refs += m64;
-                *it.backrefs.get_or_insert_with(r.key, || 0) += m64;
+                let mut grew = 0;
+                *it.backrefs.get_or_insert_with(r.key, || {
+                    grew = inline;
+                    0
+                }) += m64;
                 apply_op(it, r.extent_op);
-                Ok(())
+                (Ok(()), 0, grew)
             }
-            RefAction::Drop => {
-                let it = t
-                    .items
-                    .get_mut(&r.bytenr)
-                    .ok_or(ModelError::ExtentMissing { bytenr: r.bytenr })?;
-                let have = it.backrefs.get(&r.key).copied().unwrap_or(0);
-                if have < m64 || it.refs < m64 {
-                    return Err(ModelError::BackrefUnderflow {
-                        bytenr: r.bytenr,
-                        key: r.key,
-                        have,
-                        drop: m64,
-                    });
-                }
-                it.refs -= m64;
-                if have == m64 {
-                    it.backrefs.remove(&r.key);
-                } else {
-                    it.backrefs.insert(r.key, have - m64);
-                }
-                if it.refs == 0 {
-                    if !it.backrefs.is_empty() {
-                        return Err(ModelError::OrphanBackrefs { bytenr: r.bytenr });
-                    }
-                    t.items.remove(&r.bytenr);
-                    t.life.entry(r.bytenr).or_default().frees += 1;
-                } else {
-                    apply_op(it, r.extent_op);
-                }
-                Ok(())
-            }
-        })
+            RefAction::Drop => drop_ref(t, r, m64, inline, item_bytes),
+        });
+        res.map(|()| fed)
     }
 
     /// `run_delayed_extent_op` (§2.4 step 6): update flags/key of an existing item.
@@ -289,24 +504,33 @@ impl ExtentTree {
         op: ExtentOp,
         m: &mut ThreadMetrics,
         ws: &WorkerState,
-    ) -> Result<(), ModelError> {
-        self.with(m, ws, |t| {
-            let it = t
-                .items
-                .get_mut(&bytenr)
-                .ok_or(ModelError::ExtentMissing { bytenr })?;
+    ) -> Result<Vec<OwnRef>, ModelError> {
+        // `btrfs_search_slot(.., ins_len = 0, cow = 1)`.
+        let (res, fed) = self.update(bytenr, Search::Update, m, ws, |t| {
+            let Some(it) = t.items.get_mut(&bytenr) else {
+                return (Err(ModelError::ExtentMissing { bytenr }), 0, 0);
+            };
             apply_op(it, Some(op));
-            Ok(())
-        })
+            (Ok(()), 0, 0)
+        });
+        res.map(|()| fed)
     }
 
     /// Head run with `must_insert_reserved` and no refs left: `btrfs_pin_extent` (§2.7).
+    /// `btrfs_pin_extent` marks the range in the pinned-extents tree and the block group's
+    /// counters: no extent-tree search, so the B-tree model takes no block lock for it (the
+    /// single-lock model took its lock, and keeps doing so to reproduce its figures).
     pub fn pin(&self, bytenr: u64, num_bytes: u64, m: &mut ThreadMetrics, ws: &WorkerState) {
-        self.with(m, ws, |t| {
+        let pin = |t: &mut Tree| {
             let l = t.life.entry(bytenr).or_default();
             l.pins += 1;
             l.pinned_bytes += num_bytes;
-        })
+        };
+        if self.btree.is_some() {
+            pin(&mut self.tree.lock());
+        } else {
+            self.with(m, ws, pin);
+        }
     }
 
     /// One extent's allocation history (all zero if it was never inserted, freed or pinned).
@@ -349,6 +573,60 @@ impl ExtentTree {
         t.life
             .values()
             .fold((0, 0), |(n, b), l| (n + l.pins, b + l.pinned_bytes))
+    }
+}
+
+/// `__btrfs_free_extent` on the oracle: drop `m64` of `r.key`'s backref, deleting the item
+/// at 0 refs. Returns the result and the leaf's change in items and bytes.
+fn drop_ref(
+    t: &mut Tree,
+    r: &RunRef,
+    m64: u64,
+    inline: i32,
+    item_bytes: i32,
+) -> (Result<(), ModelError>, i32, i32) {
+    let Some(it) = t.items.get_mut(&r.bytenr) else {
+        return (Err(ModelError::ExtentMissing { bytenr: r.bytenr }), 0, 0);
+    };
+    let have = it.backrefs.get(&r.key).copied().unwrap_or(0);
+    if have < m64 || it.refs < m64 {
+        let e = ModelError::BackrefUnderflow {
+            bytenr: r.bytenr,
+            key: r.key,
+            have,
+            drop: m64,
+        };
+        return (Err(e), 0, 0);
+    }
+    it.refs -= m64;
+    let mut shrank = 0;
+    if have == m64 {
+        it.backrefs.remove(&r.key);
+        shrank = inline;
+    } else {
+        it.backrefs.insert(r.key, have - m64);
+    }
+    if it.refs == 0 {
+        if !it.backrefs.is_empty() {
+            return (Err(ModelError::OrphanBackrefs { bytenr: r.bytenr }), 0, 0);
+        }
+        t.items.remove(&r.bytenr);
+        t.life.entry(r.bytenr).or_default().frees += 1;
+        return (Ok(()), -1, -item_bytes);
+    }
+    apply_op(it, r.extent_op);
+    (Ok(()), 0, -shrank)
+}
+
+/// Bytes of one inline backref (`btrfs_extent_inline_ref_size`): the type byte plus an
+/// offset (TREE_BLOCK_REF's root, SHARED_BLOCK_REF's parent) or the `btrfs_extent_data_ref`
+/// (28) or the parent and a `btrfs_shared_data_ref` count (8 + 4) in its place.
+fn inline_ref_bytes(key: &BackrefKey) -> u32 {
+    use refgate_common::event::{EXTENT_DATA_REF_KEY, SHARED_DATA_REF_KEY};
+    match key.ref_type {
+        EXTENT_DATA_REF_KEY => 1 + 28,
+        SHARED_DATA_REF_KEY => 1 + 8 + 4,
+        _ => 1 + 8,
     }
 }
 

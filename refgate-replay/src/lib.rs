@@ -39,7 +39,8 @@
 //! 1. **seam**: `exec`, `sync`, `vecmap`, `cost`, `params`, `error`, `refkey`, `metrics`, `live`
 //!    — the runtime seam through which the model takes time, waits, wakes and reads the clock
 //!    (an engine installs its runtime behind it), and the vocabulary every layer shares.
-//! 2. **model**: `spinlock`, `waitqueue`, `head`, `gate`, `space`, `extent_tree`, `root`,
+//! 2. **model**: `spinlock`, `tree_lock`, `waitqueue`, `head`, `gate`, `space`, `btree`,
+//!    `extent_tree`, `root`,
 //!    `run_v3`, `run_modern` — the kernel's delayed-ref machinery, calling only the seam.
 //! 3. **policies**: `policy`, `workload` — the runner policies over the model, and the
 //!    workload (tasks, transactions, handles) an engine runs under one.
@@ -73,6 +74,7 @@ pub mod workload_file;
 
 // The model's own modules: private (a policy reaches what it needs through `policy`'s
 // re-exports).
+mod btree;
 mod exec;
 mod extent_tree;
 mod gate;
@@ -84,6 +86,7 @@ mod run_v3;
 mod space;
 mod spinlock;
 mod sync;
+mod tree_lock;
 mod vecmap;
 mod waitqueue;
 
@@ -95,6 +98,9 @@ mod waitqueue;
 pub mod internals {
     pub mod exec {
         pub use crate::exec::*;
+    }
+    pub mod btree {
+        pub use crate::btree::*;
     }
     pub mod extent_tree {
         pub use crate::extent_tree::*;

@@ -329,6 +329,23 @@ impl Serialize for RunCallsByCaller {
     }
 }
 
+/// Waits on the extent tree's block locks by where the block is: the root, a node below it,
+/// a leaf (`--extent-tree btree`).
+#[derive(Clone, Debug, Default)]
+pub struct LevelWaits {
+    /// Indexed by root 0, node 1, leaf 2.
+    pub by_class: [WaitStats; 3],
+}
+
+impl LevelWaits {
+    /// Adds another worker's waits.
+    pub fn merge(&mut self, o: &LevelWaits) {
+        for (a, b) in self.by_class.iter_mut().zip(&o.by_class) {
+            a.merge(b);
+        }
+    }
+}
+
 /// Everything one worker thread counted.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadMetrics {
@@ -340,8 +357,14 @@ pub struct ThreadMetrics {
     pub head_mutex: WaitStats,
     /// Blocking on the extent-tree lock (§2.7, §7.2).
     pub extent_tree: WaitStats,
+    /// The B-tree's block-lock waits by level (`--extent-tree btree`; all in `extent_tree`
+    /// too).
+    pub extent_tree_levels: LevelWaits,
     /// Extent-tree lock acquisitions (one per update, contended or not).
     pub extent_tree_acquisitions: u64,
+    /// Delayed refs the extent tree queued on its own blocks (COWs and splits under
+    /// `--extent-tree btree`), not counted in `adds`.
+    pub self_fed_refs: u64,
     /// The seed gate's decisions (§2.3).
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
@@ -408,7 +431,9 @@ impl ThreadMetrics {
         self.head_lock.merge(&o.head_lock);
         self.head_mutex.merge(&o.head_mutex);
         self.extent_tree.merge(&o.extent_tree);
+        self.extent_tree_levels.merge(&o.extent_tree_levels);
         self.extent_tree_acquisitions += o.extent_tree_acquisitions;
+        self.self_fed_refs += o.self_fed_refs;
         self.gate.merge(&o.gate);
         self.run_calls.merge(&o.run_calls);
         self.run_calls_by_caller.merge(&o.run_calls_by_caller);

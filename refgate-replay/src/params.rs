@@ -30,6 +30,21 @@ impl ExtentLock {
     }
 }
 
+/// How the extent tree is locked (issue "extent tree"; `docs/extent-tree.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ExtentTreeModel {
+    /// A B-tree of locked blocks walked root to leaf with the kernel's lock coupling
+    /// (`btrfs_search_slot`, `unlock_up`): the root's lock is held for a descent step, the
+    /// leaf's for the item update.
+    #[default]
+    Btree,
+    /// One lock for the whole tree held for the whole update: the model before the B-tree,
+    /// kept so that its figures can be reproduced.
+    Single,
+}
+
 /// The model's parameters: the kernel's constants (§0.3) as defaults, and the §7.2 knobs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Params {
@@ -71,6 +86,17 @@ pub struct Params {
     /// Virtual CPUs: how the extent-tree lock is waited for; `None`: the era's kind
     /// ([`ExtentLock::for_era`]).
     pub extent_lock: Option<ExtentLock>,
+    /// How the extent tree is locked.
+    pub extent_tree: ExtentTreeModel,
+    /// The B-tree's block size (the trace header's `nodesize`; mkfs's default 16 KiB).
+    pub nodesize: u32,
+    /// Extent items in the B-tree before the first transaction; `None`: the workload's
+    /// initial extents (see `docs/extent-tree.md` "Size").
+    pub extent_items: Option<u64>,
+    /// One past the highest extent address of the replay: the range the B-tree's leaves
+    /// are spread over when `extent_items` is more than the initial extents name. `None`:
+    /// the engines set it from the workload ([`crate::workload::Workload::key_end`]).
+    pub extent_key_end: Option<u64>,
     /// Keep the final extent tree in the report (`--dump-state`).
     pub keep_final_state: bool,
 }
@@ -93,6 +119,10 @@ impl Default for Params {
             check_counters: true,
             costs: CostModel::defaults(),
             extent_lock: None,
+            extent_tree: ExtentTreeModel::Btree,
+            nodesize: 16384,
+            extent_items: None,
+            extent_key_end: None,
             keep_final_state: false,
         }
     }

@@ -2,19 +2,23 @@
 //! reads, with the §7.4 invariant checked on the final extent tree (`invariant`) —
 //! the entry points [`replay`], [`run`] and [`run_live`].
 
+use crate::btree::OWN_BLOCKS_BASE;
+pub use crate::btree::ShapeReport;
 use crate::engine::vcpu::{self, Timeline};
 use crate::engine::{self, Config, Engine, Outcome, VirtualFigures, model_error};
 use crate::error::{InvariantViolation, ReplayError};
+pub use crate::extent_tree::BtreeReport;
 use crate::invariant::{InvariantSummary, check_extent_tree};
 use crate::live::Live;
 use crate::metrics::{
     Caller, GateStats, RunCallsByCaller, SpinSummary, ThreadMetrics, TxnCounts, WaitSummary,
 };
-use crate::params::Params;
+use crate::params::{ExtentTreeModel, Params};
 use crate::policy::Policy;
 use crate::root::FsModel;
 use crate::workload::Workload;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Replays `workload` with `threads` real threads under `policy`. Errors if the model hits a
@@ -72,8 +76,22 @@ pub fn run_live(
     params: &Params,
     live: Arc<Live>,
 ) -> Result<Report, ReplayError> {
-    let out = engine::threads::run_live(workload, policy, threads, params, live)?;
-    finish(workload, policy, out)
+    let (model, replaced) = model_workload(workload, params);
+    let out = engine::threads::run_live(&model, policy, threads, params, live)?;
+    finish(&model, policy, out, replaced)
+}
+
+/// The workload the model replays: under `--extent-tree btree`, without the recorded refs
+/// of the extent tree's own blocks, which the B-tree queues itself
+/// ([`Workload::without_extent_root_refs`]); and how many add calls that left out.
+fn model_workload<'a>(w: &'a Workload, params: &Params) -> (Cow<'a, Workload>, u64) {
+    if params.extent_tree != ExtentTreeModel::Btree {
+        return (Cow::Borrowed(w), 0);
+    }
+    match w.without_extent_root_refs() {
+        Some((own, n)) => (Cow::Owned(own), n * w.copies() as u64),
+        None => (Cow::Borrowed(w), 0),
+    }
 }
 
 /// Figures that depend on the host that ran the replay (everything else in a virtual
@@ -129,6 +147,9 @@ pub struct DumpBackref {
 pub struct FinalState {
     /// The extent items, in bytenr order.
     pub extents: Vec<DumpExtent>,
+    /// The B-tree's own blocks (`--extent-tree btree`), whose items are left out of
+    /// `extents`: they are the model's, at `OWN_BLOCKS_BASE` and above.
+    pub own_blocks: u64,
     /// Extents allocated and freed inside one transaction (pinned, never inserted, §2.7).
     pub pinned_extents: u64,
     /// Their bytes.
@@ -169,9 +190,13 @@ fn final_state(fs: &FsModel) -> FinalState {
         })
         .collect();
     extents.sort_by_key(|e| e.bytenr);
+    let own = extents.partition_point(|e| e.bytenr < OWN_BLOCKS_BASE);
+    let own_blocks = (extents.len() - own) as u64;
+    extents.truncate(own);
     let (pinned_extents, pinned_bytes) = fs.extent_tree.pinned();
     FinalState {
         extents,
+        own_blocks,
         pinned_extents,
         pinned_bytes,
     }
@@ -213,6 +238,18 @@ pub struct Report {
     pub extent_tree_waits: WaitSummary,
     /// Extent-tree lock acquisitions (one per update, contended or not).
     pub extent_tree_acquisitions: u64,
+    /// `--extent-tree btree`: the tree's size, where it came from, its shape at start and
+    /// end and what walks did to it; `None` under `--extent-tree single`.
+    pub extent_btree: Option<BtreeReport>,
+    /// `--extent-tree btree`: delayed refs the extent tree queued on its own blocks (COWs
+    /// and splits: `docs/extent-tree.md` "Self-feeding"), run like the others and counted in
+    /// `refs_run`, not in `adds`.
+    pub self_fed_refs: u64,
+    /// `--extent-tree btree`: the recorded add calls of the extent tree's own blocks (root
+    /// 2's tree refs) left out of the replay, the model queueing its own instead.
+    pub recorded_self_fed_refs: u64,
+    /// `--extent-tree btree`: `extent_tree_waits` by where the block was (root, node, leaf).
+    pub extent_tree_waits_by_level: Option<[WaitSummary; 3]>,
     /// The seed gate's decisions (§2.3; zeros under ungated policies).
     pub gate: GateStats,
     /// Latency of each `btrfs_run_delayed_refs` call.
@@ -303,12 +340,21 @@ pub fn replay(
             }
             Ok(r)
         }
-        Engine::Virtual => finish(workload, policy, vcpu::run(workload, policy, cfg, live)?),
+        Engine::Virtual => {
+            let (model, replaced) = model_workload(workload, &cfg.params);
+            let out = vcpu::run(&model, policy, cfg, live)?;
+            finish(&model, policy, out, replaced)
+        }
     }
 }
 
 /// Merges the engine's counts, checks §7.4 on the final extent tree and builds the report.
-fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Report, ReplayError> {
+fn finish(
+    workload: &Workload,
+    policy: &dyn Policy,
+    out: Outcome,
+    recorded_self_fed_refs: u64,
+) -> Result<Report, ReplayError> {
     let (engine, cpus, fs) = (out.engine, out.cpus, &out.fs);
     // Cut short only if a cancel stopped a transaction from committing (a cancel after the
     // last commit changes nothing).
@@ -344,6 +390,16 @@ fn finish(workload: &Workload, policy: &dyn Policy, out: Outcome) -> Result<Repo
         head_mutex_waits: total.head_mutex.summary(),
         extent_tree_waits: total.extent_tree.summary(),
         extent_tree_acquisitions: total.extent_tree_acquisitions,
+        extent_btree: fs.extent_tree.btree_report(),
+        self_fed_refs: total.self_fed_refs,
+        recorded_self_fed_refs,
+        extent_tree_waits_by_level: fs.extent_tree.btree_report().map(|_| {
+            total
+                .extent_tree_levels
+                .by_class
+                .each_ref()
+                .map(|w| w.summary())
+        }),
         gate: total.gate,
         run_calls: total.run_calls.summary(),
         run_calls_by_caller: total.run_calls_by_caller,
@@ -386,11 +442,14 @@ fn verdict(
         InvariantSummary::default()
     } else {
         // The pinned totals reported are the per-extent pins the check accepted.
-        check_extent_tree(workload, &fs.extent_tree).map_err(|errors| InvariantViolation {
+        let violation = |errors| InvariantViolation {
             policy: policy.name().into(),
             threads: cpus,
             errors,
-        })?
+        };
+        let mut sum = check_extent_tree(workload, &fs.extent_tree).map_err(violation)?;
+        sum.own_blocks_checked = fs.extent_tree.check_own_blocks().map_err(violation)?;
+        sum
     })
 }
 

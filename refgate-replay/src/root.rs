@@ -1,16 +1,17 @@
 //! Per-filesystem and per-transaction state: `struct btrfs_delayed_ref_root` (spec §1.1,
 //! §4.2), the tree-mod-seq list (§1.6), and the add path (§1.4, §4.3).
 
+use crate::btree::{EXTENT_TREE_OBJECTID, OwnRef};
 use crate::cost::Cost;
 use crate::error::ModelError;
 use crate::exec;
-use crate::extent_tree::{ExtentItem, ExtentTree, RunRef};
+use crate::extent_tree::{ExtentItem, ExtentTree, RunRef, TreeConfig};
 use crate::gate::Gate;
 use crate::head::{DelayedRefHead, ExtentOp, HeadInner, InsertOutcome, LockedHead};
 use crate::live::{Live, ThreadState, WaitRole, WorkerState};
 use crate::metrics::{Caller, ThreadMetrics};
 use crate::params::Params;
-use crate::refkey::{Era, NodeKey, RefSpec};
+use crate::refkey::{AddAction, Era, NodeKey, RefOwner, RefSpec};
 use crate::space::DelayedRefsRsv;
 use crate::spinlock::{SpinGuard, SpinLock};
 use parking_lot::Mutex;
@@ -206,11 +207,19 @@ impl FsModel {
             },
             extent_tree: ExtentTree::new(
                 initial,
-                params.ext_cost_ns,
-                params.costs.get(Cost::RunRef),
-                params
-                    .extent_lock
-                    .unwrap_or(crate::params::ExtentLock::for_era(era)),
+                &TreeConfig {
+                    model: params.extent_tree,
+                    ext_cost_ns: params.ext_cost_ns,
+                    virtual_cost_ns: params.costs.get(Cost::RunRef),
+                    lock_kind: params
+                        .extent_lock
+                        .unwrap_or(crate::params::ExtentLock::for_era(era)),
+                    nodesize: params.nodesize,
+                    extent_items: params.extent_items,
+                    key_end: params.extent_key_end,
+                    v3: era == Era::V3,
+                },
+                live.clone(),
             ),
             tree_mod: TreeModSeq::default(),
             space: DelayedRefsRsv::new(params.metadata_pool_bytes),
@@ -399,8 +408,22 @@ impl FsModel {
         op: Option<ExtentOp>,
     ) -> Result<(), ModelError> {
         w.m.adds += 1;
+        self.add_ref_inner(w, h, r, op, true)
+    }
+
+    /// [`Self::add_ref`]; `reserve`: the modern era's delayed-refs reservation is made
+    /// (the model's own refs make none, see `queue_own_refs`).
+    fn add_ref_inner(
+        &self,
+        w: &mut Worker,
+        h: &mut TransHandle,
+        r: &RefSpec,
+        op: Option<ExtentOp>,
+        reserve: bool,
+    ) -> Result<(), ModelError> {
+        let reserve = reserve && self.era == Era::Modern;
         // Modern: the reservation is made before anything is queued, and may wait (§4.7).
-        if self.era == Era::Modern && self.space.reserve(self.params.delayed_ref_bytes) {
+        if reserve && self.space.reserve(self.params.delayed_ref_bytes) {
             w.m.space_waits += 1;
         }
         let mut spare = Some(self.alloc_head(w, r.bytenr, r.num_bytes, r.is_data()));
@@ -423,7 +446,7 @@ impl FsModel {
             r.action == crate::refkey::AddAction::AddExtent,
             op,
         )?;
-        if self.era == Era::Modern {
+        if reserve {
             hi.rsv_refs += 1;
         }
         let key = NodeKey::new(self.era, &r.key(), seq);
@@ -499,9 +522,60 @@ impl FsModel {
         w: &mut Worker,
         rr: &RunRef,
     ) -> Result<(), ModelError> {
-        self.extent_tree.run_ref(rr, &mut w.m, self.ws(w.id))?;
+        let fed = self.extent_tree.run_ref(rr, &mut w.m, self.ws(w.id))?;
         w.m.ref_run(self.txn(), rr.key.is_data(), w.caller);
         w.ws().add_refs_run(1);
+        self.queue_own_refs(w, &fed)
+    }
+
+    /// `run_delayed_extent_op` (§2.4 step 6, §4.4) on the extent tree, queueing what its
+    /// walk fed back.
+    pub(crate) fn run_extent_op(
+        &self,
+        w: &mut Worker,
+        bytenr: u64,
+        op: ExtentOp,
+    ) -> Result<(), ModelError> {
+        let fed = self
+            .extent_tree
+            .run_extent_op(bytenr, op, &mut w.m, self.ws(w.id))?;
+        w.m.extent_ops_run += 1;
+        self.queue_own_refs(w, &fed)
+    }
+
+    /// The delayed refs a walk of the extent tree queued on the tree's own blocks
+    /// (`btrfs_alloc_tree_block` / `btrfs_free_tree_block` from `btrfs_cow_block` and the
+    /// splits), through the add path. They reserve no delayed-refs space: the kernel charges
+    /// them to the running transaction's `delayed_refs_rsv`, refilled from the global
+    /// reserve, never waiting in a runner (§4.7).
+    fn queue_own_refs(&self, w: &mut Worker, fed: &[OwnRef]) -> Result<(), ModelError> {
+        if fed.is_empty() {
+            return Ok(());
+        }
+        let mut h = TransHandle::default();
+        for f in fed {
+            let action = if f.alloc {
+                AddAction::AddExtent
+            } else {
+                AddAction::Drop
+            };
+            let mut r = RefSpec::tree(
+                f.bytenr,
+                self.params.nodesize.into(),
+                action,
+                0,
+                EXTENT_TREE_OBJECTID,
+            );
+            r.owner = RefOwner::Tree { level: f.level };
+            r.for_cow = true;
+            // The new block's key and flags (`btrfs_alloc_tree_block`'s extent op).
+            let op = f.alloc.then_some(ExtentOp {
+                flags: None,
+                key: Some(f.first_key),
+            });
+            self.add_ref_inner(w, &mut h, &r, op, false)?;
+            w.m.self_fed_refs += 1;
+        }
         Ok(())
     }
 

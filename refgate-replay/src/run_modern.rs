@@ -181,9 +181,7 @@ fn cleanup_ref_head(
     if hi.extent_op.is_some() && !hi.must_insert_reserved {
         let op = hi.extent_op.take().expect("checked");
         drop(hi);
-        fs.extent_tree
-            .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))?;
-        w.m.extent_ops_run += 1;
+        fs.run_extent_op(w, head.bytenr, op)?;
         return Ok(Cleanup::Again);
     }
     drop(hi);

@@ -250,9 +250,7 @@ fn run_head_extent_op<'a>(
     op: ExtentOp,
 ) -> Result<(HeadStep, Locked<'a>), ModelError> {
     drop(g);
-    fs.extent_tree
-        .run_extent_op(head.bytenr, op, &mut w.m, fs.ws(w.id))?;
-    w.m.extent_ops_run += 1;
+    fs.run_extent_op(w, head.bytenr, op)?;
     Ok((HeadStep::ExtentOp(head), fs.lock_root(w)))
 }
 

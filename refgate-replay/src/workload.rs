@@ -5,10 +5,12 @@
 //! [`Op::AddRef`] via [`RefSpec::from_tree_event`]/[`RefSpec::from_data_event`], handle
 //! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
 
+use crate::btree::EXTENT_TREE_OBJECTID;
 use crate::error::WorkloadError;
 use crate::extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK};
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::{U64Build, VecMap};
+use refgate_common::event::TREE_BLOCK_REF_KEY;
 use serde::{Deserialize, Serialize};
 
 /// The model types a workload's operations and initial extents carry.
@@ -201,12 +203,81 @@ impl Workload {
         self.base_ops().count() as u64 * self.copies() as u64
     }
 
+    /// One past the highest extent address any copy names (initial items and adds): the
+    /// address range the B-tree's leaves are spread over when it is sized above the
+    /// initial extents (`Params::extent_key_end`).
+    pub fn key_end(&self) -> u64 {
+        let one = self
+            .base_ops()
+            .filter_map(|o| match o {
+                Op::AddRef { r, .. } => Some(r.bytenr + r.num_bytes),
+                Op::AddExtentOp {
+                    bytenr, num_bytes, ..
+                } => Some(bytenr + num_bytes),
+                _ => None,
+            })
+            .chain(self.initial.iter().map(|(b, it)| b + it.num_bytes))
+            .max()
+            .unwrap_or(0);
+        one + (self.copies() as u64 - 1) * self.stride
+    }
+
     /// Add-API calls (adds + drops + extent ops).
     pub fn total_adds(&self) -> u64 {
         self.base_ops()
             .filter(|o| matches!(o, Op::AddRef { .. } | Op::AddExtentOp { .. }))
             .count() as u64
             * self.copies() as u64
+    }
+
+    /// The workload without the refs of the extent tree's own blocks: the tree refs of root
+    /// 2 (`BTRFS_EXTENT_TREE_OBJECTID`), which a recording holds because the kernel's COW of
+    /// its extent tree queued them, and which `--extent-tree btree` queues itself from its
+    /// own COWs (`docs/extent-tree.md` "Self-feeding"); replaying both would count them twice.
+    /// Initial items lose their root-2 backrefs (and go if none is left). `None` when the
+    /// workload has none; else the workload and how many add calls (one copy) were left out.
+    pub fn without_extent_root_refs(&self) -> Option<(Workload, u64)> {
+        let own = |op: &Op| {
+            matches!(op, Op::AddRef { r, .. }
+                if !r.is_data() && r.parent == 0 && r.ref_root == EXTENT_TREE_OBJECTID)
+        };
+        let own_initial = |it: &ExtentItem| {
+            it.backrefs
+                .keys()
+                .any(|k| k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID)
+        };
+        let removed = self.base_ops().filter(|o| own(o)).count() as u64;
+        if removed == 0 && !self.initial.iter().any(|(_, it)| own_initial(it)) {
+            return None;
+        }
+        let mut w = self.clone();
+        for h in w
+            .tasks
+            .iter_mut()
+            .flat_map(|t| t.transactions.iter_mut())
+            .flat_map(|tt| tt.handles.iter_mut())
+        {
+            h.ops.retain(|o| !own(o));
+        }
+        w.initial = std::mem::take(&mut w.initial)
+            .into_iter()
+            .filter_map(|(b, mut it)| {
+                let gone: u64 = it
+                    .backrefs
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID
+                    })
+                    .map(|(_, v)| *v)
+                    .sum();
+                it.backrefs.retain(|k, _| {
+                    !(k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID)
+                });
+                it.refs = it.refs.saturating_sub(gone);
+                (!it.backrefs.is_empty()).then_some((b, it))
+            })
+            .collect();
+        Some((w, removed))
     }
 
     /// Every operation of every copy, as replayed.

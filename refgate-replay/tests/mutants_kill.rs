@@ -4,6 +4,7 @@
 //! (`real_thread_walk_cost_is_burnt_per_node`) is a lower bound that busy-work guarantees.
 
 mod common;
+use common::runner_params;
 use common::{data_add, one_txn_task};
 use refgate_replay::internals::gate::{Gate, GateEntry, GateParams};
 use refgate_replay::metrics::GateStats;
@@ -299,7 +300,7 @@ use common::{NB, tree};
 fn lookup_after_its_head_left_the_tree_sees_the_new_head() {
     for era in [Era::V3, Era::Modern] {
         let live = Arc::new(Live::new(2));
-        let fs = FsModel::new(era, Params::default(), vec![], live.clone());
+        let fs = FsModel::new(era, runner_params(), vec![], live.clone());
         let mut w0 = Worker::new(0, live.clone());
         let mut h = TransHandle::default();
         fs.add_ref(&mut w0, &mut h, &tree(NB, AddAction::AddExtent, 0), None)
@@ -573,7 +574,7 @@ fn run_explicit_runs_in_the_policys_terms() {
         assert_eq!(fs.num_entries_racy(), 0);
     }
     let p = refgate_replay::policy::by_name("modern").unwrap();
-    let params = Params::default();
+    let params = runner_params();
     let (fs, mut w) = common::fs_with(Era::Modern, params.clone(), vec![]);
     let mut h = TransHandle::default();
     for i in 1..=3 {
@@ -628,7 +629,7 @@ fn per_transaction_counts_follow_the_transaction() {
     };
     for name in ["pre", "modern"] {
         let p = refgate_replay::policy::by_name(name).unwrap();
-        let r = refgate_replay::run(&w, p.as_ref(), 1, &Params::default()).unwrap();
+        let r = refgate_replay::run(&w, p.as_ref(), 1, &runner_params()).unwrap();
         let per: Vec<(u64, u64)> = r
             .per_txn
             .iter()
@@ -659,7 +660,7 @@ fn virtual_timeline_names_gate_sleeps() {
             throttle_ready_heads: 4,
             gate_entries_threshold: 32,
             gate_progress_quantum: 8,
-            ..Params::default()
+            ..runner_params()
         },
         sim_seed: 0,
         pace: false,
@@ -690,7 +691,7 @@ fn virtual_timeline_names_gate_sleeps() {
 fn real_thread_walk_cost_is_burnt_per_node() {
     let params = Params {
         walk_cost_ns: 2_000_000,
-        ..Params::default()
+        ..runner_params()
     };
     let (fs, mut w) = common::fs_with(Era::V3, params, vec![]);
     let t = std::time::Instant::now();

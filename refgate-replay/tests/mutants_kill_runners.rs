@@ -3,6 +3,7 @@
 //! names the kernel behaviour it pins and the mutants it kills.
 
 mod common;
+use common::runner_params;
 use common::{NB, fs, tree};
 use refgate_replay::Params;
 use refgate_replay::internals::root::{FsModel, TransHandle, Worker};
@@ -204,7 +205,7 @@ fn v3_cluster_starts_after_the_cursor() {
 fn modern_should_end_transaction_on_flushing_or_waiting_tickets() {
     let p = refgate_replay::policy::by_name("modern").unwrap();
     let live = Arc::new(Live::new(2));
-    let params = Params::default();
+    let params = runner_params();
     let params = Params {
         metadata_pool_bytes: params.delayed_ref_bytes,
         ..params
@@ -277,7 +278,7 @@ fn throttle_311_caller_sleeps_while_the_queue_still_throttles() {
     let live = Arc::new(Live::new(2));
     let params = Params {
         throttle_311_ready_heads: 8,
-        ..Params::default()
+        ..runner_params()
     };
     let fs = Arc::new(FsModel::new(Era::V3, params, vec![], live.clone()));
     let mut w = Worker::new(0, live.clone());

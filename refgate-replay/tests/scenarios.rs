@@ -9,6 +9,8 @@
 //! replay's report, e.g. `refs_run`, `gate.sleeps`, `refs_run_by_caller.other`,
 //! `final_state.pinned_extents`).
 
+mod common;
+use common::runner_params;
 use refgate_replay::cost::{Cost, CostModel};
 use refgate_replay::live::Live;
 use refgate_replay::trace_workload::SeqRule;
@@ -40,7 +42,7 @@ fn run_expect(name: &str, file: &workload_file::WorkloadFile, e: &Value) -> Vec<
     for policy in policies {
         let mut params = Params {
             keep_final_state: true,
-            ..Params::default()
+            ..runner_params()
         };
         for (k, v) in &file.params {
             params.set(k, *v).unwrap();

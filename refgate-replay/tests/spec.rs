@@ -1,6 +1,7 @@
 //! Spec-conformance tests; each names the section of kernel-delayed-refs.md it checks.
 
 mod common;
+use common::runner_params;
 use common::{NB, fs, fs_with, tree};
 use refgate_common::event::{SHARED_BLOCK_REF_KEY, TREE_BLOCK_REF_KEY};
 use refgate_replay::Params;
@@ -107,7 +108,7 @@ fn spec_1_6_fs_tree_refs_never_merge_on_insert_v3() {
     );
     assert_ne!(h.seq_elem, 0, "handle registered on tree_mod_seq_list");
     // Modern: seq is read, not bumped ⇒ the same pair cancels on insert (§4.3).
-    let (fsm, mut wm) = fs_with(Era::Modern, Params::default(), vec![]);
+    let (fsm, mut wm) = fs_with(Era::Modern, runner_params(), vec![]);
     let mut hm = TransHandle::default();
     add(&fsm, &mut wm, &mut hm, &fsref);
     add(
@@ -127,7 +128,7 @@ fn spec_1_6_fs_tree_refs_never_merge_on_insert_v3() {
 #[test]
 fn spec_1_6_seq_holdback_until_oldest_handle_ends() {
     let k = BackrefKey::tree(0, 5);
-    let (fs, mut w) = fs_with(Era::V3, Params::default(), vec![(NB, item(k, 1))]);
+    let (fs, mut w) = fs_with(Era::V3, runner_params(), vec![(NB, item(k, 1))]);
     let mut a = TransHandle::default();
     let mut b = TransHandle::default();
     let r = RefSpec {
@@ -236,7 +237,7 @@ fn spec_2_1_count_per_cluster_and_64_ready_floor() {
 fn spec_2_5_add_before_drop_keeps_item() {
     for era in [Era::V3, Era::Modern] {
         let k = BackrefKey::tree(0, 2);
-        let (fs, mut w) = fs_with(era, Params::default(), vec![(NB, item(k, 1))]);
+        let (fs, mut w) = fs_with(era, runner_params(), vec![(NB, item(k, 1))]);
         let mut h = TransHandle::default();
         // The DROP sorts after the ADD in neither era's favour: TREE_BLOCK (176) < SHARED (182).
         add(&fs, &mut w, &mut h, &tree(NB, AddAction::Drop, 0));
@@ -275,7 +276,7 @@ fn spec_2_7_must_insert_reserved_netting_zero_is_pinned() {
 #[test]
 fn spec_1_4_extent_op_merge_and_run() {
     let k = BackrefKey::tree(0, 2);
-    let (fs, mut w) = fs_with(Era::V3, Params::default(), vec![(NB, item(k, 1))]);
+    let (fs, mut w) = fs_with(Era::V3, runner_params(), vec![(NB, item(k, 1))]);
     let mut h = TransHandle::default();
     fs.add_extent_op(
         &mut w,
@@ -431,7 +432,7 @@ fn spec_7_4_checker_detects_mismatch() {
     let p = policy::by_name("pre").unwrap();
     let params = Params {
         keep_final_state: true,
-        ..Params::default()
+        ..runner_params()
     };
     let report = refgate_replay::run(&wl, p.as_ref(), 1, &params).unwrap();
     let flags: std::collections::HashMap<u64, u64> = report
@@ -487,7 +488,7 @@ fn spec_4_1_throttle_311_stop_and_give_up() {
     use refgate_replay::internals::run_v3::Gating;
     let params = Params {
         throttle_311_ready_heads: 80,
-        ..Params::default()
+        ..runner_params()
     };
     let (fs, mut w) = fs_with(Era::V3, params, vec![]);
     let mut h = TransHandle::default();

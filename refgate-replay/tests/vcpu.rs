@@ -4,6 +4,7 @@
 //! sleeps and wake-ups once the queue crosses its threshold.
 
 mod common;
+use common::runner_params;
 use common::{data_add, one_txn_task, small_constants};
 use proptest::prelude::*;
 use refgate_replay::Params;
@@ -42,7 +43,7 @@ fn deterministic_part(r: &Report) -> serde_json::Value {
 fn hand_costs() -> Params {
     Params {
         costs: common::hand_costs(5000),
-        ..Params::default()
+        ..runner_params()
     }
 }
 
@@ -106,8 +107,8 @@ fn same_replay_twice_gives_the_same_report() {
         ..Default::default()
     });
     for name in policy::builtin().headline_names() {
-        let a = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
-        let b = deterministic_part(&virt(&w, name, 16, &Params::default(), 7));
+        let a = deterministic_part(&virt(&w, name, 16, &runner_params(), 7));
+        let b = deterministic_part(&virt(&w, name, 16, &runner_params(), 7));
         assert_eq!(a, b, "{name}");
     }
 }
@@ -129,7 +130,7 @@ fn one_virtual_cpu_matches_one_real_thread() {
         });
         let keep = Params {
             keep_final_state: true,
-            ..Params::default()
+            ..runner_params()
         };
         for name in policy::builtin().names() {
             let v = virt(&w, name, 1, &keep, 0);
@@ -188,7 +189,7 @@ fn many_cpus_run_including_more_cpus_than_tasks() {
         ..Default::default()
     });
     for cpus in [1, 32, 256, 1024] {
-        let r = virt(&w, "seed", cpus, &Params::default(), 0);
+        let r = virt(&w, "seed", cpus, &runner_params(), 0);
         assert_eq!(r.adds, w.total_adds());
         assert_eq!(r.virtual_figures.as_ref().unwrap().cpus.len(), cpus);
         let idle = r
@@ -215,7 +216,7 @@ fn spec_4_7_modern_reclaim_workers_virtual() {
     });
     let small = Params {
         metadata_pool_bytes: 8 * (256 << 10),
-        ..Params::default()
+        ..runner_params()
     };
     let r = virt(&w, "modern", 4, &small, 0);
     let by = &r.run_calls_by_caller;
@@ -231,7 +232,7 @@ fn spec_4_7_modern_reclaim_workers_virtual() {
     );
     let huge = Params {
         metadata_pool_bytes: 1 << 40,
-        ..Params::default()
+        ..runner_params()
     };
     let big = virt(&w, "modern", 4, &huge, 0);
     assert_eq!(big.space_waits, 0);
@@ -272,7 +273,7 @@ proptest! {
     #[test]
     fn spec_7_4_virtual_any_cpus(p in synth(), cpus in prop::sample::select(vec![1usize, 2, 3, 8, 32, 128]), small in any::<bool>(), seed in any::<u64>()) {
         let w = synthetic(&p);
-        let params = if small { small_constants() } else { Params::default() };
+        let params = if small { small_constants() } else { runner_params() };
         for name in policy::builtin().names() {
             let cfg = Config { engine: Engine::Virtual, cpus, params: params.clone(), sim_seed: seed, pace: false, timeline: false };
             let r = replay(&w, policy::by_name(name).unwrap().as_ref(), &cfg, Arc::new(Live::new(cpus)));

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use clap::ValueHint;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use refgate_replay::{params::ExtentLock, trace_workload::SeqRule};
+use refgate_replay::{
+    params::{ExtentLock, ExtentTreeModel},
+    trace_workload::SeqRule,
+};
 
 /// A trace and how it becomes a workload: `replay`, `compare` and `replay --validate`.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -47,6 +50,31 @@ pub struct ModelArgs {
     /// How tasks wait for the extent tree's lock under virtual CPUs; default: the policy's era.
     #[arg(long, value_enum)]
     pub extent_lock: Option<ExtentLock>,
+    /// How the extent tree is locked: `btree`, a B-tree of locked blocks walked with the
+    /// kernel's lock coupling; `single`, one lock for the whole tree and update (the model
+    /// before the B-tree, docs/extent-tree.md).
+    #[arg(long, value_enum, default_value_t = ExtentTreeModel::Btree)]
+    pub extent_tree: ExtentTreeModel,
+    /// Extent items the B-tree holds before the first transaction; default: the trace's
+    /// initial extents (the replay's report says which was used).
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, value_parser = clap::value_parser!(u64).range(1..=MAX_EXTENT_ITEMS))]
+    pub extent_items: Option<u64>,
+}
+
+/// `--extent-items` at most 2^32 (4 G items: a 300 TB filesystem of 64 KiB extents; the
+/// tree's per-leaf counts are 32-bit).
+pub const MAX_EXTENT_ITEMS: u64 = 1 << 32;
+
+impl ModelArgs {
+    /// The extent tree's settings in `params`: the model, the size override, and the block
+    /// size the trace was recorded with (`nodesize`; mkfs's 16 KiB default if unknown).
+    pub fn apply_extent_tree(&self, params: &mut refgate_replay::Params, nodesize: Option<u32>) {
+        params.extent_tree = self.extent_tree;
+        params.extent_items = self.extent_items;
+        if let Some(n) = nodesize {
+            params.nodesize = n;
+        }
+    }
 }
 
 /// `--replicate`: `None` is `auto`.

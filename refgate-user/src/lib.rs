@@ -26,6 +26,9 @@
 //!     refgate_user::main_with(registry)
 //! }
 //! ```
+
+// `json!` of the replay report has more keys than the default limit of 128 expands.
+#![recursion_limit = "256"]
 mod args;
 mod compare;
 mod completions;

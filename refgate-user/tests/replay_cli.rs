@@ -443,3 +443,89 @@ fn compare_writes_a_markdown_table_with_the_jsons_figures() {
         "{md}"
     );
 }
+
+/// `--extent-tree single` is the model before the B-tree: its figures on the bundled sample
+/// are the ones main printed before the B-tree landed (measured with that build, 2026-12-04),
+/// and the B-tree's differ; both hold the invariant. The B-tree reports its shape, where its
+/// size came from, its waits per level and the refs it fed back on its own blocks.
+#[test]
+fn extent_tree_single_reproduces_the_figures_before_the_btree() {
+    // (policy, CPUs, refs_run, virtual_seconds, delayed_refs->lock spin s, extent-tree spin s,
+    // extent-tree waits), from the release before `--extent-tree`.
+    let before = [
+        (
+            "seed",
+            "32",
+            31716,
+            0.048751535,
+            0.028839823,
+            0.040025591,
+            30234,
+        ),
+        (
+            "pre",
+            "2",
+            16055,
+            0.026390991,
+            0.000925671,
+            0.015978406,
+            11832,
+        ),
+        ("modern", "8", 15934, 0.034654329, 0.001799655, 0.0, 84),
+    ];
+    for (policy, cpus, refs, vs, dr, et, etw) in before {
+        let args = ["replay", "--json", "--policy", policy, "--threads", cpus];
+        let single = json_of(&[&args[..], &["--extent-tree", "single"]].concat());
+        assert_eq!(single["invariant_ok"], true);
+        assert_eq!(single["extent_tree"]["model"], "single");
+        assert!(single["extent_tree"]["btree"].is_null());
+        let got = (
+            single["refs_run"].as_u64().unwrap(),
+            single["virtual_seconds"].as_f64().unwrap(),
+            single["locks"]["delayed_refs_lock"]["spin_cpu_seconds"]
+                .as_f64()
+                .unwrap(),
+            single["locks"]["extent_tree"]["spin_cpu_seconds"]
+                .as_f64()
+                .unwrap(),
+            single["locks"]["extent_tree"]["contended"]
+                .as_u64()
+                .unwrap(),
+        );
+        assert_eq!(got, (refs, vs, dr, et, etw), "{policy} at {cpus} CPUs");
+        let btree = json_of(&args);
+        assert_eq!(btree["invariant_ok"], true);
+        let t = &btree["extent_tree"];
+        assert_eq!(t["model"], "btree");
+        assert_eq!(t["btree"]["nodesize"], 16384, "the sample's header");
+        assert_eq!(t["btree"]["size_source"], "initial_extents");
+        assert!(t["btree"]["end"]["leaves"].as_u64().unwrap() > 1);
+        assert!(t["self_fed_refs"].as_u64().unwrap() > 0);
+        assert!(
+            t["recorded_self_fed_refs"].as_u64().unwrap() > 0,
+            "the sample holds root 2's refs"
+        );
+        assert!(btree["invariant"]["own_blocks_checked"].as_u64().unwrap() > 0);
+        for level in ["root", "node", "leaf"] {
+            assert!(t["waits_by_level"][level]["count"].is_u64(), "{level}");
+        }
+        assert_ne!(
+            btree["virtual_seconds"], single["virtual_seconds"],
+            "{policy}"
+        );
+    }
+    // `--extent-items` sizes the tree and says so.
+    let big = json_of(&[
+        "replay",
+        "--json",
+        "--threads",
+        "4",
+        "--extent-items",
+        "100000",
+    ]);
+    let b = &big["extent_tree"]["btree"];
+    assert_eq!(b["size_source"], "option");
+    assert_eq!(b["items"], 100000);
+    assert_eq!(b["start"]["levels"], 3);
+    assert_eq!(big["invariant_ok"], true);
+}

@@ -237,7 +237,10 @@ impl<'a> Ctx<'a> {
         Ctx {
             fs: FsModel::new(
                 policy.era(),
-                params.clone(),
+                Params {
+                    extent_key_end: params.extent_key_end.or_else(|| Some(workload.key_end())),
+                    ..params.clone()
+                },
                 workload.initial_extents(),
                 live.clone(),
             ),

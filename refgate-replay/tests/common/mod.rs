@@ -11,6 +11,17 @@ use refgate_replay::workload::{Handle, Op, Task, TaskTransaction, Workload};
 use refgate_replay::{Config, Engine, Report, replay};
 use std::sync::Arc;
 
+/// The model's defaults with the extent tree as one lock and no self-fed refs
+/// (`--extent-tree single`): what the runner tests' hand-computed counts and timelines
+/// assume. The B-tree's own rules and timelines are tested in the crate (`btree::tests`,
+/// `engine::vcpu::btree_timeline`), its invariant by `invariant_prop` and the CLI tests.
+pub fn runner_params() -> Params {
+    Params {
+        extent_tree: refgate_replay::params::ExtentTreeModel::Single,
+        ..Params::default()
+    }
+}
+
 /// The spec's seed constants, scaled down so a small workload crosses the gate threshold.
 pub fn small_constants() -> Params {
     Params {
@@ -19,7 +30,7 @@ pub fn small_constants() -> Params {
         gate_entries_threshold: 32,
         gate_progress_quantum: 8,
         metadata_pool_bytes: 64 * (256 << 10),
-        ..Params::default()
+        ..runner_params()
     }
 }
 
@@ -37,7 +48,7 @@ pub fn fs_with(era: Era, params: Params, initial: Vec<(u64, ExtentItem)>) -> (Fs
 
 /// [`fs_with`] with the default parameters and an empty extent tree.
 pub fn fs(era: Era) -> (FsModel, Worker) {
-    fs_with(era, Params::default(), vec![])
+    fs_with(era, runner_params(), vec![])
 }
 
 /// A COW tree ref owned by the extent tree (root 2): never gets a seq, in either era (§1.6).
@@ -90,7 +101,7 @@ pub fn replay_virtual(
         params: Params {
             costs,
             cluster_heads,
-            ..Params::default()
+            ..runner_params()
         },
         sim_seed: 0,
         pace: false,

@@ -23,7 +23,7 @@ use refgate_replay::{
     cost::{Cost, CostEntry},
     live::Live,
     metrics::CpuTime,
-    params::ExtentLock,
+    params::{ExtentLock, ExtentTreeModel},
 };
 use serde::Serialize;
 
@@ -168,6 +168,8 @@ pub struct Sweep {
     pub sim_seed: u64,
     /// `spin`, `sleep`, or `era` (3.x policies spin, modern sleeps).
     pub extent_lock: &'static str,
+    /// `btree` or `single` (`--extent-tree`, docs/extent-tree.md).
+    pub extent_tree: &'static str,
     pub points: Vec<Point>,
 }
 
@@ -223,12 +225,14 @@ pub fn run(args: CompareArgs) -> Result<()> {
         "--cpus",
     )?;
     let costs = cost_model(&args.model.costs, None, &prepared.conv)?;
-    let params = Params {
+    let mut params = Params {
         ext_cost_ns: costs.get(Cost::RunRef),
         costs: costs.clone(),
         extent_lock: args.model.extent_lock,
         ..Params::default()
     };
+    let (_, nodesize) = crate::replay::prepare::header_cpus_and_nodesize(&args.input);
+    args.model.apply_extent_tree(&mut params, nodesize);
     let points: Vec<(usize, usize)> = (0..policies.len())
         .flat_map(|p| args.cpus.0.iter().map(move |&c| (p, c)))
         .collect();
@@ -252,6 +256,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
             Some(ExtentLock::Spin) => "spin",
             Some(ExtentLock::Sleep) => "sleep",
             None => "era",
+        },
+        extent_tree: match args.model.extent_tree {
+            ExtentTreeModel::Btree => "btree",
+            ExtentTreeModel::Single => "single",
         },
         points: out,
     };
@@ -364,8 +372,15 @@ pub fn table(s: &Sweep) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "refgate compare: {} (recorded on {}), {} tasks × {} replicas on every point, engine {}, sim seed {}, extent-tree lock {}",
-        s.trace, s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_lock
+        "refgate compare: {} (recorded on {}), {} tasks × {} replicas on every point, engine {}, sim seed {}, extent tree {} with {} locks",
+        s.trace,
+        s.kernel,
+        s.recorded_tasks,
+        s.replicas,
+        s.engine,
+        s.sim_seed,
+        s.extent_tree,
+        s.extent_lock
     );
     let costs: Vec<String> = s
         .cost_model

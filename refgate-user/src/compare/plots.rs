@@ -139,8 +139,8 @@ where
         .collect();
     for (i, line) in [
         format!(
-            "recorded on {}; {} tasks × {} replicas; engine {} (sim seed {}); extent-tree lock: {}",
-            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_lock
+            "recorded on {}; {} tasks × {} replicas; engine {} (sim seed {}); extent tree: {}, {} locks",
+            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_tree, s.extent_lock
         ),
         format!("cost model (virtual ns): {}", costs.join(", ")),
     ]

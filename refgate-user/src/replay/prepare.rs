@@ -100,6 +100,18 @@ pub struct Prepared {
     pub params: std::collections::BTreeMap<String, u64>,
 }
 
+/// The recorded CPU count and nodesize from the trace's header (the bundled sample's without
+/// a trace); `(1, None)` if the header cannot be read (the loader says why).
+pub fn header_cpus_and_nodesize(input: &TraceInput) -> (u32, Option<u32>) {
+    use refgate_common::trace::TraceReader;
+    let h = match &input.trace {
+        Some(p) => TraceReader::open_path(p).map(|r| r.header().clone()),
+        None => TraceReader::open(std::io::Cursor::new(SAMPLE)).map(|r| r.header().clone()),
+    };
+    h.map(|h| (h.cpu_count.max(1), h.nodesize))
+        .unwrap_or((1, None))
+}
+
 /// Reads the trace (or `workload_file`) and builds its workload, replicated over disjoint
 /// extents as `input.replicate` says (`auto`: enough copies that each of `cpus` CPUs has a
 /// writer); `speed` scales recorded think-times (`None`: none kept).

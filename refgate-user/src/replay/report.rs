@@ -133,6 +133,22 @@ fn locks_json(r: &Report) -> serde_json::Value {
     m.into()
 }
 
+/// `extent_tree`: the model, and under `btree` the tree's size, shape and the block-lock
+/// waits by level (`null` under `single`).
+fn extent_tree_json(r: &Report) -> serde_json::Value {
+    json!({
+        "model": if r.extent_btree.is_some() { "btree" } else { "single" },
+        "btree": r.extent_btree,
+        "self_fed_refs": r.extent_btree.as_ref().map(|_| r.self_fed_refs),
+        "recorded_self_fed_refs": r.extent_btree.as_ref().map(|_| r.recorded_self_fed_refs),
+        "waits_by_level": r.extent_tree_waits_by_level.as_ref().map(|[root, node, leaf]| json!({
+            "root": wait_json(root),
+            "node": wait_json(node),
+            "leaf": wait_json(leaf),
+        })),
+    })
+}
+
 /// The machine-readable report (`--json`, [`SCHEMA`]). Under the virtual engine everything
 /// outside `host` is the same for the same trace and arguments on any machine; every key is
 /// there under both engines, `null` where it does not apply.
@@ -167,6 +183,7 @@ pub fn json_report(
         "invariant_ok": if r.partial { serde_json::Value::Null } else { true.into() },
         "invariant": r.invariant,
         "locks": locks_json(r),
+        "extent_tree": extent_tree_json(r),
         "gate": r.gate,
         "run_call_latency": wait_json(&r.run_calls),
         "run_calls_by_caller": r.run_calls_by_caller,
@@ -198,8 +215,52 @@ pub fn text_report(trace: &str, conv: &TraceConversion, prep: &Prep, r: &Report)
     engine_lines(&mut o, prep, r);
     verdict_lines(&mut o, r);
     lock_table(&mut o, r);
+    extent_tree_lines(&mut o, r);
     run_call_lines(&mut o, r);
     o
+}
+
+/// The B-tree's size, where it came from, how it grew, and where its waits were.
+fn extent_tree_lines(o: &mut String, r: &Report) {
+    use std::fmt::Write;
+    let (Some(b), Some([root, node, leaf])) = (&r.extent_btree, &r.extent_tree_waits_by_level)
+    else {
+        let _ = writeln!(
+            o,
+            "  extent tree one lock for the whole tree and update (--extent-tree single)"
+        );
+        return;
+    };
+    let source = match b.size_source {
+        "option" => "--extent-items",
+        _ => "the trace's initial extents",
+    };
+    let _ = writeln!(
+        o,
+        "  extent tree B-tree of {} items ({source}), {} B blocks: {} levels, {} leaves at start, {} levels, {} leaves at end; {} leaf and {} node splits, {} blocks COWed, {} walks restarted",
+        b.items,
+        b.nodesize,
+        b.start.levels,
+        b.start.leaves,
+        b.end.levels,
+        b.end.leaves,
+        b.leaf_splits,
+        b.node_splits,
+        b.cow_blocks,
+        b.restarts
+    );
+    let _ = writeln!(
+        o,
+        "              {} refs fed back on its own blocks (the trace's {} of root 2 left out); block-lock waits: root {} (p99 {}), nodes {} (p99 {}), leaves {} (p99 {})",
+        r.self_fed_refs,
+        r.recorded_self_fed_refs,
+        root.count,
+        ns(root.p99_ns),
+        node.count,
+        ns(node.p99_ns),
+        leaf.count,
+        ns(leaf.p99_ns)
+    );
 }
 
 /// What was replayed and how it was prepared.

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use refgate_common::trace::TraceReader;
 use refgate_replay::{
     Config, Engine, Params, by_name,
     cost::Cost,
@@ -20,22 +19,13 @@ use serde_json::json;
 
 use super::{
     ReplayArgs,
-    prepare::{self, SAMPLE, cost_model},
+    prepare::{self, cost_model},
     report::describe_error,
 };
 
-fn header_cpus_and_nodesize(args: &ReplayArgs) -> (u32, Option<u32>) {
-    let h = match &args.input.trace {
-        Some(p) => TraceReader::open_path(p).map(|r| r.header().clone()),
-        None => TraceReader::open(std::io::Cursor::new(SAMPLE)).map(|r| r.header().clone()),
-    };
-    h.map(|h| (h.cpu_count.max(1), h.nodesize))
-        .unwrap_or((1, None))
-}
-
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let (name, records, _damage) = prepare::load(&args.input)?;
-    let (cpus, nodesize) = header_cpus_and_nodesize(args);
+    let (cpus, nodesize) = prepare::header_cpus_and_nodesize(&args.input);
     let opts = TraceOptions {
         handle_gap_ns: args.input.handle_gap_us * 1000,
         speed: Some(1.0),
@@ -49,6 +39,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         costs,
         ..Params::default()
     };
+    args.model.apply_extent_tree(&mut params, nodesize);
     if let Some(n) = nodesize {
         // btrfs_calc_delayed_ref_bytes(1) = nodesize × BTRFS_MAX_LEVEL × 2 (§4.6).
         params.delayed_ref_bytes = u64::from(n) * 8 * 2;

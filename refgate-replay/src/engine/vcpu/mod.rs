@@ -9,6 +9,10 @@
 //! another task or go idle. Nothing depends on the host's speed or core count: the same
 //! trace, arguments and `--sim-seed` give the same report on any machine.
 
+#[cfg(test)]
+mod btree_timeline;
+#[cfg(test)]
+pub(crate) mod harness;
 mod runtime;
 mod sched;
 
@@ -48,6 +52,29 @@ pub(crate) struct TaskCtx {
 }
 
 impl TaskCtx {
+    /// Runs `f` as task `task` on `cpu` of the scheduler at `sched`, inside the coroutine
+    /// of `yielder`, with the task's context installed for `exec` meanwhile.
+    pub(crate) fn run<R>(
+        yielder: &Yielder<(), Req>,
+        sched: *const RefCell<Sched>,
+        task: TaskId,
+        cpu: u32,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let ctx = TaskCtx {
+            yielder,
+            sched,
+            task,
+            cpu,
+        };
+        // SAFETY: `ctx` lives until `f` returns, and is uninstalled before then.
+        unsafe { exec::set_current(Some(&ctx)) };
+        let r = f();
+        // SAFETY: uninstalling before `ctx` goes.
+        unsafe { exec::set_current(None) };
+        r
+    }
+
     pub(crate) fn sched(&self) -> &RefCell<Sched> {
         // SAFETY: the scheduler outlives every coroutine (see `Tasks` and `build_tasks`).
         unsafe { &*self.sched }
@@ -261,21 +288,12 @@ fn build_tasks<'a>(
     for (i, &cpu) in task_cpus.iter().enumerate() {
         let stack = DefaultStack::new(STACK_BYTES).map_err(|e| RunFailure::Stack(e.to_string()))?;
         let body = move |y: &Yielder<(), Req>, ()| {
-            let ctx = TaskCtx {
-                yielder: y,
-                sched: sched_ptr,
-                task: i as TaskId,
-                cpu,
-            };
-            // SAFETY: `ctx` lives until the body returns, and is uninstalled before then.
-            unsafe { exec::set_current(Some(&ctx)) };
-            let end = match i.checked_sub(env.workload.task_count()) {
-                None => task_body(env, i, cpu),
-                Some(k) => worker_body(env, workers[k], cpu),
-            };
-            // SAFETY: uninstalling.
-            unsafe { exec::set_current(None) };
-            end
+            TaskCtx::run(y, sched_ptr, i as TaskId, cpu, || {
+                match i.checked_sub(env.workload.task_count()) {
+                    None => task_body(env, i, cpu),
+                    Some(k) => worker_body(env, workers[k], cpu),
+                }
+            })
         };
         // SAFETY: the body borrows `env` (and through it `fs`, `barrier`, `committer`) and
         // `sched` for `'a`; the coroutine goes into the returned `Tasks<'a>`, whose `Drop`
@@ -526,9 +544,13 @@ pub(crate) fn run(
 ) -> Result<Outcome, crate::error::ReplayError> {
     let cpus = cfg.cpus.max(1);
     preflight(workload, policy, cpus, &live)?;
+    let mut params = cfg.params.clone();
+    params
+        .extent_key_end
+        .get_or_insert_with(|| workload.key_end());
     let fs = FsModel::new(
         policy.era(),
-        cfg.params.clone(),
+        params,
         workload.initial_extents(),
         live.clone(),
     );

@@ -51,6 +51,10 @@ impl Runtime for TaskCtx {
         self.with_sched(|s| s.now - t0)
     }
 
+    fn release_spinners(&self, addr: usize) {
+        self.with_sched(|s| s.release_all(addr));
+    }
+
     fn handover(&self, addr: usize) -> bool {
         self.with_sched(|s| s.handover(addr))
     }

@@ -435,17 +435,34 @@ impl Sched {
         let Some(t) = q.pop_front() else {
             return false;
         };
+        self.proceed(t);
+        true
+    }
+
+    /// A waiter taken off its queue goes on: a spinner, still on its CPU, now; a sleeper
+    /// when woken.
+    fn proceed(&mut self, t: TaskId) {
         let slot = &mut self.tasks[t as usize];
         slot.waiting_on = 0;
         if slot.spinning {
-            // Still on its CPU, spinning: it proceeds now.
             slot.spinning = false;
             let cpu = slot.cpu;
             self.push(self.now, Event::Cpu(cpu));
         } else {
             self.wake(t);
         }
-        true
+    }
+
+    /// Every waiter on `addr` goes on without being given anything (see
+    /// [`crate::exec::release_spinners`]).
+    pub(crate) fn release_all(&mut self, addr: usize) {
+        let Some(q) = self.waiters.get_mut(&addr) else {
+            return;
+        };
+        let waiters: Vec<TaskId> = q.drain(..).collect();
+        for t in waiters {
+            self.proceed(t);
+        }
     }
 
     pub(crate) fn wake_all(&mut self, addr: usize) -> usize {

@@ -21,7 +21,7 @@ use crate::exec;
 use crate::live::{ThreadState, WaitRole, WorkerState};
 use crate::params::ExtentLock;
 use parking_lot::lock_api::RawMutex as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 pub(crate) struct TreeLock {
@@ -31,6 +31,9 @@ pub(crate) struct TreeLock {
     /// Set by an unlock that hands the still-locked lock to a spinner: the first spinner to
     /// come back from its spin and take this owns the lock.
     handoff: AtomicBool,
+    /// Tasks in [`TreeLock::lock_slow`]: an unlock with none skips the scheduler's queues
+    /// (most unlocks; the virtual engine's hot path).
+    waiters: AtomicU32,
 }
 
 impl TreeLock {
@@ -39,6 +42,7 @@ impl TreeLock {
             raw: parking_lot::RawMutex::INIT,
             blocking: AtomicBool::new(false),
             handoff: AtomicBool::new(false),
+            waiters: AtomicU32::new(0),
         }
     }
 
@@ -60,6 +64,7 @@ impl TreeLock {
     /// The contended `btrfs_tree_lock`: the ns waited.
     pub(crate) fn lock_slow(&self, kind: ExtentLock, ws: &WorkerState) -> u64 {
         let prev = ws.set(ThreadState::WaitingExtentTree);
+        self.waiters.fetch_add(1, Ordering::AcqRel);
         let waited = if exec::in_virtual() {
             let t0 = exec::now_ns();
             let mut front = false;
@@ -87,6 +92,7 @@ impl TreeLock {
             self.raw.lock();
             t.elapsed().as_nanos() as u64
         };
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
         ws.set(prev);
         waited
     }
@@ -94,7 +100,9 @@ impl TreeLock {
     /// 3.x `btrfs_set_lock_blocking` by the holder: spinners and newcomers sleep.
     pub(crate) fn set_blocking(&self) {
         self.blocking.store(true, Ordering::Release);
-        exec::release_spinners(self.spin_addr());
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            exec::release_spinners(self.spin_addr());
+        }
     }
 
     /// 3.x `btrfs_clear_lock_blocking` by the holder: the sleepers wake and spin.
@@ -107,6 +115,11 @@ impl TreeLock {
     /// `btrfs_tree_unlock` by the holder.
     pub(crate) fn unlock(&self, kind: ExtentLock) {
         self.blocking.store(false, Ordering::Release);
+        if self.waiters.load(Ordering::Acquire) == 0 {
+            // SAFETY: the caller holds the lock (callers pair lock and unlock).
+            unsafe { self.raw.unlock() };
+            return;
+        }
         match kind {
             ExtentLock::Spin => {
                 self.handoff.store(true, Ordering::Release);

@@ -17,6 +17,7 @@ mod mutants;
 mod public_api;
 mod setup;
 mod soak;
+mod soak_replay;
 mod test;
 mod vm;
 
@@ -81,10 +82,19 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
-    /// Record a busy loop btrfs for N minutes beside perf stat: RSS, lost events, counts (root).
+    /// Record a busy loop btrfs for N minutes beside perf stat: RSS, lost events, counts (root);
+    /// with `--replay`, replay the bundled sample in a loop of random points instead
+    /// (policies, both engines, 1–256 CPUs, both extent-tree models): the invariant every
+    /// time, RSS flat.
     Soak {
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
+        /// Replays instead of recording (no root needed).
+        #[arg(long)]
+        replay: bool,
+        /// `--replay`'s random seed (default: from the clock; printed either way).
+        #[arg(long, requires = "replay")]
+        seed: Option<u64>,
     },
     /// Build and install refgate, its shell completions and man pages under a prefix.
     Install {
@@ -193,7 +203,12 @@ fn main() -> Result<()> {
             fuzz::fuzz(&root(), time.or(runs.is_none().then_some(60)), runs)
         }
         Cmd::Mutants { shard, quick } => mutants::mutants(shard, quick),
-        Cmd::Soak { minutes } => {
+        Cmd::Soak {
+            minutes,
+            replay: true,
+            seed,
+        } => soak_replay::soak(&root(), minutes, seed),
+        Cmd::Soak { minutes, .. } => {
             setup()?;
             build_release()?;
             soak::soak(&root(), &refgate(), minutes)

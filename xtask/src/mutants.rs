@@ -18,14 +18,17 @@ const VERSION: &str = "27.1.0";
 /// Seconds a mutant's tests may take (the unmutated set takes 3–10 s here).
 const TIMEOUT_S: &str = "40";
 
-/// The files issue 12 names.
-const FILES: [&str; 6] = [
+/// The files issue 12 names, and the extent tree's B-tree and block locks (issue "extent
+/// tree": mutations of the lock-release and self-feeding rules must fail a test).
+const FILES: [&str; 8] = [
     "refgate-replay/src/policy/*.rs",
     "refgate-replay/src/gate.rs",
     "refgate-replay/src/run_v3.rs",
     "refgate-replay/src/run_modern.rs",
     "refgate-replay/src/head.rs",
     "refgate-replay/src/root.rs",
+    "refgate-replay/src/btree.rs",
+    "refgate-replay/src/tree_lock.rs",
 ];
 
 /// The tests each mutant is run against: the model's unit, spec, scenario, engine,

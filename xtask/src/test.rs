@@ -34,6 +34,9 @@ pub fn run() -> Result<()> {
         ])
         .args(["--target-dir", "target/loom"])
         .env("RUSTFLAGS", "--cfg loom"))?;
+    // A short replay soak: random policies, engines, CPU counts and seeds, the invariant
+    // every time, RSS flat (the long run: `cargo xtask soak --replay --minutes 10`).
+    crate::soak_replay::soak(&root(), 0.5, None)?;
     // A short fuzz run of every target (the long runs: `cargo xtask fuzz`).
     fuzz::fuzz(&root(), Some(30), None)?;
     // A short mutation run: mutants the tests must catch (the long runs: `cargo xtask mutants`).

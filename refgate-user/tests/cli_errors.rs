@@ -405,6 +405,10 @@ fn numeric_options_are_bounded_at_both_ends() {
             2,
             "positive number of virtual seconds",
         ),
+        (vec!["--extent-items", "0"], 2, "1..=100000000"),
+        (vec!["--extent-items", "100000001"], 2, "1..=100000000"),
+        (vec!["--extent-items", "-1"], 2, "--extent-items"),
+        (vec!["--extent-tree", "bplus"], 2, "btree, single"),
     ] {
         let o = refgate()
             .args(["replay", "--no-tui"])
@@ -423,6 +427,7 @@ fn numeric_options_are_bounded_at_both_ends() {
         vec!["--sim-seed", "18446744073709551615"],
         vec!["--speed", "1000000"],
         vec!["--handle-gap-us", "3600000000"],
+        vec!["--extent-items", "100000000"],
     ] {
         let o = refgate()
             .args(["replay", "--no-tui", "--json", "--threads", "2"])

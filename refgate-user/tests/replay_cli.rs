@@ -6,6 +6,28 @@ mod common;
 use common::*;
 use serde_json::Value;
 
+/// The x of the SVG text element whose content is `label` (plotters writes the content on a
+/// line of its own).
+fn legend_x(svg: &str, label: &str) -> Option<u32> {
+    let lines: Vec<&str> = svg.lines().collect();
+    let i = lines.iter().position(|l| l.trim() == label)?;
+    let tag = lines[i - 1];
+    let x = tag.split("x=\"").nth(1)?.split('"').next()?;
+    x.parse().ok()
+}
+
+/// Width, height and how many distinct colours a PNG has (a blank one has one or two).
+fn png_stats(png: &[u8]) -> (u32, u32, usize) {
+    let mut r = png::Decoder::new(png).read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let bpp = info.color_type.samples() * (info.bit_depth as usize).div_ceil(8);
+    let mut colours: Vec<&[u8]> = buf[..info.buffer_size()].chunks(bpp.max(1)).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    (info.width, info.height, colours.len())
+}
+
 fn without_host(mut v: Value) -> Value {
     v.as_object_mut().unwrap().remove("host");
     v
@@ -128,15 +150,17 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
         "gate-sleeps",
     ] {
         // plotters writes each text on its own line: fold them.
-        let svg = std::fs::read_to_string(d.path().join(format!("{stem}.svg")))
-            .unwrap()
-            .replace('\n', " ");
+        let raw = std::fs::read_to_string(d.path().join(format!("{stem}.svg"))).unwrap();
+        let svg = raw.replace('\n', " ");
         for needle in [
             "virtual CPUs",
             "> pre <",
             "> seed <",
-            "recorded on",
-            "cost model",
+            // The footer, in words.
+            "Recorded on",
+            "Costs charged per step",
+            "queueing a ref",
+            "B-tree of per-block",
             // Titled by the trace's file name, not its path.
             "— scratch-6.18.bin",
         ] {
@@ -146,12 +170,45 @@ fn compare_gives_every_point_a_csv_and_labelled_plots() {
             !svg.contains("/samples/scratch"),
             "{stem}.svg names the path"
         );
-        let png = std::fs::read(d.path().join(format!("{stem}.png"))).unwrap();
+        // A caption says what the plot shows.
+        let caption = ["Lower is better", "Higher is better", "put to sleep"];
         assert!(
-            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
-            "{stem}.png"
+            caption.iter().any(|c| svg.contains(c)),
+            "{stem}.svg: no caption"
         );
+        // The legend is right of the data: its labels start past the plot's right edge.
+        for policy in ["pre", "seed"] {
+            let x = legend_x(&raw, policy).unwrap_or_else(|| panic!("{stem}: no {policy} label"));
+            assert!(
+                x >= 960 - 150,
+                "{stem}: the {policy} label is at x {x}, over the data"
+            );
+        }
+        let png = std::fs::read(d.path().join(format!("{stem}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{stem}.png");
+        let (w, h, colours) = png_stats(&png);
+        assert_eq!((w, h), (960, 600), "{stem}.png");
+        assert!(colours > 4, "{stem}.png is blank ({colours} colours)");
     }
+    // The units follow each axis's range: run-call p99s of milliseconds read in ms.
+    let svg = std::fs::read_to_string(d.path().join("run-call-p99.svg")).unwrap();
+    let p99_max = points
+        .iter()
+        .map(|p| p["run_call_p99_ns"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let unit = if p99_max >= 1e9 {
+        "virtual s)"
+    } else if p99_max >= 1e6 {
+        "virtual ms)"
+    } else if p99_max >= 1e3 {
+        "virtual µs)"
+    } else {
+        "virtual ns)"
+    };
+    assert!(
+        svg.contains(unit),
+        "run-call-p99.svg: {p99_max} ns, no {unit:?}"
+    );
     let o = refgate()
         .args(["compare", "--policies", "modern", "--cpus", "2", "--csv"])
         .output()

@@ -12,11 +12,23 @@ use super::{Point, Sweep};
 /// The bundled font (DejaVu Sans, license in `assets/DejaVuSans.LICENSE`).
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-/// One plot: file stem, title, y-axis label, value of a point.
+/// What a plot's values are, which decides the unit its axis is labelled in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// Seconds: the axis shows ns, µs, ms or s, whichever reads best for its range.
+    Seconds,
+    /// A plain number (counts, rates): SI-prefixed from 10 000 up.
+    Number,
+}
+
+/// One plot: file stem, title, the caption saying what it shows, the y-axis label (with `{}`
+/// where the unit goes for [`Quantity::Seconds`]), and the value of a point.
 pub struct Metric {
     pub stem: &'static str,
     pub title: &'static str,
+    pub caption: &'static str,
     pub y_label: &'static str,
+    pub quantity: Quantity,
     pub value: fn(&Point) -> f64,
 }
 
@@ -24,46 +36,74 @@ pub const METRICS: [Metric; 7] = [
     Metric {
         stem: "spin-total",
         title: "CPU burnt spinning on any lock",
-        y_label: "spin CPU (ms, summed over CPUs)",
-        value: |p| p.cpu_time.spin_ns() as f64 / 1e6,
+        caption: "Lower is better: CPU time spent spinning on a lock instead of working, summed over all CPUs.",
+        y_label: "spin CPU ({}, summed over CPUs)",
+        quantity: Quantity::Seconds,
+        value: |p| p.cpu_time.spin_ns() as f64 / 1e9,
     },
     Metric {
         stem: "dr-spin",
         title: "CPU burnt spinning on delayed_refs->lock",
-        y_label: "spin CPU (ms, summed over CPUs)",
-        value: |p| p.delayed_refs_lock_spin_cpu_seconds * 1e3,
+        caption: "Lower is better: the spinning on the delayed-ref queue's spinlock alone, summed over all CPUs.",
+        y_label: "spin CPU ({}, summed over CPUs)",
+        quantity: Quantity::Seconds,
+        value: |p| p.delayed_refs_lock_spin_cpu_seconds,
     },
     Metric {
         stem: "extent-tree-wait",
         title: "Time waiting for the extent tree (spinning or asleep)",
-        y_label: "extent-tree wait (ms, summed over tasks)",
-        value: |p| p.extent_tree_wait_seconds * 1e3,
+        caption: "Lower is better: time tasks waited for extent-tree block locks, spinning or asleep, summed over tasks.",
+        y_label: "extent-tree wait ({}, summed over tasks)",
+        quantity: Quantity::Seconds,
+        value: |p| p.extent_tree_wait_seconds,
     },
     Metric {
         stem: "makespan",
         title: "Makespan: virtual time to replay the workload",
-        y_label: "makespan (virtual ms)",
-        value: |p| p.virtual_seconds * 1e3,
+        caption: "Lower is better: how long the whole workload took, its last commit included.",
+        y_label: "makespan (virtual {})",
+        quantity: Quantity::Seconds,
+        value: |p| p.virtual_seconds,
     },
     Metric {
         stem: "throughput",
         title: "Throughput",
+        caption: "Higher is better: delayed refs run per second of virtual time.",
         y_label: "refs run per virtual second",
+        quantity: Quantity::Number,
         value: |p| p.refs_per_virtual_second,
     },
     Metric {
         stem: "run-call-p99",
         title: "btrfs_run_delayed_refs call latency, p99",
-        y_label: "p99 latency (virtual µs)",
-        value: |p| p.run_call_p99_ns as f64 / 1e3,
+        caption: "Lower is better: 99 % of btrfs_run_delayed_refs calls returned within this time.",
+        y_label: "p99 latency (virtual {})",
+        quantity: Quantity::Seconds,
+        value: |p| p.run_call_p99_ns as f64 / 1e9,
     },
     Metric {
         stem: "gate-sleeps",
         title: "Sleeps on the seed gate's wait queue",
+        caption: "Callers the 3.9 gate put to sleep until the running refs made progress (seed only).",
         y_label: "sleeps",
+        quantity: Quantity::Number,
         value: |p| p.gate_sleeps as f64,
     },
 ];
+
+/// The unit a time axis whose largest value is `max_s` seconds reads best in, and its
+/// factor from seconds.
+fn time_unit(max_s: f64) -> (&'static str, f64) {
+    if max_s >= 1.0 {
+        ("s", 1.0)
+    } else if max_s >= 1e-3 {
+        ("ms", 1e3)
+    } else if max_s >= 1e-6 {
+        ("µs", 1e6)
+    } else {
+        ("ns", 1e9)
+    }
+}
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(0xd6, 0x27, 0x28),
@@ -75,6 +115,8 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 const SIZE: (u32, u32) = (960, 600);
+/// The legend's column, right of the chart.
+const LEGEND_WIDTH: u32 = 150;
 
 /// Writes every metric as `DIR/<stem>.svg` and `DIR/<stem>.png`; returns the files.
 pub fn write_all(s: &Sweep, dir: &Path) -> Result<Vec<PathBuf>> {
@@ -123,34 +165,83 @@ fn policies_in(s: &Sweep) -> Vec<&str> {
     policies
 }
 
-/// The two grey lines under a chart: where the trace came from and the cost model.
+/// A cost's name in words, for the footer.
+fn cost_words(name: &str) -> &str {
+    match name {
+        "add_ref" => "queueing a ref",
+        "walk_node" => "walking a queue node",
+        "select_ref" => "selecting a ref",
+        "run_ref" => "running a ref (extent-tree update)",
+        "delete_head" => "deleting a head",
+        "context_switch" => "a context switch",
+        "wakeup" => "a wake-up",
+        other => other,
+    }
+}
+
+/// The grey lines under a chart, in words: where the trace came from, how the tree was
+/// locked, and what each step costs; wrapped to the plot's width.
+fn footer_lines(s: &Sweep) -> Vec<String> {
+    let costs: Vec<String> = s
+        .cost_model
+        .iter()
+        .map(|c| format!("{} {} ns", cost_words(c.name), c.ns))
+        .collect();
+    let locks = match s.extent_lock {
+        "spin" => "spinning (3.x kind) under every policy",
+        "sleep" => "sleeping (5.11+ rw_semaphore) under every policy",
+        _ => "spinning under the 3.x policies and sleeping under modern, as each era's kernel",
+    };
+    let tree = match s.extent_tree {
+        "single" => "one lock for the whole extent tree",
+        _ => "the extent tree as a B-tree of per-block locks",
+    };
+    let text = [
+        format!(
+            "Recorded on {}; {} tasks × {} replicas at every point; {} engine, sim seed {}; {tree}, its locks {locks}.",
+            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed
+        ),
+        format!(
+            "Costs charged per step (virtual time): {}.",
+            costs.join(", ")
+        ),
+    ];
+    text.iter().flat_map(|t| wrap(t, FOOTER_CHARS)).collect()
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("one line");
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// Characters of the footer's 13-px text that fit the plot's width.
+const FOOTER_CHARS: usize = 145;
+
 fn draw_footer<DB: DrawingBackend>(
     footer: &DrawingArea<DB, plotters::coord::Shift>,
-    s: &Sweep,
+    lines: &[String],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
-    let costs: Vec<String> = s
-        .cost_model
-        .iter()
-        .map(|c| format!("{} {}", c.name, c.ns))
-        .collect();
-    for (i, line) in [
-        format!(
-            "recorded on {}; {} tasks × {} replicas; engine {} (sim seed {}); extent tree: {}, {} locks",
-            s.kernel, s.recorded_tasks, s.replicas, s.engine, s.sim_seed, s.extent_tree, s.extent_lock
-        ),
-        format!("cost model (virtual ns): {}", costs.join(", ")),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, line) in lines.iter().enumerate() {
         footer
             .draw(&Text::new(
-                line,
-                (14, 4 + 20 * i as i32),
+                line.as_str(),
+                (14, 4 + 18 * i as i32),
                 ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
             ))
             .map_err(err)?;
@@ -168,21 +259,34 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let (body, footer) = root.split_vertically(SIZE.1 - 46);
+    let lines = footer_lines(s);
+    let (top, rest) = root.split_vertically(64);
+    let (body, footer) = rest.split_vertically(SIZE.1 - 64 - 10 - 18 * lines.len() as u32);
+    // The legend has a column of its own, right of the data, so it never covers a point.
+    let (plot, legend) = body.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    top.draw(&Text::new(
+        format!("{} — {}", m.title, s.trace_name()),
+        (14, 10),
+        ("sans-serif", 20).into_font(),
+    ))
+    .map_err(err)?;
+    top.draw(&Text::new(
+        m.caption,
+        (14, 38),
+        ("sans-serif", 14).into_font().color(&RGBColor(60, 60, 60)),
+    ))
+    .map_err(err)?;
     let policies = policies_in(s);
     let xs = s.points.iter().map(|p| p.cpus as f64);
     let (xmin, xmax) = xs.fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
-    let ymax = s
-        .points
-        .iter()
-        .map(|p| (m.value)(p))
-        .fold(0f64, f64::max)
-        .max(1e-9);
-    let mut chart = ChartBuilder::on(&body)
-        .caption(
-            format!("{} — {}", m.title, s.trace_name()),
-            ("sans-serif", 20).into_font(),
-        )
+    let raw_max = s.points.iter().map(|p| (m.value)(p)).fold(0f64, f64::max);
+    let (unit, scale) = match m.quantity {
+        Quantity::Seconds => time_unit(raw_max),
+        Quantity::Number => ("", 1.0),
+    };
+    let y_label = m.y_label.replace("{}", unit);
+    let ymax = (raw_max * scale).max(1e-9);
+    let mut chart = ChartBuilder::on(&plot)
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(84)
@@ -197,7 +301,7 @@ where
         .configure_mesh()
         .light_line_style(WHITE)
         .x_desc("virtual CPUs")
-        .y_desc(m.y_label)
+        .y_desc(y_label)
         .x_label_formatter(&|x| format!("{}", x.round()))
         .y_label_formatter(&|y| axis_number(*y))
         .label_style(("sans-serif", 14))
@@ -209,28 +313,33 @@ where
             .points
             .iter()
             .filter(|p| p.policy == *policy)
-            .map(|p| (p.cpus as f64, (m.value)(p)))
+            .map(|p| (p.cpus as f64, (m.value)(p) * scale))
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(*policy)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
+            .map_err(err)?;
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
             .map_err(err)?;
+        let y = 30 + 26 * i as i32;
+        legend
+            .draw(&PathElement::new(
+                vec![(8, y), (32, y)],
+                color.stroke_width(2),
+            ))
+            .map_err(err)?;
+        legend
+            .draw(&Circle::new((20, y), 4, color.filled()))
+            .map_err(err)?;
+        legend
+            .draw(&Text::new(
+                policy.to_string(),
+                (40, y - 8),
+                ("sans-serif", 15).into_font(),
+            ))
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(err)?;
-    draw_footer(&footer, s)?;
+    draw_footer(&footer, &lines)?;
     root.present().map_err(err)?;
     Ok(())
 }

@@ -265,7 +265,37 @@ pub fn main_with(registry: refgate_replay::policy::Registry) -> ExitCode {
         }
         Err(e) => {
             eprintln!("refgate: error: {e:#}");
+            if let Some(hint) = resource_hint(&e) {
+                eprintln!("{hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about an error a resource ran out for, named by its cause in the chain (issue
+/// 26 item 2): a full disk or quota is not a bug, and says so.
+fn resource_hint(e: &anyhow::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let kind = e.chain().find_map(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| c.downcast_ref::<serde_json::Error>()?.io_error_kind())
+            .filter(|k| matches!(k, StorageFull | QuotaExceeded))
+            // Parquet's writer keeps only the message of the io::Error.
+            .or_else(|| {
+                let s = c.to_string();
+                s.contains("No space left on device").then_some(StorageFull)
+            })
+    })?;
+    Some(match kind {
+        QuotaExceeded => {
+            "Your disk quota on the filesystem written to is used up: free some of it, or write \
+             the output elsewhere (-o PATH). Nothing partial was left behind."
+        }
+        _ => {
+            "The filesystem written to is full: free space on it, or write the output to \
+             another filesystem (-o PATH). Nothing partial was left behind."
+        }
+    })
 }

@@ -122,6 +122,42 @@ pub fn create_private(path: &Path) -> io::Result<File> {
 }
 
 /// Whether `f` starts with the trace magic.
+/// The private temporary file `path` is written through: `.NAME.tmp-PID` beside it.
+pub fn temp_beside(path: &Path) -> Option<std::path::PathBuf> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name()?);
+    name.push(format!(".tmp-{}", std::process::id()));
+    Some(path.with_file_name(name))
+}
+
+/// Writes `path` private ([`create_private`]) through a temporary file beside it, renamed
+/// into place once `write` has succeeded. On any error the temporary file is removed, so a
+/// failed write (a full disk) leaves neither a partial file nor the temporary one behind.
+/// `what` names the output in errors ("the state dump").
+pub fn write_private_atomically<T>(
+    path: &Path,
+    what: &str,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let tmp =
+        temp_beside(path).with_context(|| format!("{} is not a file name", path.display()))?;
+    let f =
+        create_private(&tmp).with_context(|| format!("cannot create {what} {}", path.display()))?;
+    let done = (|| {
+        let mut w = io::BufWriter::new(f);
+        let r = write(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(r)
+    })();
+    done.map_err(|e: anyhow::Error| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("cannot write {what} {}", path.display()))
+    })
+}
+
 fn is_trace(f: &mut File) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];

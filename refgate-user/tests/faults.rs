@@ -628,3 +628,121 @@ fn first_contact_without_btrfs_then_a_later_mount() {
         assert!(err.contains(probe), "-v lacks {probe:?}: {err}");
     }
 }
+
+/// A full disk while writing an output (issue 26 item 2): every kind of output refgate writes
+/// from a trace fails with its own message — what was being written, that the filesystem is
+/// full, what to do — never a panic or a "please report it", and leaves no partial file or
+/// temporary file behind (a plot already written whole may stay).
+#[test]
+fn a_full_disk_is_named_and_leaves_no_partial_output() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/scratch-6.18.bin");
+    let small = Tmpfs::new("64k");
+    let dir = small.0.path();
+    let out = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "export".into(),
+                "-f".into(),
+                "jsonl".into(),
+                sample.into(),
+                "-o".into(),
+                out("x.jsonl"),
+            ],
+            "JSON lines",
+        ),
+        (
+            vec![
+                "export".into(),
+                "-f".into(),
+                "chrome".into(),
+                sample.into(),
+                "-o".into(),
+                out("x.json"),
+            ],
+            "Chrome trace",
+        ),
+        (
+            vec![
+                "export".into(),
+                "-f".into(),
+                "parquet".into(),
+                sample.into(),
+                "-o".into(),
+                out("x.parquet"),
+            ],
+            "Parquet file",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--no-tui".into(),
+                "--json".into(),
+                "--dump-state".into(),
+                out("state.json"),
+            ],
+            "state dump",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--no-tui".into(),
+                "--json".into(),
+                "--timeline".into(),
+                out("tl.json"),
+            ],
+            "timeline",
+        ),
+        (
+            vec!["compare".into(), "-o".into(), out("plots")],
+            "the plot",
+        ),
+    ];
+    for (args, what) in cases {
+        let o = refgate().args(&args).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(
+            e.contains(what) && e.contains("No space left on device"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            e.contains("The filesystem written to is full"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            !e.contains("panicked") && !e.contains("report it"),
+            "{args:?}: {e}"
+        );
+        // Nothing partial: no temporary file, no output but whole plots.
+        let mut left = Vec::new();
+        for entry in walk(dir) {
+            let name = entry.file_name().unwrap().to_string_lossy().to_string();
+            let whole_plot = entry.parent().is_some_and(|p| p.ends_with("plots"))
+                && !name.starts_with('.')
+                && std::fs::metadata(&entry).unwrap().len() > 0;
+            if !whole_plot {
+                left.push(name);
+            }
+        }
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}
+
+/// Every file under `dir`, hidden ones too.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}

@@ -126,15 +126,51 @@ pub fn write_all(s: &Sweep, dir: &Path) -> Result<Vec<PathBuf>> {
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     let mut files = Vec::new();
     for m in &METRICS {
+        // Drawn in memory and written by us, so that a write's error (a full disk) is the
+        // `io::Error` itself, not plotters' rendering of it.
         let svg = dir.join(format!("{}.svg", m.stem));
-        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), s, m)
-            .with_context(|| format!("cannot draw {}", svg.display()))?;
+        let mut text = String::new();
+        draw(
+            SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
+            s,
+            m,
+        )
+        .with_context(|| format!("cannot draw {}", svg.display()))?;
+        write_plot(&svg, text.as_bytes())?;
         let png = dir.join(format!("{}.png", m.stem));
-        draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), s, m)
-            .with_context(|| format!("cannot draw {}", png.display()))?;
+        let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+        draw(
+            BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(),
+            s,
+            m,
+        )
+        .with_context(|| format!("cannot draw {}", png.display()))?;
+        write_plot(&png, &encode_png(&rgb)?)?;
         files.extend([svg, png]);
     }
     Ok(files)
+}
+
+/// Writes one plot file; a failed write leaves no partial file behind.
+fn write_plot(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        anyhow::Error::new(e).context(format!("cannot write the plot {}", path.display()))
+    })
+}
+
+/// An RGB buffer of [`SIZE`] as a PNG file's bytes.
+fn encode_png(rgb: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, SIZE.0, SIZE.1);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Best);
+    let mut w = enc.write_header().context("cannot encode a PNG plot")?;
+    w.write_image_data(rgb)
+        .context("cannot encode a PNG plot")?;
+    w.finish().context("cannot encode a PNG plot")?;
+    Ok(out)
 }
 
 /// The CPU counts of the sweep, as the x axis's ticks.

@@ -200,6 +200,10 @@ fn export_to<R: Read>(
                     format!("cannot rename {} to {}", tmp.display(), path.display())
                 })?;
                 Ok(r)
+            })
+            // A failed export (a full disk) leaves nothing behind, its temporary file included.
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(tmp);
             }),
     }
 }
@@ -227,13 +231,8 @@ fn file_sink(path: PathBuf, trace: &Path) -> Result<Sink> {
             path.display()
         );
     }
-    let name = path
-        .file_name()
+    let tmp = crate::owner::temp_beside(&path)
         .with_context(|| format!("{} is not a file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
     Ok(Sink::File { path, tmp })
 }
 

@@ -1,6 +1,6 @@
 //! `--dump-state FILE`: the final extent tree and the model's counts as JSON.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use refgate_replay::Report;
 use serde_json::json;
 
@@ -29,12 +29,10 @@ pub fn write_dump(path: &std::path::Path, r: &Report) -> Result<()> {
             "refs_run_by_caller": r.refs_run_by_caller,
         },
     });
-    // Private like the trace it comes from, the invoking user's under sudo (crate::owner).
-    let mut f = crate::owner::create_private(path)
-        .with_context(|| format!("cannot create the state dump {}", path.display()))?;
-    std::io::Write::write_all(
-        &mut f,
-        (serde_json::to_string_pretty(&v)? + "\n").as_bytes(),
-    )
-    .with_context(|| format!("cannot write the state dump {}", path.display()))
+    // Private like the trace it comes from, the invoking user's under sudo (crate::owner);
+    // whole or not at all.
+    crate::owner::write_private_atomically(path, "the state dump", |w| {
+        std::io::Write::write_all(w, (serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
+        Ok(())
+    })
 }

@@ -9,7 +9,7 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use refgate_replay::{Engine, Report, engine::vcpu::Timeline};
 use serde_json::json;
 
@@ -86,35 +86,34 @@ fn write(
     clock: &str,
 ) -> Result<()> {
     // It names the trace's tasks' CPUs and timing: private like the trace, the invoking
-    // user's under sudo (crate::owner).
-    let f = crate::owner::create_private(path)
-        .with_context(|| format!("cannot create the timeline {}", path.display()))?;
-    let mut o = BufWriter::new(f);
-    let mut first = true;
-    let mut put = |o: &mut BufWriter<std::fs::File>, v: serde_json::Value| -> Result<()> {
-        if !first {
-            o.write_all(b",\n")?;
+    // user's under sudo (crate::owner); whole or not at all.
+    crate::owner::write_private_atomically(path, "the timeline", |o| {
+        let mut first = true;
+        let mut put = |o: &mut BufWriter<std::fs::File>, v: serde_json::Value| -> Result<()> {
+            if !first {
+                o.write_all(b",\n")?;
+            }
+            first = false;
+            serde_json::to_writer(&mut *o, &v)?;
+            Ok(())
+        };
+        o.write_all(b"{\"traceEvents\": [\n")?;
+        for v in track_names(cpus, title, unit).into_iter().chain(entries(t)) {
+            put(o, v)?;
         }
-        first = false;
-        serde_json::to_writer(&mut *o, &v)?;
+        o.write_all(b"\n],\n\"displayTimeUnit\": \"ns\",\n\"otherData\": ")?;
+        serde_json::to_writer(
+            &mut *o,
+            &json!({
+                "title": title,
+                "clock": clock,
+                "truncated_at_ns": t.truncated_at,
+                "cap_entries": t.cap,
+            }),
+        )?;
+        o.write_all(b"}\n")?;
         Ok(())
-    };
-    o.write_all(b"{\"traceEvents\": [\n")?;
-    for v in track_names(cpus, title, unit).into_iter().chain(entries(t)) {
-        put(&mut o, v)?;
-    }
-    o.write_all(b"\n],\n\"displayTimeUnit\": \"ns\",\n\"otherData\": ")?;
-    serde_json::to_writer(
-        &mut o,
-        &json!({
-            "title": title,
-            "clock": clock,
-            "truncated_at_ns": t.truncated_at,
-            "cap_entries": t.cap,
-        }),
-    )?;
-    o.write_all(b"}\n")?;
-    o.flush()?;
+    })?;
     if let Some(at) = t.truncated_at {
         eprintln!(
             "refgate: the timeline stops at {} (its {}-entry cap); the replay's figures cover the whole run",

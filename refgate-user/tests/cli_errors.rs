@@ -437,3 +437,41 @@ fn numeric_options_are_bounded_at_both_ends() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// Under an address-space limit (`ulimit -v`, issue 26 item 3), a sweep the limit cannot hold
+/// is refused up front, in well under a second, naming the limit, the need and the option to
+/// lower, and not after the points before it ran: compare runs a point per core, and the check
+/// counts them all. (It used to run for 13 s and fail at the 8192-CPU point.)
+#[test]
+fn compare_under_an_address_space_limit_is_refused_up_front() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = refgate();
+    cmd.args(["compare", "--cpus", "1,8192", "--format", "json"]);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let t = std::time::Instant::now();
+    let o = cmd.output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        t.elapsed().as_secs_f64() < 3.0,
+        "took {:?}: {e}",
+        t.elapsed()
+    );
+    assert!(
+        e.contains("RLIMIT_AS") && e.contains("--cpus") && e.contains("points run at once"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked") && !e.contains("report it"), "{e}");
+}

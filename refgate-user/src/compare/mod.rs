@@ -213,13 +213,20 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let prepared = prepare_workload(&args.input, None, None, max_cpus)?;
     // The largest point decides (with `--replicate auto` the workload is replicated for the
     // largest CPU count, and every point replays it).
+    // Points run side by side, one per host core: each holds its own tasks and refs, so the
+    // check is of all those in flight at once.
     let w = &prepared.workload;
+    let at_once = points_at_once(policies.len() * args.cpus.0.len()) as u64;
     crate::replay::limits::check(
         &format!(
-            "every point (the workload is replicated ×{} for the {max_cpus}-CPU one)",
+            "every point (the workload is replicated ×{} for the {max_cpus}-CPU one; {at_once} \
+             points run at once)",
             prepared.copies
         ),
-        (w.task_count() as u64, w.total_adds()),
+        (
+            w.task_count() as u64 * at_once,
+            w.total_adds().saturating_mul(at_once),
+        ),
         prepared.copies,
         true,
         "--cpus",
@@ -294,6 +301,15 @@ fn write_sweep(sweep: &Sweep, args: &CompareArgs) -> Result<()> {
 /// Replays every (policy index, CPUs) point on the virtual engine, spread over the host's
 /// cores (each point is deterministic, so the order they run in does not matter); the
 /// points' figures in `points` order.
+/// How many of `points` run at once: one per host core.
+fn points_at_once(points: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(points)
+        .max(1)
+}
+
 fn run_points(
     points: &[(usize, usize)],
     policies: &[(String, Box<dyn refgate_replay::policy::Policy>)],
@@ -305,10 +321,7 @@ fn run_points(
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let started = Instant::now();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(points.len());
+    let workers = points_at_once(points.len());
     let tty = std::io::stderr().is_terminal();
     std::thread::scope(|s| {
         for _ in 0..workers {

@@ -16,8 +16,10 @@ use crate::exec;
 use crate::live::WorkerState;
 use crate::metrics::ThreadMetrics;
 use crate::params::ExtentLock;
+use crate::refkey::BackrefKey;
 use crate::tree_lock::TreeLock;
 use parking_lot::RwLock;
+use refgate_common::event::TREE_BLOCK_REF_KEY;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -38,6 +40,17 @@ pub const OWN_BLOCKS_BASE: u64 = 1 << 62;
 
 /// `BTRFS_EXTENT_TREE_OBJECTID`: the root that owns the extent tree's blocks.
 pub const EXTENT_TREE_OBJECTID: u64 = 2;
+
+/// The backref of an extent-tree block: a TREE_BLOCK_REF of root 2 (never shared: the extent
+/// root is not a reloc root).
+pub fn own_block_backref() -> BackrefKey {
+    BackrefKey::tree(0, EXTENT_TREE_OBJECTID)
+}
+
+/// Whether `k` is an extent-tree block's backref ([`own_block_backref`]).
+pub fn is_own_block_backref(k: &BackrefKey) -> bool {
+    k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID
+}
 
 /// A delayed ref the extent tree queues on itself (the seed commit's "recursive nature of
 /// using the extent allocation tree to allocate extents to the extent allocation tree"): a
@@ -380,7 +393,8 @@ impl Btree {
         self.shape.read().report()
     }
 
-    /// The geometry of its blocks.
+    /// The geometry of its blocks (tests).
+    #[cfg(test)]
     pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
     }

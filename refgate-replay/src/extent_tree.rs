@@ -4,7 +4,7 @@
 //! whole update (`--extent-tree single`). Running a ref is the only writer.
 
 use crate::btree::{
-    Btree, EXTENT_TREE_OBJECTID, ITEM_SIZE, OWN_BLOCKS_BASE, OwnRef, Search, ShapeReport, WalkCost,
+    Btree, ITEM_SIZE, OWN_BLOCKS_BASE, OwnRef, Search, ShapeReport, WalkCost, own_block_backref,
 };
 use crate::error::ModelError;
 use crate::exec;
@@ -180,7 +180,7 @@ impl ExtentTree {
         cfg: &TreeConfig,
         live: Arc<Live>,
     ) -> Self {
-        let items: HashMap<u64, Item, U64Build> = initial
+        let mut items: HashMap<u64, Item, U64Build> = initial
             .into_iter()
             .map(|(b, it)| (b, Item::from(&it)))
             .collect();
@@ -204,23 +204,16 @@ impl ExtentTree {
                 },
             )
         });
-        let mut items = items;
         if let Some(bt) = &btree {
             // The tree's own blocks are extents too: a TREE_BLOCK_REF of root 2 each.
             for (bytenr, _level) in bt.blocks() {
-                let key = BackrefKey {
-                    ref_type: refgate_common::event::TREE_BLOCK_REF_KEY,
-                    a: EXTENT_TREE_OBJECTID,
-                    b: 0,
-                    c: 0,
-                };
                 let mut it = Item {
                     num_bytes: bt.nodesize(),
                     refs: 1,
                     flags: EXTENT_FLAG_TREE_BLOCK,
                     ..Default::default()
                 };
-                it.backrefs.insert(key, 1);
+                it.backrefs.insert(own_block_backref(), 1);
                 items.insert(bytenr, it);
             }
         }
@@ -244,7 +237,7 @@ impl ExtentTree {
         let b = self.btree.as_ref()?;
         let c = &b.counts;
         Some(BtreeReport {
-            nodesize: b.geometry().leaf_data + crate::btree::HEADER_SIZE,
+            nodesize: b.nodesize() as u32,
             items: self.sized.0,
             size_source: self.sized.1,
             start: b.start_shape().clone(),
@@ -297,12 +290,7 @@ impl ExtentTree {
         let live: HashMap<u64, u8, U64Build> = bt.blocks().into_iter().collect();
         let t = self.tree.lock();
         let mut errs = Vec::new();
-        let want = BackrefKey {
-            ref_type: refgate_common::event::TREE_BLOCK_REF_KEY,
-            a: EXTENT_TREE_OBJECTID,
-            b: 0,
-            c: 0,
-        };
+        let want = own_block_backref();
         let mut checked = 0;
         for &b in live.keys() {
             checked += 1;
@@ -341,11 +329,6 @@ impl ExtentTree {
         } else {
             Err(errs)
         }
-    }
-
-    /// The model's own blocks now (address, level), under `--extent-tree btree`.
-    pub fn own_blocks(&self) -> Vec<(u64, u8)> {
-        self.btree.as_ref().map(Btree::blocks).unwrap_or_default()
     }
 
     /// Bytes of an extent item with one inline backref of `key`'s type (item header
@@ -439,10 +422,11 @@ impl ExtentTree {
         }
         let m64 = r.ref_mod as u64;
         let inline = inline_ref_bytes(&r.key) as i32;
+        let item_bytes = self.item_bytes(&r.key);
         let search = match r.action {
             // `alloc_reserved_*`: `btrfs_insert_empty_item` of the item.
             RefAction::Add if r.insert_reserved => Search::Insert {
-                bytes: self.item_bytes(&r.key),
+                bytes: item_bytes,
                 keep_locks: false,
             },
             // `__btrfs_inc_extent_ref`: `lookup_inline_extent_backref(insert = 1)`, which
@@ -454,7 +438,7 @@ impl ExtentTree {
             // `__btrfs_free_extent`: `lookup_extent_backref`, `ins_len = -1`.
             RefAction::Drop => Search::Delete,
         };
-        let item_bytes = self.item_bytes(&r.key) as i32;
+        let item_bytes = item_bytes as i32;
         let (res, fed) = self.update(r.bytenr, search, m, ws, |t| match r.action {
             RefAction::Add if r.insert_reserved => {
                 if t.items.contains_key(&r.bytenr) {

@@ -373,6 +373,7 @@ fn finish(
     }
     let invariant = verdict(workload, policy, cpus, fs, partial)?;
     let host = host_figures(&out, &total);
+    let extent_btree = fs.extent_tree.btree_report();
     Ok(Report {
         policy: policy.name().into(),
         kernels: policy.kernels(),
@@ -390,16 +391,16 @@ fn finish(
         head_mutex_waits: total.head_mutex.summary(),
         extent_tree_waits: total.extent_tree.summary(),
         extent_tree_acquisitions: total.extent_tree_acquisitions,
-        extent_btree: fs.extent_tree.btree_report(),
-        self_fed_refs: total.self_fed_refs,
-        recorded_self_fed_refs,
-        extent_tree_waits_by_level: fs.extent_tree.btree_report().map(|_| {
+        extent_tree_waits_by_level: extent_btree.as_ref().map(|_| {
             total
                 .extent_tree_levels
                 .by_class
                 .each_ref()
                 .map(|w| w.summary())
         }),
+        extent_btree,
+        self_fed_refs: total.self_fed_refs,
+        recorded_self_fed_refs,
         gate: total.gate,
         run_calls: total.run_calls.summary(),
         run_calls_by_caller: total.run_calls_by_caller,

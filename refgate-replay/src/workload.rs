@@ -5,12 +5,11 @@
 //! [`Op::AddRef`] via [`RefSpec::from_tree_event`]/[`RefSpec::from_data_event`], handle
 //! boundaries, commits); [`synthetic`] generates one deterministically from a seed.
 
-use crate::btree::EXTENT_TREE_OBJECTID;
+use crate::btree::is_own_block_backref;
 use crate::error::WorkloadError;
 use crate::extent_tree::{EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK};
 use crate::refkey::{AddAction, BackrefKey, RefOwner, RefSpec};
 use crate::vecmap::{U64Build, VecMap};
-use refgate_common::event::TREE_BLOCK_REF_KEY;
 use serde::{Deserialize, Serialize};
 
 /// The model types a workload's operations and initial extents carry.
@@ -237,15 +236,8 @@ impl Workload {
     /// Initial items lose their root-2 backrefs (and go if none is left). `None` when the
     /// workload has none; else the workload and how many add calls (one copy) were left out.
     pub fn without_extent_root_refs(&self) -> Option<(Workload, u64)> {
-        let own = |op: &Op| {
-            matches!(op, Op::AddRef { r, .. }
-                if !r.is_data() && r.parent == 0 && r.ref_root == EXTENT_TREE_OBJECTID)
-        };
-        let own_initial = |it: &ExtentItem| {
-            it.backrefs
-                .keys()
-                .any(|k| k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID)
-        };
+        let own = |op: &Op| matches!(op, Op::AddRef { r, .. } if !r.is_data() && is_own_block_backref(&r.key()));
+        let own_initial = |it: &ExtentItem| it.backrefs.keys().any(is_own_block_backref);
         let removed = self.base_ops().filter(|o| own(o)).count() as u64;
         if removed == 0 && !self.initial.iter().any(|(_, it)| own_initial(it)) {
             return None;
@@ -265,14 +257,10 @@ impl Workload {
                 let gone: u64 = it
                     .backrefs
                     .iter()
-                    .filter(|(k, _)| {
-                        k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID
-                    })
+                    .filter(|(k, _)| is_own_block_backref(k))
                     .map(|(_, v)| *v)
                     .sum();
-                it.backrefs.retain(|k, _| {
-                    !(k.ref_type == TREE_BLOCK_REF_KEY && k.a == EXTENT_TREE_OBJECTID)
-                });
+                it.backrefs.retain(|k, _| !is_own_block_backref(k));
                 it.refs = it.refs.saturating_sub(gone);
                 (!it.backrefs.is_empty()).then_some((b, it))
             })

@@ -238,8 +238,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         extent_lock: args.model.extent_lock,
         ..Params::default()
     };
-    let (_, nodesize) = crate::replay::prepare::header_cpus_and_nodesize(&args.input);
-    args.model.apply_extent_tree(&mut params, nodesize);
+    args.model.apply_extent_tree(&mut params, prepared.nodesize);
     let points: Vec<(usize, usize)> = (0..policies.len())
         .flat_map(|p| args.cpus.0.iter().map(move |&c| (p, c)))
         .collect();

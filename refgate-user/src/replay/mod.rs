@@ -145,12 +145,7 @@ fn params_for(args: &ReplayArgs, prepared: &Prepared) -> Result<Params> {
         keep_final_state: args.dump_state.is_some(),
         ..Params::default()
     };
-    // A workload file records no nodesize; a trace's header does.
-    let nodesize = match args.workload {
-        Some(_) => None,
-        None => prepare::header_cpus_and_nodesize(&args.input).1,
-    };
-    args.model.apply_extent_tree(&mut params, nodesize);
+    args.model.apply_extent_tree(&mut params, prepared.nodesize);
     for (k, v) in &prepared.params {
         params
             .set(k, *v)

@@ -30,10 +30,19 @@ pub struct TraceDamage {
     pub message: String,
 }
 
+/// A trace read by [`load`]: its name, every record before any damage, the damage, and its
+/// header (the recorded CPU count and nodesize, read once with the records).
+pub struct Loaded {
+    pub name: String,
+    pub records: Vec<Record>,
+    pub damage: Option<TraceDamage>,
+    pub header: refgate_common::trace::TraceHeader,
+}
+
 /// Reads every record before any damage. A damaged trace (cut, corrupt, or without its
 /// end-of-trace frame after a crash) is replayed up to the damage, which the reports state;
 /// `--strict` refuses it instead.
-pub fn load(input: &TraceInput) -> Result<(String, Vec<Record>, Option<TraceDamage>)> {
+pub fn load(input: &TraceInput) -> Result<Loaded> {
     let (name, mut reader): (String, TraceReader<Box<dyn std::io::Read>>) = match &input.trace {
         Some(p) => {
             let f = refgate_common::trace::open_trace_file(p)?;
@@ -84,7 +93,12 @@ pub fn load(input: &TraceInput) -> Result<(String, Vec<Record>, Option<TraceDama
             d.message, d.records_kept
         );
     }
-    Ok((name, records, damage))
+    Ok(Loaded {
+        name,
+        records,
+        damage,
+        header: reader.header().clone(),
+    })
 }
 
 /// A trace turned into the workload to replay.
@@ -98,18 +112,8 @@ pub struct Prepared {
     pub damage: Option<TraceDamage>,
     /// A workload file's `params` lines.
     pub params: std::collections::BTreeMap<String, u64>,
-}
-
-/// The recorded CPU count and nodesize from the trace's header (the bundled sample's without
-/// a trace); `(1, None)` if the header cannot be read (the loader says why).
-pub fn header_cpus_and_nodesize(input: &TraceInput) -> (u32, Option<u32>) {
-    use refgate_common::trace::TraceReader;
-    let h = match &input.trace {
-        Some(p) => TraceReader::open_path(p).map(|r| r.header().clone()),
-        None => TraceReader::open(std::io::Cursor::new(SAMPLE)).map(|r| r.header().clone()),
-    };
-    h.map(|h| (h.cpu_count.max(1), h.nodesize))
-        .unwrap_or((1, None))
+    /// The trace header's nodesize (`None` for a workload file, which records none).
+    pub nodesize: Option<u32>,
 }
 
 /// Reads the trace (or `workload_file`) and builds its workload, replicated over disjoint
@@ -124,7 +128,12 @@ pub fn prepare_workload(
     if let Some(path) = workload_file {
         return prepare_workload_file(input, path, cpus);
     }
-    let (name, records, damage) = load(input)?;
+    let Loaded {
+        name,
+        records,
+        damage,
+        header,
+    } = load(input)?;
     let opts = TraceOptions {
         handle_gap_ns: input.handle_gap_us * 1000,
         speed,
@@ -145,6 +154,7 @@ pub fn prepare_workload(
         copies,
         damage,
         params: Default::default(),
+        nodesize: header.nodesize,
     })
 }
 
@@ -203,6 +213,7 @@ fn prepare_workload_file(input: &TraceInput, path: &Path, cpus: usize) -> Result
         copies,
         damage: None,
         params: file.params,
+        nodesize: None,
     })
 }
 

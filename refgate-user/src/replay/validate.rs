@@ -24,8 +24,13 @@ use super::{
 };
 
 pub fn run(args: &ReplayArgs) -> Result<()> {
-    let (name, records, _damage) = prepare::load(&args.input)?;
-    let (cpus, nodesize) = prepare::header_cpus_and_nodesize(&args.input);
+    let prepare::Loaded {
+        name,
+        records,
+        header,
+        ..
+    } = prepare::load(&args.input)?;
+    let (cpus, nodesize) = (header.cpu_count.max(1), header.nodesize);
     let opts = TraceOptions {
         handle_gap_ns: args.input.handle_gap_us * 1000,
         speed: Some(1.0),
